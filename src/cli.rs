@@ -1,0 +1,366 @@
+//! The subcommands: `serve`, `check-config`, `import`, `demo`. Each returns an exit code:
+//! 0 done, 1 runtime failure, 2 usage or configuration error (DESIGN.md §5).
+//! Calls `config`, `server`, `content`, `simulate`, `metrics`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::units::{format_bytes, format_duration};
+use crate::config::{Config, ConfigError};
+use crate::content::{self, path::ContentPath};
+use crate::error::{Error, Kind};
+use crate::metrics::{Metrics, TierLabels};
+use crate::server;
+use crate::simulate::{self, Download, SplitMix};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wsus-edge",
+    version,
+    about = "A Windows update server for branch offices"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, built-in defaults with data_dir = ./data.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the node until interrupted (SIGINT/SIGTERM).
+    Serve,
+    /// Check a configuration file and print every problem with its key.
+    CheckConfig {
+        /// The file to check (or --config FILE).
+        file: Option<PathBuf>,
+    },
+    /// Put every file of DIR into the content store under its SHA-1, so this node serves it.
+    Import { dir: PathBuf },
+    /// Start a root and a branch on loopback, drive simulated Delivery Optimization downloads
+    /// through the branch, and print what happened.
+    Demo {
+        /// Simulated clients downloading at the same time.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Keep both nodes running after the summary, until interrupted.
+        #[arg(long)]
+        keep_running: bool,
+    },
+}
+
+pub enum Exit {
+    Ok = 0,
+    Failure = 1,
+    Usage = 2,
+}
+
+/// Run a parsed command line. `env` is the process environment (for `WSUS_EDGE_*` overrides).
+pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
+    match cli.command {
+        Command::CheckConfig { file } => check_config(file.or(cli.config).as_deref(), &env),
+        Command::Serve => match load(cli.config.as_deref(), &env) {
+            Some(config) => serve(config).await,
+            None => Exit::Usage,
+        },
+        Command::Import { dir } => match load(cli.config.as_deref(), &env) {
+            Some(config) => import(&config, &dir).await,
+            None => Exit::Usage,
+        },
+        Command::Demo {
+            clients,
+            keep_running,
+        } => match load(cli.config.as_deref(), &env) {
+            Some(config) => report(demo(&config, clients, keep_running).await),
+            None => Exit::Usage,
+        },
+    }
+}
+
+fn load(path: Option<&Path>, env: &[(String, String)]) -> Option<Config> {
+    match Config::load(path, env) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}
+
+fn report(result: Result<(), Error>) -> Exit {
+    match result {
+        Ok(()) => Exit::Ok,
+        Err(e) => {
+            eprintln!("wsus-edge: {e}");
+            if e.kind() == Kind::Config {
+                Exit::Usage
+            } else {
+                Exit::Failure
+            }
+        }
+    }
+}
+
+fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
+    let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
+    let config = match Config::load(path, env) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return Exit::Usage;
+        }
+    };
+    let problems = config.check_files();
+    if !problems.is_empty() {
+        eprintln!("{}", ConfigError { source, problems });
+        return Exit::Usage;
+    }
+    let role = match &config.upstream {
+        Some(up) => format!("downstream of {}", up.url),
+        None => "root (no upstream)".into(),
+    };
+    println!(
+        "{source}: ok — node {:?}, {role}, data_dir {}, http {}, admin {}",
+        config.node.name,
+        config.node.data_dir.display(),
+        config.listen.http,
+        config.listen.admin
+    );
+    Exit::Ok
+}
+
+async fn serve(config: Config) -> Exit {
+    let running = match server::start(&config).await {
+        Ok(r) => r,
+        Err(e) => return report(Err(e)),
+    };
+    let l = running.listening();
+    // The readiness line: scripts and tests wait for it to learn the bound ports.
+    let https = l.https.map(|a| format!(" https={a}")).unwrap_or_default();
+    println!("wsus-edge ready http={} admin={}{https}", l.http, l.admin);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown(Duration::from_secs(10)).await;
+    Exit::Ok
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn import(config: &Config, dir: &Path) -> Exit {
+    let (data_dir, dir) = (config.node.data_dir.clone(), dir.to_path_buf());
+    let started = Instant::now();
+    let result = tokio::task::spawn_blocking(move || content::import_dir(&data_dir, &dir)).await;
+    match result {
+        Ok(Ok(r)) => {
+            println!(
+                "imported {} files ({} new, {}) into {} in {}",
+                r.files,
+                r.new,
+                format_bytes(r.bytes),
+                config.node.data_dir.display(),
+                format_duration(started.elapsed())
+            );
+            Exit::Ok
+        }
+        Ok(Err(e)) => report(Err(e)),
+        Err(e) => report(Err(Error::internal(Kind::Io, format!("import task: {e}")))),
+    }
+}
+
+/// Payloads of the demo: sizes like a month of Windows updates, scaled down.
+const DEMO_FILES: &[(u64, &str)] = &[
+    (48 << 10, "cab"),
+    (900 << 10, "cab"),
+    (3 << 20, "exe"),
+    (11 << 20, "msu"),
+    (37 << 20, "psf"),
+    (96 << 20, "esd"),
+];
+
+async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), Error> {
+    let root_dir = base.node.data_dir.join("demo");
+    let io = |what: &str| {
+        let what = what.to_owned();
+        move |e| Error::io(what, e)
+    };
+    if root_dir.exists() {
+        std::fs::remove_dir_all(&root_dir).map_err(io("clearing the demo directory"))?;
+    }
+    let source = root_dir.join("payloads");
+    std::fs::create_dir_all(&source).map_err(io("creating the demo directory"))?;
+    println!("generating {} payload files …", DEMO_FILES.len());
+    let mut rng = SplitMix(0x5eed);
+    for (i, (size, ext)) in DEMO_FILES.iter().enumerate() {
+        let mut bytes = vec![0u8; *size as usize];
+        rng.fill(&mut bytes);
+        std::fs::write(source.join(format!("payload{i}.{ext}")), &bytes)
+            .map_err(io("writing a payload"))?;
+    }
+
+    let root = demo_config("demo-root", &root_dir.join("root"), None)?;
+    let imported = {
+        let (data_dir, source) = (root.node.data_dir.clone(), source.clone());
+        tokio::task::spawn_blocking(move || content::import_dir(&data_dir, &source))
+            .await
+            .map_err(|e| Error::internal(Kind::Io, format!("import: {e}")))??
+    };
+    let root_node = server::start(&root).await?;
+    let branch = demo_config(
+        "demo-branch",
+        &root_dir.join("branch"),
+        Some(&format!("http://{}", root_node.listening().http)),
+    )?;
+    let branch_node = server::start(&branch).await?;
+    let branch_http = branch_node.listening().http;
+    println!(
+        "root   {} (admin http://{}/)\nbranch {} (admin http://{}/), upstream = root",
+        root_node.listening().http,
+        root_node.listening().admin,
+        branch_http,
+        branch_node.listening().admin
+    );
+
+    let files: Vec<Download> = imported
+        .objects
+        .iter()
+        .zip(DEMO_FILES)
+        .map(|((digest, size), (_, ext))| Download {
+            url: format!(
+                "http://{branch_http}{}",
+                ContentPath {
+                    digest: *digest,
+                    ext: (*ext).to_owned()
+                }
+                .url_path()
+            ),
+            size: *size,
+            sha1: *digest,
+        })
+        .collect();
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    println!(
+        "{clients} clients download {} files ({}) through the branch, Delivery Optimization style \
+         (shuffled 1 MiB ranges, 4 connections each) …",
+        files.len(),
+        format_bytes(total)
+    );
+    let started = Instant::now();
+    let client = simulate::http_client();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (client, files) = (client.clone(), files.clone());
+        tasks.spawn(async move {
+            let mut outcomes = Vec::new();
+            for (i, file) in files.iter().enumerate() {
+                let options = simulate::Options {
+                    seed: (c * 131 + i) as u64 + 1,
+                    ..simulate::Options::default()
+                };
+                outcomes.push(simulate::delivery_optimization(&client, file, options).await?);
+            }
+            Ok::<_, Error>(outcomes)
+        });
+    }
+    let (mut requests, mut served, mut verified, mut downloads) = (0u64, 0u64, 0u64, 0u64);
+    let mut worst_first_byte = Duration::ZERO;
+    while let Some(joined) = tasks.join_next().await {
+        let outcomes = joined.map_err(|e| Error::internal(Kind::Io, format!("client: {e}")))??;
+        for o in outcomes {
+            downloads += 1;
+            requests += o.requests;
+            served += o.body_bytes;
+            verified += u64::from(o.verified);
+            worst_first_byte = worst_first_byte.max(o.first_byte);
+        }
+    }
+    let elapsed = started.elapsed();
+    let m = branch_node.metrics();
+    let hits = hits(m);
+    let misses = m.cache_misses.get();
+    let upstream_bytes = m.upstream_bytes.get();
+    println!("\n── what happened ──────────────────────────────────────────");
+    println!("downloads           {downloads} ({verified} verified against their SHA-1)");
+    println!("range requests      {requests} (every answer 206 with the exact Content-Range)");
+    println!(
+        "cache hit ratio     {:.1}% ({hits} hits, {misses} needed upstream)",
+        100.0 * hits as f64 / (hits + misses).max(1) as f64
+    );
+    println!("bytes served        {}", format_bytes(served));
+    println!(
+        "bytes from upstream {} ({:.2}× the {} of distinct content; each slice crossed the WAN once)",
+        format_bytes(upstream_bytes),
+        upstream_bytes as f64 / total.max(1) as f64,
+        format_bytes(total)
+    );
+    println!(
+        "upstream requests   {}",
+        m.upstream_requests
+            .get_or_create(&crate::metrics::TransportLabels { transport: "http1" })
+            .get()
+    );
+    println!("slowest first byte  {}", format_duration(worst_first_byte));
+    println!(
+        "elapsed             {} ({}/s to clients)",
+        format_duration(elapsed),
+        format_bytes((served as f64 / elapsed.as_secs_f64().max(1e-3)) as u64)
+    );
+    println!(
+        "admin (branch)      http://{}/  ·  metrics http://{}/metrics",
+        branch_node.listening().admin,
+        branch_node.listening().admin
+    );
+    let ok = verified == downloads;
+    if keep_running {
+        println!("nodes keep running; Ctrl-C stops them");
+        wait_for_signal().await;
+    } else {
+        println!("(pass --keep-running to keep both nodes up and browse the admin pages)");
+    }
+    branch_node.shutdown(Duration::from_secs(2)).await;
+    root_node.shutdown(Duration::from_secs(2)).await;
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::internal(
+            Kind::Digest,
+            format!("{} downloads did not verify", downloads - verified),
+        ))
+    }
+}
+
+fn hits(m: &Arc<Metrics>) -> u64 {
+    ["memory", "disk"]
+        .iter()
+        .map(|tier| m.cache_hits.get_or_create(&TierLabels { tier }).get())
+        .sum()
+}
+
+/// A loopback node on the built-in defaults, written as the TOML an operator would write.
+fn demo_config(name: &str, data_dir: &Path, upstream: Option<&str>) -> Result<Config, Error> {
+    let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    let mut text = format!(
+        "[node]\nname = {}\ndata_dir = {}\n[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        quoted(name),
+        quoted(&data_dir.to_string_lossy()),
+    );
+    if let Some(url) = upstream {
+        text.push_str(&format!("[upstream]\nurl = {}\n", quoted(url)));
+    }
+    Config::parse(&text, "demo", &[]).map_err(|e| Error::internal(Kind::Config, e.to_string()))
+}

@@ -1,0 +1,453 @@
+//! One slice in flight from upstream, shared by every client that wants it (single-flight).
+//!
+//! A [`SliceFill`] is the only fetch of its slice: the fetch task appends what arrives, readers
+//! follow along and are handed each piece as soon as it is there. A failed fetch wakes every
+//! reader with the error; the slot goes back to absent so that a later request tries again.
+//! The task itself ([`fetch`]) talks to the upstream link and resumes by range after resets,
+//! stalls and short bodies, within a bounded number of attempts.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LAST_MODIFIED};
+use tokio::sync::watch;
+
+use crate::error::{Error, Kind, Result};
+use crate::upstream::{Fetched, Upstream};
+
+#[derive(Clone, Debug)]
+enum Status {
+    Running,
+    Done,
+    Failed(Kind, String),
+}
+
+struct Buf {
+    chunks: Vec<Bytes>,
+    /// Offset within the slice of each chunk; parallel to `chunks`.
+    offsets: Vec<u64>,
+    received: u64,
+    status: Status,
+}
+
+pub struct SliceFill {
+    pub index: u64,
+    buf: Mutex<Buf>,
+    /// Bumped on every change so that readers wake; the value itself is unused.
+    changed: watch::Sender<()>,
+}
+
+impl SliceFill {
+    pub fn new(index: u64) -> SliceFill {
+        SliceFill {
+            index,
+            buf: Mutex::new(Buf {
+                chunks: Vec::new(),
+                offsets: Vec::new(),
+                received: 0,
+                status: Status::Running,
+            }),
+            changed: watch::channel(()).0,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Buf> {
+        match self.buf.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub fn received(&self) -> u64 {
+        self.lock().received
+    }
+
+    fn push(&self, data: Bytes) {
+        let mut buf = self.lock();
+        let at = buf.received;
+        buf.received += data.len() as u64;
+        buf.offsets.push(at);
+        buf.chunks.push(data);
+        drop(buf);
+        self.changed.send_replace(());
+    }
+
+    fn set_status(&self, status: Status) {
+        self.lock().status = status;
+        self.changed.send_replace(());
+    }
+
+    pub fn fail(&self, err: &Error) {
+        self.set_status(Status::Failed(err.kind(), err.message().to_owned()));
+    }
+
+    /// The whole slice as one buffer, once done (one copy: it becomes the memory-tier entry
+    /// and the disk write, so later readers share it).
+    fn concat(&self) -> Bytes {
+        let buf = self.lock();
+        let mut out = BytesMut::with_capacity(buf.received as usize);
+        for chunk in &buf.chunks {
+            out.extend_from_slice(chunk);
+        }
+        out.freeze()
+    }
+
+    /// The bytes of `[pos, end)` (offsets within the slice) that are there now, waiting until
+    /// at least one is. Empty when the slice ended before `pos` (it is shorter than asked).
+    pub async fn read(&self, pos: u64, end: u64) -> Result<Vec<Bytes>> {
+        let mut rx = self.changed.subscribe();
+        loop {
+            {
+                let buf = self.lock();
+                if buf.received > pos {
+                    return Ok(pieces(&buf, pos, end));
+                }
+                match &buf.status {
+                    Status::Running => {}
+                    Status::Done => return Ok(Vec::new()),
+                    Status::Failed(kind, message) => {
+                        return Err(Error::upstream(*kind, message.clone()));
+                    }
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::internal(Kind::Io, "slice fill abandoned"));
+            }
+        }
+    }
+}
+
+/// Slices of the received chunks covering `[pos, min(end, received))`; no copies.
+fn pieces(buf: &Buf, pos: u64, end: u64) -> Vec<Bytes> {
+    let end = end.min(buf.received);
+    let first = match buf.offsets.binary_search(&pos) {
+        Ok(i) => i,
+        Err(i) => i.saturating_sub(1),
+    };
+    let mut out = Vec::new();
+    for (chunk, &at) in buf.chunks[first..].iter().zip(&buf.offsets[first..]) {
+        if at >= end {
+            break;
+        }
+        let from = pos.saturating_sub(at) as usize;
+        let to = ((end - at) as usize).min(chunk.len());
+        if from < to {
+            out.push(chunk.slice(from..to));
+        }
+    }
+    out
+}
+
+/// What the first upstream answer says of the whole object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Learned {
+    pub size: u64,
+    /// Seconds since the epoch, from upstream's Last-Modified (now when it sends none).
+    pub last_modified: u64,
+}
+
+/// Told by [`fetch`] what upstream says about the object; returns the size to hold the slice to
+/// (the object's known size) or an error if upstream contradicts it.
+pub trait Sizing {
+    fn learn(&self, learned: Learned) -> impl std::future::Future<Output = Result<u64>> + Send;
+}
+
+pub struct FetchSpec<'a> {
+    pub upstream: &'a Upstream,
+    /// URL path of the object at the upstream.
+    pub path: &'a str,
+    pub slice_bytes: u64,
+    /// The object's size if known; else the first answer teaches it through `sizing`.
+    pub size: Option<u64>,
+    pub retries: u32,
+    pub now_secs: u64,
+}
+
+/// Fetch one slice into `fill`, resuming by range after failures. Returns the slice's bytes.
+/// The caller marks the fill done or failed (it first persists the bytes).
+pub async fn fetch(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) -> Result<Bytes> {
+    let start = fill.index * spec.slice_bytes;
+    let mut size = spec.size;
+    let mut failures = 0u32;
+    // Every attempt must deliver something or count as a failure; progress forgives failures
+    // but a hard cap keeps a trickling, resetting upstream from holding a slice forever.
+    let mut attempts = 0u32;
+    let max_attempts = spec.retries.saturating_add(1).saturating_mul(8);
+    loop {
+        let slice_end = match size {
+            Some(size) => (start + spec.slice_bytes).min(size),
+            None => start + spec.slice_bytes,
+        };
+        let pos = start + fill.received();
+        if pos >= slice_end {
+            return Ok(fill.concat());
+        }
+        attempts += 1;
+        let before = fill.received();
+        let outcome = attempt(&spec, fill, pos, slice_end - 1, &mut size, sizing).await;
+        let progressed = fill.received() > before;
+        match outcome {
+            Ok(()) => {
+                failures = 0;
+                continue;
+            }
+            Err(e) if e.is_retryable() && attempts < max_attempts => {
+                if progressed {
+                    failures = 0;
+                } else {
+                    failures += 1;
+                }
+                if failures > spec.retries {
+                    return Err(
+                        e.context(format!("slice {} after {failures} attempts", fill.index))
+                    );
+                }
+                tracing::debug!(slice = fill.index, error = %e, "resuming slice");
+                let backoff = Duration::from_millis(50u64 << failures.min(6));
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => return Err(e.context(format!("slice {}", fill.index))),
+        }
+    }
+}
+
+/// One request for `[first, last]`; appends what arrives to `fill`.
+async fn attempt(
+    spec: &FetchSpec<'_>,
+    fill: &SliceFill,
+    first: u64,
+    last: u64,
+    size: &mut Option<u64>,
+    sizing: &impl Sizing,
+) -> Result<()> {
+    let mut response = spec.upstream.get(spec.path, Some((first, last))).await?;
+    let last_modified = response
+        .headers
+        .get(LAST_MODIFIED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .map(super::disk::unix_secs)
+        .unwrap_or(spec.now_secs);
+    match response.status {
+        StatusCode::PARTIAL_CONTENT => {
+            let (got_first, got_last, total) = response
+                .headers
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_content_range)
+                .ok_or_else(|| {
+                    Error::upstream(Kind::BadUpstream, "206 without a usable Content-Range")
+                        .retryable(false)
+                })?;
+            if got_first != first || got_last > last || got_last >= total {
+                return Err(Error::upstream(
+                    Kind::BadUpstream,
+                    format!("asked bytes {first}-{last}, got {got_first}-{got_last}/{total}"),
+                )
+                .retryable(false));
+            }
+            let known = sizing
+                .learn(Learned {
+                    size: total,
+                    last_modified,
+                })
+                .await?;
+            *size = Some(known);
+            stream_into(
+                spec.upstream,
+                &mut response,
+                fill,
+                0,
+                got_last - got_first + 1,
+            )
+            .await
+        }
+        StatusCode::OK => {
+            // The upstream ignores ranges: take our slice out of the whole body.
+            let total = response
+                .headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::upstream(Kind::BadUpstream, "200 without Content-Length")
+                        .retryable(false)
+                })?;
+            let known = sizing
+                .learn(Learned {
+                    size: total,
+                    last_modified,
+                })
+                .await?;
+            *size = Some(known);
+            if first >= total {
+                return Ok(());
+            }
+            tracing::warn!(
+                path = spec.path,
+                "upstream ignores Range; reading past {first} bytes"
+            );
+            stream_into(
+                spec.upstream,
+                &mut response,
+                fill,
+                first,
+                last.min(total - 1) - first + 1,
+            )
+            .await
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            let total = response
+                .headers
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes */"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::upstream(Kind::BadUpstream, "416 without Content-Range").retryable(false)
+                })?;
+            let known = sizing
+                .learn(Learned {
+                    size: total,
+                    last_modified,
+                })
+                .await?;
+            *size = Some(known);
+            if first < known {
+                return Err(Error::upstream(
+                    Kind::BadUpstream,
+                    format!("416 for bytes {first}-{last} of a {known}-byte object"),
+                )
+                .retryable(false));
+            }
+            Ok(())
+        }
+        StatusCode::NOT_FOUND | StatusCode::GONE => {
+            Err(Error::upstream(Kind::NotFound, "not found upstream").retryable(false))
+        }
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => Err(Error::upstream(
+            Kind::Unavailable,
+            format!("upstream answered {}", response.status),
+        )),
+        status if status.is_server_error() => Err(Error::upstream(
+            Kind::BadUpstream,
+            format!("upstream answered {status}"),
+        )),
+        status => Err(
+            Error::upstream(Kind::BadUpstream, format!("upstream answered {status}"))
+                .retryable(false),
+        ),
+    }
+}
+
+/// Skip `skip` bytes of the body, then append exactly `want` bytes to `fill`. A body that ends
+/// early or breaks is a retryable failure (the caller resumes from what arrived); a body that
+/// runs longer than promised is cut off, since what it promised is all we asked for.
+async fn stream_into(
+    upstream: &Upstream,
+    response: &mut Fetched,
+    fill: &SliceFill,
+    mut skip: u64,
+    want: u64,
+) -> Result<()> {
+    let mut got = 0u64;
+    while got < want {
+        let Some(mut chunk) = upstream.next_chunk(response).await? else {
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                format!("body ended after {got} of {want} bytes"),
+            ));
+        };
+        if skip > 0 {
+            let n = skip.min(chunk.len() as u64);
+            skip -= n;
+            chunk = chunk.slice(n as usize..);
+        }
+        let room = (want - got) as usize;
+        if chunk.len() > room {
+            chunk.truncate(room);
+        }
+        if !chunk.is_empty() {
+            got += chunk.len() as u64;
+            fill.push(chunk);
+        }
+    }
+    Ok(())
+}
+
+/// `bytes first-last/total` (total must be known).
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let rest = value.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    let (first, last, total) = (
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        total.trim().parse().ok()?,
+    );
+    (first <= last).then_some((first, last, total))
+}
+
+impl SliceFill {
+    pub fn finish(&self) {
+        self.set_status(Status::Done);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, 100)));
+        assert_eq!(parse_content_range("bytes 9-0/100"), None);
+        assert_eq!(parse_content_range("bytes 0-9/*"), None);
+        assert_eq!(parse_content_range("items 0-9/100"), None);
+    }
+
+    #[tokio::test]
+    async fn readers_follow_the_fill() {
+        let fill = Arc::new(SliceFill::new(0));
+        let reader = {
+            let fill = fill.clone();
+            tokio::spawn(async move {
+                let mut pos = 3;
+                let mut got = Vec::new();
+                while pos < 10 {
+                    let pieces = fill.read(pos, 10).await.unwrap();
+                    if pieces.is_empty() {
+                        break;
+                    }
+                    for p in pieces {
+                        pos += p.len() as u64;
+                        got.extend_from_slice(&p);
+                    }
+                }
+                got
+            })
+        };
+        for part in [&b"0123"[..], b"45", b"6789"] {
+            tokio::task::yield_now().await;
+            fill.push(Bytes::copy_from_slice(part));
+        }
+        fill.finish();
+        assert_eq!(reader.await.unwrap(), b"3456789");
+        assert_eq!(&fill.concat()[..], b"0123456789");
+    }
+
+    #[tokio::test]
+    async fn failure_reaches_waiting_readers() {
+        let fill = Arc::new(SliceFill::new(0));
+        let reader = {
+            let fill = fill.clone();
+            tokio::spawn(async move { fill.read(0, 10).await })
+        };
+        tokio::task::yield_now().await;
+        fill.fail(&Error::upstream(Kind::Unavailable, "gone"));
+        assert!(reader.await.unwrap().is_err());
+    }
+}

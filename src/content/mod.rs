@@ -1,0 +1,1246 @@
+//! The content path: `/Content/<XX>/<SHA1>.<ext>` served with exact RFC 9110 range semantics from
+//! a memory tier and a disk tier, filled from upstream one aligned slice at a time.
+//!
+//! An object is known by its SHA-1 only (never by URL), so any upstream with the WSUS layout can
+//! fill it and the name verifies it. Objects are split into aligned slices of
+//! `cache.slice_bytes`. A miss fetches only the slices a request needs; each slice crosses the
+//! WAN once however many clients want it ([`fill::SliceFill`] is the single flight), and every
+//! waiting client streams its bytes as they arrive. When all slices are present the object is
+//! hashed against its name and committed, or discarded on mismatch.
+//!
+//! Owns: `path` (allow-list), `range` (RFC 9110 math), `disk` (layout, blocking I/O), `fill`
+//! (single-flight fetch), the [`Store`] (index, tiers, eviction) and `response` (HTTP answers).
+//! May call: `upstream`, `metrics`, `error`, `config`. Knows no protocol and no update.
+
+pub mod disk;
+pub mod fill;
+pub mod path;
+pub mod range;
+pub mod response;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Config;
+use crate::error::{Error, Kind, Result};
+use crate::metrics::{Metrics, TierLabels};
+use crate::upstream::Upstream;
+use disk::{CommitOutcome, Dirs, PartialFile};
+use fill::{FetchSpec, Learned, Sizing, SliceFill};
+pub use path::{ContentPath, Digest};
+
+/// What the store needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub slice_bytes: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub min_free_disk: u64,
+    pub max_ranges: usize,
+    pub read_ahead: u32,
+    /// Slice fetches in flight for one object (also how far a response looks ahead).
+    pub per_object: usize,
+    pub retries: u32,
+}
+
+impl Settings {
+    pub fn from_config(config: &Config) -> Settings {
+        let (per_object, retries) = match &config.upstream {
+            Some(up) => (up.per_object, up.retries),
+            None => (4, 4),
+        };
+        Settings {
+            data_dir: config.node.data_dir.clone(),
+            slice_bytes: config.cache.slice_bytes,
+            memory_bytes: config.cache.memory_bytes,
+            disk_bytes: config.cache.disk_bytes,
+            min_free_disk: config.cache.min_free_disk,
+            max_ranges: config.cache.max_ranges,
+            read_ahead: config.cache.read_ahead,
+            per_object,
+            retries,
+        }
+    }
+}
+
+/// Where a piece of a response came from (the slowest wins in the log line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Memory,
+    Disk,
+    Upstream,
+}
+
+/// A slice as a reader gets it.
+pub enum SliceData {
+    /// All of the slice, at hand.
+    Ready(Bytes),
+    /// In flight: read it as it arrives.
+    Filling(Arc<SliceFill>),
+}
+
+/// Memory-tier key: the generation keeps bytes of a discarded fill from ever matching a
+/// later fill of the same digest.
+type SliceKey = (Digest, u64, u64);
+
+/// The recency and reader count of an object, shared by its filling and committed forms so an
+/// object never looks idle to eviction while a response still reads it.
+#[derive(Default)]
+struct Usage {
+    readers: AtomicUsize,
+    last_access_ms: AtomicU64,
+    /// Accessed since the last time its atime was written to disk.
+    dirty: AtomicBool,
+}
+
+struct Committed {
+    digest: Digest,
+    size: u64,
+    last_modified: u64,
+    generation: u64,
+    usage: Arc<Usage>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Meta {
+    size: u64,
+    last_modified: u64,
+}
+
+#[derive(Clone, Debug)]
+enum MetaState {
+    Unknown,
+    Known(Meta),
+    Failed(Kind, String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Pending,
+    Verified,
+    Failed,
+}
+
+enum Storage {
+    /// Size not known yet: the first fetch will tell.
+    Unsized,
+    Partial(Arc<PartialFile>),
+    /// No room on disk: slices live in memory only and the object is never committed.
+    MemoryOnly,
+    Committed,
+    /// Failed or discarded; readers still holding it get errors.
+    Gone,
+}
+
+#[derive(Clone)]
+enum Slot {
+    Absent,
+    Fetching(Arc<SliceFill>),
+    Present,
+}
+
+struct ObjState {
+    storage: Storage,
+    slots: Vec<Slot>,
+    present: usize,
+    sizing_started: bool,
+}
+
+/// An object being filled (or just committed by a fill).
+struct Object {
+    digest: Digest,
+    generation: u64,
+    /// The URL path at the upstream (as the first client asked for it).
+    upstream_path: String,
+    /// The extension of that path, recorded with a partial object so a fill resumed after a
+    /// restart asks upstream for the same name.
+    ext: String,
+    usage: Arc<Usage>,
+    state: Mutex<ObjState>,
+    meta: watch::Sender<MetaState>,
+    verdict: watch::Sender<Verdict>,
+    permits: Arc<Semaphore>,
+}
+
+impl Object {
+    fn lock(&self) -> MutexGuard<'_, ObjState> {
+        lock(&self.state)
+    }
+
+    fn known_meta(&self) -> Option<Meta> {
+        match &*self.meta.borrow() {
+            MetaState::Known(m) => Some(*m),
+            _ => None,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    committed: HashMap<Digest, Arc<Committed>>,
+    filling: HashMap<Digest, Arc<Object>>,
+}
+
+struct Shared {
+    settings: Settings,
+    dirs: Dirs,
+    upstream: Option<Arc<Upstream>>,
+    metrics: Arc<Metrics>,
+    index: Mutex<Index>,
+    memory: Option<moka::future::Cache<SliceKey, Bytes>>,
+    /// Committed bytes plus the full size of every partial object on disk.
+    disk_used: AtomicU64,
+    next_generation: AtomicU64,
+    /// Disk-full is logged once per episode, not once per slice.
+    disk_full_logged: AtomicBool,
+}
+
+/// The content store of a node. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// Counts for status pages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub objects: usize,
+    pub filling: usize,
+    pub disk_bytes: u64,
+    pub memory_bytes: u64,
+}
+
+fn now_ms() -> u64 {
+    disk::unix_ms(SystemTime::now())
+}
+
+impl Store {
+    /// Open the store under `data_dir`: sweep temp files, index committed objects, recover
+    /// partial ones (keeping only slices that still verify), and resume their commits.
+    pub async fn open(
+        settings: Settings,
+        upstream: Option<Arc<Upstream>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store> {
+        let dirs = Dirs::new(&settings.data_dir);
+        let slice_bytes = settings.slice_bytes;
+        let (dirs, committed, partials) = blocking(move || {
+            dirs.create()?;
+            let swept = disk::sweep_tmp(&dirs)?;
+            if swept > 0 {
+                tracing::info!(files = swept, "removed temporary files left by a crash");
+            }
+            let committed = disk::scan_committed(&dirs)?;
+            let partials = disk::recover_partials(&dirs, slice_bytes)?;
+            Ok((dirs, committed, partials))
+        })
+        .await
+        .map_err(|e| e.context("opening the content store"))?;
+
+        let memory = (settings.memory_bytes > 0).then(|| {
+            moka::future::Cache::builder()
+                .max_capacity(settings.memory_bytes)
+                .weigher(|_k: &SliceKey, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+                .build()
+        });
+        let shared = Arc::new(Shared {
+            settings,
+            dirs,
+            upstream,
+            metrics,
+            index: Mutex::new(Index::default()),
+            memory,
+            disk_used: AtomicU64::new(0),
+            next_generation: AtomicU64::new(1),
+            disk_full_logged: AtomicBool::new(false),
+        });
+        let store = Store { shared };
+        let mut used = 0;
+        {
+            let mut index = lock(&store.shared.index);
+            for info in committed {
+                used += info.size;
+                let usage = Arc::new(Usage::default());
+                usage
+                    .last_access_ms
+                    .store(info.accessed_ms, Ordering::Relaxed);
+                index.committed.insert(
+                    info.digest,
+                    Arc::new(Committed {
+                        digest: info.digest,
+                        size: info.size,
+                        last_modified: info.last_modified,
+                        generation: store.shared.generation(),
+                        usage,
+                    }),
+                );
+            }
+        }
+        let mut complete = Vec::new();
+        for rec in partials {
+            if store.shared.upstream.is_none() {
+                // A root cannot finish a fill; its partial files are debris.
+                disk::discard_partial(&store.shared.dirs, &rec.digest);
+                continue;
+            }
+            used += rec.file.size;
+            let present = rec.present.iter().filter(|p| **p).count();
+            let meta = Meta {
+                size: rec.file.size,
+                last_modified: rec.file.last_modified,
+            };
+            let slots = rec
+                .present
+                .iter()
+                .map(|p| if *p { Slot::Present } else { Slot::Absent })
+                .collect::<Vec<_>>();
+            let all = present == slots.len();
+            let object = store.shared.new_object(
+                &ContentPath {
+                    digest: rec.digest,
+                    ext: rec.file.ext.clone(),
+                },
+                ObjState {
+                    storage: Storage::Partial(Arc::new(rec.file)),
+                    slots,
+                    present,
+                    sizing_started: true,
+                },
+                MetaState::Known(meta),
+            );
+            if all {
+                complete.push(object.clone());
+            }
+            lock(&store.shared.index).filling.insert(rec.digest, object);
+        }
+        store.shared.disk_used.store(used, Ordering::Relaxed);
+        for object in complete {
+            store.shared.clone().spawn_commit(object);
+        }
+        store.shared.update_gauges();
+        Ok(store)
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    pub fn has_upstream(&self) -> bool {
+        self.shared.upstream.is_some()
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    pub fn stats(&self) -> Stats {
+        let index = lock(&self.shared.index);
+        Stats {
+            objects: index.committed.len(),
+            filling: index.filling.len(),
+            disk_bytes: self.shared.disk_used.load(Ordering::Relaxed),
+            memory_bytes: self.shared.memory.as_ref().map_or(0, |m| m.weighted_size()),
+        }
+    }
+
+    /// Find (or start filling) the object a content path names. `first_wanted` is the first
+    /// byte the request wants, if it can be known before the size: it picks the slice whose
+    /// fetch will also tell the size. Resolves once the object's size is known.
+    pub async fn lookup(&self, path: &ContentPath, first_wanted: Option<u64>) -> Result<Handle> {
+        let shared = &self.shared;
+        let digest = path.digest;
+        let found = {
+            let index = lock(&shared.index);
+            if let Some(c) = index.committed.get(&digest) {
+                c.usage.readers.fetch_add(1, Ordering::AcqRel);
+                Some(HandleKind::Committed(c.clone()))
+            } else if let Some(o) = index.filling.get(&digest) {
+                o.usage.readers.fetch_add(1, Ordering::AcqRel);
+                Some(HandleKind::Object(o.clone()))
+            } else {
+                None
+            }
+        };
+        let kind = match found {
+            Some(kind) => kind,
+            None => self.discover(path).await?,
+        };
+        let handle = Handle {
+            shared: shared.clone(),
+            kind,
+            fetched_meta: false,
+        };
+        handle.resolve(first_wanted).await
+    }
+
+    /// Not in the index: an import may have added it behind our back; otherwise a new fill.
+    async fn discover(&self, path: &ContentPath) -> Result<HandleKind> {
+        let shared = self.shared.clone();
+        let digest = path.digest;
+        let on_disk = {
+            let shared = shared.clone();
+            blocking(move || Ok(disk::stat_committed(&shared.dirs, &digest))).await?
+        };
+        let mut index = lock(&shared.index);
+        if let Some(info) = on_disk {
+            let entry = index
+                .committed
+                .entry(digest)
+                .or_insert_with(|| {
+                    shared.disk_used.fetch_add(info.size, Ordering::Relaxed);
+                    let usage = Arc::new(Usage::default());
+                    usage
+                        .last_access_ms
+                        .store(info.accessed_ms, Ordering::Relaxed);
+                    Arc::new(Committed {
+                        digest,
+                        size: info.size,
+                        last_modified: info.last_modified,
+                        generation: shared.generation(),
+                        usage,
+                    })
+                })
+                .clone();
+            entry.usage.readers.fetch_add(1, Ordering::AcqRel);
+            return Ok(HandleKind::Committed(entry));
+        }
+        if shared.upstream.is_none() {
+            return Err(Error::client(Kind::NotFound, "no such content"));
+        }
+        if let Some(c) = index.committed.get(&digest) {
+            c.usage.readers.fetch_add(1, Ordering::AcqRel);
+            return Ok(HandleKind::Committed(c.clone()));
+        }
+        let object = index
+            .filling
+            .entry(digest)
+            .or_insert_with(|| {
+                shared.new_object(
+                    path,
+                    ObjState {
+                        storage: Storage::Unsized,
+                        slots: Vec::new(),
+                        present: 0,
+                        sizing_started: false,
+                    },
+                    MetaState::Unknown,
+                )
+            })
+            .clone();
+        object.usage.readers.fetch_add(1, Ordering::AcqRel);
+        Ok(HandleKind::Object(object))
+    }
+
+    /// Start the periodic housekeeping: gauges, recency written to disk, and the free-space
+    /// floor (other programs may fill the disk too).
+    pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                let Some(shared) = shared.upgrade() else {
+                    return;
+                };
+                shared.update_gauges();
+                n += 1;
+                if n.is_multiple_of(30) {
+                    shared.clone().persist_access_times().await;
+                }
+                if n.is_multiple_of(5) && shared.upstream.is_some() {
+                    let free = shared.free_disk();
+                    if free < shared.settings.min_free_disk {
+                        shared.evict(shared.settings.min_free_disk - free).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// Run blocking file-system work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Error::io("disk", e)),
+        Err(e) => Err(Error::internal(
+            Kind::Io,
+            format!("blocking task failed: {e}"),
+        )),
+    }
+}
+
+impl Shared {
+    fn generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn new_object(&self, path: &ContentPath, state: ObjState, meta: MetaState) -> Arc<Object> {
+        let verdict = if matches!(state.storage, Storage::Committed) {
+            Verdict::Verified
+        } else {
+            Verdict::Pending
+        };
+        Arc::new(Object {
+            digest: path.digest,
+            generation: self.generation(),
+            upstream_path: path.url_path(),
+            ext: path.ext.clone(),
+            usage: Arc::new(Usage::default()),
+            state: Mutex::new(state),
+            meta: watch::channel(meta).0,
+            verdict: watch::channel(verdict).0,
+            permits: Arc::new(Semaphore::new(self.settings.per_object.max(1))),
+        })
+    }
+
+    fn update_gauges(&self) {
+        let gauge = |tier| self.metrics.cache_bytes.get_or_create(&TierLabels { tier });
+        gauge("disk").set(self.disk_used.load(Ordering::Relaxed) as i64);
+        let memory = self.memory.as_ref().map_or(0, |m| m.weighted_size());
+        gauge("memory").set(memory as i64);
+    }
+
+    fn free_disk(&self) -> u64 {
+        match rustix::fs::statvfs(&self.dirs.root) {
+            Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+            Err(_) => u64::MAX,
+        }
+    }
+
+    async fn persist_access_times(self: Arc<Self>) {
+        let touched: Vec<(Digest, u64)> = {
+            let index = lock(&self.index);
+            index
+                .committed
+                .values()
+                .filter(|c| c.usage.dirty.swap(false, Ordering::Relaxed))
+                .map(|c| (c.digest, c.usage.last_access_ms.load(Ordering::Relaxed)))
+                .collect()
+        };
+        if touched.is_empty() {
+            return;
+        }
+        let shared = self.clone();
+        let _ = blocking(move || {
+            for (digest, ms) in touched {
+                let when = UNIX_EPOCH + Duration::from_millis(ms);
+                // The object may have been evicted meanwhile; nothing to record then.
+                let _ = disk::touch_accessed(&shared.dirs, &digest, when);
+            }
+            Ok(())
+        })
+        .await;
+    }
+
+    /// Make room for `size` more bytes on disk, evicting least recently used idle objects.
+    /// False when even that cannot make room (the caller streams without caching).
+    async fn reserve(&self, size: u64) -> bool {
+        let limit = self.settings.disk_bytes;
+        for _ in 0..8 {
+            let used = self.disk_used.load(Ordering::Relaxed);
+            let free = self.free_disk();
+            let over_limit = (used + size).saturating_sub(limit);
+            let under_floor = (size + self.settings.min_free_disk).saturating_sub(free);
+            let needed = over_limit.max(under_floor);
+            if needed == 0 {
+                self.disk_used.fetch_add(size, Ordering::Relaxed);
+                return true;
+            }
+            if size > limit || self.evict(needed).await == 0 {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Evict idle committed objects, oldest access first, until `needed` bytes are freed plus a
+    /// little headroom so that a full cache does not evict on every fill. Returns bytes freed.
+    async fn evict(&self, needed: u64) -> u64 {
+        let target = needed + self.settings.disk_bytes / 100;
+        let victims: Vec<Arc<Committed>> = {
+            let mut index = lock(&self.index);
+            let mut idle: Vec<_> = index
+                .committed
+                .values()
+                .filter(|c| c.usage.readers.load(Ordering::Acquire) == 0)
+                .map(|c| {
+                    (
+                        c.usage.last_access_ms.load(Ordering::Relaxed),
+                        c.digest,
+                        c.size,
+                    )
+                })
+                .collect();
+            idle.sort_unstable();
+            let mut freed = 0;
+            let mut victims = Vec::new();
+            for (_, digest, size) in idle {
+                if freed >= target {
+                    break;
+                }
+                if let Some(c) = index.committed.remove(&digest) {
+                    freed += size;
+                    victims.push(c);
+                }
+            }
+            victims
+        };
+        let mut freed = 0;
+        for victim in victims {
+            let digest = victim.digest;
+            let dirs_root = self.dirs.root.clone();
+            let removed = tokio::task::spawn_blocking(move || {
+                disk::remove_committed(&Dirs::new(&dirs_root), &digest)
+            })
+            .await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(%digest, error = %e, "evicting: could not remove file");
+            }
+            self.disk_used.fetch_sub(victim.size, Ordering::Relaxed);
+            self.metrics.evictions.inc();
+            freed += victim.size;
+            self.forget_memory(digest, victim.generation, victim.size)
+                .await;
+            tracing::debug!(%digest, size = victim.size, "evicted");
+        }
+        freed
+    }
+
+    async fn forget_memory(&self, digest: Digest, generation: u64, size: u64) {
+        if let Some(memory) = &self.memory {
+            for k in 0..size.div_ceil(self.settings.slice_bytes) {
+                memory.invalidate(&(digest, generation, k)).await;
+            }
+        }
+    }
+
+    fn slice_len(&self, size: u64, index: u64) -> u64 {
+        let start = index * self.settings.slice_bytes;
+        self.settings.slice_bytes.min(size.saturating_sub(start))
+    }
+
+    /// Read one slice of a file into the memory tier (coalescing concurrent reads of it).
+    async fn read_slice(
+        self: &Arc<Self>,
+        key: SliceKey,
+        size: u64,
+        source: FileSource,
+    ) -> Result<Bytes> {
+        let len = self.slice_len(size, key.2) as usize;
+        let offset = key.2 * self.settings.slice_bytes;
+        let shared = self.clone();
+        let read = async move {
+            let digest = key.0;
+            blocking(move || {
+                let file = match source {
+                    FileSource::Committed => std::fs::File::open(shared.dirs.committed(&digest))?,
+                    FileSource::Partial(pf) => pf.data.try_clone()?,
+                };
+                disk::read_at(&file, offset, len)
+            })
+            .await
+        };
+        match &self.memory {
+            Some(memory) => memory
+                .try_get_with(key, read)
+                .await
+                .map_err(|e| Error::internal(e.kind(), e.message().to_owned())),
+            None => read.await,
+        }
+    }
+
+    /// Begin fetching slice `index` of `object` unless it is present or in flight.
+    fn ensure_fetching(
+        self: &Arc<Self>,
+        object: &Arc<Object>,
+        index: u64,
+    ) -> Option<Arc<SliceFill>> {
+        let mut state = object.lock();
+        let slot = state.slots.get_mut(index as usize)?;
+        match slot {
+            Slot::Fetching(fill) => Some(fill.clone()),
+            Slot::Present => None,
+            Slot::Absent => {
+                let fill = Arc::new(SliceFill::new(index));
+                *slot = Slot::Fetching(fill.clone());
+                drop(state);
+                self.clone().spawn_fetch(object.clone(), fill.clone());
+                Some(fill)
+            }
+        }
+    }
+
+    fn spawn_fetch(self: Arc<Self>, object: Arc<Object>, fill: Arc<SliceFill>) {
+        tokio::spawn(async move { self.run_fetch(object, fill).await });
+    }
+
+    async fn run_fetch(self: Arc<Self>, object: Arc<Object>, fill: Arc<SliceFill>) {
+        let Some(upstream) = self.upstream.clone() else {
+            fill.fail(&Error::internal(Kind::Config, "no upstream"));
+            return;
+        };
+        let _permit = object.permits.clone().acquire_owned().await;
+        let spec = FetchSpec {
+            upstream: &upstream,
+            path: &object.upstream_path,
+            slice_bytes: self.settings.slice_bytes,
+            size: object.known_meta().map(|m| m.size),
+            retries: self.settings.retries,
+            now_secs: disk::unix_secs(SystemTime::now()),
+        };
+        let learner = Learner {
+            shared: &self,
+            object: &object,
+            fill: &fill,
+        };
+        let index = fill.index;
+        match fill::fetch(spec, &fill, &learner).await {
+            Ok(bytes) => {
+                let Some(meta) = object.known_meta() else {
+                    fill.finish();
+                    return;
+                };
+                if index >= meta.size.div_ceil(self.settings.slice_bytes) {
+                    // Asked past the end while the size was unknown; the answer taught the size.
+                    fill.finish();
+                    return;
+                }
+                if let Some(memory) = &self.memory {
+                    memory
+                        .insert((object.digest, object.generation, index), bytes.clone())
+                        .await;
+                }
+                // Readers are released before the disk write: they have the bytes already.
+                fill.finish();
+                self.persist_slice(&object, index, bytes).await;
+            }
+            Err(e) => {
+                tracing::warn!(digest = %object.digest, slice = index, error = %e, "fill failed");
+                self.metrics.fill_error(match e.kind() {
+                    Kind::NotFound => "not_found",
+                    Kind::Unavailable => "unavailable",
+                    _ => "upstream",
+                });
+                fill.fail(&e);
+                let mut state = object.lock();
+                if let Some(slot) = state.slots.get_mut(index as usize)
+                    && matches!(slot, Slot::Fetching(f) if Arc::ptr_eq(f, &fill))
+                {
+                    *slot = Slot::Absent;
+                }
+                let never_sized = matches!(state.storage, Storage::Unsized);
+                if never_sized {
+                    state.storage = Storage::Gone;
+                }
+                drop(state);
+                if never_sized {
+                    object
+                        .meta
+                        .send_replace(MetaState::Failed(e.kind(), e.message().to_owned()));
+                    self.forget_object(&object);
+                }
+            }
+        }
+    }
+
+    /// Write a fetched slice to the partial file and mark it present; commit when complete.
+    async fn persist_slice(self: &Arc<Self>, object: &Arc<Object>, index: u64, bytes: Bytes) {
+        let partial = match &object.lock().storage {
+            Storage::Partial(pf) => Some(pf.clone()),
+            _ => None,
+        };
+        let written = match partial {
+            Some(pf) => {
+                let bytes = bytes.clone();
+                Some(blocking(move || pf.write_slice(index, &bytes)).await)
+            }
+            None => None,
+        };
+        let mut state = object.lock();
+        let Some(slot) = state.slots.get_mut(index as usize) else {
+            return;
+        };
+        match written {
+            Some(Ok(())) | None => {
+                // MemoryOnly keeps the slot present while the memory tier holds it.
+                *slot = Slot::Present;
+                state.present += 1;
+                self.disk_full_logged.store(false, Ordering::Relaxed);
+            }
+            Some(Err(e)) => {
+                *slot = Slot::Absent;
+                let reason = if e.kind() == Kind::DiskFull {
+                    "disk_full"
+                } else {
+                    "disk"
+                };
+                self.metrics.fill_error(reason);
+                if !self.disk_full_logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!(digest = %object.digest, error = %e,
+                        "cannot write to the cache; serving through without caching");
+                }
+            }
+        }
+        let complete =
+            state.present == state.slots.len() && matches!(state.storage, Storage::Partial(_));
+        drop(state);
+        if complete {
+            self.clone().spawn_commit(object.clone());
+        }
+    }
+
+    fn spawn_commit(self: Arc<Self>, object: Arc<Object>) {
+        tokio::spawn(async move { self.commit(object).await });
+    }
+
+    async fn commit(self: Arc<Self>, object: Arc<Object>) {
+        let pf = match &object.lock().storage {
+            Storage::Partial(pf) => pf.clone(),
+            _ => return,
+        };
+        let (digest, size, last_modified) = (object.digest, pf.size, pf.last_modified);
+        let shared = self.clone();
+        let outcome = {
+            let pf = pf.clone();
+            blocking(move || disk::commit(&shared.dirs, &digest, &pf)).await
+        };
+        match outcome {
+            Ok(CommitOutcome::Committed) => {
+                {
+                    let mut index = lock(&self.index);
+                    if index
+                        .filling
+                        .get(&digest)
+                        .is_some_and(|o| Arc::ptr_eq(o, &object))
+                    {
+                        index.filling.remove(&digest);
+                    }
+                    index.committed.insert(
+                        digest,
+                        Arc::new(Committed {
+                            digest,
+                            size,
+                            last_modified,
+                            generation: object.generation,
+                            usage: object.usage.clone(),
+                        }),
+                    );
+                }
+                {
+                    let mut state = object.lock();
+                    state.storage = Storage::Committed;
+                    state.slots.clear();
+                }
+                object.verdict.send_replace(Verdict::Verified);
+                tracing::info!(%digest, size, "committed");
+            }
+            Ok(CommitOutcome::Mismatch { actual }) => {
+                self.metrics.fill_error("digest");
+                tracing::error!(%digest, %actual, size,
+                    "upstream sent bytes that do not match the name; discarded");
+                self.discard(&object, size).await;
+            }
+            Err(e) => {
+                self.metrics.fill_error("disk");
+                tracing::error!(%digest, error = %e, "commit failed; discarded");
+                let dirs_root = self.dirs.root.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    disk::discard_partial(&Dirs::new(&dirs_root), &digest)
+                })
+                .await;
+                self.discard(&object, size).await;
+            }
+        }
+    }
+
+    async fn discard(&self, object: &Arc<Object>, size: u64) {
+        object.lock().storage = Storage::Gone;
+        object.verdict.send_replace(Verdict::Failed);
+        self.disk_used.fetch_sub(size, Ordering::Relaxed);
+        self.forget_object(object);
+        self.forget_memory(object.digest, object.generation, size)
+            .await;
+    }
+
+    fn forget_object(&self, object: &Arc<Object>) {
+        let mut index = lock(&self.index);
+        if index
+            .filling
+            .get(&object.digest)
+            .is_some_and(|o| Arc::ptr_eq(o, object))
+        {
+            index.filling.remove(&object.digest);
+        }
+    }
+}
+
+enum FileSource {
+    Committed,
+    Partial(Arc<PartialFile>),
+}
+
+/// Receives what the first upstream answer says of an object's size.
+struct Learner<'a> {
+    shared: &'a Arc<Shared>,
+    object: &'a Arc<Object>,
+    fill: &'a Arc<SliceFill>,
+}
+
+impl Sizing for Learner<'_> {
+    async fn learn(&self, learned: Learned) -> Result<u64> {
+        if let Some(meta) = self.object.known_meta() {
+            if meta.size != learned.size {
+                return Err(Error::upstream(
+                    Kind::BadUpstream,
+                    format!(
+                        "upstream says {} bytes, earlier {}",
+                        learned.size, meta.size
+                    ),
+                )
+                .retryable(false));
+            }
+            return Ok(meta.size);
+        }
+        let shared = self.shared;
+        let size = learned.size;
+        let slice_count = size.div_ceil(shared.settings.slice_bytes) as usize;
+        let storage = if shared.reserve(size).await {
+            let dirs_root = shared.dirs.root.clone();
+            let digest = self.object.digest;
+            let slice_bytes = shared.settings.slice_bytes;
+            let ext = self.object.ext.clone();
+            let created = blocking(move || {
+                disk::create_partial(
+                    &Dirs::new(&dirs_root),
+                    &digest,
+                    &ext,
+                    size,
+                    slice_bytes,
+                    learned.last_modified,
+                )
+            })
+            .await;
+            match created {
+                Ok(pf) => Storage::Partial(Arc::new(pf)),
+                Err(e) => {
+                    shared.disk_used.fetch_sub(size, Ordering::Relaxed);
+                    shared.metrics.fill_error("disk");
+                    tracing::error!(digest = %self.object.digest, error = %e,
+                        "cannot create the partial file; serving through without caching");
+                    Storage::MemoryOnly
+                }
+            }
+        } else {
+            shared.metrics.fill_error("disk_full");
+            if !shared.disk_full_logged.swap(true, Ordering::Relaxed) {
+                tracing::error!(digest = %self.object.digest, size,
+                    "no room in the disk cache; serving through without caching");
+            }
+            Storage::MemoryOnly
+        };
+        let empty = slice_count == 0;
+        {
+            let mut state = self.object.lock();
+            state.storage = storage;
+            state.slots = vec![Slot::Absent; slice_count];
+            if let Some(slot) = state.slots.get_mut(self.fill.index as usize) {
+                *slot = Slot::Fetching(self.fill.clone());
+            }
+        }
+        self.object.meta.send_replace(MetaState::Known(Meta {
+            size,
+            last_modified: learned.last_modified,
+        }));
+        if empty {
+            shared.clone().spawn_commit(self.object.clone());
+        }
+        Ok(size)
+    }
+}
+
+enum HandleKind {
+    Committed(Arc<Committed>),
+    Object(Arc<Object>),
+}
+
+/// An open object: its size and validators are known. While a handle lives the object is not
+/// evicted.
+pub struct Handle {
+    shared: Arc<Shared>,
+    kind: HandleKind,
+    /// This request had to ask upstream just to learn the size.
+    fetched_meta: bool,
+}
+
+impl Handle {
+    fn usage(&self) -> &Usage {
+        match &self.kind {
+            HandleKind::Committed(c) => &c.usage,
+            HandleKind::Object(o) => &o.usage,
+        }
+    }
+
+    async fn resolve(mut self, first_wanted: Option<u64>) -> Result<Handle> {
+        let HandleKind::Object(object) = &self.kind else {
+            return Ok(self);
+        };
+        let object = object.clone();
+        let mut rx = object.meta.subscribe();
+        let start = {
+            let mut state = object.lock();
+            let start = !state.sizing_started && matches!(state.storage, Storage::Unsized);
+            state.sizing_started = true;
+            start
+        };
+        if start {
+            self.fetched_meta = true;
+            let index = first_wanted.unwrap_or(0) / self.shared.settings.slice_bytes;
+            let fill = Arc::new(SliceFill::new(index));
+            self.shared.clone().spawn_fetch(object.clone(), fill);
+        }
+        loop {
+            match &*rx.borrow_and_update() {
+                MetaState::Known(_) => return Ok(self),
+                MetaState::Failed(kind, message) => {
+                    return Err(Error::upstream(*kind, message.clone()));
+                }
+                MetaState::Unknown => self.fetched_meta = true,
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::internal(Kind::Io, "object abandoned"));
+            }
+        }
+    }
+
+    pub fn digest(&self) -> Digest {
+        match &self.kind {
+            HandleKind::Committed(c) => c.digest,
+            HandleKind::Object(o) => o.digest,
+        }
+    }
+
+    fn meta(&self) -> Meta {
+        match &self.kind {
+            HandleKind::Committed(c) => Meta {
+                size: c.size,
+                last_modified: c.last_modified,
+            },
+            HandleKind::Object(o) => o.known_meta().unwrap_or(Meta {
+                size: 0,
+                last_modified: 0,
+            }),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.meta().size
+    }
+
+    /// Seconds since the epoch.
+    pub fn last_modified(&self) -> u64 {
+        self.meta().last_modified
+    }
+
+    pub fn slice_bytes(&self) -> u64 {
+        self.shared.settings.slice_bytes
+    }
+
+    pub fn fetched_meta(&self) -> bool {
+        self.fetched_meta
+    }
+
+    /// True when every byte of the object was verified against its name.
+    pub fn is_verified(&self) -> bool {
+        match &self.kind {
+            HandleKind::Committed(_) => true,
+            HandleKind::Object(o) => *o.verdict.borrow() == Verdict::Verified,
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        match &self.kind {
+            HandleKind::Committed(c) => c.generation,
+            HandleKind::Object(o) => o.generation,
+        }
+    }
+
+    /// Slice `index`, from the fastest place that has it; starts its fetch if nobody has.
+    pub async fn slice(&self, index: u64) -> Result<(SliceData, Tier)> {
+        let key = (self.digest(), self.generation(), index);
+        if let Some(memory) = &self.shared.memory
+            && let Some(bytes) = memory.get(&key).await
+        {
+            return Ok((SliceData::Ready(bytes), Tier::Memory));
+        }
+        let size = self.size();
+        let object = match &self.kind {
+            HandleKind::Committed(_) => {
+                let bytes = self
+                    .shared
+                    .read_slice(key, size, FileSource::Committed)
+                    .await?;
+                return Ok((SliceData::Ready(bytes), Tier::Disk));
+            }
+            HandleKind::Object(o) => o,
+        };
+        let (slot, source) = {
+            let state = object.lock();
+            let source = match &state.storage {
+                Storage::Partial(pf) => Some(FileSource::Partial(pf.clone())),
+                Storage::Committed => Some(FileSource::Committed),
+                Storage::MemoryOnly => None,
+                Storage::Unsized | Storage::Gone => {
+                    return Err(Error::upstream(Kind::BadUpstream, "object discarded"));
+                }
+            };
+            let slot = match state.storage {
+                Storage::Committed => Slot::Present,
+                _ => state
+                    .slots
+                    .get(index as usize)
+                    .cloned()
+                    .ok_or_else(|| Error::internal(Kind::Io, "slice index out of range"))?,
+            };
+            (slot, source)
+        };
+        match (slot, source) {
+            (Slot::Present, Some(source)) => {
+                let bytes = self.shared.read_slice(key, size, source).await?;
+                Ok((SliceData::Ready(bytes), Tier::Disk))
+            }
+            (Slot::Fetching(fill), _) => Ok((SliceData::Filling(fill), Tier::Upstream)),
+            // Absent, or present only in a memory tier that let it go: fetch it (again).
+            (slot, _) => {
+                if matches!(slot, Slot::Present) {
+                    let mut state = object.lock();
+                    if let Some(s) = state.slots.get_mut(index as usize)
+                        && matches!(s, Slot::Present)
+                    {
+                        *s = Slot::Absent;
+                        state.present -= 1;
+                    }
+                }
+                match self.shared.ensure_fetching(object, index) {
+                    Some(fill) => Ok((SliceData::Filling(fill), Tier::Upstream)),
+                    None => Err(Error::internal(Kind::Io, "slice vanished")),
+                }
+            }
+        }
+    }
+
+    /// Start fetching slice `index` now if it will be needed soon (look-ahead).
+    pub fn prefetch(&self, index: u64) {
+        if let HandleKind::Object(object) = &self.kind {
+            let _ = self.shared.ensure_fetching(object, index);
+        }
+    }
+
+    /// Before the last byte of an unverified object goes out: if every slice is present or on
+    /// its way, wait for the verdict of the whole-object check. `Ok` means send, `Err` abort.
+    pub async fn await_verdict_if_complete(&self) -> Result<()> {
+        let HandleKind::Object(object) = &self.kind else {
+            return Ok(());
+        };
+        {
+            let state = object.lock();
+            match state.storage {
+                Storage::Committed => return Ok(()),
+                Storage::Partial(_) if state.slots.iter().all(|s| !matches!(s, Slot::Absent)) => {}
+                _ => return Ok(()),
+            }
+        }
+        let mut rx = object.verdict.subscribe();
+        loop {
+            match *rx.borrow_and_update() {
+                Verdict::Verified => return Ok(()),
+                Verdict::Failed => {
+                    return Err(Error::upstream(
+                        Kind::Digest,
+                        "object failed verification against its name",
+                    ));
+                }
+                Verdict::Pending => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err(Error::internal(Kind::Io, "object abandoned"));
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let usage = self.usage();
+        usage.last_access_ms.store(now_ms(), Ordering::Relaxed);
+        usage.dirty.store(true, Ordering::Relaxed);
+        let last = usage.readers.fetch_sub(1, Ordering::AcqRel) == 1;
+        // A memory-only object is forgotten with its last reader, so that the next request
+        // tries the disk again.
+        if last && let HandleKind::Object(object) = &self.kind {
+            let memory_only = matches!(object.lock().storage, Storage::MemoryOnly);
+            if memory_only {
+                self.shared.forget_object(object);
+            }
+        }
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default)]
+pub struct ImportReport {
+    pub files: u64,
+    pub new: u64,
+    pub bytes: u64,
+    /// Every file imported: its digest and size (the catalog of what this node now serves).
+    pub objects: Vec<(Digest, u64)>,
+}
+
+/// Put every regular file under `dir` (recursively) into the store of `data_dir` under its
+/// SHA-1, so that a root node serves it. Blocking; safe while a node runs on the same
+/// `data_dir` (each file appears by an atomic rename).
+pub fn import_dir(data_dir: &std::path::Path, dir: &std::path::Path) -> Result<ImportReport> {
+    let dirs = Dirs::new(data_dir);
+    dirs.create()
+        .map_err(|e| Error::io(format!("creating {}", data_dir.display()), e))?;
+    let mut report = ImportReport::default();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let entries = std::fs::read_dir(&folder)
+            .map_err(|e| Error::io(format!("reading {}", folder.display()), e))?;
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            if meta.is_dir() {
+                pending.push(path);
+            } else if meta.is_file() {
+                let (digest, size, new) = disk::import_file(&dirs, &path)
+                    .map_err(|e| Error::io(format!("importing {}", path.display()), e))?;
+                report.files += 1;
+                report.bytes += size;
+                report.new += u64::from(new);
+                report.objects.push((digest, size));
+            }
+        }
+    }
+    Ok(report)
+}

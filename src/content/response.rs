@@ -1,0 +1,516 @@
+//! The HTTP answer to a `GET`/`HEAD` of `/Content/...`: status and headers from the range plan,
+//! and a body that walks the planned ranges slice by slice, from memory, disk or a fill in
+//! flight. The body is polled by the connection itself (no task, no channel per request).
+//!
+//! Integrity at the last byte: a client that receives a whole object must never end up with a
+//! complete-looking file of wrong bytes. A response that covers the whole of a not yet verified
+//! object hashes what it sends and, on mismatch, breaks the connection instead of sending the
+//! final piece; a range that ends at the object's end waits for the object's own verdict when
+//! all its slices are there.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use sha1::{Digest as _, Sha1};
+
+use super::path::{ContentPath, PathError};
+use super::range::{self, ByteRange, Conditions, Limits, Plan, Validators};
+use super::{Handle, SliceData, Store, Tier};
+use crate::error::{Error, Kind};
+use crate::metrics::TierLabels;
+use crate::upstream::BoxError;
+
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Longest Range header we parse; longer ones are ignored (RFC 9110 allows ignoring Range).
+const MAX_RANGE_HEADER: usize = 16 * 1024;
+
+pub fn full_body(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+pub fn empty_body() -> Body {
+    full_body(Bytes::new())
+}
+
+/// A short plain-text answer (errors).
+pub fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(full_body(format!("{message}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(message.len() + 1));
+    response
+}
+
+/// The status a failed lookup maps to.
+pub fn error_status(err: &Error) -> StatusCode {
+    match err.kind() {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Unavailable => StatusCode::GATEWAY_TIMEOUT,
+        Kind::BadUpstream | Kind::Digest => StatusCode::BAD_GATEWAY,
+        Kind::DiskFull | Kind::Io | Kind::Config => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Everything the access log line says of a content request.
+struct Access {
+    method: Method,
+    path: String,
+    range: Option<String>,
+    status: StatusCode,
+    started: Instant,
+    /// The slowest tier any byte came from; None when no body byte was needed.
+    tier: Option<Tier>,
+    bytes: u64,
+}
+
+impl Access {
+    fn cache_status(&self, fetched_meta: bool) -> &'static str {
+        match (self.tier, fetched_meta) {
+            (Some(Tier::Upstream), _) | (None, true) => "miss",
+            (Some(Tier::Disk), true) | (Some(Tier::Memory), true) => "partial",
+            (Some(Tier::Disk), false) => "hit-disk",
+            (Some(Tier::Memory), false) | (None, false) => "hit-memory",
+        }
+    }
+
+    fn log(&self, store: &Store, cache: &'static str, complete: bool) {
+        let metrics = store.metrics();
+        if self.status.is_success() {
+            match cache {
+                "hit-memory" => metrics
+                    .cache_hits
+                    .get_or_create(&TierLabels { tier: "memory" })
+                    .inc(),
+                "hit-disk" => metrics
+                    .cache_hits
+                    .get_or_create(&TierLabels { tier: "disk" })
+                    .inc(),
+                _ => metrics.cache_misses.inc(),
+            };
+        }
+        tracing::info!(
+            target: "wsus_edge::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status.as_u16(),
+            range = self.range.as_deref().unwrap_or("-"),
+            cache,
+            bytes = self.bytes,
+            complete,
+            ms = self.started.elapsed().as_millis() as u64,
+        );
+    }
+}
+
+/// Answer one content request. The caller has routed it here because the path is under
+/// `/Content` and counts the request by status.
+pub async fn respond(
+    store: &Store,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let mut access = Access {
+        method: method.clone(),
+        path: path.to_owned(),
+        range: headers
+            .get(RANGE)
+            .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(64)]).into_owned()),
+        status: StatusCode::OK,
+        started: Instant::now(),
+        tier: None,
+        bytes: 0,
+    };
+    let finish = |access: &mut Access, response: Response<Body>, fetched: bool| {
+        access.status = response.status();
+        let cache = access.cache_status(fetched);
+        access.log(store, cache, true);
+        response
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+        response
+            .headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return finish(&mut access, response, false);
+    }
+    let content = match ContentPath::parse(path) {
+        Ok(c) => c,
+        Err(PathError::Malformed) => {
+            return finish(
+                &mut access,
+                text(StatusCode::BAD_REQUEST, "bad content path"),
+                false,
+            );
+        }
+        Err(PathError::NotContent) => {
+            return finish(&mut access, text(StatusCode::NOT_FOUND, "not found"), false);
+        }
+    };
+    let range_header = headers.get(RANGE).map(|v| v.as_bytes());
+    let handle = match store
+        .lookup(&content, range::first_wanted_byte(range_header))
+        .await
+    {
+        Ok(h) => h,
+        Err(e) => {
+            let status = error_status(&e);
+            if status.is_server_error() {
+                tracing::warn!(path, error = %e, "content lookup failed");
+            }
+            let message = match status {
+                StatusCode::NOT_FOUND => "not found",
+                StatusCode::GATEWAY_TIMEOUT => "upstream unavailable",
+                StatusCode::BAD_GATEWAY => "upstream error",
+                _ => "internal error",
+            };
+            return finish(&mut access, text(status, message), true);
+        }
+    };
+
+    let size = handle.size();
+    let etag = format!("\"{}\"", handle.digest().to_hex());
+    let last_modified = handle.last_modified();
+    let joined: Vec<Option<Vec<u8>>> = [
+        IF_RANGE,
+        IF_MATCH,
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_UNMODIFIED_SINCE,
+    ]
+    .iter()
+    .map(|name| joined_header(headers, name))
+    .collect();
+    let conditions = Conditions {
+        range: range_header,
+        if_range: joined[0].as_deref(),
+        if_match: joined[1].as_deref(),
+        if_none_match: joined[2].as_deref(),
+        if_modified_since: joined[3].as_deref(),
+        if_unmodified_since: joined[4].as_deref(),
+    };
+    let plan = range::evaluate(
+        &conditions,
+        size,
+        &Validators {
+            etag: &etag,
+            last_modified,
+        },
+        &Limits {
+            max_parts: store.settings().max_ranges,
+            max_header_bytes: MAX_RANGE_HEADER,
+        },
+    );
+
+    let mut response = Response::new(empty_body());
+    let h = response.headers_mut();
+    let modified = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(last_modified),
+    );
+    // Both values are ASCII by construction (hex digits and an HTTP date).
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&modified) {
+        h.insert(LAST_MODIFIED, v);
+    }
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let content_type = HeaderValue::from_static(content.content_type());
+
+    let (status, parts, trailer, length) = match plan {
+        Plan::NotModified => (StatusCode::NOT_MODIFIED, Vec::new(), None, None),
+        Plan::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, Vec::new(), None, Some(0)),
+        Plan::Unsatisfiable => {
+            if let Ok(v) = HeaderValue::from_str(&range::unsatisfied_range(size)) {
+                h.insert(CONTENT_RANGE, v);
+            }
+            (StatusCode::RANGE_NOT_SATISFIABLE, Vec::new(), None, Some(0))
+        }
+        Plan::Full => {
+            h.insert(CONTENT_TYPE, content_type);
+            let parts = if size == 0 {
+                Vec::new()
+            } else {
+                vec![(
+                    None,
+                    ByteRange {
+                        start: 0,
+                        end: size - 1,
+                    },
+                )]
+            };
+            (StatusCode::OK, parts, None, Some(size))
+        }
+        Plan::Partial(ranges) if ranges.len() == 1 => {
+            let r = ranges[0];
+            h.insert(CONTENT_TYPE, content_type);
+            if let Ok(v) = HeaderValue::from_str(&range::content_range(r, size)) {
+                h.insert(CONTENT_RANGE, v);
+            }
+            (
+                StatusCode::PARTIAL_CONTENT,
+                vec![(None, r)],
+                None,
+                Some(r.len()),
+            )
+        }
+        Plan::Partial(ranges) => {
+            let layout = range::multipart(&ranges, size, content.content_type(), &boundary());
+            if let Ok(v) = HeaderValue::from_str(&layout.content_type) {
+                h.insert(CONTENT_TYPE, v);
+            }
+            let parts = layout
+                .parts
+                .into_iter()
+                .map(|(head, r)| (Some(Bytes::from(head)), r))
+                .collect();
+            (
+                StatusCode::PARTIAL_CONTENT,
+                parts,
+                Some(Bytes::from(layout.trailer)),
+                Some(layout.body_len),
+            )
+        }
+    };
+    *response.status_mut() = status;
+    if let Some(length) = length {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    access.status = status;
+    if method == Method::HEAD || (parts.is_empty() && trailer.is_none()) {
+        let fetched = handle.fetched_meta();
+        return finish(&mut access, response, fetched);
+    }
+
+    let whole = parts.len() == 1
+        && parts[0].1
+            == ByteRange {
+                start: 0,
+                end: size - 1,
+            };
+    let hasher = (whole && !handle.is_verified()).then(Sha1::new);
+    let producer = Producer {
+        store: store.clone(),
+        handle,
+        parts: parts.into(),
+        trailer,
+        cursor: None,
+        ready: VecDeque::new(),
+        hasher,
+        access,
+        failed: false,
+    };
+    let stream = futures_util::stream::unfold(producer, |mut p| async move {
+        let item = p.next().await?;
+        Some((item.map(Frame::data), p))
+    });
+    let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+    response.map(|_| body)
+}
+
+fn joined_header(headers: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut out = first.as_bytes().to_vec();
+    for v in values {
+        out.extend_from_slice(b", ");
+        out.extend_from_slice(v.as_bytes());
+    }
+    Some(out)
+}
+
+/// A multipart boundary that cannot be predicted from outside (so no payload can be crafted
+/// to contain it).
+fn boundary() -> String {
+    use ring::rand::SecureRandom;
+    let mut raw = [0u8; 12];
+    if ring::rand::SystemRandom::new().fill(&mut raw).is_err() {
+        // The OS generator does not fail on Linux; the clock is a last resort.
+        let nanos = disk_time_nanos();
+        raw[..8].copy_from_slice(&nanos.to_le_bytes());
+    }
+    format!("wsus-edge-{}", hex::encode(raw))
+}
+
+fn disk_time_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The position within one planned range.
+struct Cursor {
+    /// Next byte to send (absolute offset in the object).
+    pos: u64,
+    /// One past the last byte of the range.
+    end: u64,
+}
+
+enum Piece {
+    /// Multipart framing.
+    Frame(Bytes),
+    /// Object bytes; `last` when it holds the object's final byte.
+    Data { bytes: Bytes, last: bool },
+}
+
+struct Producer {
+    store: Store,
+    handle: Handle,
+    parts: VecDeque<(Option<Bytes>, ByteRange)>,
+    trailer: Option<Bytes>,
+    cursor: Option<Cursor>,
+    ready: VecDeque<Piece>,
+    /// Running SHA-1 of a whole-object response of an unverified object.
+    hasher: Option<Sha1>,
+    access: Access,
+    failed: bool,
+}
+
+impl Producer {
+    async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
+        if self.failed {
+            return None;
+        }
+        match self.advance().await {
+            Ok(Some(bytes)) => {
+                self.access.bytes += bytes.len() as u64;
+                self.store.metrics().served_bytes.inc_by(bytes.len() as u64);
+                Some(Ok(bytes))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                self.failed = true;
+                tracing::warn!(path = %self.access.path, error = %e,
+                    "aborting response: the connection is closed before the end");
+                Some(Err(Box::new(e)))
+            }
+        }
+    }
+
+    async fn advance(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            if let Some(piece) = self.ready.pop_front() {
+                return self.release(piece).await.map(Some);
+            }
+            if let Some(cursor) = &self.cursor {
+                if cursor.pos < cursor.end {
+                    self.load().await?;
+                    continue;
+                }
+                self.cursor = None;
+            }
+            if let Some((head, r)) = self.parts.pop_front() {
+                if let Some(head) = head {
+                    self.ready.push_back(Piece::Frame(head));
+                }
+                self.cursor = Some(Cursor {
+                    pos: r.start,
+                    end: r.end + 1,
+                });
+                continue;
+            }
+            return Ok(self.trailer.take());
+        }
+    }
+
+    /// Queue the next available bytes of the current range.
+    async fn load(&mut self) -> Result<(), Error> {
+        let Some(cursor) = &mut self.cursor else {
+            return Ok(());
+        };
+        let size = self.handle.size();
+        let slice_bytes = self.handle.slice_bytes();
+        let index = cursor.pos / slice_bytes;
+        let slice_start = index * slice_bytes;
+        let (data, tier) = self.handle.slice(index).await?;
+        self.access.tier = self.access.tier.max(Some(tier));
+        // Look ahead within what this response needs (plus configured read-ahead), so the
+        // next slices are on their way while this one streams.
+        let settings = self.store.settings();
+        let last_needed = (cursor.end - 1) / slice_bytes + u64::from(settings.read_ahead);
+        let last_slice = size.div_ceil(slice_bytes).saturating_sub(1);
+        let ahead = settings
+            .per_object
+            .saturating_sub(1)
+            .max(u64::from(settings.read_ahead) as usize) as u64;
+        for next in index + 1..=(index + ahead).min(last_needed).min(last_slice) {
+            self.handle.prefetch(next);
+        }
+        let within_end = (cursor.end - slice_start).min(slice_bytes);
+        let pieces = match data {
+            SliceData::Ready(bytes) => {
+                let from = (cursor.pos - slice_start) as usize;
+                let to = (within_end as usize).min(bytes.len());
+                if from >= to {
+                    return Err(Error::internal(Kind::Io, "slice shorter than the object"));
+                }
+                vec![bytes.slice(from..to)]
+            }
+            SliceData::Filling(fill) => {
+                let pieces = fill.read(cursor.pos - slice_start, within_end).await?;
+                if pieces.is_empty() {
+                    return Err(Error::upstream(Kind::BadUpstream, "slice ended early"));
+                }
+                pieces
+            }
+        };
+        for bytes in pieces {
+            cursor.pos += bytes.len() as u64;
+            let last = cursor.pos == size;
+            self.ready.push_back(Piece::Data { bytes, last });
+        }
+        Ok(())
+    }
+
+    /// Checks before a piece leaves: the integrity rules at the object's last byte.
+    async fn release(&mut self, piece: Piece) -> Result<Bytes, Error> {
+        let (bytes, last) = match piece {
+            Piece::Frame(bytes) => return Ok(bytes),
+            Piece::Data { bytes, last } => (bytes, last),
+        };
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&bytes);
+            if last {
+                let got = std::mem::take(hasher).finalize();
+                if got.as_slice() != self.handle.digest().0 {
+                    self.store.metrics().fill_error("digest");
+                    return Err(Error::upstream(
+                        Kind::Digest,
+                        "the bytes do not match the name; refusing the final piece",
+                    ));
+                }
+            }
+        } else if last && !self.handle.is_verified() {
+            self.handle.await_verdict_if_complete().await?;
+        }
+        Ok(bytes)
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let complete =
+            !self.failed && self.cursor.is_none() && self.parts.is_empty() && self.ready.is_empty();
+        let cache = self.access.cache_status(self.handle.fetched_meta());
+        self.access.log(&self.store, cache, complete);
+    }
+}

@@ -1,0 +1,32 @@
+//! wsus-edge: a Windows update server for branch offices.
+//!
+//! A node answers Windows Update clients from local state and fetches what it lacks from its
+//! upstream. This crate holds every part of a node; `main.rs` only parses the command line.
+//!
+//! The content path (the heart of it): `/Content/<XX>/<SHA1>.<ext>` is addressed by digest;
+//! [`content`] serves exact RFC 9110 ranges from a memory tier and a disk tier, and fills misses
+//! from [`upstream`] one aligned slice at a time, one fetch per slice however many clients wait.
+//!
+//! Modules, in dependency order (a module may call those listed before it, never after):
+//! - [`error`]: the one error type (which side failed, whether a retry helps).
+//! - [`config`]: the typed configuration contract, human units, every problem with its key.
+//! - [`metrics`]: the Prometheus registry of a node.
+//! - [`upstream`]: the link to the parent server (HTTP/1.1 and HTTP/2 over TLS or not), retries
+//!   and the shared WAN bandwidth limit.
+//! - [`content`]: range math, slices, the fill, memory and disk tiers, verification, eviction.
+//! - [`admin`]: `/livez`, `/readyz`, `/metrics`, `/api/v1/status`.
+//! - [`server`]: listeners, routing, the running node.
+//! - [`simulate`]: a client that downloads like Windows' Delivery Optimization (for the demo,
+//!   tests and load); it only speaks HTTP to a node.
+//! - [`cli`]: the subcommands.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod content;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod simulate;
+pub mod tls;
+pub mod upstream;

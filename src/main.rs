@@ -1,0 +1,40 @@
+//! The `wsus-edge` binary: parse the command line, read the environment (the only place that
+//! does), set up logging and the runtime, run the subcommand, map its result to an exit code.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = wsus_edge::cli::Cli::parse();
+    // WSUS_EDGE_LOG (or RUST_LOG) selects what is logged, e.g. "warn" or "wsus_edge=debug".
+    // The demo tells its own story on stdout; its nodes' access lines would drown it.
+    let default = match cli.command {
+        wsus_edge::cli::Command::Demo { .. } => "warn",
+        _ => "info",
+    };
+    let filter = std::env::var("WSUS_EDGE_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| default.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    // Only ring is compiled in; installing it makes the choice explicit for any code that asks
+    // rustls for "the default" provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("WSUS_EDGE_"))
+        .collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wsus-edge: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let exit = runtime.block_on(wsus_edge::cli::run(cli, env));
+    std::process::ExitCode::from(exit as u8)
+}
