@@ -1,5 +1,6 @@
 //! The admin listener: `/livez`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/status`
-//! (JSON) and the status page under `/`. Read-only for now; nothing here changes state.
+//! (JSON), `/api/v1/content/<sha1>` (what the cache holds of one object) and the status page
+//! under `/`. Read-only for now; nothing here changes state.
 //! Calls `server` (for the node's shared state), `content` (stats and response helpers),
 //! `config` (unit formatting) and `metrics`.
 
@@ -9,6 +10,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use crate::config::units::format_bytes;
+use crate::content::Digest;
 use crate::content::response::{Body, full_body, text};
 use crate::server::App;
 
@@ -31,7 +33,17 @@ pub async fn respond(app: &App, method: &Method, path: &str) -> Response<Body> {
         ),
         "/api/v1/status" => with_type(status_json(app), "application/json"),
         "/" => with_type(status_page(app), "text/html; charset=utf-8"),
-        _ => text(StatusCode::NOT_FOUND, "not found"),
+        _ => match path.strip_prefix("/api/v1/content/").map(Digest::from_hex) {
+            Some(Some(digest)) => match app.store.describe(&digest) {
+                Some(info) => with_type(
+                    serde_json::to_string_pretty(&info).unwrap_or_default(),
+                    "application/json",
+                ),
+                None => text(StatusCode::NOT_FOUND, "not in the cache"),
+            },
+            Some(None) => text(StatusCode::BAD_REQUEST, "expected a SHA-1 in hex"),
+            None => text(StatusCode::NOT_FOUND, "not found"),
+        },
     }
 }
 

@@ -224,6 +224,19 @@ pub struct Stats {
     pub memory_bytes: u64,
 }
 
+/// One object as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ObjectInfo {
+    /// `committed`, `filling`, `sizing`, `streaming-uncached` or `discarded`.
+    pub state: &'static str,
+    pub size: Option<u64>,
+    /// Slices on disk (committed objects: all).
+    pub slices_present: u64,
+    pub slices_total: Option<u64>,
+    /// Responses reading it now.
+    pub readers: usize,
+}
+
 fn now_ms() -> u64 {
     disk::unix_ms(SystemTime::now())
 }
@@ -355,6 +368,37 @@ impl Store {
             disk_bytes: self.shared.disk_used.load(Ordering::Relaxed),
             memory_bytes: self.shared.memory.as_ref().map_or(0, |m| m.weighted_size()),
         }
+    }
+
+    /// What the store holds of one object, for the admin API.
+    pub fn describe(&self, digest: &Digest) -> Option<ObjectInfo> {
+        let index = lock(&self.shared.index);
+        if let Some(c) = index.committed.get(digest) {
+            let slices = c.size.div_ceil(self.shared.settings.slice_bytes);
+            return Some(ObjectInfo {
+                state: "committed",
+                size: Some(c.size),
+                slices_present: slices,
+                slices_total: Some(slices),
+                readers: c.usage.readers.load(Ordering::Relaxed),
+            });
+        }
+        let object = index.filling.get(digest)?;
+        let state = object.lock();
+        let (name, total) = match state.storage {
+            Storage::Unsized => ("sizing", None),
+            Storage::Partial(_) => ("filling", Some(state.slots.len() as u64)),
+            Storage::MemoryOnly => ("streaming-uncached", Some(state.slots.len() as u64)),
+            Storage::Committed => ("committed", Some(state.slots.len() as u64)),
+            Storage::Gone => ("discarded", None),
+        };
+        Some(ObjectInfo {
+            state: name,
+            size: object.known_meta().map(|m| m.size),
+            slices_present: state.present as u64,
+            slices_total: total,
+            readers: object.usage.readers.load(Ordering::Relaxed),
+        })
     }
 
     /// Find (or start filling) the object a content path names. `first_wanted` is the first
@@ -552,7 +596,7 @@ impl Shared {
 
     /// Make room for `size` more bytes on disk, evicting least recently used idle objects.
     /// False when even that cannot make room (the caller streams without caching).
-    async fn reserve(&self, size: u64) -> bool {
+    async fn reserve(self: &Arc<Self>, size: u64) -> bool {
         let limit = self.settings.disk_bytes;
         for _ in 0..8 {
             let used = self.disk_used.load(Ordering::Relaxed);
@@ -573,7 +617,7 @@ impl Shared {
 
     /// Evict idle committed objects, oldest access first, until `needed` bytes are freed plus a
     /// little headroom so that a full cache does not evict on every fill. Returns bytes freed.
-    async fn evict(&self, needed: u64) -> u64 {
+    async fn evict(self: &Arc<Self>, needed: u64) -> u64 {
         let target = needed + self.settings.disk_bytes / 100;
         let victims: Vec<Arc<Committed>> = {
             let mut index = lock(&self.index);
@@ -606,12 +650,9 @@ impl Shared {
         let mut freed = 0;
         for victim in victims {
             let digest = victim.digest;
-            let dirs_root = self.dirs.root.clone();
-            let removed = tokio::task::spawn_blocking(move || {
-                disk::remove_committed(&Dirs::new(&dirs_root), &digest)
-            })
-            .await;
-            if let Ok(Err(e)) = removed {
+            let shared = self.clone();
+            let removed = blocking(move || disk::remove_committed(&shared.dirs, &digest)).await;
+            if let Err(e) = removed {
                 tracing::warn!(%digest, error = %e, "evicting: could not remove file");
             }
             self.disk_used.fetch_sub(victim.size, Ordering::Relaxed);
@@ -824,6 +865,9 @@ impl Shared {
         };
         match outcome {
             Ok(CommitOutcome::Committed) => {
+                // Condemned while we hashed: the file we just hashed is right all the same,
+                // so keep it, but its reservation was released by the discard.
+                let condemned = matches!(object.lock().storage, Storage::Gone);
                 {
                     let mut index = lock(&self.index);
                     if index
@@ -833,16 +877,16 @@ impl Shared {
                     {
                         index.filling.remove(&digest);
                     }
-                    index.committed.insert(
+                    let entry = Arc::new(Committed {
                         digest,
-                        Arc::new(Committed {
-                            digest,
-                            size,
-                            last_modified,
-                            generation: object.generation,
-                            usage: object.usage.clone(),
-                        }),
-                    );
+                        size,
+                        last_modified,
+                        generation: object.generation,
+                        usage: object.usage.clone(),
+                    });
+                    if index.committed.insert(digest, entry).is_none() && condemned {
+                        self.disk_used.fetch_add(size, Ordering::Relaxed);
+                    }
                 }
                 {
                     let mut state = object.lock();
@@ -853,31 +897,51 @@ impl Shared {
                 tracing::info!(%digest, size, "committed");
             }
             Ok(CommitOutcome::Mismatch { actual }) => {
-                self.metrics.fill_error("digest");
-                tracing::error!(%digest, %actual, size,
-                    "upstream sent bytes that do not match the name; discarded");
-                self.discard(&object, size).await;
+                if self.discard(&object).await {
+                    self.metrics.fill_error("digest");
+                    tracing::error!(%digest, %actual, size,
+                        "upstream sent bytes that do not match the name; discarded");
+                }
             }
             Err(e) => {
                 self.metrics.fill_error("disk");
                 tracing::error!(%digest, error = %e, "commit failed; discarded");
-                let dirs_root = self.dirs.root.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    disk::discard_partial(&Dirs::new(&dirs_root), &digest)
-                })
-                .await;
-                self.discard(&object, size).await;
+                self.discard(&object).await;
             }
         }
     }
 
-    async fn discard(&self, object: &Arc<Object>, size: u64) {
-        object.lock().storage = Storage::Gone;
+    /// Forget a failed object: its partial files and disk reservation, its memory slices, its
+    /// index entry. Idempotent: only the first call for an object does anything (and returns
+    /// true).
+    async fn discard(self: &Arc<Self>, object: &Arc<Object>) -> bool {
+        let reserved = {
+            let mut state = object.lock();
+            let reserved = match &state.storage {
+                Storage::Gone | Storage::Committed => return false,
+                Storage::Partial(pf) => Some(pf.size),
+                Storage::Unsized | Storage::MemoryOnly => None,
+            };
+            state.storage = Storage::Gone;
+            reserved
+        };
         object.verdict.send_replace(Verdict::Failed);
-        self.disk_used.fetch_sub(size, Ordering::Relaxed);
-        self.forget_object(object);
-        self.forget_memory(object.digest, object.generation, size)
+        let digest = object.digest;
+        // The files go before the index entry: a new fill of the same digest (possible once
+        // the entry is gone) creates files under the same names.
+        if let Some(size) = reserved {
+            self.disk_used.fetch_sub(size, Ordering::Relaxed);
+            let shared = self.clone();
+            let _ = blocking(move || {
+                disk::discard_partial(&shared.dirs, &digest);
+                Ok(())
+            })
             .await;
+        }
+        self.forget_object(object);
+        let size = object.known_meta().map_or(0, |m| m.size);
+        self.forget_memory(digest, object.generation, size).await;
+        true
     }
 
     fn forget_object(&self, object: &Arc<Object>) {
@@ -923,13 +987,13 @@ impl Sizing for Learner<'_> {
         let size = learned.size;
         let slice_count = size.div_ceil(shared.settings.slice_bytes) as usize;
         let storage = if shared.reserve(size).await {
-            let dirs_root = shared.dirs.root.clone();
             let digest = self.object.digest;
             let slice_bytes = shared.settings.slice_bytes;
             let ext = self.object.ext.clone();
+            let owner = shared.clone();
             let created = blocking(move || {
                 disk::create_partial(
-                    &Dirs::new(&dirs_root),
+                    &owner.dirs,
                     &digest,
                     &ext,
                     size,
@@ -1143,6 +1207,18 @@ impl Handle {
                     None => Err(Error::internal(Kind::Io, "slice vanished")),
                 }
             }
+        }
+    }
+
+    /// A whole-object response hashed what it sent and it did not match the name: the object's
+    /// bytes are wrong, so drop them now rather than at the commit's verdict.
+    pub async fn condemn(&self) {
+        if let HandleKind::Object(object) = &self.kind
+            && self.shared.discard(object).await
+        {
+            self.shared.metrics.fill_error("digest");
+            tracing::error!(digest = %object.digest,
+                "a client received bytes that do not match the name; discarded");
         }
     }
 

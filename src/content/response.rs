@@ -492,7 +492,7 @@ impl Producer {
             if last {
                 let got = std::mem::take(hasher).finalize();
                 if got.as_slice() != self.handle.digest().0 {
-                    self.store.metrics().fill_error("digest");
+                    self.handle.condemn().await;
                     return Err(Error::upstream(
                         Kind::Digest,
                         "the bytes do not match the name; refusing the final piece",

@@ -205,13 +205,16 @@ impl Upstream {
                     format!("no response within {:?}", self.timeout),
                 ));
             }
+            // A refused or timed-out connection means the upstream is down: say so at once
+            // (clients get a quick 504). Anything else broke an existing exchange and is worth
+            // another try.
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(Error::upstream(Kind::Unavailable, "cannot connect")
+                    .with_source(e)
+                    .retryable(false));
+            }
             Ok(Err(e)) => {
-                let kind = if e.is_connect() {
-                    Kind::Unavailable
-                } else {
-                    Kind::BadUpstream
-                };
-                return Err(Error::upstream(kind, "request failed")
+                return Err(Error::upstream(Kind::BadUpstream, "request failed")
                     .with_source(e)
                     .retryable(true));
             }
