@@ -324,18 +324,22 @@ fn parse_spec(spec: &[u8]) -> Result<RangeSpec, InvalidRange> {
     if first.is_empty() {
         return Ok(RangeSpec::Suffix(parse_pos(last)?));
     }
-    let first = parse_pos(first)?;
+    let first_pos = parse_pos(first)?;
     if last.is_empty() {
-        return Ok(RangeSpec::From(first));
+        return Ok(RangeSpec::From(first_pos));
     }
-    let last = parse_pos(last)?;
-    if last < first {
+    let last_pos = parse_pos(last)?;
+    // Compared as written, not as saturated: 10^30-1 before 10^30 is still a valid spec.
+    if cmp_digits(last, first) == std::cmp::Ordering::Less {
         return Err(InvalidRange);
     }
-    Ok(RangeSpec::FromTo(first, last))
+    Ok(RangeSpec::FromTo(first_pos, last_pos))
 }
 
-/// `1*DIGIT` as a u64; no sign, no whitespace, leading zeros allowed.
+/// `1*DIGIT`; no sign, no whitespace, leading zeros allowed. The grammar puts no bound on the
+/// digits, so a value past u64::MAX saturates: no representation is that long, so a saturated
+/// first-pos is unsatisfiable, a saturated last-pos means "to the end", and a saturated
+/// suffix-length means "all of it" (§14.1.2) — exactly what the true value would give.
 fn parse_pos(digits: &[u8]) -> Result<u64, InvalidRange> {
     if digits.is_empty() {
         return Err(InvalidRange);
@@ -344,10 +348,15 @@ fn parse_pos(digits: &[u8]) -> Result<u64, InvalidRange> {
         if !b.is_ascii_digit() {
             return Err(InvalidRange);
         }
-        acc.checked_mul(10)
-            .and_then(|acc| acc.checked_add(u64::from(b - b'0')))
-            .ok_or(InvalidRange)
+        Ok(acc.saturating_mul(10).saturating_add(u64::from(b - b'0')))
     })
+}
+
+/// Numeric order of two digit strings of any length.
+fn cmp_digits(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let strip = |d: &[u8]| -> usize { d.iter().take_while(|&&c| c == b'0').count() };
+    let (a, b) = (&a[strip(a)..], &b[strip(b)..]);
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// The part of the representation a spec selects, or None when it selects nothing.
@@ -820,7 +829,7 @@ mod tests {
     }
 
     #[test]
-    fn u64_overflow_is_invalid() {
+    fn positions_beyond_u64_saturate() {
         let max = u64::MAX;
         assert_eq!(
             parse(&format!("bytes={max}-")),
@@ -830,17 +839,41 @@ mod tests {
             parse(&format!("bytes=-{max}")),
             Ok(vec![RangeSpec::Suffix(max)])
         );
-        assert_eq!(parse("bytes=18446744073709551616-"), Err(InvalidRange));
-        assert_eq!(parse("bytes=0-18446744073709551616"), Err(InvalidRange));
-        assert_eq!(parse("bytes=-18446744073709551616"), Err(InvalidRange));
+        assert_eq!(
+            parse("bytes=18446744073709551616-"),
+            Ok(vec![RangeSpec::From(max)])
+        );
+        assert_eq!(
+            parse("bytes=0-18446744073709551616"),
+            Ok(vec![RangeSpec::FromTo(0, max)])
+        );
         assert_eq!(
             parse("bytes=-99999999999999999999999999"),
+            Ok(vec![RangeSpec::Suffix(max)])
+        );
+        // Order is decided on the digits as written.
+        assert_eq!(parse("bytes=99999999999999999999-1"), Err(InvalidRange));
+        assert_eq!(
+            parse("bytes=99999999999999999999-99999999999999999998"),
             Err(InvalidRange)
         );
-        // Leading zeros do not count towards overflow.
+        assert_eq!(
+            parse("bytes=99999999999999999998-099999999999999999999"),
+            Ok(vec![RangeSpec::FromTo(max, max)])
+        );
         assert_eq!(
             parse(&format!("bytes=00000000000000000000000{max}-")),
             Ok(vec![RangeSpec::From(max)])
+        );
+        // What they select: the rest, nothing, or all.
+        assert_eq!(
+            res("bytes=5-99999999999999999999999999999", 1000),
+            Some(vec![ByteRange { start: 5, end: 999 }])
+        );
+        assert_eq!(res("bytes=18446744073709551616-", 1000), None);
+        assert_eq!(
+            res("bytes=-18446744073709551616", 1000),
+            Some(vec![ByteRange { start: 0, end: 999 }])
         );
     }
 
@@ -943,13 +976,17 @@ mod tests {
         assert_eq!(eval(ranged("bytes=5-"), 5), Plan::Unsatisfiable);
         assert_eq!(eval(ranged("bytes=-0"), 5), Plan::Unsatisfiable);
         assert_eq!(eval(ranged("bytes=10-20,30-"), 5), Plan::Unsatisfiable);
+        assert_eq!(
+            eval(ranged("bytes=18446744073709551616-"), 10),
+            Plan::Unsatisfiable
+        );
     }
 
     #[test]
     fn invalid_range_is_ignored() {
         assert_eq!(eval(ranged("bytes=9-5"), 10), Plan::Full);
         assert_eq!(eval(ranged("items=0-5"), 10), Plan::Full);
-        assert_eq!(eval(ranged("bytes=18446744073709551616-"), 10), Plan::Full);
+        assert_eq!(eval(ranged("bytes=99999999999999999999-1"), 10), Plan::Full);
         assert_eq!(eval(ranged(""), 10), Plan::Full);
     }
 
