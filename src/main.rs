@@ -15,10 +15,16 @@ fn main() -> std::process::ExitCode {
     let filter = std::env::var("WSUS_EDGE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .unwrap_or_else(|_| default.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // WSUS_EDGE_LOG_FORMAT=json: one JSON object per line, for log shippers.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("WSUS_EDGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
     // Only ring is compiled in; installing it makes the choice explicit for any code that asks
     // rustls for "the default" provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
