@@ -71,7 +71,7 @@ impl Dirs {
         self.content.join(&hex[38..]).join(hex)
     }
 
-    fn partial_data(&self, digest: &Digest) -> PathBuf {
+    pub(super) fn partial_data(&self, digest: &Digest) -> PathBuf {
         self.partial.join(format!("{}.data", digest.to_hex()))
     }
 

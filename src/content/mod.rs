@@ -126,6 +126,9 @@ enum Verdict {
     Pending,
     Verified,
     Failed,
+    /// Streamed through from memory without a disk copy: never checked as a whole, so a
+    /// response that carries the whole object must hash what it sends itself.
+    Unverifiable,
 }
 
 enum Storage {
@@ -815,19 +818,8 @@ impl Shared {
             }
             None => None,
         };
-        let mut state = object.lock();
-        let Some(slot) = state.slots.get_mut(index as usize) else {
-            return;
-        };
-        match written {
-            Some(Ok(())) | None => {
-                // MemoryOnly keeps the slot present while the memory tier holds it.
-                *slot = Slot::Present;
-                state.present += 1;
-                self.disk_full_logged.store(false, Ordering::Relaxed);
-            }
+        let disk_failed = match written {
             Some(Err(e)) => {
-                *slot = Slot::Absent;
                 let reason = if e.kind() == Kind::DiskFull {
                     "disk_full"
                 } else {
@@ -838,13 +830,53 @@ impl Shared {
                     tracing::error!(digest = %object.digest, error = %e,
                         "cannot write to the cache; serving through without caching");
                 }
+                true
             }
-        }
-        let complete =
-            state.present == state.slots.len() && matches!(state.storage, Storage::Partial(_));
-        drop(state);
-        if complete {
-            self.clone().spawn_commit(object.clone());
+            Some(Ok(())) | None => {
+                self.disk_full_logged.store(false, Ordering::Relaxed);
+                false
+            }
+        };
+        let next = {
+            let mut state = object.lock();
+            let Some(slot) = state.slots.get_mut(index as usize) else {
+                return;
+            };
+            // Memory-only objects (and one whose disk copy just failed, which becomes one)
+            // keep the slot present while the memory tier holds the slice.
+            *slot = Slot::Present;
+            state.present += 1;
+            // A partial object whose disk copy failed becomes memory-only, under the same
+            // lock, so no other slice's completion can start a commit of the incomplete file.
+            // Its bytes already went out and into the memory tier; a slice fetched again
+            // could differ from them, so it can no longer be checked as a whole on behalf of
+            // the responses reading it.
+            if disk_failed && let Storage::Partial(pf) = &state.storage {
+                let reserved = pf.size;
+                state.storage = Storage::MemoryOnly;
+                AfterWrite::StreamThrough { reserved }
+            } else if state.present == state.slots.len()
+                && matches!(state.storage, Storage::Partial(_))
+            {
+                AfterWrite::Commit
+            } else {
+                AfterWrite::Wait
+            }
+        };
+        match next {
+            AfterWrite::Commit => self.clone().spawn_commit(object.clone()),
+            AfterWrite::Wait => {}
+            AfterWrite::StreamThrough { reserved } => {
+                object.verdict.send_replace(Verdict::Unverifiable);
+                self.disk_used.fetch_sub(reserved, Ordering::Relaxed);
+                let shared = self.clone();
+                let digest = object.digest;
+                let _ = blocking(move || {
+                    disk::discard_partial(&shared.dirs, &digest);
+                    Ok(())
+                })
+                .await;
+            }
         }
     }
 
@@ -956,6 +988,16 @@ impl Shared {
     }
 }
 
+/// What follows a slice's disk write.
+enum AfterWrite {
+    /// Other slices are still missing.
+    Wait,
+    /// Every slice is on disk: check the whole and commit.
+    Commit,
+    /// The write failed: the object became memory-only; its `reserved` disk bytes go back.
+    StreamThrough { reserved: u64 },
+}
+
 enum FileSource {
     Committed,
     Partial(Arc<PartialFile>),
@@ -1021,6 +1063,9 @@ impl Sizing for Learner<'_> {
             Storage::MemoryOnly
         };
         let empty = slice_count == 0;
+        if matches!(storage, Storage::MemoryOnly) {
+            self.object.verdict.send_replace(Verdict::Unverifiable);
+        }
         {
             let mut state = self.object.lock();
             state.storage = storage;
@@ -1131,11 +1176,12 @@ impl Handle {
         self.fetched_meta
     }
 
-    /// True when every byte of the object was verified against its name.
-    pub fn is_verified(&self) -> bool {
+    /// True when nothing will check the object as a whole (it is streamed through from
+    /// memory): a response carrying all of it must hash what it sends.
+    pub fn needs_own_hash(&self) -> bool {
         match &self.kind {
-            HandleKind::Committed(_) => true,
-            HandleKind::Object(o) => *o.verdict.borrow() == Verdict::Verified,
+            HandleKind::Committed(_) => false,
+            HandleKind::Object(o) => *o.verdict.borrow() == Verdict::Unverifiable,
         }
     }
 
@@ -1229,20 +1275,16 @@ impl Handle {
         }
     }
 
-    /// Before the last byte of an unverified object goes out: if every slice is present or on
-    /// its way, wait for the verdict of the whole-object check. `Ok` means send, `Err` abort.
-    pub async fn await_verdict_if_complete(&self) -> Result<()> {
+    /// Before the last byte of an object goes out: `Ok` means send it, `Err` abort.
+    ///
+    /// A response that carried every byte waits for the whole-object check: it read every
+    /// slice, each from the one fetch that also went to disk, so the check is on its way and
+    /// judges exactly the bytes it sent. A range waits only when every slice is present or
+    /// on its way; otherwise it would wait on fetches nobody may ever make.
+    pub async fn await_verdict(&self, whole: bool) -> Result<()> {
         let HandleKind::Object(object) = &self.kind else {
             return Ok(());
         };
-        {
-            let state = object.lock();
-            match state.storage {
-                Storage::Committed => return Ok(()),
-                Storage::Partial(_) if state.slots.iter().all(|s| !matches!(s, Slot::Absent)) => {}
-                _ => return Ok(()),
-            }
-        }
         let mut rx = object.verdict.subscribe();
         loop {
             match *rx.borrow_and_update() {
@@ -1253,7 +1295,22 @@ impl Handle {
                         "object failed verification against its name",
                     ));
                 }
-                Verdict::Pending => {}
+                Verdict::Unverifiable if whole => {
+                    return Err(Error::internal(
+                        Kind::Io,
+                        "the disk copy failed mid-fill; the object cannot be verified",
+                    ));
+                }
+                Verdict::Unverifiable => return Ok(()),
+                Verdict::Pending => {
+                    let all_coming = {
+                        let state = object.lock();
+                        state.slots.iter().all(|s| !matches!(s, Slot::Absent))
+                    };
+                    if !whole && !all_coming {
+                        return Ok(());
+                    }
+                }
             }
             if rx.changed().await.is_err() {
                 return Err(Error::internal(Kind::Io, "object abandoned"));
@@ -1319,4 +1376,90 @@ pub fn import_dir(data_dir: &std::path::Path, dir: &std::path::Path) -> Result<I
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(data_dir: &std::path::Path) -> Settings {
+        Settings {
+            data_dir: data_dir.to_owned(),
+            slice_bytes: 64 * 1024,
+            memory_bytes: 1 << 20,
+            disk_bytes: 1 << 30,
+            min_free_disk: 0,
+            max_ranges: 16,
+            read_ahead: 0,
+            per_object: 4,
+            retries: 0,
+        }
+    }
+
+    /// A slice whose disk write fails (here: the data file is open read-only) turns the fill
+    /// into a stream-through: no commit can judge the bytes already sent, so a response that
+    /// carried the whole object must not be given its final piece, and new ones hash for
+    /// themselves.
+    #[tokio::test]
+    async fn a_failed_disk_write_makes_the_object_memory_only_and_unverifiable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(settings(dir.path()), None, Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let shared = store.shared.clone();
+        let slice = shared.settings.slice_bytes;
+        let path = ContentPath {
+            digest: Digest([7; 20]),
+            ext: "cab".into(),
+        };
+        let mut pf =
+            disk::create_partial(&shared.dirs, &path.digest, "cab", 2 * slice, slice, 0).unwrap();
+        pf.data = std::fs::File::open(shared.dirs.partial_data(&path.digest)).unwrap();
+        shared.disk_used.store(2 * slice, Ordering::Relaxed);
+        let object = shared.new_object(
+            &path,
+            ObjState {
+                storage: Storage::Partial(Arc::new(pf)),
+                slots: vec![Slot::Absent; 2],
+                present: 0,
+                sizing_started: true,
+            },
+            MetaState::Known(Meta {
+                size: 2 * slice,
+                last_modified: 0,
+            }),
+        );
+        lock(&shared.index)
+            .filling
+            .insert(path.digest, object.clone());
+        let started_before = store.lookup(&path, None).await.unwrap();
+        assert!(!started_before.needs_own_hash());
+
+        shared
+            .persist_slice(&object, 0, Bytes::from(vec![1u8; slice as usize]))
+            .await;
+
+        assert!(matches!(object.lock().storage, Storage::MemoryOnly));
+        assert_eq!(
+            shared.disk_used.load(Ordering::Relaxed),
+            0,
+            "reservation returned"
+        );
+        assert!(
+            !shared.dirs.partial_data(&path.digest).exists(),
+            "partial files removed"
+        );
+        assert!(
+            started_before.await_verdict(true).await.is_err(),
+            "a whole-object response that relied on the commit's check is cut short"
+        );
+        assert!(started_before.await_verdict(false).await.is_ok());
+        // The second slice's completion must not start a commit of the incomplete file.
+        shared
+            .persist_slice(&object, 1, Bytes::from(vec![2u8; slice as usize]))
+            .await;
+        assert!(matches!(object.lock().storage, Storage::MemoryOnly));
+        let started_after = store.lookup(&path, None).await.unwrap();
+        assert!(started_after.needs_own_hash());
+    }
 }

@@ -4,9 +4,10 @@
 //!
 //! Integrity at the last byte: a client that receives a whole object must never end up with a
 //! complete-looking file of wrong bytes. A response that covers the whole of a not yet verified
-//! object hashes what it sends and, on mismatch, breaks the connection instead of sending the
-//! final piece; a range that ends at the object's end waits for the object's own verdict when
-//! all its slices are there.
+//! object withholds its final piece until the object's own check (the commit's hash) has
+//! passed, and breaks the connection if it fails. An object streamed through without a disk
+//! copy is never checked as a whole, so such a response hashes what it sends instead. A range
+//! that ends at the object's end waits for the verdict when all its slices are there.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -307,7 +308,7 @@ pub async fn respond(
                 start: 0,
                 end: size - 1,
             };
-    let hasher = (whole && !handle.is_verified()).then(Sha1::new);
+    let hasher = (whole && handle.needs_own_hash()).then(Sha1::new);
     let producer = Producer {
         store: store.clone(),
         handle,
@@ -316,6 +317,7 @@ pub async fn respond(
         cursor: None,
         ready: VecDeque::new(),
         hasher,
+        whole,
         access,
         failed: false,
     };
@@ -379,8 +381,10 @@ struct Producer {
     trailer: Option<Bytes>,
     cursor: Option<Cursor>,
     ready: VecDeque<Piece>,
-    /// Running SHA-1 of a whole-object response of an unverified object.
+    /// Running SHA-1 of a whole-object response of an object nothing else will check.
     hasher: Option<Sha1>,
+    /// The response carries every byte of the object.
+    whole: bool,
     access: Access,
     failed: bool,
 }
@@ -499,8 +503,8 @@ impl Producer {
                     ));
                 }
             }
-        } else if last && !self.handle.is_verified() {
-            self.handle.await_verdict_if_complete().await?;
+        } else if last {
+            self.handle.await_verdict(self.whole).await?;
         }
         Ok(bytes)
     }
