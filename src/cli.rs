@@ -141,7 +141,11 @@ async fn serve(config: Config) -> Exit {
     let l = running.listening();
     // The readiness line: scripts and tests wait for it to learn the bound ports.
     let https = l.https.map(|a| format!(" https={a}")).unwrap_or_default();
-    println!("wsus-edge ready http={} admin={}{https}", l.http, l.admin);
+    let quic = l.quic.map(|a| format!(" quic={a}")).unwrap_or_default();
+    println!(
+        "wsus-edge ready http={} admin={}{https}{quic}",
+        l.http, l.admin
+    );
     wait_for_signal().await;
     tracing::info!("shutting down");
     running.shutdown(Duration::from_secs(10)).await;

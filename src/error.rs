@@ -126,8 +126,21 @@ impl fmt::Display for Error {
             Side::Internal => "internal",
         };
         write!(f, "{side} error: {}", self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, ": {source}")?;
+        // The whole chain: the cause that matters (a certificate rejected, a connection
+        // refused) often sits several wrappers deep. Wrappers that only repeat their cause
+        // are skipped.
+        let mut said = String::new();
+        let mut next = self
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn std::error::Error + 'static));
+        while let Some(err) = next {
+            let text = err.to_string();
+            if !text.is_empty() && !said.contains(&text) {
+                write!(f, ": {text}")?;
+                said.push_str(&text);
+            }
+            next = err.source();
         }
         Ok(())
     }

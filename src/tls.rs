@@ -1,5 +1,5 @@
-//! TLS configurations of a node: the server side of its HTTPS listener and the client side of its
-//! upstream link. rustls with the ring provider only (see ../shared/DEPENDENCIES.md: an implicit
+//! TLS configurations of a node: the server side of its HTTPS and HTTP/3 listeners and the client
+//! side of its upstream link (over TCP and over QUIC). rustls with the ring provider only (see ../shared/DEPENDENCIES.md: an implicit
 //! provider choice panics when two are compiled in), PEM files as the configuration names them.
 //! Calls only `error`.
 
@@ -46,8 +46,12 @@ fn roots_from(path: &Path) -> Result<RootCertStore> {
     Ok(roots)
 }
 
+/// ALPN of HTTP/3 (RFC 9114 §3.1).
+pub const ALPN_H3: &[u8] = b"h3";
+
 /// The server side: our certificate chain and key; with `client_ca`, every client must present a
-/// certificate issued by it (mutual TLS for downstream servers).
+/// certificate issued by it (mutual TLS for downstream servers). ALPN offers h2 and http/1.1,
+/// for the TCP listener; [`quic_server_config`] makes the QUIC one.
 pub fn server_config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result<ServerConfig> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -99,4 +103,20 @@ pub fn client_config(
             .map_err(|e| config_error("client certificate", cert, e)),
         None => Ok(builder.with_no_client_auth()),
     }
+}
+
+/// The same server identity for the HTTP/3 listener: TLS 1.3 only (as QUIC requires), ALPN h3.
+pub fn quic_server_config(tcp: &ServerConfig) -> Result<quinn::crypto::rustls::QuicServerConfig> {
+    let mut config = tcp.clone();
+    config.alpn_protocols = vec![ALPN_H3.to_vec()];
+    quinn::crypto::rustls::QuicServerConfig::try_from(Arc::new(config))
+        .map_err(|e| Error::internal(Kind::Config, format!("TLS for QUIC: {e}")))
+}
+
+/// The upstream link's client identity for QUIC: TLS 1.3, ALPN h3.
+pub fn quic_client_config(tcp: &ClientConfig) -> Result<quinn::crypto::rustls::QuicClientConfig> {
+    let mut config = tcp.clone();
+    config.alpn_protocols = vec![ALPN_H3.to_vec()];
+    quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
+        .map_err(|e| Error::internal(Kind::Config, format!("TLS for QUIC: {e}")))
 }

@@ -4,74 +4,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::pki::{ca, https_url, leaf, tls_root};
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-    pem: PathBuf,
-}
-
-fn ca(dir: &Path, name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem, issuer.pem()).unwrap();
-    Ca { issuer, pem }
-}
-
-/// A leaf certificate for 127.0.0.1 signed by `ca`; returns (cert.pem, key.pem).
-fn leaf(dir: &Path, ca: &Ca, name: &str) -> (PathBuf, PathBuf) {
-    let mut params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (cert_path, key_path) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (cert_path, key_path)
-}
-
-/// A root node holding `bytes`, with an HTTPS listener (and mutual TLS with `client_ca`).
-async fn tls_root(
-    dir: &Path,
-    cert: &Path,
-    key: &Path,
-    client_ca: Option<&Path>,
-    bytes: &[u8],
-) -> wsus_edge::server::Running {
-    let source = dir.join("source");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("payload.exe"), bytes).unwrap();
-    wsus_edge::content::import_dir(&dir.join("root"), &source).unwrap();
-    let mut extra = format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\n",
-        cert.to_string_lossy(),
-        key.to_string_lossy()
-    );
-    if let Some(ca) = client_ca {
-        extra.push_str(&format!("client_ca = {:?}\n", ca.to_string_lossy()));
-    }
-    let mut config = node_config(&dir.join("root"), None, "", &extra);
-    config.listen.https = Some("127.0.0.1:0".parse().unwrap());
-    start(&config).await
-}
-
-fn https_url(node: &wsus_edge::server::Running) -> String {
-    format!("https://{}", node.listening().https.unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branch_fills_over_https_with_http2_and_verifies_the_upstream() {
@@ -84,7 +20,11 @@ async fn branch_fills_over_https_with_http2_and_verifies_the_upstream() {
     let root = tls_root(dir.path(), &cert, &key, None, &bytes).await;
     let path = content_path(&bytes, "exe");
 
-    let upstream = format!("ca = {:?}\ntimeout = \"5s\"", trusted.pem.to_string_lossy());
+    // TCP only: this test is about HTTP/2 (the HTTP/3 side has tests/upstream_quic.rs).
+    let upstream = format!(
+        "ca = {:?}\ntimeout = \"5s\"\ntransport = \"tcp\"",
+        trusted.pem.to_string_lossy()
+    );
     let node = branch_with(&dir.path().join("branch"), &https_url(&root), &upstream, "").await;
     let got = get(&url(&node, &path), &[]).await;
     assert_eq!((got.status.as_u16(), got.broken), (200, false));

@@ -62,23 +62,32 @@ struct Status<'a> {
     name: &'a str,
     version: &'static str,
     role: &'static str,
-    upstream: Option<&'a str>,
+    upstream: Option<UpstreamStatus<'a>>,
     uptime_seconds: u64,
     ready: bool,
     listen: crate::server::Listening,
     cache: crate::content::Stats,
 }
 
+#[derive(serde::Serialize)]
+struct UpstreamStatus<'a> {
+    url: &'a str,
+    transport: crate::upstream::TransportStatus,
+}
+
 fn status(app: &App) -> Status<'_> {
     Status {
         name: &app.name,
         version: env!("CARGO_PKG_VERSION"),
-        role: if app.upstream_url.is_some() {
+        role: if app.upstream.is_some() {
             "downstream"
         } else {
             "root"
         },
-        upstream: app.upstream_url.as_deref(),
+        upstream: app.upstream.as_ref().map(|u| UpstreamStatus {
+            url: u.url(),
+            transport: u.transport_status(),
+        }),
         uptime_seconds: app.started.elapsed().as_secs(),
         ready: app.ready.load(Ordering::Relaxed),
         listen: app.listen,
@@ -99,10 +108,16 @@ fn escape(s: &str) -> String {
 
 fn status_page(app: &App) -> String {
     let s = status(app);
-    let upstream = s
-        .upstream
-        .map(escape)
-        .unwrap_or_else(|| "none (root)".into());
+    let upstream = match &s.upstream {
+        Some(u) => format!(
+            "{} (transport {}: last used {}, QUIC {})",
+            escape(u.url),
+            u.transport.mode,
+            u.transport.last_used.unwrap_or("none yet"),
+            u.transport.quic
+        ),
+        None => "none (root)".into(),
+    };
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>wsus-edge {name}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}</style></head>\

@@ -1,5 +1,6 @@
-//! The running node: listeners (HTTP, HTTPS, admin), routing, connection settings and graceful
-//! shutdown. HTTP/1.1 and HTTP/2 share each port (h2 by prior knowledge or ALPN).
+//! The running node: listeners (HTTP, HTTPS, HTTP/3, admin), routing, connection settings and
+//! graceful shutdown. HTTP/1.1 and HTTP/2 share each TCP port (h2 by prior knowledge or ALPN);
+//! with TLS configured, HTTP/3 listens on the HTTPS port over UDP ([`h3`]).
 //!
 //! Calls `content` (the `/Content` path), `admin` (the admin listener), `upstream` (to build the
 //! link), `config`, `metrics`, `tls`.
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,12 +28,14 @@ use crate::error::{Error, Kind, Result};
 use crate::metrics::Metrics;
 use crate::upstream::{self, Upstream};
 
+mod h3;
+
 /// What every handler may see of the node.
 pub struct App {
     pub name: String,
     pub store: Store,
     pub metrics: Arc<Metrics>,
-    pub upstream_url: Option<String>,
+    pub upstream: Option<Arc<Upstream>>,
     pub started: Instant,
     pub ready: AtomicBool,
     pub listen: Listening,
@@ -43,6 +46,8 @@ pub struct App {
 pub struct Listening {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
+    /// HTTP/3 (UDP), on the HTTPS port.
+    pub quic: Option<SocketAddr>,
     pub admin: SocketAddr,
 }
 
@@ -92,10 +97,9 @@ pub async fn start(config: &Config) -> Result<Running> {
         }
         None => None,
     };
-    let upstream_url = upstream.as_ref().map(|u| u.url().to_owned());
     let store = Store::open(
         content::Settings::from_config(config),
-        upstream,
+        upstream.clone(),
         metrics.clone(),
     )
     .await?;
@@ -108,24 +112,35 @@ pub async fn start(config: &Config) -> Result<Running> {
     };
     let http = bind(config.listen.http, "http").await?;
     let admin_listener = bind(config.listen.admin, "admin").await?;
-    let https = match (config.listen.https, &config.tls) {
-        (Some(addr), Some(tls)) => {
-            let server = crate::tls::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref())?;
-            Some((
-                bind(addr, "https").await?,
-                tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-            ))
-        }
-        _ => None,
-    };
     let local = |l: &TcpListener| {
         l.local_addr()
             .map_err(|e| Error::io("reading a bound address", e))
+    };
+    // HTTP/3 takes the UDP port of the same number as the HTTPS listener's actual port.
+    let (https, quic) = match (config.listen.https, &config.tls) {
+        (Some(addr), Some(tls)) => {
+            let server = crate::tls::server_config(&tls.cert, &tls.key, tls.client_ca.as_deref())?;
+            let listener = bind(addr, "https").await?;
+            let quic = h3::bind(local(&listener)?, &server)?;
+            (
+                Some((listener, tokio_rustls::TlsAcceptor::from(Arc::new(server)))),
+                Some(quic),
+            )
+        }
+        _ => (None, None),
     };
     let listen = Listening {
         http: local(&http)?,
         https: match &https {
             Some((l, _)) => Some(local(l)?),
+            None => None,
+        },
+        quic: match &quic {
+            Some(endpoint) => Some(
+                endpoint
+                    .local_addr()
+                    .map_err(|e| Error::io("reading a bound address", e))?,
+            ),
             None => None,
         },
         admin: local(&admin_listener)?,
@@ -135,7 +150,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         name: config.node.name.clone(),
         store: store.clone(),
         metrics,
-        upstream_url,
+        upstream,
         started: Instant::now(),
         ready: AtomicBool::new(false),
         listen,
@@ -166,6 +181,9 @@ pub async fn start(config: &Config) -> Result<Running> {
             shutdown_rx.clone(),
         ));
     }
+    if let Some(endpoint) = quic {
+        tasks.spawn(h3::serve(endpoint, app.clone(), shutdown_rx.clone()));
+    }
     tasks.spawn(accept_loop(
         admin_listener,
         None,
@@ -178,8 +196,9 @@ pub async fn start(config: &Config) -> Result<Running> {
         node = %app.name,
         http = %listen.http,
         https = ?listen.https,
+        quic = ?listen.quic,
         admin = %listen.admin,
-        upstream = app.upstream_url.as_deref().unwrap_or("none (root)"),
+        upstream = app.upstream.as_ref().map_or("none (root)", |u| u.url()),
         "ready"
     );
     Ok(Running {
@@ -216,6 +235,13 @@ async fn accept_loop(
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
+    // The TLS listener tells clients that the same port speaks HTTP/3 over UDP.
+    let alt_svc = match (&tls, app.listen.quic) {
+        (Some(_), Some(quic)) => {
+            HeaderValue::from_str(&format!("h3=\":{}\"; ma=86400", quic.port())).ok()
+        }
+        _ => None,
+    };
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -231,9 +257,18 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let alt_svc = alt_svc.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
-            async move { Ok::<_, Infallible>(route(&app, role, req).await) }
+            let alt_svc = alt_svc.clone();
+            async move {
+                let (parts, _body) = req.into_parts();
+                let mut response = route(&app, role, &parts).await;
+                if let Some(v) = alt_svc {
+                    response.headers_mut().insert(http::header::ALT_SVC, v);
+                }
+                Ok::<_, Infallible>(response)
+            }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
@@ -264,8 +299,8 @@ async fn accept_loop(
     graceful.shutdown().await;
 }
 
-async fn route(app: &App, role: Role, req: Request<Incoming>) -> Response<Body> {
-    let (parts, _body) = req.into_parts();
+/// One request, whichever listener and protocol it came by.
+async fn route(app: &App, role: Role, parts: &http::request::Parts) -> Response<Body> {
     let path = parts.uri.path();
     let (class, response) = match role {
         Role::Admin => ("admin", admin::respond(app, &parts.method, path).await),

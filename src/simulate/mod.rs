@@ -1,5 +1,6 @@
 //! Simulated Windows clients, for the demo, the tests and load. They are clients only: they
-//! speak HTTP to a node and never call its handlers.
+//! speak HTTP to a node and never call its handlers. [`wan`] emulates the WAN between a branch
+//! and its upstream.
 //!
 //! [`delivery_optimization`] downloads one file the way Delivery Optimization does against a
 //! WSUS content URL (`../shared/protocol/samples/native-wua-capture/06-*`): the size is known
@@ -25,6 +26,8 @@ use tokio::sync::Mutex;
 
 use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
+
+pub mod wan;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 

@@ -1,21 +1,30 @@
 //! The link to the parent server: one small seam ([`Upstream::get`]) through which every byte from
-//! upstream arrives, whatever the transport. Today HTTP/1.1 and HTTP/2 (hyper's pooled client,
-//! TLS via rustls); HTTP/3 joins behind the same seam later.
+//! upstream arrives, whatever the transport: HTTP/1.1 and HTTP/2 over TCP (hyper's pooled client,
+//! TLS via rustls), or HTTP/3 over QUIC ([`http3`]).
+//!
+//! `upstream.transport`: `tcp` never uses QUIC; `quic` uses nothing else (the URL's port over
+//! UDP); `auto` starts over TCP, learns from the upstream's `Alt-Svc` header that it speaks
+//! HTTP/3, then prefers QUIC. If the QUIC handshake gets no answer within [`AUTO_HANDSHAKE`]
+//! (UDP blocked on the way), the request goes over TCP at once and QUIC is tried again only
+//! after a back-off ([`QUIC_RETRY_FIRST`], doubling up to [`QUIC_RETRY_MAX`]).
 //!
 //! The link owns what is about the WAN, not about what it carries: the upstream-wide concurrency
 //! limit, the shared bandwidth budget (`wan.max_bandwidth`), timeouts, the bearer token, and the
 //! classification of failures (unreachable → retry may help; 404 → it does not). It knows nothing
 //! of slices, objects or digests. Calls `config`, `error`, `metrics`, `tls`.
 
+mod altsvc;
 mod bandwidth;
+mod http3;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, RANGE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,15 +33,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use bandwidth::Bandwidth;
 
-use crate::config;
+use crate::config::{self, Transport};
 use crate::error::{Error, Kind, Result};
 use crate::metrics::{Metrics, TransportLabels};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A response body from any transport.
-pub type Body = BoxBody<Bytes, BoxError>;
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 const AGENT: &str = concat!("wsus-edge/", env!("CARGO_PKG_VERSION"));
+
+/// In `auto` mode, how long a QUIC handshake may go unanswered before the request goes over
+/// TCP instead: short, since a blocked UDP path answers nothing at all.
+pub const AUTO_HANDSHAKE: Duration = Duration::from_secs(2);
+/// After QUIC failed in `auto` mode, how long until it is tried again (doubling each time).
+pub const QUIC_RETRY_FIRST: Duration = Duration::from_secs(30);
+pub const QUIC_RETRY_MAX: Duration = Duration::from_secs(15 * 60);
 
 /// A response from upstream whose body is still to be read with [`Upstream::next_chunk`].
 pub struct Fetched {
@@ -46,6 +62,7 @@ pub struct Fetched {
 /// Configuration of the link, taken from `[upstream]` and `[wan]`.
 pub struct Settings {
     pub url: String,
+    pub transport: Transport,
     pub ca: Option<std::path::PathBuf>,
     pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
     pub token: Option<String>,
@@ -83,6 +100,7 @@ impl Settings {
         };
         Ok(Settings {
             url: up.url.clone(),
+            transport: up.transport,
             ca: up.ca.clone(),
             client_cert,
             token,
@@ -96,26 +114,60 @@ impl Settings {
 
 type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
-/// The transports behind the seam.
-enum Transport {
-    Http(HttpClient),
+/// HTTP/3 towards the upstream, and what `auto` knows of it.
+struct Quic {
+    link: http3::Http3,
+    /// The URL's port: the only one in `quic` mode.
+    url_port: u16,
+    state: Mutex<QuicState>,
+}
+
+#[derive(Default)]
+struct QuicState {
+    /// `auto`: the UDP port of the upstream's advertised `h3` alternative, until when.
+    advertised: Option<(u16, Instant)>,
+    /// `auto`: QUIC failed; not tried again before this.
+    retry_at: Option<Instant>,
+    backoff: Option<Duration>,
+}
+
+/// What the link says of its transports, for status pages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TransportStatus {
+    /// As configured: `auto`, `tcp` or `quic`.
+    pub mode: &'static str,
+    /// The protocol of the last response: `http1`, `http2`, `http3`, or none yet.
+    pub last_used: Option<&'static str>,
+    /// `connected`, `idle`, `advertised`, `not advertised`, `unavailable` (back-off running)
+    /// or `off`.
+    pub quic: &'static str,
 }
 
 pub struct Upstream {
-    transport: Transport,
+    mode: Transport,
+    /// HTTP/1.1 and HTTP/2; none in `quic` mode.
+    tcp: Option<HttpClient>,
+    /// HTTP/3; none in `tcp` mode and for an http:// upstream.
+    quic: Option<Quic>,
+    /// The protocol of the last response (0 = none yet, else [`PROTOCOLS`] index + 1).
+    last_used: AtomicU8,
     /// Scheme and authority plus an optional path prefix, without a trailing slash.
     base: String,
     authorization: Option<HeaderValue>,
     permits: Arc<Semaphore>,
     bandwidth: Option<Bandwidth>,
+    connect_timeout: Duration,
     timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
+const PROTOCOLS: [&str; 3] = ["http1", "http2", "http3"];
+
 impl Upstream {
     pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<Upstream> {
         let base = settings.url.trim_end_matches('/').to_owned();
-        base.parse::<Uri>()
+        let uri = base
+            .parse::<Uri>()
             .map_err(|e| Error::internal(Kind::Config, format!("upstream.url {base:?}: {e}")))?;
         let tls = crate::tls::client_config(
             settings.ca.as_deref(),
@@ -124,27 +176,44 @@ impl Upstream {
                 .as_ref()
                 .map(|(c, k)| (c.as_path(), k.as_path())),
         )?;
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(settings.concurrency)
-            // Slices are megabytes: windows of a few MiB keep an h2 stream from stalling on a
-            // long-latency link.
-            .http2_initial_stream_window_size(4 << 20)
-            .http2_initial_connection_window_size(16 << 20)
-            .http2_adaptive_window(true)
-            .build(connector);
+        let https = uri.scheme_str() == Some("https");
+        let quic = match (settings.transport, https, uri.host()) {
+            (Transport::Tcp, _, _) | (_, false, _) | (_, _, None) => None,
+            (_, true, Some(host)) => Some(Quic {
+                link: http3::Http3::new(&tls, host, settings.timeout)?,
+                url_port: uri.port_u16().unwrap_or(443),
+                state: Mutex::new(QuicState::default()),
+            }),
+        };
+        if settings.transport == Transport::Quic && quic.is_none() {
+            return Err(Error::internal(
+                Kind::Config,
+                "upstream.transport = \"quic\" needs an https:// upstream.url",
+            ));
+        }
+        let tcp = (settings.transport != Transport::Quic).then(|| {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            http.set_connect_timeout(Some(settings.connect_timeout));
+            http.set_nodelay(true);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(http);
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(settings.concurrency)
+                // Slices are megabytes: windows of a few MiB keep an h2 stream from stalling
+                // on a long-latency link.
+                .http2_initial_stream_window_size(4 << 20)
+                .http2_initial_connection_window_size(16 << 20)
+                .http2_adaptive_window(true)
+                .build(connector)
+        });
         let authorization = match settings.token {
             Some(token) => Some(HeaderValue::from_str(&format!("Bearer {token}")).map_err(
                 |_| {
@@ -157,11 +226,15 @@ impl Upstream {
             None => None,
         };
         Ok(Upstream {
-            transport: Transport::Http(client),
+            mode: settings.transport,
+            tcp,
+            quic,
+            last_used: AtomicU8::new(0),
             base,
             authorization,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             bandwidth: settings.max_bandwidth.map(Bandwidth::new),
+            connect_timeout: settings.connect_timeout,
             timeout: settings.timeout,
             metrics,
         })
@@ -170,6 +243,37 @@ impl Upstream {
     /// The upstream's base URL, for status pages and logs.
     pub fn url(&self) -> &str {
         &self.base
+    }
+
+    /// What the link says of its transports, for status pages.
+    pub fn transport_status(&self) -> TransportStatus {
+        let quic = match &self.quic {
+            None => "off",
+            Some(q) if q.link.is_connected() => "connected",
+            Some(q) => {
+                let state = lock(&q.state);
+                let now = Instant::now();
+                if state.retry_at.is_some_and(|t| t > now) {
+                    "unavailable"
+                } else if self.mode == Transport::Quic {
+                    "idle"
+                } else if state.advertised.is_some_and(|(_, until)| until > now) {
+                    "advertised"
+                } else {
+                    "not advertised"
+                }
+            }
+        };
+        let last = self.last_used.load(Ordering::Relaxed) as usize;
+        TransportStatus {
+            mode: match self.mode {
+                Transport::Auto => "auto",
+                Transport::Tcp => "tcp",
+                Transport::Quic => "quic",
+            },
+            last_used: last.checked_sub(1).and_then(|i| PROTOCOLS.get(i)).copied(),
+            quic,
+        }
     }
 
     /// GET `path` (absolute, starting with '/'), optionally an inclusive byte range. Waits for a
@@ -185,31 +289,72 @@ impl Upstream {
         let uri: Uri = format!("{}{}", self.base, path)
             .parse()
             .map_err(|e| Error::internal(Kind::Config, format!("upstream URL for {path}: {e}")))?;
-        let mut request = Request::get(uri)
-            .header(USER_AGENT, AGENT)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| Error::internal(Kind::Io, format!("building request: {e}")))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
         if let Some((first, last)) = range {
             let value = HeaderValue::from_str(&format!("bytes={first}-{last}"))
                 .map_err(|e| Error::internal(Kind::Io, format!("range header: {e}")))?;
-            request.headers_mut().insert(RANGE, value);
+            headers.insert(RANGE, value);
         }
         if let Some(auth) = &self.authorization {
-            request.headers_mut().insert(AUTHORIZATION, auth.clone());
+            headers.insert(AUTHORIZATION, auth.clone());
         }
-        let Transport::Http(client) = &self.transport;
-        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
-            Err(_) => {
-                return Err(Error::upstream(
-                    Kind::Unavailable,
-                    format!("no response within {:?}", self.timeout),
-                ));
+        if let Some((quic, port)) = self.quic_route() {
+            let handshake = match self.mode {
+                Transport::Quic => self.connect_timeout,
+                _ => AUTO_HANDSHAKE.min(self.connect_timeout),
+            };
+            let mut request = Request::get(uri.clone())
+                .body(())
+                .map_err(|e| Error::internal(Kind::Io, format!("building request: {e}")))?;
+            *request.headers_mut() = headers.clone();
+            let exchange = quic.link.request(port, request, handshake);
+            match tokio::time::timeout(self.timeout, exchange).await {
+                Err(_) => return Err(no_response(self.timeout)),
+                Ok(Ok((head, body))) => {
+                    quic_succeeded(quic);
+                    let (parts, ()) = head.into_parts();
+                    return Ok(self.fetched(
+                        parts.status,
+                        parts.headers,
+                        Version::HTTP_3,
+                        body,
+                        permit,
+                    ));
+                }
+                // Unreachable over UDP: in `auto`, say so once per back-off and use TCP.
+                Ok(Err(e)) if self.mode == Transport::Auto && !e.is_retryable() => {
+                    let retry_in = quic_failed(quic);
+                    tracing::warn!(upstream = %self.base, error = %e, ?retry_in,
+                        "HTTP/3 unavailable, using TCP");
+                }
+                Ok(Err(e)) => return Err(e),
             }
+        }
+        let Some(client) = &self.tcp else {
+            return Err(Error::internal(
+                Kind::Config,
+                "no transport to the upstream",
+            ));
+        };
+        let mut request = Request::get(uri)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| Error::internal(Kind::Io, format!("building request: {e}")))?;
+        *request.headers_mut() = headers;
+        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
+            Err(_) => return Err(no_response(self.timeout)),
             // A refused or timed-out connection means the upstream is down: say so at once
             // (clients get a quick 504). Anything else broke an existing exchange and is worth
             // another try.
             Ok(Err(e)) if e.is_connect() => {
                 return Err(Error::upstream(Kind::Unavailable, "cannot connect")
+                    .with_source(e)
+                    .retryable(false));
+            }
+            // With TLS 1.3 a server refuses a client certificate (or its absence) only after
+            // the client thinks the handshake is done: that is no reason to try again.
+            Ok(Err(e)) if tls_refusal(&e) => {
+                return Err(Error::upstream(Kind::Unavailable, "TLS refused")
                     .with_source(e)
                     .retryable(false));
             }
@@ -220,21 +365,60 @@ impl Upstream {
             }
             Ok(Ok(response)) => response,
         };
-        let transport = match response.version() {
-            Version::HTTP_2 => "http2",
-            _ => "http1",
+        let version = response.version();
+        let (parts, body) = response.into_parts();
+        if let Some(quic) = &self.quic
+            && self.mode == Transport::Auto
+        {
+            learn_alt_svc(quic, &parts.headers);
+        }
+        let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+        Ok(self.fetched(parts.status, parts.headers, version, body, permit))
+    }
+
+    /// QUIC and the UDP port to use for the next request, if QUIC is to be tried.
+    fn quic_route(&self) -> Option<(&Quic, u16)> {
+        let quic = self.quic.as_ref()?;
+        if self.mode == Transport::Quic {
+            return Some((quic, quic.url_port));
+        }
+        let state = lock(&quic.state);
+        let now = Instant::now();
+        if state.retry_at.is_some_and(|t| t > now) {
+            return None;
+        }
+        match state.advertised {
+            Some((port, until)) if until > now => Some((quic, port)),
+            _ => None,
+        }
+    }
+
+    fn fetched(
+        &self,
+        status: StatusCode,
+        headers: HeaderMap,
+        version: Version,
+        body: Body,
+        permit: OwnedSemaphorePermit,
+    ) -> Fetched {
+        let index = match version {
+            Version::HTTP_3 => 2,
+            Version::HTTP_2 => 1,
+            _ => 0,
         };
+        self.last_used.store(index as u8 + 1, Ordering::Relaxed);
         self.metrics
             .upstream_requests
-            .get_or_create(&TransportLabels { transport })
+            .get_or_create(&TransportLabels {
+                transport: PROTOCOLS[index],
+            })
             .inc();
-        let (parts, body) = response.into_parts();
-        Ok(Fetched {
-            status: parts.status,
-            headers: parts.headers,
-            body: body.map_err(|e| Box::new(e) as BoxError).boxed(),
+        Fetched {
+            status,
+            headers,
+            body,
             _permit: permit,
-        })
+        }
     }
 
     /// The next piece of a body, or None at its end. A piece that does not arrive within the
@@ -269,4 +453,84 @@ impl Upstream {
             return Ok(Some(data));
         }
     }
+}
+
+fn no_response(timeout: Duration) -> Error {
+    Error::upstream(Kind::Unavailable, format!("no response within {timeout:?}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn quic_succeeded(quic: &Quic) {
+    let mut state = lock(&quic.state);
+    state.retry_at = None;
+    state.backoff = None;
+}
+
+/// Start (or lengthen) the back-off after QUIC could not be reached; returns its length.
+fn quic_failed(quic: &Quic) -> Duration {
+    let mut state = lock(&quic.state);
+    let backoff = state
+        .backoff
+        .map_or(QUIC_RETRY_FIRST, |b| (b * 2).min(QUIC_RETRY_MAX));
+    state.backoff = Some(backoff);
+    state.retry_at = Some(Instant::now() + backoff);
+    backoff
+}
+
+/// Remember (or forget) the upstream's HTTP/3 alternative from a TCP response's `Alt-Svc`.
+fn learn_alt_svc(quic: &Quic, headers: &HeaderMap) {
+    let mut verdict = None;
+    for value in headers.get_all(http::header::ALT_SVC) {
+        if let Ok(text) = value.to_str() {
+            verdict = Some(altsvc::h3_alternative(text));
+        }
+    }
+    let Some(verdict) = verdict else {
+        return;
+    };
+    let mut state = lock(&quic.state);
+    state.advertised = match verdict {
+        altsvc::Alternative::H3 { port, max_age } => Some((
+            port,
+            Instant::now() + max_age.min(Duration::from_secs(30 * 86400)),
+        )),
+        altsvc::Alternative::Clear => None,
+        altsvc::Alternative::None => state.advertised,
+    };
+}
+
+/// Whether a failure is a TLS peer refusing the handshake (a certificate rejected or missing),
+/// anywhere in its chain: over TCP a rustls error or a received fatal alert (inside an
+/// `io::Error`), over QUIC a connection closed with a TLS alert (QUIC error codes
+/// 0x100..=0x1ff, RFC 9001 §4.8).
+pub(crate) fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        // tokio-rustls hands a received alert over as an `io::Error` (InvalidData) whose
+        // payload is the rustls error or only its text.
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && (inner.downcast_ref::<rustls::Error>().is_some()
+                || inner.to_string().starts_with("received fatal alert"))
+        {
+            return true;
+        }
+        if let Some(quinn::ConnectionError::ConnectionClosed(close)) =
+            e.downcast_ref::<quinn::ConnectionError>()
+            && (0x100..0x200).contains(&u64::from(close.error_code))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
