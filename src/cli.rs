@@ -109,7 +109,16 @@ fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
     let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
     let config = match Config::load(path, env) {
         Ok(config) => config,
-        Err(e) => {
+        Err(mut e) => {
+            // Every problem at once: the files the configuration names are checked even
+            // when other keys are wrong.
+            let text = path.and_then(|p| std::fs::read_to_string(p).ok());
+            let files = Config::check_files_of_text(text.as_deref().unwrap_or(""), env);
+            for problem in files {
+                if !e.problems.iter().any(|p| p.key == problem.key) {
+                    e.problems.push(problem);
+                }
+            }
             eprintln!("{e}");
             return Exit::Usage;
         }
@@ -306,8 +315,13 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         100.0 * hits as f64 / (hits + misses).max(1) as f64
     );
     println!("bytes served        {}", format_bytes(served));
+    let once = if upstream_bytes <= total {
+        "each slice crossed the WAN once"
+    } else {
+        "some bytes crossed the WAN more than once"
+    };
     println!(
-        "bytes from upstream {} ({:.2}× the {} of distinct content; each slice crossed the WAN once)",
+        "bytes from upstream {} ({:.2}× the {} of distinct content; {once})",
         format_bytes(upstream_bytes),
         upstream_bytes as f64 / total.max(1) as f64,
         format_bytes(total)

@@ -46,6 +46,9 @@ pub struct Metrics {
     pub fill_errors: Family<ReasonLabels, Counter>,
     /// Objects removed to make room.
     pub evictions: Counter,
+    /// Client reports accepted and not yet acknowledged by the upstream. Zero until the node
+    /// accepts reports (the reporting web service).
+    pub reports_pending: Gauge,
 }
 
 impl Metrics {
@@ -60,6 +63,7 @@ impl Metrics {
         let cache_bytes = Family::<TierLabels, Gauge>::default();
         let fill_errors = Family::<ReasonLabels, Counter>::default();
         let evictions = Counter::default();
+        let reports_pending = Gauge::default();
         registry.register("requests", "HTTP requests answered", requests.clone());
         registry.register(
             "cache_hits",
@@ -101,6 +105,11 @@ impl Metrics {
             "Objects evicted from the disk cache",
             evictions.clone(),
         );
+        registry.register(
+            "reports_pending",
+            "Client reports accepted and not yet acknowledged upstream",
+            reports_pending.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -108,6 +117,7 @@ impl Metrics {
             cache_misses,
             upstream_requests,
             upstream_bytes,
+            reports_pending,
             served_bytes,
             cache_bytes,
             fill_errors,

@@ -165,3 +165,56 @@ async fn no_room_on_disk_streams_through_without_caching() {
     assert!(origin.requests_for(&path).len() >= 4);
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A range or a HEAD on a cold object starts a partial object that reserves its whole size; if
+/// nobody finishes it, it must give way like any idle object, or the cache would end up
+/// streaming everything through uncached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_partial_objects_are_evicted_too() {
+    logs();
+    let origin = Origin::start().await;
+    let objects: Vec<_> = (0..10u64)
+        .map(|i| {
+            let bytes = payload(8 * MIB, 200 + i);
+            (origin.add(bytes.clone(), "cab"), bytes)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let limit = 24 * MIB as u64;
+    let node = branch(
+        dir.path(),
+        &origin.url(),
+        "[cache]\ndisk_bytes = \"24MiB\"\nmin_free_disk = \"1MiB\"\nmemory_bytes = \"8MiB\"\n",
+    )
+    .await;
+    for (path, bytes) in &objects {
+        let head = request("HEAD", &url(&node, path), &[]).await;
+        assert_eq!(head.status, 200);
+        let got = get(&url(&node, path), &[("range", "bytes=4194304-5242879")]).await;
+        assert_eq!(got.status, 206);
+        assert!(got.body == bytes.slice(4 * MIB..5 * MIB));
+        let used = disk_use(dir.path());
+        assert!(used <= limit + 8 * MIB as u64, "disk use {used}");
+    }
+    // Every object after the third needed room that only partial objects held.
+    assert!(metric(&node, "wsus_edge_cache_evictions_total", "").await >= 7.0);
+    assert_eq!(
+        metric(&node, "wsus_edge_fill_errors_total", "disk_full").await,
+        0.0,
+        "nothing was streamed through for lack of room"
+    );
+    // A whole object still gets cached.
+    let (path, bytes) = &objects[0];
+    let got = get(&url(&node, path), &[]).await;
+    assert!(got.status == 200 && !got.broken && got.body == *bytes);
+    let digest = &path[12..52].to_lowercase();
+    assert!(
+        dir.path()
+            .join("content")
+            .join(&digest[38..])
+            .join(digest)
+            .exists(),
+        "committed"
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}

@@ -238,3 +238,33 @@ async fn upstream_down_is_a_quick_504_and_cached_objects_keep_serving() {
     assert!(got.status == 200 && got.body == cached);
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// An upstream that accepts connections and never answers costs a waiting client one
+/// `upstream.timeout`, not one per retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_is_one_timeout_then_504() {
+    logs();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let node = branch_with(
+        dir.path(),
+        &format!("http://{addr}"),
+        "timeout = \"1s\"\nretries = 4",
+        "",
+    )
+    .await;
+    let started = Instant::now();
+    let got = get(&url(&node, &content_path(b"x", "cab")), &[]).await;
+    assert_eq!(got.status, 504);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    node.shutdown(Duration::from_secs(1)).await;
+    held.abort();
+}

@@ -144,3 +144,123 @@ async fn delivery_optimization_storm_costs_one_object_upstream() {
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A HEAD needs no byte of the object and a suffix range only the slices at its end: the size
+/// is learned with a one-byte probe, not by fetching the first slice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_and_suffix_ranges_fetch_only_what_they_need() {
+    logs();
+    let origin = Origin::start().await;
+    let bytes = payload(10 * MIB as usize + 3, 4);
+    let path = origin.add(bytes.clone(), "cab");
+    let dir = tempfile::tempdir().unwrap();
+    let node = branch(dir.path(), &origin.url(), "").await;
+
+    let head = request("HEAD", &url(&node, &path), &[]).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["content-length"], bytes.len().to_string());
+    let asked: Vec<_> = origin.requests_for(&path).iter().map(|l| l.range).collect();
+    assert_eq!(asked, vec![Some((0, 0))], "one probe, no slice");
+
+    let other = payload(10 * MIB as usize + 5, 5);
+    let path = origin.add(other.clone(), "cab");
+    let got = get(&url(&node, &path), &[("range", "bytes=-1000")]).await;
+    assert_eq!(got.status, 206);
+    assert!(got.body == other.slice(other.len() - 1000..));
+    let last_slice = (8 * MIB, other.len() as u64 - 1);
+    let asked: Vec<_> = origin.requests_for(&path).iter().map(|l| l.range).collect();
+    assert_eq!(asked, vec![Some((0, 0)), Some(last_slice)]);
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The access log line's cache status says where the bytes of each request came from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_tells_hits_misses_and_partial_fills_apart() {
+    logs();
+    let origin = Origin::start().await;
+    let bytes = payload(12 * MIB as usize, 6);
+    let path = origin.add(bytes.clone(), "cab");
+    let dir = tempfile::tempdir().unwrap();
+    let node = branch(dir.path(), &origin.url(), "").await;
+    // The line is written when the response ends, which may be just after the client has
+    // its last byte: wait for it.
+    let status_of = |mark: usize| {
+        let path = path.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let lines = loop {
+                let lines = logged_since(mark, &["wsus_edge::access", &path]);
+                if !lines.is_empty() || Instant::now() > deadline {
+                    break lines;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(lines.len(), 1, "one access line per request: {lines:#?}");
+            assert!(lines[0].contains("complete=true"), "{}", lines[0]);
+            lines[0]
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("cache="))
+                .map(|c| c.trim_matches('"').to_owned())
+                .unwrap_or_default()
+        }
+    };
+    let steps: [(&[(&str, &str)], &str); 3] = [
+        (&[("range", "bytes=0-99")], "miss"),
+        (&[], "partial"),
+        (&[], "hit-memory"),
+    ];
+    let digest = path[12..52].to_owned();
+    for (headers, want) in steps {
+        let mark = log_mark();
+        let got = get(&url(&node, &path), headers).await;
+        assert!(got.status.is_success() && !got.broken);
+        assert_eq!(status_of(mark).await, want, "{headers:?}");
+        // The first slice is fetched whole though 100 bytes were asked: let it land, so that
+        // the next request finds it in the cache.
+        let info = format!("http://{}/api/v1/content/{digest}", node.listening().admin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while want == "miss"
+            && !String::from_utf8_lossy(&get(&info, &[]).await.body)
+                .contains("\"slices_present\": 1")
+        {
+            assert!(Instant::now() < deadline, "the first slice never landed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    node.shutdown(Duration::from_secs(1)).await;
+
+    // Without a memory tier, a committed object is read from disk.
+    let dir = tempfile::tempdir().unwrap();
+    let node = branch(dir.path(), &origin.url(), "[cache]\nmemory_bytes = 0\n").await;
+    for want in ["miss", "hit-disk"] {
+        let mark = log_mark();
+        let got = get(&url(&node, &path), &[]).await;
+        assert!(got.status == 200 && got.body == bytes);
+        assert_eq!(status_of(mark).await, want);
+    }
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `wan.max_bandwidth` caps what the branch takes from its upstream (a lower bound on the time,
+/// which no slow machine can break).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wan_budget_caps_the_fill_rate() {
+    logs();
+    let origin = Origin::start().await;
+    let bytes = payload(12 * MIB as usize, 7);
+    let path = origin.add(bytes.clone(), "cab");
+    let dir = tempfile::tempdir().unwrap();
+    let node = branch(
+        dir.path(),
+        &origin.url(),
+        "[wan]\nmax_bandwidth = \"32Mbit/s\"\n",
+    )
+    .await;
+    let started = Instant::now();
+    let got = get(&url(&node, &path), &[]).await;
+    let took = started.elapsed();
+    assert!(got.status == 200 && got.body == bytes);
+    // 12 MiB at 4 MB/s is 3.1 s; the bucket may lend 0.1 s of credit.
+    assert!(took >= Duration::from_millis(2900), "12 MiB in {took:?}");
+    node.shutdown(Duration::from_secs(1)).await;
+}

@@ -21,6 +21,8 @@ use toml::{Table, Value};
 
 /// Prefix of the environment variables that override keys: `WSUS_EDGE_<SECTION>__<KEY>`.
 const ENV_PREFIX: &str = "WSUS_EDGE_";
+/// `WSUS_EDGE_*` variables that are not settings: they configure logging (read in main).
+const PROCESS_VARIABLES: [&str; 2] = ["WSUS_EDGE_LOG", "WSUS_EDGE_LOG_FORMAT"];
 
 /// Every section and its keys: the walk rejects anything else.
 const SCHEMA: &[(&str, &[&str])] = &[
@@ -380,59 +382,98 @@ impl Config {
         if let Some(path) = &self.downstream.token_file {
             files.push(("downstream.token_file", path));
         }
+        file_problems(&files, &self.node.data_dir)
+    }
 
-        let mut problems = Vec::new();
-        for (key, path) in files {
-            // Opening (not just stat-ing) proves the process may read it.
-            let checked = std::fs::File::open(path).and_then(|file| file.metadata());
-            let message = match checked {
-                Ok(metadata) if metadata.is_file() => continue,
-                Ok(_) => format!("{} is not a regular file", path.display()),
-                Err(error) => format!("cannot read {}: {error}", path.display()),
-            };
-            problems.push(Problem {
-                key: key.to_string(),
-                message,
-            });
-        }
-
-        let data_dir = &self.node.data_dir;
-        let message = match std::fs::metadata(data_dir) {
-            Ok(metadata) if metadata.is_dir() => None,
-            Ok(_) => Some(format!(
-                "{} exists and is not a directory",
-                data_dir.display()
-            )),
-            Err(_) => {
-                // "data" has the empty parent: the working directory.
-                let parent = data_dir
-                    .parent()
-                    .filter(|parent| !parent.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                match std::fs::metadata(parent) {
-                    Ok(metadata) if metadata.is_dir() => None,
-                    Ok(_) => Some(format!("{} is not a directory", parent.display())),
-                    Err(error) => Some(format!(
-                        "cannot create {}: its parent {}: {error}",
-                        data_dir.display(),
-                        parent.display()
-                    )),
-                }
-            }
+    /// The same checks for a configuration that does not parse: every file-naming key that is
+    /// a string in the file (after the environment's overrides) is checked, so that
+    /// `check-config` can report these problems together with the others.
+    pub fn check_files_of_text(text: &str, env: &[(String, String)]) -> Vec<Problem> {
+        let Ok(mut root) = text.parse::<Table>() else {
+            return Vec::new();
         };
-        if let Some(message) = message {
-            problems.push(Problem {
-                key: "node.data_dir".to_string(),
-                message,
-            });
-        }
-        problems
+        Walk::default().apply_env(&mut root, env);
+        let string = |section: &str, key: &str| {
+            root.get(section)
+                .and_then(Value::as_table)
+                .and_then(|t| t.get(key))
+                .and_then(Value::as_str)
+                .map(PathBuf::from)
+        };
+        let named: Vec<(&str, PathBuf)> = FILE_KEYS
+            .iter()
+            .filter_map(|(section, key, dotted)| string(section, key).map(|p| (*dotted, p)))
+            .collect();
+        let files: Vec<(&str, &Path)> = named.iter().map(|(k, p)| (*k, p.as_path())).collect();
+        let data_dir =
+            string("node", "data_dir").unwrap_or_else(|| Config::default().node.data_dir);
+        file_problems(&files, &data_dir)
     }
 
     /// True when this node has an upstream (a branch); false for a root.
     pub fn is_downstream(&self) -> bool {
         self.upstream.is_some()
     }
+}
+
+/// The keys that name files, as (section, key, "section.key").
+const FILE_KEYS: [(&str, &str, &str); 8] = [
+    ("tls", "cert", "tls.cert"),
+    ("tls", "key", "tls.key"),
+    ("tls", "client_ca", "tls.client_ca"),
+    ("upstream", "ca", "upstream.ca"),
+    ("upstream", "client_cert", "upstream.client_cert"),
+    ("upstream", "client_key", "upstream.client_key"),
+    ("upstream", "token_file", "upstream.token_file"),
+    ("downstream", "token_file", "downstream.token_file"),
+];
+
+/// Each file must be a readable regular file; `data_dir` a directory or creatable.
+fn file_problems(files: &[(&str, &Path)], data_dir: &Path) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (key, path) in files {
+        // Opening (not just stat-ing) proves the process may read it.
+        let checked = std::fs::File::open(path).and_then(|file| file.metadata());
+        let message = match checked {
+            Ok(metadata) if metadata.is_file() => continue,
+            Ok(_) => format!("{} is not a regular file", path.display()),
+            Err(error) => format!("cannot read {}: {error}", path.display()),
+        };
+        problems.push(Problem {
+            key: key.to_string(),
+            message,
+        });
+    }
+    let message = match std::fs::metadata(data_dir) {
+        Ok(metadata) if metadata.is_dir() => None,
+        Ok(_) => Some(format!(
+            "{} exists and is not a directory",
+            data_dir.display()
+        )),
+        Err(_) => {
+            // "data" has the empty parent: the working directory.
+            let parent = data_dir
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            match std::fs::metadata(parent) {
+                Ok(metadata) if metadata.is_dir() => None,
+                Ok(_) => Some(format!("{} is not a directory", parent.display())),
+                Err(error) => Some(format!(
+                    "cannot create {}: its parent {}: {error}",
+                    data_dir.display(),
+                    parent.display()
+                )),
+            }
+        }
+    };
+    if let Some(message) = message {
+        problems.push(Problem {
+            key: "node.data_dir".to_string(),
+            message,
+        });
+    }
+    problems
 }
 
 /// "line 3, column 7: <what toml says>" for a file that is not valid TOML.
@@ -517,6 +558,19 @@ impl Walk {
                 continue;
             };
             let Some((section, key)) = rest.split_once("__") else {
+                // The variables of the process itself (logging) are read in main.
+                if !PROCESS_VARIABLES
+                    .iter()
+                    .any(|v| name.eq_ignore_ascii_case(v))
+                {
+                    self.problem(
+                        name,
+                        format!(
+                            "not a setting: overrides are named {ENV_PREFIX}<SECTION>__<KEY> \
+                             (two underscores), e.g. {ENV_PREFIX}CACHE__MEMORY_BYTES"
+                        ),
+                    );
+                }
                 continue;
             };
             let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
@@ -1675,6 +1729,8 @@ mod tests {
             None,
             &env(&[
                 ("WSUS_EDGE_CACHE__SLICE", "4MiB"),
+                ("WSUS_EDGE_CACHE_MEMORY_BYTES", "1GiB"),
+                ("WSUS_EDGE_LOG_FORMAT", "json"),
                 ("WSUS_EDGE_CAHCE__SLICE_BYTES", "4MiB"),
                 ("WSUS_EDGE_CACHE__SLICE_BYTES", "3MiB"),
                 ("WSUS_EDGE_UPSTREAM__RETRIES", "many"),
@@ -1689,6 +1745,7 @@ mod tests {
             keys(&error.problems),
             [
                 "WSUS_EDGE_CACHE__SLICE",
+                "WSUS_EDGE_CACHE_MEMORY_BYTES",
                 "WSUS_EDGE_CAHCE__SLICE_BYTES",
                 "upstream.retries",
                 "upstream.url",
@@ -1701,18 +1758,19 @@ mod tests {
                 .message
                 .contains("allowed keys: memory_bytes")
         );
+        assert!(error.problems[1].message.contains("two underscores"));
         assert!(
-            error.problems[1]
+            error.problems[2]
                 .message
                 .contains("unknown section \"cahce\"")
         );
         assert!(
-            error.problems[2]
+            error.problems[3]
                 .message
                 .ends_with("(from WSUS_EDGE_UPSTREAM__RETRIES)")
         );
         assert!(
-            error.problems[4]
+            error.problems[5]
                 .message
                 .ends_with("(from WSUS_EDGE_CACHE__SLICE_BYTES)")
         );

@@ -172,8 +172,20 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-pub fn remove_committed(dirs: &Dirs, digest: &Digest) -> io::Result<()> {
-    match fs::remove_file(dirs.committed(digest)) {
+/// Take a committed object out of its place at once (a rename into `tmp/`), so that nothing can
+/// find it there any more; the returned file is removed later with [`remove_retired`]. `None`
+/// when it was not there.
+pub fn retire_committed(dirs: &Dirs, digest: &Digest) -> io::Result<Option<PathBuf>> {
+    let retired = dirs.temp("evicted");
+    match fs::rename(dirs.committed(digest), &retired) {
+        Ok(()) => Ok(Some(retired)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn remove_retired(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }

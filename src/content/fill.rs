@@ -193,6 +193,11 @@ pub async fn fetch(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) 
                 failures = 0;
                 continue;
             }
+            // Before the first answer the client is still waiting for its headers: an
+            // upstream that does not answer at all gets no second wait of `timeout`.
+            Err(e) if size.is_none() && e.kind() == Kind::Unavailable => {
+                return Err(e.context(format!("slice {}", fill.index)));
+            }
             Err(e) if e.is_retryable() && attempts < max_attempts => {
                 if progressed {
                     failures = 0;
@@ -213,29 +218,35 @@ pub async fn fetch(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) 
     }
 }
 
-/// One request for `[first, last]`; appends what arrives to `fill`.
-async fn attempt(
-    spec: &FetchSpec<'_>,
-    fill: &SliceFill,
-    first: u64,
-    last: u64,
-    size: &mut Option<u64>,
-    sizing: &impl Sizing,
-) -> Result<()> {
-    let mut response = spec.upstream.get(spec.path, Some((first, last))).await?;
+/// What an upstream answer to a range request says, once its status and headers are read.
+enum Answer {
+    /// 206: the bytes `first..=last` of an object of `total` bytes follow.
+    Partial { first: u64, last: u64, total: u64 },
+    /// 200: the upstream ignores ranges; the whole object of `total` bytes follows.
+    Whole { total: u64 },
+    /// 416: nothing at the range asked for; the object has `total` bytes.
+    Unsatisfiable { total: u64 },
+}
+
+/// Read the head of an answer to a request for `first..=last`: what follows, and what it
+/// teaches of the object. Statuses other than 206/200/416 are errors of their kind.
+fn classify(response: &Fetched, first: u64, last: u64, now_secs: u64) -> Result<(Answer, Learned)> {
     let last_modified = response
         .headers
         .get(LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .map(super::disk::unix_secs)
-        .unwrap_or(spec.now_secs);
-    match response.status {
+        .unwrap_or(now_secs);
+    let header = |name| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v: &http::HeaderValue| v.to_str().ok())
+    };
+    let answer = match response.status {
         StatusCode::PARTIAL_CONTENT => {
-            let (got_first, got_last, total) = response
-                .headers
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
+            let (got_first, got_last, total) = header(CONTENT_RANGE)
                 .and_then(parse_content_range)
                 .ok_or_else(|| {
                     Error::upstream(Kind::BadUpstream, "206 without a usable Content-Range")
@@ -248,13 +259,83 @@ async fn attempt(
                 )
                 .retryable(false));
             }
-            let known = sizing
-                .learn(Learned {
-                    size: total,
-                    last_modified,
-                })
-                .await?;
-            *size = Some(known);
+            Answer::Partial {
+                first: got_first,
+                last: got_last,
+                total,
+            }
+        }
+        StatusCode::OK => Answer::Whole {
+            total: header(CONTENT_LENGTH)
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::upstream(Kind::BadUpstream, "200 without Content-Length")
+                        .retryable(false)
+                })?,
+        },
+        StatusCode::RANGE_NOT_SATISFIABLE => Answer::Unsatisfiable {
+            total: header(CONTENT_RANGE)
+                .and_then(|v| v.strip_prefix("bytes */"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Error::upstream(Kind::BadUpstream, "416 without Content-Range").retryable(false)
+                })?,
+        },
+        StatusCode::NOT_FOUND | StatusCode::GONE => {
+            return Err(Error::upstream(Kind::NotFound, "not found upstream").retryable(false));
+        }
+        StatusCode::GATEWAY_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
+            return Err(Error::upstream(
+                Kind::Unavailable,
+                format!("upstream answered {}", response.status),
+            ));
+        }
+        status if status.is_server_error() => {
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                format!("upstream answered {status}"),
+            ));
+        }
+        status => {
+            return Err(
+                Error::upstream(Kind::BadUpstream, format!("upstream answered {status}"))
+                    .retryable(false),
+            );
+        }
+    };
+    let size = match answer {
+        Answer::Partial { total, .. }
+        | Answer::Whole { total }
+        | Answer::Unsatisfiable { total } => total,
+    };
+    Ok((
+        answer,
+        Learned {
+            size,
+            last_modified,
+        },
+    ))
+}
+
+/// One request for `[first, last]`; appends what arrives to `fill`.
+async fn attempt(
+    spec: &FetchSpec<'_>,
+    fill: &SliceFill,
+    first: u64,
+    last: u64,
+    size: &mut Option<u64>,
+    sizing: &impl Sizing,
+) -> Result<()> {
+    let mut response = spec.upstream.get(spec.path, Some((first, last))).await?;
+    let (answer, learned) = classify(&response, first, last, spec.now_secs)?;
+    let known = sizing.learn(learned).await?;
+    *size = Some(known);
+    match answer {
+        Answer::Partial {
+            first: got_first,
+            last: got_last,
+            ..
+        } => {
             stream_into(
                 spec.upstream,
                 &mut response,
@@ -264,24 +345,7 @@ async fn attempt(
             )
             .await
         }
-        StatusCode::OK => {
-            // The upstream ignores ranges: take our slice out of the whole body.
-            let total = response
-                .headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::upstream(Kind::BadUpstream, "200 without Content-Length")
-                        .retryable(false)
-                })?;
-            let known = sizing
-                .learn(Learned {
-                    size: total,
-                    last_modified,
-                })
-                .await?;
-            *size = Some(known);
+        Answer::Whole { total } => {
             if first >= total {
                 return Ok(());
             }
@@ -298,47 +362,44 @@ async fn attempt(
             )
             .await
         }
-        StatusCode::RANGE_NOT_SATISFIABLE => {
-            let total = response
-                .headers
-                .get(CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("bytes */"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Error::upstream(Kind::BadUpstream, "416 without Content-Range").retryable(false)
-                })?;
-            let known = sizing
-                .learn(Learned {
-                    size: total,
-                    last_modified,
-                })
-                .await?;
-            *size = Some(known);
-            if first < known {
-                return Err(Error::upstream(
-                    Kind::BadUpstream,
-                    format!("416 for bytes {first}-{last} of a {known}-byte object"),
-                )
-                .retryable(false));
-            }
-            Ok(())
-        }
-        StatusCode::NOT_FOUND | StatusCode::GONE => {
-            Err(Error::upstream(Kind::NotFound, "not found upstream").retryable(false))
-        }
-        StatusCode::GATEWAY_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => Err(Error::upstream(
-            Kind::Unavailable,
-            format!("upstream answered {}", response.status),
-        )),
-        status if status.is_server_error() => Err(Error::upstream(
+        Answer::Unsatisfiable { .. } if first < known => Err(Error::upstream(
             Kind::BadUpstream,
-            format!("upstream answered {status}"),
-        )),
-        status => Err(
-            Error::upstream(Kind::BadUpstream, format!("upstream answered {status}"))
-                .retryable(false),
-        ),
+            format!("416 for bytes {first}-{last} of a {known}-byte object"),
+        )
+        .retryable(false)),
+        Answer::Unsatisfiable { .. } => Ok(()),
+    }
+}
+
+/// Learn an object's size and Last-Modified without fetching a slice (for a HEAD, or a suffix
+/// range whose slices depend on the size): ask for its first byte. Transient failures are
+/// tried again like a slice's; an upstream that does not answer at all is not.
+pub async fn probe(
+    upstream: &Upstream,
+    path: &str,
+    retries: u32,
+    now_secs: u64,
+    sizing: &impl Sizing,
+) -> Result<()> {
+    let mut failures = 0u32;
+    loop {
+        let outcome = async {
+            let response = upstream.get(path, Some((0, 0))).await?;
+            let (_, learned) = classify(&response, 0, 0, now_secs)?;
+            // The body (one byte, or a whole object from an upstream that ignores ranges) is
+            // dropped unread.
+            sizing.learn(learned).await.map(|_| ())
+        }
+        .await;
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && e.kind() != Kind::Unavailable && failures < retries => {
+                failures += 1;
+                tracing::debug!(path, error = %e, "probing the size again");
+                tokio::time::sleep(Duration::from_millis(50u64 << failures.min(6))).await;
+            }
+            Err(e) => return Err(e.context("learning the size")),
+        }
     }
 }
 

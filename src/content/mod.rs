@@ -70,8 +70,8 @@ impl Settings {
     }
 }
 
-/// Where a piece of a response came from (the slowest wins in the log line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// Where a piece of a response came from (the access log line's cache status says which).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     Memory,
     Disk,
@@ -406,7 +406,8 @@ impl Store {
 
     /// Find (or start filling) the object a content path names. `first_wanted` is the first
     /// byte the request wants, if it can be known before the size: it picks the slice whose
-    /// fetch will also tell the size. Resolves once the object's size is known.
+    /// fetch will also tell the size; `None` (a HEAD, a suffix range) learns the size with a
+    /// one-byte probe instead, fetching no slice. Resolves once the object's size is known.
     pub async fn lookup(&self, path: &ContentPath, first_wanted: Option<u64>) -> Result<Handle> {
         let shared = &self.shared;
         let digest = path.digest;
@@ -438,11 +439,10 @@ impl Store {
     async fn discover(&self, path: &ContentPath) -> Result<HandleKind> {
         let shared = self.shared.clone();
         let digest = path.digest;
-        let on_disk = {
-            let shared = shared.clone();
-            blocking(move || Ok(disk::stat_committed(&shared.dirs, &digest))).await?
-        };
+        // One stat under the index lock (rare: only for names the index does not know), so
+        // that an eviction, which retires files under the same lock, cannot slip in between.
         let mut index = lock(&shared.index);
+        let on_disk = disk::stat_committed(&shared.dirs, &digest);
         if let Some(info) = on_disk {
             let entry = index
                 .committed
@@ -618,52 +618,81 @@ impl Shared {
         false
     }
 
-    /// Evict idle committed objects, oldest access first, until `needed` bytes are freed plus a
-    /// little headroom so that a full cache does not evict on every fill. Returns bytes freed.
+    /// Evict idle objects, oldest access first, until `needed` bytes are freed plus a little
+    /// headroom so that a full cache does not evict on every fill. Returns bytes freed.
+    ///
+    /// Idle: no response reads it and, for a partial object, no fetch is in flight. A partial
+    /// object holds a reservation of its full size, so one that a single range or HEAD began
+    /// and nobody finished must be evictable too. Victims leave the index and (committed ones)
+    /// their place on disk under the index lock, the lock every lookup takes: no request can
+    /// find an object between its choice and its removal.
     async fn evict(self: &Arc<Self>, needed: u64) -> u64 {
         let target = needed + self.settings.disk_bytes / 100;
-        let victims: Vec<Arc<Committed>> = {
+        let mut retired = Vec::new();
+        let mut partials = Vec::new();
+        let mut freed = 0;
+        {
             let mut index = lock(&self.index);
-            let mut idle: Vec<_> = index
+            let mut idle: Vec<(u64, Digest, u64, bool)> = index
                 .committed
                 .values()
                 .filter(|c| c.usage.readers.load(Ordering::Acquire) == 0)
                 .map(|c| {
-                    (
-                        c.usage.last_access_ms.load(Ordering::Relaxed),
-                        c.digest,
-                        c.size,
-                    )
+                    let at = c.usage.last_access_ms.load(Ordering::Relaxed);
+                    (at, c.digest, c.size, false)
                 })
                 .collect();
+            for o in index.filling.values() {
+                if o.usage.readers.load(Ordering::Acquire) != 0 {
+                    continue;
+                }
+                let state = o.lock();
+                if let Storage::Partial(pf) = &state.storage
+                    && !state.slots.iter().any(|s| matches!(s, Slot::Fetching(_)))
+                {
+                    let at = o.usage.last_access_ms.load(Ordering::Relaxed);
+                    idle.push((at, o.digest, pf.size, true));
+                }
+            }
             idle.sort_unstable();
-            let mut freed = 0;
-            let mut victims = Vec::new();
-            for (_, digest, size) in idle {
+            for (_, digest, size, partial) in idle {
                 if freed >= target {
                     break;
                 }
-                if let Some(c) = index.committed.remove(&digest) {
+                if partial {
+                    if let Some(o) = index.filling.remove(&digest) {
+                        partials.push(o);
+                        freed += size;
+                    }
+                } else if let Some(c) = index.committed.remove(&digest) {
+                    match disk::retire_committed(&self.dirs, &digest) {
+                        Ok(path) => retired.push((c, path)),
+                        Err(e) => {
+                            tracing::warn!(%digest, error = %e, "evicting: could not remove file");
+                            retired.push((c, None));
+                        }
+                    }
                     freed += size;
-                    victims.push(c);
                 }
             }
-            victims
-        };
-        let mut freed = 0;
-        for victim in victims {
-            let digest = victim.digest;
-            let shared = self.clone();
-            let removed = blocking(move || disk::remove_committed(&shared.dirs, &digest)).await;
-            if let Err(e) = removed {
-                tracing::warn!(%digest, error = %e, "evicting: could not remove file");
+        }
+        for (victim, path) in retired {
+            if let Some(path) = path {
+                let _ = blocking(move || disk::remove_retired(&path)).await;
             }
             self.disk_used.fetch_sub(victim.size, Ordering::Relaxed);
-            self.metrics.evictions.inc();
-            freed += victim.size;
-            self.forget_memory(digest, victim.generation, victim.size)
+            self.forget_memory(victim.digest, victim.generation, victim.size)
                 .await;
-            tracing::debug!(%digest, size = victim.size, "evicted");
+            self.metrics.evictions.inc();
+            tracing::debug!(digest = %victim.digest, size = victim.size, "evicted");
+        }
+        for object in partials {
+            // Out of the index with no reader: nobody can reach it; only its files and its
+            // reservation are left.
+            if self.discard(&object).await {
+                self.metrics.evictions.inc();
+                tracing::debug!(digest = %object.digest, "evicted a partial object");
+            }
         }
         freed
     }
@@ -753,7 +782,7 @@ impl Shared {
         let learner = Learner {
             shared: &self,
             object: &object,
-            fill: &fill,
+            fill: Some(&fill),
         };
         let index = fill.index;
         match fill::fetch(spec, &fill, &learner).await {
@@ -777,12 +806,7 @@ impl Shared {
                 self.persist_slice(&object, index, bytes).await;
             }
             Err(e) => {
-                tracing::warn!(digest = %object.digest, slice = index, error = %e, "fill failed");
-                self.metrics.fill_error(match e.kind() {
-                    Kind::NotFound => "not_found",
-                    Kind::Unavailable => "unavailable",
-                    _ => "upstream",
-                });
+                self.fill_failed(&object, Some(index), &e);
                 fill.fail(&e);
                 let mut state = object.lock();
                 if let Some(slot) = state.slots.get_mut(index as usize)
@@ -790,18 +814,63 @@ impl Shared {
                 {
                     *slot = Slot::Absent;
                 }
-                let never_sized = matches!(state.storage, Storage::Unsized);
-                if never_sized {
-                    state.storage = Storage::Gone;
-                }
                 drop(state);
-                if never_sized {
-                    object
-                        .meta
-                        .send_replace(MetaState::Failed(e.kind(), e.message().to_owned()));
-                    self.forget_object(&object);
-                }
+                self.sizing_failed(&object, &e);
             }
+        }
+    }
+
+    /// Learn the size of `object` with a probe instead of a slice fetch.
+    async fn run_probe(self: Arc<Self>, object: Arc<Object>) {
+        let Some(upstream) = self.upstream.clone() else {
+            return self.sizing_failed(&object, &Error::internal(Kind::Config, "no upstream"));
+        };
+        let learner = Learner {
+            shared: &self,
+            object: &object,
+            fill: None,
+        };
+        let now = disk::unix_secs(SystemTime::now());
+        let probed = fill::probe(
+            &upstream,
+            &object.upstream_path,
+            self.settings.retries,
+            now,
+            &learner,
+        )
+        .await;
+        if let Err(e) = probed {
+            self.fill_failed(&object, None, &e);
+            self.sizing_failed(&object, &e);
+        }
+    }
+
+    /// Log and count a failed fetch (of a slice, or of the size alone).
+    fn fill_failed(&self, object: &Object, slice: Option<u64>, e: &Error) {
+        tracing::warn!(digest = %object.digest, slice, error = %e, "fill failed");
+        self.metrics.fill_error(match e.kind() {
+            Kind::NotFound => "not_found",
+            Kind::Unavailable => "unavailable",
+            _ => "upstream",
+        });
+    }
+
+    /// If `object` never learned its size, it fails for everyone waiting on it and is
+    /// forgotten, so the next request starts afresh.
+    fn sizing_failed(&self, object: &Arc<Object>, e: &Error) {
+        let never_sized = {
+            let mut state = object.lock();
+            let never = matches!(state.storage, Storage::Unsized);
+            if never {
+                state.storage = Storage::Gone;
+            }
+            never
+        };
+        if never_sized {
+            object
+                .meta
+                .send_replace(MetaState::Failed(e.kind(), e.message().to_owned()));
+            self.forget_object(object);
         }
     }
 
@@ -1007,7 +1076,8 @@ enum FileSource {
 struct Learner<'a> {
     shared: &'a Arc<Shared>,
     object: &'a Arc<Object>,
-    fill: &'a Arc<SliceFill>,
+    /// The slice fetch that asked, if it was one (not a probe): its slot is marked in flight.
+    fill: Option<&'a Arc<SliceFill>>,
 }
 
 impl Sizing for Learner<'_> {
@@ -1070,8 +1140,10 @@ impl Sizing for Learner<'_> {
             let mut state = self.object.lock();
             state.storage = storage;
             state.slots = vec![Slot::Absent; slice_count];
-            if let Some(slot) = state.slots.get_mut(self.fill.index as usize) {
-                *slot = Slot::Fetching(self.fill.clone());
+            if let Some(fill) = self.fill
+                && let Some(slot) = state.slots.get_mut(fill.index as usize)
+            {
+                *slot = Slot::Fetching(fill.clone());
             }
         }
         self.object.meta.send_replace(MetaState::Known(Meta {
@@ -1121,9 +1193,17 @@ impl Handle {
         };
         if start {
             self.fetched_meta = true;
-            let index = first_wanted.unwrap_or(0) / self.shared.settings.slice_bytes;
-            let fill = Arc::new(SliceFill::new(index));
-            self.shared.clone().spawn_fetch(object.clone(), fill);
+            let shared = self.shared.clone();
+            match first_wanted {
+                Some(byte) => {
+                    let fill = Arc::new(SliceFill::new(byte / shared.settings.slice_bytes));
+                    shared.spawn_fetch(object.clone(), fill);
+                }
+                None => {
+                    let object = object.clone();
+                    tokio::spawn(async move { shared.run_probe(object).await });
+                }
+            }
         }
         loop {
             match &*rx.borrow_and_update() {
@@ -1268,10 +1348,12 @@ impl Handle {
         }
     }
 
-    /// Start fetching slice `index` now if it will be needed soon (look-ahead).
-    pub fn prefetch(&self, index: u64) {
-        if let HandleKind::Object(object) = &self.kind {
-            let _ = self.shared.ensure_fetching(object, index);
+    /// Start fetching slice `index` now if it will be needed soon (look-ahead). True when its
+    /// bytes are coming from upstream (now fetched, or already in flight).
+    pub fn prefetch(&self, index: u64) -> bool {
+        match &self.kind {
+            HandleKind::Object(object) => self.shared.ensure_fetching(object, index).is_some(),
+            HandleKind::Committed(_) => false,
         }
     }
 

@@ -268,22 +268,28 @@ pub fn multipart(
     }
 }
 
-/// Which byte a request wants first, before the object's length is known: the start of the first
-/// range-spec if the Range header is valid and that spec is FromTo/From; None otherwise
-/// (no/invalid Range, or a suffix range). Used to decide which slice to fetch first.
+/// Which byte a GET wants first, before the object's length is known: the start of the first
+/// range-spec if the Range header is valid and that spec is FromTo/From; 0 when the whole object
+/// is wanted (no Range, or one that is ignored); None for a suffix range, whose position depends
+/// on the length. Used to decide which slice to fetch first.
 ///
 /// "First" is header order, not the sorted order of the eventual response. The header length
 /// limit of [`Limits`] is not applied here; a caller that enforces one checks it first.
 pub fn first_wanted_byte(range: Option<&[u8]>) -> Option<u64> {
+    let Some(range) = range else {
+        return Some(0);
+    };
     let mut first: Option<Option<u64>> = None;
-    for_each_spec(range?, |spec| {
+    let valid = for_each_spec(range, |spec| {
         first.get_or_insert(match spec {
             RangeSpec::FromTo(a, _) | RangeSpec::From(a) => Some(a),
             RangeSpec::Suffix(_) => None,
         });
-    })
-    .ok()?;
-    first.flatten()
+    });
+    match (valid, first) {
+        (Ok(()), Some(first)) => first,
+        _ => Some(0),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1509,16 +1515,17 @@ mod tests {
     #[test]
     fn first_wanted_byte_cases() {
         let f = |s: &str| first_wanted_byte(Some(s.as_bytes()));
-        assert_eq!(first_wanted_byte(None), None);
+        assert_eq!(first_wanted_byte(None), Some(0));
         assert_eq!(f("bytes=102760448-103809023"), Some(102_760_448));
         assert_eq!(f("bytes=5-"), Some(5));
         assert_eq!(f("bytes=500-600,0-10"), Some(500));
         assert_eq!(f("bytes=,7-9"), Some(7));
         assert_eq!(f("bytes=-5"), None);
         assert_eq!(f("bytes=-5,0-1"), None);
-        assert_eq!(f("bytes=5-,9-1"), None);
-        assert_eq!(f("bytes=5-,x"), None);
-        assert_eq!(f("items=5-"), None);
+        // Invalid or of another unit: ignored, so the whole object from its first byte.
+        assert_eq!(f("bytes=5-,9-1"), Some(0));
+        assert_eq!(f("bytes=5-,x"), Some(0));
+        assert_eq!(f("items=5-"), Some(0));
     }
 
     // --- randomized ----------------------------------------------------------------------

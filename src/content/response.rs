@@ -9,7 +9,7 @@
 //! copy is never checked as a whole, so such a response hashes what it sends instead. A range
 //! that ends at the object's end waits for the verdict when all its slices are there.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -76,18 +76,41 @@ struct Access {
     range: Option<String>,
     status: StatusCode,
     started: Instant,
-    /// The slowest tier any byte came from; None when no body byte was needed.
-    tier: Option<Tier>,
+    /// Every tier a byte of the body came from.
+    tiers: Tiers,
     bytes: u64,
 }
 
+/// A set of [`Tier`]s.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tiers {
+    memory: bool,
+    disk: bool,
+    upstream: bool,
+}
+
+impl Tiers {
+    fn add(&mut self, tier: Tier) {
+        match tier {
+            Tier::Memory => self.memory = true,
+            Tier::Disk => self.disk = true,
+            Tier::Upstream => self.upstream = true,
+        }
+    }
+}
+
 impl Access {
+    /// `hit-memory` / `hit-disk`: every byte from the cache (a HEAD of a known object too);
+    /// `miss`: the object was unknown (`fetched_meta`: its size had to be asked for), or no byte
+    /// came from the cache; `partial`: some bytes from the cache, some from upstream.
     fn cache_status(&self, fetched_meta: bool) -> &'static str {
-        match (self.tier, fetched_meta) {
-            (Some(Tier::Upstream), _) | (None, true) => "miss",
-            (Some(Tier::Disk), true) | (Some(Tier::Memory), true) => "partial",
-            (Some(Tier::Disk), false) => "hit-disk",
-            (Some(Tier::Memory), false) | (None, false) => "hit-memory",
+        let t = self.tiers;
+        match (t.memory || t.disk, t.upstream) {
+            _ if fetched_meta => "miss",
+            (true, true) => "partial",
+            (false, true) => "miss",
+            _ if t.disk => "hit-disk",
+            _ => "hit-memory",
         }
     }
 
@@ -136,7 +159,7 @@ pub async fn respond(
             .map(|v| String::from_utf8_lossy(&v.as_bytes()[..v.len().min(64)]).into_owned()),
         status: StatusCode::OK,
         started: Instant::now(),
-        tier: None,
+        tiers: Tiers::default(),
         bytes: 0,
     };
     let finish = |access: &mut Access, response: Response<Body>, fetched: bool| {
@@ -166,10 +189,12 @@ pub async fn respond(
         }
     };
     let range_header = headers.get(RANGE).map(|v| v.as_bytes());
-    let handle = match store
-        .lookup(&content, range::first_wanted_byte(range_header))
-        .await
-    {
+    // A HEAD needs no byte of the object: its size is learned with a probe, no slice fetched.
+    let first_wanted = match method {
+        &Method::HEAD => None,
+        _ => range::first_wanted_byte(range_header.filter(|r| r.len() <= MAX_RANGE_HEADER)),
+    };
+    let handle = match store.lookup(&content, first_wanted).await {
         Ok(h) => h,
         Err(e) => {
             let status = error_status(&e);
@@ -318,6 +343,8 @@ pub async fn respond(
         ready: VecDeque::new(),
         hasher,
         whole,
+        length: length.unwrap_or(0),
+        fetched_ahead: BTreeSet::new(),
         access,
         failed: false,
     };
@@ -385,6 +412,10 @@ struct Producer {
     hasher: Option<Sha1>,
     /// The response carries every byte of the object.
     whole: bool,
+    /// The body's Content-Length: all of it sent is a complete response.
+    length: u64,
+    /// Slices whose bytes were coming from upstream when this response looked ahead to them.
+    fetched_ahead: BTreeSet<u64>,
     access: Access,
     failed: bool,
 }
@@ -446,7 +477,14 @@ impl Producer {
         let index = cursor.pos / slice_bytes;
         let slice_start = index * slice_bytes;
         let (data, tier) = self.handle.slice(index).await?;
-        self.access.tier = self.access.tier.max(Some(tier));
+        // A slice this response's look-ahead sent for may have landed before it is read; its
+        // bytes came from upstream all the same.
+        let tier = if self.fetched_ahead.remove(&index) {
+            Tier::Upstream
+        } else {
+            tier
+        };
+        self.access.tiers.add(tier);
         // Look ahead within what this response needs (plus configured read-ahead), so the
         // next slices are on their way while this one streams.
         let settings = self.store.settings();
@@ -457,7 +495,9 @@ impl Producer {
             .saturating_sub(1)
             .max(u64::from(settings.read_ahead) as usize) as u64;
         for next in index + 1..=(index + ahead).min(last_needed).min(last_slice) {
-            self.handle.prefetch(next);
+            if self.handle.prefetch(next) {
+                self.fetched_ahead.insert(next);
+            }
         }
         let within_end = (cursor.end - slice_start).min(slice_bytes);
         let pieces = match data {
@@ -512,8 +552,9 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        let complete =
-            !self.failed && self.cursor.is_none() && self.parts.is_empty() && self.ready.is_empty();
+        // The connection may stop polling once Content-Length bytes are out, so completeness
+        // is the count, not whether the producer saw its own end.
+        let complete = !self.failed && self.access.bytes == self.length;
         let cache = self.access.cache_status(self.handle.fetched_meta());
         self.access.log(&self.store, cache, complete);
     }

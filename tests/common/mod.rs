@@ -473,9 +473,9 @@ pub fn url(node: &Running, path: &str) -> String {
 }
 
 /// Route the nodes' logs to the test output (shown for failing tests) and keep them for
-/// [`logged`]; RUST_LOG filters (default `warn`).
+/// [`logged`]; RUST_LOG filters (default: warnings, and the access lines).
 pub fn logs() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,wsus_edge::access=info".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_ansi(false)

@@ -1,0 +1,100 @@
+//! The binary as an operator meets it: `check-config` reports every problem with its key, exit
+//! codes 0 (ok), 1 (runtime failure) and 2 (usage or configuration), and `demo` (the README's
+//! first command) runs its whole story on loopback.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn wsus_edge(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsus-edge"));
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .env("WSUS_EDGE_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_config_reports_every_problem_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[node]\ndata_dir = \"data\"\n[cache]\nmemory_bytes = \"64MiB\"\n",
+    )
+    .unwrap();
+    let out = wsus_edge(dir.path(), &["check-config", "good.toml"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok"));
+
+    // A bad value, an unknown key, a missing certificate: all three at once, each by its key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[cache]\nmemory_bytes = \"lots\"\nnope = 1\n[tls]\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n",
+    )
+    .unwrap();
+    let out = wsus_edge(dir.path(), &["check-config", "bad.toml"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    for key in ["cache.memory_bytes", "cache.nope", "tls.cert", "tls.key"] {
+        assert!(err.contains(key), "{key} named in:\n{err}");
+    }
+
+    // An override without the double underscore is not silently ignored.
+    let out = wsus_edge(
+        dir.path(),
+        &["check-config", "good.toml"],
+        &[("WSUS_EDGE_CACHE_MEMORY_BYTES", "1GiB")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("WSUS_EDGE_CACHE_MEMORY_BYTES"));
+}
+
+#[test]
+fn exit_codes_tell_usage_from_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        wsus_edge(dir.path(), &["no-such-command"], &[])
+            .status
+            .code(),
+        Some(2)
+    );
+    std::fs::write(dir.path().join("bad.toml"), "[listen]\nhttp = 8530\n").unwrap();
+    let out = wsus_edge(dir.path(), &["--config", "bad.toml", "serve"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("listen.http"));
+    // A file that is not there to import is a runtime failure, not a usage error.
+    let out = wsus_edge(dir.path(), &["import", "no-such-dir"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+#[test]
+fn demo_tells_its_story() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wsus_edge(dir.path(), &["demo", "--clients", "2"], &[]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("downloads           12 (12 verified against their SHA-1)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("each slice crossed the WAN once"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("admin (branch)      http://127.0.0.1:"));
+}
