@@ -90,13 +90,12 @@ async fn hundred_cold_gets_fetch_each_slice_once_and_stream_early() {
         );
     }
     assert_eq!(origin.body_bytes(), 64 << 20);
-    // Clients were streamed bytes while the fill ran, not after it.
-    first_bytes.sort();
-    let p99_first = first_bytes[98];
+    // Every client was streamed bytes while the fill ran, not after it.
+    let last_first = *first_bytes.iter().max().unwrap();
     let first_done = *done.iter().min().unwrap();
     assert!(
-        p99_first * 4 < first_done,
-        "first bytes p99 {p99_first:?} vs first completion {first_done:?}"
+        last_first * 2 < first_done,
+        "latest first byte {last_first:?} vs first completion {first_done:?}"
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
