@@ -1,4 +1,5 @@
-//! The subcommands: `serve`, `check-config`, `import`, `demo`. Each returns an exit code:
+//! The subcommands: `serve`, `check-config`, `import`, `demo`, and the test tool
+//! `wan-emulator`. Each returns an exit code:
 //! 0 done, 1 runtime failure, 2 usage or configuration error (DESIGN.md §5).
 //! Calls `config`, `server`, `content`, `simulate`, `metrics`.
 
@@ -51,6 +52,32 @@ pub enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+    /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
+    /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
+    WanEmulator {
+        /// Relay mode: listen on LISTEN (TCP and UDP) and forward to TARGET ("LISTEN=TARGET").
+        #[arg(long, value_name = "LISTEN=TARGET", conflicts_with = "tun")]
+        relay: Option<String>,
+        /// Packet mode: create TUN devices A (branch side) and B (upstream side) and forward
+        /// every IP packet between them ("A,B"; needs CAP_NET_ADMIN).
+        #[arg(long, value_name = "A,B")]
+        tun: Option<String>,
+        /// One-way delay, e.g. "20ms".
+        #[arg(long, default_value = "0ms")]
+        delay: String,
+        /// Bandwidth each way, e.g. "50Mbit/s", or "unlimited".
+        #[arg(long, default_value = "unlimited")]
+        rate: String,
+        /// Random packet loss, e.g. "2%" (relay: UDP only; TUN: every packet).
+        #[arg(long, default_value = "0%")]
+        loss: String,
+        /// The bottleneck's buffer as link time, e.g. "100ms".
+        #[arg(long, default_value = "100ms")]
+        queue: String,
+        /// Drop every UDP packet (a firewall blocking QUIC).
+        #[arg(long)]
+        block_udp: bool,
+    },
 }
 
 pub enum Exit {
@@ -78,7 +105,152 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
             Some(config) => report(demo(&config, clients, keep_running).await),
             None => Exit::Usage,
         },
+        Command::WanEmulator {
+            relay,
+            tun,
+            delay,
+            rate,
+            loss,
+            queue,
+            block_udp,
+        } => {
+            let link = match wan_link(&delay, &rate, &loss, &queue, block_udp) {
+                Ok(link) => link,
+                Err(e) => {
+                    eprintln!("wsus-edge wan-emulator: {e}");
+                    return Exit::Usage;
+                }
+            };
+            report(wan_emulator(relay, tun, link).await)
+        }
     }
+}
+
+fn wan_link(
+    delay: &str,
+    rate: &str,
+    loss: &str,
+    queue: &str,
+    block_udp: bool,
+) -> Result<simulate::wan::Link, String> {
+    use crate::config::units::{parse_duration, parse_rate};
+    let loss = match loss.trim().strip_suffix('%') {
+        Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+        None => loss.trim().parse::<f64>(),
+    }
+    .ok()
+    .filter(|l| (0.0..=1.0).contains(l))
+    .ok_or_else(|| format!("--loss {loss:?}: a percentage (\"2%\") or a fraction (0.02)"))?;
+    Ok(simulate::wan::Link {
+        delay: parse_duration(delay).map_err(|e| format!("--delay: {e}"))?,
+        rate: parse_rate(rate).map_err(|e| format!("--rate: {e}"))?,
+        loss,
+        block_udp,
+        queue: parse_duration(queue).map_err(|e| format!("--queue: {e}"))?,
+    })
+}
+
+/// Run the emulator until SIGINT/SIGTERM; print a ready line, then what crossed it. Lines on
+/// stdin change it while it runs: `loss 2%`, `block-udp on|off`, `stats`.
+async fn wan_emulator(
+    relay: Option<String>,
+    tun: Option<String>,
+    link: simulate::wan::Link,
+) -> Result<(), Error> {
+    use simulate::wan::{Controls, Relay, tun::Tun};
+    let usage = |m: &str| Error::internal(Kind::Config, m.to_owned());
+    let controls = if let Some(spec) = relay {
+        let (listen, target) = spec
+            .split_once('=')
+            .and_then(|(l, t)| Some((l.parse().ok()?, t.parse().ok()?)))
+            .ok_or_else(|| usage("--relay LISTEN=TARGET, both ip:port"))?;
+        let relay = Relay::start(listen, target, link)
+            .await
+            .map_err(|e| Error::io(format!("relay on {listen}"), e))?;
+        println!("wan-emulator ready relay={}", relay.addr());
+        let controls = relay.controls().clone();
+        run_until_signal(&controls).await;
+        relay.stop().await;
+        controls
+    } else if let Some(spec) = tun {
+        let (a, b) = spec
+            .split_once(',')
+            .ok_or_else(|| usage("--tun A,B: two device names"))?;
+        let open = |name: &str| Tun::open(name).map_err(|e| Error::io(format!("TUN {name}"), e));
+        let (a, b) = (open(a)?, open(b)?);
+        println!("wan-emulator ready tun={},{}", a.name(), b.name());
+        let controls = Controls::new(&link);
+        let task = tokio::spawn(simulate::wan::tun::run(a, b, link, controls.clone()));
+        run_until_signal(&controls).await;
+        task.abort();
+        controls
+    } else {
+        return Err(usage("give --relay LISTEN=TARGET or --tun A,B"));
+    };
+    println!("{}", emulator_stats(&controls));
+    Ok(())
+}
+
+/// Obey stdin's commands until SIGINT/SIGTERM (or stdin's end, then only the signal).
+async fn run_until_signal(controls: &simulate::wan::Controls) {
+    // A thread of its own reads stdin: a read blocked in the runtime's blocking pool would keep
+    // the runtime (and so the process) from ending after the signal.
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            _ = &mut signal => return,
+            line = lines.recv(), if stdin_open => {
+                let Some(line) = line else {
+                    stdin_open = false;
+                    continue;
+                };
+                let words: Vec<&str> = line.split_whitespace().collect();
+                match words.as_slice() {
+                    ["loss", value] => match wan_link("0ms", "unlimited", value, "1ms", false) {
+                        Ok(link) => {
+                            controls.set_loss(link.loss);
+                            println!("ok loss={}", controls.loss());
+                        }
+                        Err(e) => println!("error {e}"),
+                    },
+                    ["block-udp", on] => {
+                        controls.block_udp(*on == "on");
+                        println!("ok block-udp={on}");
+                    }
+                    ["stats"] => println!("{}", emulator_stats(controls)),
+                    _ => println!("error commands: loss X%, block-udp on|off, stats"),
+                }
+            }
+        }
+    }
+}
+
+fn emulator_stats(controls: &simulate::wan::Controls) -> String {
+    let s = &controls.stats;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "wan-emulator stats tcp_connections={} tcp_bytes_up={} tcp_bytes_down={} packets_up={} \
+         packets_down={} packet_bytes_up={} packet_bytes_down={} dropped={}",
+        get(&s.tcp_connections),
+        get(&s.tcp_bytes_up),
+        get(&s.tcp_bytes_down),
+        get(&s.packets_up),
+        get(&s.packets_down),
+        get(&s.packet_bytes_up),
+        get(&s.packet_bytes_down),
+        get(&s.dropped),
+    )
 }
 
 fn load(path: Option<&Path>, env: &[(String, String)]) -> Option<Config> {

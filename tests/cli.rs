@@ -98,3 +98,72 @@ fn demo_tells_its_story() {
     );
     assert!(stdout.contains("admin (branch)      http://127.0.0.1:"));
 }
+
+/// The emulator as the benchmarks drive it: a ready line, commands on stdin, counters at the end.
+#[test]
+fn wan_emulator_relays_and_takes_commands() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let target = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut emulator = Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args([
+            "wan-emulator",
+            "--relay",
+            &format!("127.0.0.1:0={}", target.local_addr().unwrap()),
+            "--delay",
+            "5ms",
+            "--rate",
+            "10Mbit/s",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(emulator.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("wan-emulator ready relay=")
+        .unwrap_or_else(|| panic!("ready line: {line:?}"))
+        .to_owned();
+
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.send_to(b"through", &addr).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = target.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"through");
+
+    let mut stdin = emulator.stdin.take().unwrap();
+    stdin.write_all(b"loss 100%\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ok loss=1");
+    client.send_to(b"lost", &addr).unwrap();
+    stdin.write_all(b"bogus\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("error"), "{line}");
+
+    let pid = emulator.id() as i32;
+    // SAFETY: kill(2) on the child we spawned and have not reaped.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // If it did not end, its stdout never closes: bound the wait.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if done_rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .is_err()
+        {
+            // SAFETY: as above; the child is reaped only after `done_tx` has sent.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let _ = done_tx.send(());
+    assert!(emulator.wait().unwrap().success());
+    assert!(
+        rest.contains("packets_up=1 ") && rest.contains("dropped=1"),
+        "{rest}"
+    );
+}

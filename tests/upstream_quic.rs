@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::pki::{Ca, ca, expired_leaf, leaf, tls_root};
@@ -123,7 +122,7 @@ async fn quic_only_branch_fills_over_http3_and_no_tcp_crosses_the_wan() {
     f.fetch_through(&branch).await;
 
     assert_eq!(wan.stats().tcp_connections(), 0, "no TCP crossed the WAN");
-    assert!(wan.stats().udp_datagrams() > 100, "QUIC carried the object");
+    assert!(wan.stats().packets() > 100, "QUIC carried the object");
     let h3 = metric(&branch, "wsus_edge_upstream_requests_total", "http3").await;
     let tcp = metric(&branch, "wsus_edge_upstream_requests_total", "http1").await
         + metric(&branch, "wsus_edge_upstream_requests_total", "http2").await;
@@ -164,7 +163,7 @@ async fn auto_upgrades_to_http3_once_the_upstream_advertises_it() {
     assert!(wan.stats().tcp_connections() >= 1);
     let h3 = metric(&branch, "wsus_edge_upstream_requests_total", "http3").await;
     assert!(h3 >= 1.0, "upgraded to HTTP/3 ({h3} requests)");
-    assert!(wan.stats().udp_datagrams() > 0);
+    assert!(wan.stats().packets() > 0);
     assert_eq!(quic_state(&branch).await, "connected");
     f.stop(branch, wan).await;
 }
@@ -188,7 +187,7 @@ async fn auto_falls_back_to_tcp_quickly_when_udp_is_blocked() {
         "complete over TCP in {took:?}"
     );
     // QUIC was tried (its packets died at the relay) and given up for TCP.
-    assert!(wan.stats().udp_dropped.load(Ordering::Relaxed) > 0);
+    assert!(wan.stats().dropped() > 0);
     assert_eq!(
         metric(&branch, "wsus_edge_upstream_requests_total", "http3").await,
         0.0
@@ -361,6 +360,28 @@ async fn bad_certificates_are_refused_over_both_transports() {
     // The root that demands a client certificate says so in its own log, for each transport.
     assert!(!logged(&["TLS handshake refused"]).is_empty());
     assert!(!logged(&["QUIC handshake refused"]).is_empty());
+
+    // With its certificate, the branch is let in over either transport.
+    let (branch_cert, branch_key) = leaf(dir.path(), &authority, "branch-a");
+    for transport in ["tcp", "quic"] {
+        let identity = format!(
+            "connect_timeout = \"3s\"\nclient_cert = {:?}\nclient_key = {:?}",
+            branch_cert.to_string_lossy(),
+            branch_key.to_string_lossy()
+        );
+        let branch = branch_with(
+            &dir.path().join(format!("named-{transport}")),
+            &format!("https://{}", tls_addr(&strict)),
+            &upstream_keys(&authority, transport, &identity),
+            "",
+        )
+        .await;
+        let got = get(&url(&branch, &path), &[]).await;
+        assert!(got.status == 200 && got.body == bytes, "{transport}");
+        let used = if transport == "tcp" { "http2" } else { "http3" };
+        assert!(metric(&branch, "wsus_edge_upstream_requests_total", used).await >= 1.0);
+        branch.shutdown(Duration::from_secs(1)).await;
+    }
     for n in [good, expired, strict] {
         n.shutdown(Duration::from_secs(1)).await;
     }

@@ -10,7 +10,11 @@
 //! sender's flow control backs off instead. Stopping the relay drops every connection and UDP
 //! flow through it, as a WAN outage or an emulator restart does.
 //!
-//! A tool for tests and benchmarks; it knows nothing of HTTP or QUIC.
+//! [`tun`] is the packet form: every IP packet, TCP included, crosses the same link (for
+//! benchmarks, with CAP_NET_ADMIN). A tool for tests and benchmarks; it knows nothing of HTTP or
+//! QUIC.
+
+pub mod tun;
 
 use std::collections::HashMap;
 use std::io;
@@ -62,18 +66,19 @@ impl Default for Link {
     }
 }
 
-/// What crossed the relay. `up` = towards the upstream, `down` = towards the branch.
+/// What crossed the emulator. `up` = towards the upstream, `down` = towards the branch.
+/// Packets are UDP datagrams in the relay, every IP packet in the TUN form.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub tcp_connections: AtomicU64,
     pub tcp_bytes_up: AtomicU64,
     pub tcp_bytes_down: AtomicU64,
-    pub udp_datagrams_up: AtomicU64,
-    pub udp_datagrams_down: AtomicU64,
-    pub udp_bytes_up: AtomicU64,
-    pub udp_bytes_down: AtomicU64,
-    /// Lost on purpose (loss, block) or to a full queue.
-    pub udp_dropped: AtomicU64,
+    pub packets_up: AtomicU64,
+    pub packets_down: AtomicU64,
+    pub packet_bytes_up: AtomicU64,
+    pub packet_bytes_down: AtomicU64,
+    /// Packets lost on purpose (loss, blocked UDP) or to a full queue.
+    pub dropped: AtomicU64,
 }
 
 impl Stats {
@@ -81,15 +86,18 @@ impl Stats {
         self.tcp_connections.load(Ordering::Relaxed)
     }
 
-    /// Datagrams forwarded either way.
-    pub fn udp_datagrams(&self) -> u64 {
-        self.udp_datagrams_up.load(Ordering::Relaxed)
-            + self.udp_datagrams_down.load(Ordering::Relaxed)
+    /// Packets forwarded either way.
+    pub fn packets(&self) -> u64 {
+        self.packets_up.load(Ordering::Relaxed) + self.packets_down.load(Ordering::Relaxed)
     }
 
-    /// Bytes forwarded towards the branch, TCP and UDP.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Bytes forwarded towards the branch, relayed TCP and packets.
     pub fn bytes_down(&self) -> u64 {
-        self.tcp_bytes_down.load(Ordering::Relaxed) + self.udp_bytes_down.load(Ordering::Relaxed)
+        self.tcp_bytes_down.load(Ordering::Relaxed) + self.packet_bytes_down.load(Ordering::Relaxed)
     }
 }
 
@@ -141,30 +149,89 @@ impl Wire {
     }
 }
 
+/// What may change while the emulator runs, and what it counted.
+#[derive(Debug, Default)]
+pub struct Controls {
+    /// Loss probability as f64 bits.
+    loss: AtomicU64,
+    block_udp: AtomicBool,
+    pub stats: Stats,
+}
+
+impl Controls {
+    pub fn new(link: &Link) -> Arc<Controls> {
+        let controls = Controls::default();
+        controls.set_loss(link.loss);
+        controls.block_udp(link.block_udp);
+        Arc::new(controls)
+    }
+
+    /// Random loss from now on, 0.0..=1.0.
+    pub fn set_loss(&self, loss: f64) {
+        self.loss
+            .store(loss.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn loss(&self) -> f64 {
+        f64::from_bits(self.loss.load(Ordering::Relaxed))
+    }
+
+    /// Block (or unblock) UDP from now on.
+    pub fn block_udp(&self, blocked: bool) {
+        self.block_udp.store(blocked, Ordering::Relaxed);
+    }
+}
+
 struct Shared {
     link: Link,
-    target: SocketAddr,
+    /// Where the relay forwards to (none in the TUN form).
+    target: Option<SocketAddr>,
     up: Wire,
     down: Wire,
-    stats: Arc<Stats>,
+    controls: Arc<Controls>,
     rng: Mutex<SplitMix>,
-    block_udp: AtomicBool,
 }
 
 impl Shared {
-    /// Whether a UDP datagram survives (blocking and random loss).
-    fn udp_passes(&self) -> bool {
-        if self.block_udp.load(Ordering::Relaxed) {
+    fn new(link: Link, target: Option<SocketAddr>, controls: Arc<Controls>) -> Shared {
+        Shared {
+            link,
+            target,
+            up: Wire::new(link.rate),
+            down: Wire::new(link.rate),
+            controls,
+            rng: Mutex::new(SplitMix(0x5eed)),
+        }
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.controls.stats
+    }
+
+    /// Whether a packet survives: blocked UDP, then random loss.
+    fn passes(&self, udp: bool) -> bool {
+        if udp && self.controls.block_udp.load(Ordering::Relaxed) {
             return false;
         }
-        if self.link.loss <= 0.0 {
+        let loss = self.controls.loss();
+        if loss <= 0.0 {
             return true;
         }
         let draw = match self.rng.lock() {
             Ok(mut rng) => rng.next_u64(),
             Err(p) => p.into_inner().next_u64(),
         };
-        (draw >> 11) as f64 / (1u64 << 53) as f64 >= self.link.loss
+        (draw >> 11) as f64 / (1u64 << 53) as f64 >= loss
+    }
+
+    /// Count a forwarded packet.
+    fn count_packet(&self, direction: Direction, len: usize) {
+        let (count, total) = match direction {
+            Direction::Up => (&self.stats().packets_up, &self.stats().packet_bytes_up),
+            Direction::Down => (&self.stats().packets_down, &self.stats().packet_bytes_down),
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(len as u64, Ordering::Relaxed);
     }
 }
 
@@ -182,15 +249,7 @@ impl Relay {
     pub async fn start(listen: SocketAddr, target: SocketAddr, link: Link) -> io::Result<Relay> {
         let (tcp, udp) = bind_pair(listen).await?;
         let addr = tcp.local_addr()?;
-        let shared = Arc::new(Shared {
-            link,
-            target,
-            up: Wire::new(link.rate),
-            down: Wire::new(link.rate),
-            stats: Arc::new(Stats::default()),
-            rng: Mutex::new(SplitMix(0x5eed ^ u64::from(addr.port()))),
-            block_udp: AtomicBool::new(link.block_udp),
-        });
+        let shared = Arc::new(Shared::new(link, Some(target), Controls::new(&link)));
         let mut tasks = JoinSet::new();
         tasks.spawn(accept_tcp(tcp, shared.clone()));
         tasks.spawn(relay_udp(Arc::new(udp), shared.clone()));
@@ -205,13 +264,18 @@ impl Relay {
         self.addr
     }
 
-    pub fn stats(&self) -> &Arc<Stats> {
-        &self.shared.stats
+    pub fn stats(&self) -> &Stats {
+        self.shared.stats()
+    }
+
+    /// Loss and UDP blocking, changeable while it runs.
+    pub fn controls(&self) -> &Arc<Controls> {
+        &self.shared.controls
     }
 
     /// Block (or unblock) UDP from now on.
     pub fn block_udp(&self, blocked: bool) {
-        self.shared.block_udp.store(blocked, Ordering::Relaxed);
+        self.shared.controls.block_udp(blocked);
     }
 
     /// Drop every connection and flow and close the sockets.
@@ -245,10 +309,16 @@ async fn accept_tcp(listener: TcpListener, shared: Arc<Shared>) {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        shared.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats()
+            .tcp_connections
+            .fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         connections.spawn(async move {
-            let Ok(server) = TcpStream::connect(shared.target).await else {
+            let Some(target) = shared.target else {
+                return;
+            };
+            let Ok(server) = TcpStream::connect(target).await else {
                 return;
             };
             let _ = client.set_nodelay(true);
@@ -307,8 +377,8 @@ async fn pipe(
                     break;
                 };
                 let counter = match direction {
-                    Direction::Up => &shared.stats.tcp_bytes_up,
-                    Direction::Down => &shared.stats.tcp_bytes_down,
+                    Direction::Up => &shared.stats().tcp_bytes_up,
+                    Direction::Down => &shared.stats().tcp_bytes_down,
                 };
                 counter.fetch_add(n as u64, Ordering::Relaxed);
                 let chunk = Bytes::copy_from_slice(&buf[..n]);
@@ -339,6 +409,9 @@ struct Datagram {
 }
 
 async fn relay_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
+    let Some(target) = shared.target else {
+        return;
+    };
     let mut tasks = JoinSet::new();
     let (up_tx, up_rx) = mpsc::unbounded_channel::<Datagram>();
     let (down_tx, down_rx) = mpsc::unbounded_channel::<Datagram>();
@@ -366,7 +439,7 @@ async fn relay_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         let (flow, seen) = match flows.get(&client) {
             Some(f) => f.clone(),
             None => {
-                let bind: SocketAddr = if shared.target.is_ipv4() {
+                let bind: SocketAddr = if target.is_ipv4() {
                     ([127, 0, 0, 1], 0).into()
                 } else {
                     ([0u16, 0, 0, 0, 0, 0, 0, 1], 0).into()
@@ -391,14 +464,7 @@ async fn relay_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>) {
         if let Ok(mut t) = seen.lock() {
             *t = Instant::now();
         }
-        forward_datagram(
-            &shared,
-            Direction::Up,
-            &buf[..n],
-            flow,
-            shared.target,
-            &up_tx,
-        );
+        forward_datagram(&shared, Direction::Up, &buf[..n], flow, target, &up_tx);
     }
 }
 
@@ -443,7 +509,7 @@ fn forward_datagram(
     to: SocketAddr,
     queue: &mpsc::UnboundedSender<Datagram>,
 ) {
-    let departs = if shared.udp_passes() {
+    let departs = if shared.passes(true) {
         shared
             .wire(direction)
             .send(bytes.len(), Some(shared.link.queue))
@@ -451,18 +517,10 @@ fn forward_datagram(
         None
     };
     let Some(departs) = departs else {
-        shared.stats.udp_dropped.fetch_add(1, Ordering::Relaxed);
+        shared.stats().dropped.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let (count, total) = match direction {
-        Direction::Up => (&shared.stats.udp_datagrams_up, &shared.stats.udp_bytes_up),
-        Direction::Down => (
-            &shared.stats.udp_datagrams_down,
-            &shared.stats.udp_bytes_down,
-        ),
-    };
-    count.fetch_add(1, Ordering::Relaxed);
-    total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+    shared.count_packet(direction, bytes.len());
     let _ = queue.send(Datagram {
         at: departs + shared.link.delay,
         via,
@@ -526,13 +584,13 @@ mod tests {
         assert_eq!(&got, b"hello");
         assert!(started.elapsed() >= Duration::from_millis(50), "one RTT");
         assert_eq!(relay.stats().tcp_connections(), 1);
-        assert_eq!(relay.stats().udp_datagrams(), 2);
+        assert_eq!(relay.stats().packets(), 2);
 
         relay.block_udp(true);
         client.send_to(b"lost", relay.addr()).await.unwrap();
         let lost = tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf));
         assert!(lost.await.is_err(), "blocked UDP never comes back");
-        assert_eq!(relay.stats().udp_dropped.load(Ordering::Relaxed), 1);
+        assert_eq!(relay.stats().dropped(), 1);
         relay.stop().await;
     }
 
