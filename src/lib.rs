@@ -11,16 +11,21 @@
 //! - [`error`]: the one error type (which side failed, whether a retry helps).
 //! - [`config`]: the typed configuration contract, human units, every problem with its key.
 //! - [`metrics`]: the Prometheus registry of a node.
-//! - [`upstream`]: the link to the parent server (HTTP/1.1 and HTTP/2 over TLS or not), retries
-//!   and the shared WAN bandwidth limit.
+//! - [`soap`]: SOAP 1.1/1.2 envelopes and faults, sans-IO, with hard parser limits.
+//! - [`catalog`]: updates, their fragments, target groups and deployments; `state.db`.
+//! - [`tls`]: the rustls configurations (server and upstream client, TCP and QUIC).
+//! - [`upstream`]: the link to the parent server (HTTP/1.1, HTTP/2 and HTTP/3, TLS), retries and
+//!   the shared WAN bandwidth limit.
 //! - [`content`]: range math, slices, the fill, memory and disk tiers, verification, eviction.
+//! - [`wusp`]: the client protocol (MS-WUSP) answered from the catalog.
 //! - [`admin`]: `/livez`, `/readyz`, `/metrics`, `/api/v1/status`.
 //! - [`server`]: listeners, routing, the running node.
 //! - [`simulate`]: a client that downloads like Windows' Delivery Optimization (for the demo,
-//!   tests and load); it only speaks HTTP to a node.
+//!   tests and load); it only speaks HTTP to a node. Also the WAN emulator.
 //! - [`cli`]: the subcommands.
 
 pub mod admin;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod content;
@@ -28,5 +33,7 @@ pub mod error;
 pub mod metrics;
 pub mod server;
 pub mod simulate;
+pub mod soap;
 pub mod tls;
 pub mod upstream;
+pub mod wusp;

@@ -1,0 +1,394 @@
+//! The update catalog of a node: revisions (updates, categories, detectoids) with the fragments
+//! clients are given, target groups and deployments (approvals). Sans-IO except [`store`],
+//! which keeps it in `data_dir/state.db`.
+//!
+//! Owns: the update model ([`update`]: one document read and its fragments derived), this
+//! node's stable revision ids, the prerequisite and bundle graph, which revisions a computer's
+//! groups may see and with which action ([`scope`]), the synthetic catalog of tests and the
+//! demo ([`generate`]). May call: `soap` (the XML tree), `error`. Knows no socket and no HTTP.
+
+pub mod generate;
+pub mod scope;
+pub mod store;
+pub mod update;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+pub use update::{Clause, Fragments, Parsed};
+
+/// A GUID, compared by value (text case varies in real metadata).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Guid(pub u128);
+
+impl Guid {
+    pub const NIL: Guid = Guid(0);
+
+    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case, optional braces.
+    pub fn parse(text: &str) -> Option<Guid> {
+        let t = text.trim();
+        let t = t
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or(t);
+        let bytes = t.as_bytes();
+        if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+            return None;
+        }
+        let hex: String = t.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(&hex, 16).ok().map(Guid)
+    }
+
+    /// A random (version 4) GUID.
+    pub fn random() -> Guid {
+        let mut bytes = [0u8; 16];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        let mut v = u128::from_be_bytes(bytes);
+        v = (v & !(0xf << 76)) | (0x4 << 76);
+        v = (v & !(0x3 << 62)) | (0x2 << 62);
+        Guid(v)
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = format!("{:032x}", self.0);
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UpdateType {
+    Software,
+    Driver,
+    Category,
+    Detectoid,
+}
+
+impl UpdateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateType::Software => "Software",
+            UpdateType::Driver => "Driver",
+            UpdateType::Category => "Category",
+            UpdateType::Detectoid => "Detectoid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UpdateType> {
+        Some(match s {
+            "Software" => UpdateType::Software,
+            "Driver" => UpdateType::Driver,
+            "Category" => UpdateType::Category,
+            "Detectoid" => UpdateType::Detectoid,
+            _ => return None,
+        })
+    }
+}
+
+/// A payload file of an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    pub sha1: [u8; 20],
+    pub sha256: Option<[u8; 32]>,
+    pub name: String,
+    pub size: u64,
+}
+
+impl FileRef {
+    /// The extension WSUS gives the content file (from FileName), lower case; "" when none.
+    pub fn extension(&self) -> String {
+        self.name
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .filter(|e| {
+                !e.is_empty() && e.len() <= 16 && e.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// What a deployment asks of a computer (MS-WUSP DeploymentAction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Install,
+    OptionalInstall,
+    Uninstall,
+    Block,
+    /// Delivered for evaluation only (a prerequisite, category or detectoid).
+    Evaluate,
+    /// Delivered because an offered update bundles it.
+    Bundle,
+    PreDeploymentCheck,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Install => "Install",
+            Action::OptionalInstall => "OptionalInstall",
+            Action::Uninstall => "Uninstall",
+            Action::Block => "Block",
+            Action::Evaluate => "Evaluate",
+            Action::Bundle => "Bundle",
+            Action::PreDeploymentCheck => "PreDeploymentCheck",
+        }
+    }
+
+    /// The actions an administrator approves with.
+    pub fn parse_approval(s: &str) -> Option<Action> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "install" => Action::Install,
+            "optional" | "optionalinstall" => Action::OptionalInstall,
+            "uninstall" => Action::Uninstall,
+            "block" => Action::Block,
+            _ => return None,
+        })
+    }
+
+    /// Offered to the client for action (as opposed to evaluation only).
+    pub fn is_offered(self) -> bool {
+        matches!(
+            self,
+            Action::Install | Action::OptionalInstall | Action::Uninstall
+        )
+    }
+}
+
+/// The built-in target groups (MS-WSUSSS example 14).
+pub const ALL_COMPUTERS: Guid = Guid(0xa0a08746_4dbe_4a37_9adf_9e7652c0b421);
+pub const UNASSIGNED_COMPUTERS: Guid = Guid(0xb73ca6ed_5727_47f3_84de_015e03f6a88a);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: Guid,
+    pub name: String,
+    /// None for All Computers.
+    pub parent: Option<Guid>,
+    pub builtin: bool,
+}
+
+/// An approval of one revision for one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: u32,
+    pub revision: u32,
+    pub group: Guid,
+    pub action: Action,
+    /// Seconds since the epoch.
+    pub deadline: Option<i64>,
+    /// Seconds since the epoch.
+    pub last_change: i64,
+    /// 1 (low) ..= 3 (high); 2 normal.
+    pub download_priority: u8,
+}
+
+/// A revision as the server serves it.
+#[derive(Debug, Clone)]
+pub struct Revision {
+    /// This server's own revision id: stable for (update_id, revision_number).
+    pub id: u32,
+    pub update_id: Guid,
+    pub revision_number: u32,
+    pub update_type: UpdateType,
+    pub category_type: Option<String>,
+    pub explicitly_deployable: bool,
+    pub prerequisites: Vec<Clause>,
+    /// Local ids of the revisions it bundles (every AtLeastOne group, flattened).
+    pub bundled: Vec<u32>,
+    pub files: Vec<FileRef>,
+    pub titles: Vec<(String, String)>,
+    /// No other revision names this one's update id as a prerequisite.
+    pub is_leaf: bool,
+    pub fragments: Arc<Fragments>,
+}
+
+impl Revision {
+    /// The English title, else the first.
+    pub fn title(&self) -> &str {
+        self.titles
+            .iter()
+            .find(|(l, _)| l == "en")
+            .or(self.titles.first())
+            .map_or("", |(_, t)| t.as_str())
+    }
+}
+
+/// Why a catalog operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogError {
+    /// An update document that cannot be used.
+    Document(String),
+    /// A name or id that does not exist.
+    Unknown(String),
+    /// The database said no.
+    Store(String),
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CatalogError::Document(m) => write!(f, "update document: {m}"),
+            CatalogError::Unknown(m) => write!(f, "unknown {m}"),
+            CatalogError::Store(m) => write!(f, "state.db: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for CatalogError {}
+
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// An immutable view of the whole catalog: what every request of one moment sees. A change
+/// (import, approval, sync) builds a new one and swaps it in whole.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    revisions: Vec<Revision>,
+    by_id: HashMap<u32, usize>,
+    /// The highest revision of each update id.
+    latest: HashMap<Guid, usize>,
+    by_identity: HashMap<(Guid, u32), usize>,
+    files: HashMap<[u8; 20], FileRef>,
+    pub groups: Vec<Group>,
+    pub deployments: Vec<Deployment>,
+    /// When the configuration clients see last changed (seconds since the epoch); GetConfig's
+    /// LastChange.
+    pub config_last_change: i64,
+}
+
+impl Catalog {
+    /// Build from revisions (any order) with `is_leaf` computed here, groups and deployments.
+    pub fn new(
+        mut revisions: Vec<Revision>,
+        groups: Vec<Group>,
+        deployments: Vec<Deployment>,
+        config_last_change: i64,
+    ) -> Catalog {
+        revisions.sort_by_key(|r| r.id);
+        let named: std::collections::HashSet<Guid> = revisions
+            .iter()
+            .flat_map(|r| r.prerequisites.iter().flat_map(|c| c.ids.iter().copied()))
+            .collect();
+        for r in &mut revisions {
+            r.is_leaf = !named.contains(&r.update_id);
+        }
+        let mut by_id = HashMap::with_capacity(revisions.len());
+        let mut latest: HashMap<Guid, usize> = HashMap::with_capacity(revisions.len());
+        let mut by_identity = HashMap::with_capacity(revisions.len());
+        let mut files = HashMap::new();
+        for (i, r) in revisions.iter().enumerate() {
+            by_id.insert(r.id, i);
+            by_identity.insert((r.update_id, r.revision_number), i);
+            latest
+                .entry(r.update_id)
+                .and_modify(|j| {
+                    if revisions[*j].revision_number < r.revision_number {
+                        *j = i;
+                    }
+                })
+                .or_insert(i);
+            for f in &r.files {
+                files.entry(f.sha1).or_insert_with(|| f.clone());
+            }
+        }
+        Catalog {
+            revisions,
+            by_id,
+            latest,
+            by_identity,
+            files,
+            groups,
+            deployments,
+            config_last_change,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.revisions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.revisions.is_empty()
+    }
+
+    pub fn revisions(&self) -> &[Revision] {
+        &self.revisions
+    }
+
+    pub fn revision(&self, id: u32) -> Option<&Revision> {
+        self.by_id.get(&id).map(|&i| &self.revisions[i])
+    }
+
+    /// The highest revision of an update.
+    pub fn latest(&self, update_id: Guid) -> Option<&Revision> {
+        self.latest.get(&update_id).map(|&i| &self.revisions[i])
+    }
+
+    pub fn by_identity(&self, update_id: Guid, revision_number: u32) -> Option<&Revision> {
+        self.by_identity
+            .get(&(update_id, revision_number))
+            .map(|&i| &self.revisions[i])
+    }
+
+    /// A payload file by its SHA-1, if some revision names it.
+    pub fn file(&self, sha1: &[u8; 20]) -> Option<&FileRef> {
+        self.files.get(sha1)
+    }
+
+    pub fn group_by_name(&self, name: &str) -> Option<&Group> {
+        self.groups
+            .iter()
+            .find(|g| g.name.eq_ignore_ascii_case(name.trim()))
+    }
+
+    pub fn group(&self, id: Guid) -> Option<&Group> {
+        self.groups.iter().find(|g| g.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_parse_and_print() {
+        let g = Guid::parse("{A0A08746-4DBE-4A37-9ADF-9E7652C0B421}").unwrap();
+        assert_eq!(g, ALL_COMPUTERS);
+        assert_eq!(g.to_string(), "a0a08746-4dbe-4a37-9adf-9e7652c0b421");
+        assert_eq!(Guid::parse("a0a08746-4dbe-4a37-9adf-9e7652c0b42"), None);
+        assert_eq!(Guid::parse("a0a08746x4dbe-4a37-9adf-9e7652c0b421"), None);
+        assert_eq!(Guid::parse("g0a08746-4dbe-4a37-9adf-9e7652c0b421"), None);
+        let r = Guid::random();
+        assert_eq!(Guid::parse(&r.to_string()), Some(r));
+        assert_eq!(r.to_string().as_bytes()[14], b'4');
+    }
+}

@@ -1,0 +1,476 @@
+//! Which revisions a computer may see, with which deployment, and the SyncUpdates walk over
+//! them (MS-WUSP §3.1.5.7). Sans-IO.
+//!
+//! Scope: the deployments of the computer's target groups and of their ancestors (All Computers
+//! is everyone's), the nearest group's deployment winning and Block overriding all; then every
+//! dependency of what is offered: prerequisites (each alternative, highest revision of the
+//! update, recursively, up the category chain) with action Evaluate, bundled revisions
+//! (recursively) with action Bundle, as real WSUS sends them.
+//!
+//! The walk: a revision is sent when every prerequisite clause has an alternative among the
+//! updates the client says it has installed (`InstalledNonLeafUpdateIDs`) and the client does
+//! not have it cached; non-leaf revisions first, so that the client can evaluate them and come
+//! back for what they unlock. Pages are cut at `page_size` with `Truncated`.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Action, Catalog, Guid, UpdateType};
+
+/// The deployment a computer gets for one revision, explicit or implied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offer {
+    pub revision: u32,
+    pub action: Action,
+    /// The deployment's id; implied deployments get [`IMPLIED_DEPLOYMENT_BASE`] + revision.
+    pub deployment_id: u32,
+    pub last_change: i64,
+    pub deadline: Option<i64>,
+    pub download_priority: u8,
+    pub is_leaf: bool,
+}
+
+/// Deployment ids at or above this are implied (a dependency's Evaluate or Bundle); the ids of
+/// administrators' deployments stay below it.
+pub const IMPLIED_DEPLOYMENT_BASE: u32 = 1_000_000_000;
+
+/// Everything a computer in `groups` may be sent, by revision id.
+pub fn scope(catalog: &Catalog, groups: &[Guid]) -> HashMap<u32, Offer> {
+    // Each group the computer is in, with its ancestors; depth 0 = the computer's own group.
+    let mut depth: HashMap<Guid, usize> = HashMap::new();
+    for &g in groups {
+        let mut at = Some(g);
+        let mut d = 0;
+        while let Some(id) = at {
+            let e = depth.entry(id).or_insert(d);
+            *e = (*e).min(d);
+            at = catalog.group(id).and_then(|g| g.parent);
+            d += 1;
+            if d > 64 {
+                break;
+            }
+        }
+    }
+    let mut chosen: HashMap<u32, (usize, &super::Deployment)> = HashMap::new();
+    let mut blocked: HashSet<u32> = HashSet::new();
+    for d in &catalog.deployments {
+        let Some(&dd) = depth.get(&d.group) else {
+            continue;
+        };
+        if d.action == Action::Block {
+            blocked.insert(d.revision);
+            continue;
+        }
+        let better = match chosen.get(&d.revision) {
+            None => true,
+            Some((cd, c)) => dd < *cd || (dd == *cd && d.last_change > c.last_change),
+        };
+        if better {
+            chosen.insert(d.revision, (dd, d));
+        }
+    }
+    let mut out: HashMap<u32, Offer> = HashMap::new();
+    let mut pending: Vec<(u32, Action, i64)> = Vec::new();
+    for (rev, (_, d)) in chosen {
+        if blocked.contains(&rev) {
+            continue;
+        }
+        let Some(r) = catalog.revision(rev) else {
+            continue;
+        };
+        out.insert(
+            rev,
+            Offer {
+                revision: rev,
+                action: d.action,
+                deployment_id: d.id,
+                last_change: d.last_change,
+                deadline: d.deadline,
+                download_priority: d.download_priority,
+                is_leaf: r.is_leaf,
+            },
+        );
+        pending.push((rev, d.action, d.last_change));
+    }
+    // Dependencies of what is deployed, recursively. Bundle membership wins over Evaluate when
+    // a revision is both; a revision deployed itself keeps its own deployment.
+    while let Some((rev, _, changed)) = pending.pop() {
+        let Some(r) = catalog.revision(rev) else {
+            continue;
+        };
+        let prerequisites = r
+            .prerequisites
+            .iter()
+            .flat_map(|c| c.ids.iter())
+            .filter_map(|id| catalog.latest(*id))
+            .map(|p| (p.id, Action::Evaluate));
+        let bundled = r.bundled.iter().map(|&b| (b, Action::Bundle));
+        for (dep, action) in prerequisites.chain(bundled).collect::<Vec<_>>() {
+            let Some(dr) = catalog.revision(dep) else {
+                continue;
+            };
+            match out.get_mut(&dep) {
+                Some(o) if o.deployment_id < IMPLIED_DEPLOYMENT_BASE => continue,
+                Some(o) => {
+                    let upgrade = action == Action::Bundle && o.action == Action::Evaluate;
+                    if upgrade {
+                        o.action = Action::Bundle;
+                    }
+                    if changed > o.last_change {
+                        o.last_change = changed;
+                    } else if !upgrade {
+                        continue;
+                    }
+                }
+                None => {
+                    out.insert(
+                        dep,
+                        Offer {
+                            revision: dep,
+                            action,
+                            deployment_id: IMPLIED_DEPLOYMENT_BASE.saturating_add(dep),
+                            last_change: changed,
+                            deadline: None,
+                            download_priority: 2,
+                            is_leaf: dr.is_leaf,
+                        },
+                    );
+                }
+            }
+            pending.push((dep, action, changed));
+        }
+    }
+    out
+}
+
+/// One SyncUpdates call, as the client asked it.
+#[derive(Debug, Clone, Default)]
+pub struct SyncRequest {
+    pub installed_non_leaf: Vec<u32>,
+    pub other_cached: Vec<u32>,
+    /// The driver pass.
+    pub skip_software: bool,
+    /// Category scan (StartCategoryScan's preferred ids); empty = everything.
+    pub filter_categories: Vec<Guid>,
+    /// The highest deployment change time the client has seen (from its cookie).
+    pub anchor: i64,
+    pub page_size: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncResult {
+    pub new_updates: Vec<Offer>,
+    pub changed_updates: Vec<Offer>,
+    pub out_of_scope: Vec<u32>,
+    pub truncated: bool,
+    /// What the client will have seen once it has every page: for its next cookie.
+    pub new_anchor: i64,
+    /// No driver is in scope: the driver pass can be skipped.
+    pub driver_sync_not_needed: bool,
+}
+
+/// The SyncUpdates walk over a computer's `scope`.
+pub fn sync(catalog: &Catalog, scope: &HashMap<u32, Offer>, req: &SyncRequest) -> SyncResult {
+    let in_pass = |t: UpdateType| match req.skip_software {
+        false => t != UpdateType::Driver,
+        true => t == UpdateType::Driver,
+    };
+    let installed: HashSet<Guid> = req
+        .installed_non_leaf
+        .iter()
+        .filter_map(|id| catalog.revision(*id))
+        .map(|r| r.update_id)
+        .collect();
+    let allowed = (!req.filter_categories.is_empty())
+        .then(|| category_filter(catalog, scope, &req.filter_categories));
+    let mut needed: Vec<&Offer> = scope
+        .values()
+        .filter(|o| {
+            let Some(r) = catalog.revision(o.revision) else {
+                return false;
+            };
+            in_pass(r.update_type)
+                && allowed.as_ref().is_none_or(|a| a.contains(&o.revision))
+                && r.prerequisites
+                    .iter()
+                    .all(|c| c.ids.iter().any(|id| installed.contains(id)))
+        })
+        .collect();
+    // Non-leaf first (they unlock the rest), then by id: a stable order across pages.
+    needed.sort_by_key(|o| (o.is_leaf, o.revision));
+    let cached: HashSet<u32> = req
+        .installed_non_leaf
+        .iter()
+        .chain(&req.other_cached)
+        .copied()
+        .collect();
+    let needed_ids: HashSet<u32> = needed.iter().map(|o| o.revision).collect();
+    let mut new_updates: Vec<Offer> = needed
+        .iter()
+        .filter(|o| !cached.contains(&o.revision))
+        .map(|o| **o)
+        .collect();
+    let truncated = new_updates.len() > req.page_size;
+    new_updates.truncate(req.page_size);
+    let changed_updates = needed
+        .iter()
+        .filter(|o| cached.contains(&o.revision) && o.last_change > req.anchor)
+        .map(|o| **o)
+        .collect();
+    let mut out_of_scope: Vec<u32> = cached
+        .iter()
+        .filter(|id| {
+            !needed_ids.contains(id)
+                && catalog
+                    .revision(**id)
+                    .is_none_or(|r| in_pass(r.update_type))
+        })
+        .copied()
+        .collect();
+    out_of_scope.sort_unstable();
+    let new_anchor = scope
+        .values()
+        .map(|o| o.last_change)
+        .max()
+        .unwrap_or(req.anchor)
+        .max(req.anchor);
+    let driver_sync_not_needed = !scope.values().any(|o| {
+        catalog
+            .revision(o.revision)
+            .is_some_and(|r| r.update_type == UpdateType::Driver)
+    });
+    SyncResult {
+        new_updates,
+        changed_updates,
+        out_of_scope,
+        truncated,
+        new_anchor,
+        driver_sync_not_needed,
+    }
+}
+
+/// The revisions a category scan may return: software in scope with a category clause naming
+/// one of `categories`, their dependencies in scope, and the categories' own chain.
+fn category_filter(
+    catalog: &Catalog,
+    scope: &HashMap<u32, Offer>,
+    categories: &[Guid],
+) -> HashSet<u32> {
+    let wanted: HashSet<Guid> = categories.iter().copied().collect();
+    let mut keep: HashSet<u32> = HashSet::new();
+    let mut pending: Vec<u32> = Vec::new();
+    for o in scope.values() {
+        let Some(r) = catalog.revision(o.revision) else {
+            continue;
+        };
+        let named = r
+            .prerequisites
+            .iter()
+            .any(|c| c.is_category && c.ids.iter().any(|id| wanted.contains(id)));
+        if named || wanted.contains(&r.update_id) {
+            pending.push(r.id);
+        }
+    }
+    while let Some(id) = pending.pop() {
+        if !keep.insert(id) {
+            continue;
+        }
+        let Some(r) = catalog.revision(id) else {
+            continue;
+        };
+        for dep in r
+            .prerequisites
+            .iter()
+            .flat_map(|c| c.ids.iter())
+            .filter_map(|u| catalog.latest(*u))
+            .map(|p| p.id)
+            .chain(r.bundled.iter().copied())
+        {
+            if scope.contains_key(&dep) {
+                pending.push(dep);
+            }
+        }
+    }
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::store::Store;
+    use crate::catalog::{ALL_COMPUTERS, UNASSIGNED_COMPUTERS};
+
+    /// A client that treats every non-leaf revision it is sent as installed, as a machine to
+    /// which every category and detectoid applies; returns every offer received, in order.
+    fn walk(catalog: &Catalog, groups: &[Guid], page_size: usize) -> Vec<Offer> {
+        let scope = scope(catalog, groups);
+        let mut installed = Vec::new();
+        let mut other = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            let result = sync(
+                catalog,
+                &scope,
+                &SyncRequest {
+                    installed_non_leaf: installed.clone(),
+                    other_cached: other.clone(),
+                    page_size,
+                    ..SyncRequest::default()
+                },
+            );
+            assert!(result.out_of_scope.is_empty());
+            if result.new_updates.is_empty() {
+                assert!(!result.truncated, "never truncated with an empty page");
+                return seen;
+            }
+            for o in result.new_updates {
+                // Every prerequisite was delivered (and installed) before.
+                let r = catalog.revision(o.revision).unwrap();
+                for clause in &r.prerequisites {
+                    assert!(clause.ids.iter().any(|id| {
+                        installed
+                            .iter()
+                            .any(|i| catalog.revision(*i).unwrap().update_id == *id)
+                    }));
+                }
+                if o.is_leaf {
+                    other.push(o.revision);
+                } else {
+                    installed.push(o.revision);
+                }
+                seen.push(o);
+            }
+        }
+        panic!("the walk did not end");
+    }
+
+    #[test]
+    fn each_group_is_offered_exactly_its_approvals_with_their_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(60, 7, 4 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&generated.documents).unwrap();
+        let ring = store.add_group("Ring 1", None).unwrap();
+        let latest_of = |store: &Store, id: Guid| *store.revisions_of(id).unwrap().last().unwrap();
+        let for_all: Vec<u32> = generated.deployable[..4]
+            .iter()
+            .map(|id| latest_of(&store, *id))
+            .collect();
+        let for_ring: Vec<u32> = generated.deployable[4..10]
+            .iter()
+            .map(|id| latest_of(&store, *id))
+            .collect();
+        store
+            .approve(&for_all, ALL_COMPUTERS, Action::Install, None, 1000)
+            .unwrap();
+        store
+            .approve(&for_ring, ring, Action::Install, None, 2000)
+            .unwrap();
+        let catalog = store.load().unwrap();
+
+        let offered = |offers: &[Offer]| {
+            let mut ids: Vec<u32> = offers
+                .iter()
+                .filter(|o| o.action.is_offered())
+                .map(|o| o.revision)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        let mut want_unassigned = for_all.clone();
+        want_unassigned.sort_unstable();
+        let unassigned = walk(&catalog, &[UNASSIGNED_COMPUTERS], 7);
+        assert_eq!(offered(&unassigned), want_unassigned);
+        let mut want_ring = [for_all.clone(), for_ring.clone()].concat();
+        want_ring.sort_unstable();
+        let ringed = walk(&catalog, &[ring], 7);
+        assert_eq!(offered(&ringed), want_ring);
+        // Dependencies came along: categories, classifications, detectoids, bundle members.
+        let delivered: HashSet<u32> = ringed.iter().map(|o| o.revision).collect();
+        for rev in &want_ring {
+            let r = catalog.revision(*rev).unwrap();
+            for clause in &r.prerequisites {
+                assert!(
+                    clause
+                        .ids
+                        .iter()
+                        .any(|id| delivered.contains(&catalog.latest(*id).unwrap().id))
+                );
+            }
+            for m in &r.bundled {
+                let o = ringed
+                    .iter()
+                    .find(|o| o.revision == *m)
+                    .expect("member sent");
+                assert_eq!(o.action, Action::Bundle);
+            }
+        }
+        assert!(ringed.iter().all(|o| o.action != Action::Block));
+        // One revision per update.
+        let mut updates: Vec<Guid> = ringed
+            .iter()
+            .map(|o| catalog.revision(o.revision).unwrap().update_id)
+            .collect();
+        let n = updates.len();
+        updates.sort();
+        updates.dedup();
+        assert_eq!(updates.len(), n);
+    }
+
+    #[test]
+    fn block_wins_nearest_group_wins_and_changes_show() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(20, 9, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&generated.documents).unwrap();
+        let ring = store.add_group("Ring", None).unwrap();
+        let a = *store
+            .revisions_of(generated.deployable[0])
+            .unwrap()
+            .last()
+            .unwrap();
+        let b = *store
+            .revisions_of(generated.deployable[1])
+            .unwrap()
+            .last()
+            .unwrap();
+        store
+            .approve(&[a, b], ALL_COMPUTERS, Action::Install, None, 10)
+            .unwrap();
+        store
+            .approve(&[a], ring, Action::OptionalInstall, None, 20)
+            .unwrap();
+        store.approve(&[b], ring, Action::Block, None, 20).unwrap();
+        let catalog = store.load().unwrap();
+        let s = scope(&catalog, &[ring]);
+        assert_eq!(
+            s[&a].action,
+            Action::OptionalInstall,
+            "the ring's own deployment"
+        );
+        assert!(!s.contains_key(&b), "blocked");
+        let all = scope(&catalog, &[UNASSIGNED_COMPUTERS]);
+        assert_eq!(all[&b].action, Action::Install);
+
+        // A client that has everything cached hears of deployments changed since its anchor.
+        let everything: Vec<u32> = all.keys().copied().collect();
+        let req = |anchor| SyncRequest {
+            installed_non_leaf: everything.clone(),
+            anchor,
+            page_size: 100,
+            ..SyncRequest::default()
+        };
+        let later = sync(&catalog, &all, &req(5));
+        assert!(later.new_updates.is_empty());
+        assert!(later.changed_updates.iter().any(|o| o.revision == a));
+        assert_eq!(later.new_anchor, 10);
+        assert!(sync(&catalog, &all, &req(10)).changed_updates.is_empty());
+        // Ids the client holds that are no longer in scope are named.
+        let narrowed = sync(&catalog, &s, &req(10));
+        assert!(narrowed.out_of_scope.contains(&b));
+        assert!(narrowed.driver_sync_not_needed);
+    }
+}

@@ -1,0 +1,709 @@
+//! The catalog on disk: `data_dir/state.db`, one SQLite database (WAL). Revisions keep the
+//! document as imported and what was derived from it (so loading reads, never re-parses),
+//! under ids that never change for a given (UpdateID, RevisionNumber); target groups;
+//! deployments. Blocking: call it off the async workers.
+//!
+//! Other processes (`wsus-edge approve`, `import`) write to the same file while a node runs;
+//! the node notices through [`Store::data_version`] and loads a new [`Catalog`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Deployment, FileRef, Fragments, Group,
+    Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
+};
+
+const SCHEMA: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS revisions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    update_id TEXT NOT NULL,
+    revision_number INTEGER NOT NULL,
+    update_type TEXT NOT NULL,
+    category_type TEXT,
+    explicitly_deployable INTEGER NOT NULL,
+    relations TEXT NOT NULL,
+    core TEXT NOT NULL,
+    extended TEXT NOT NULL,
+    xml TEXT NOT NULL,
+    UNIQUE (update_id, revision_number)
+);
+CREATE TABLE IF NOT EXISTS fragments (
+    revision_id INTEGER NOT NULL REFERENCES revisions(id),
+    kind TEXT NOT NULL,
+    lang TEXT NOT NULL,
+    geo TEXT NOT NULL,
+    fragment TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fragments_by_revision ON fragments (revision_id);
+CREATE TABLE IF NOT EXISTS groups (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    parent TEXT,
+    builtin INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    revision_id INTEGER NOT NULL REFERENCES revisions(id),
+    group_id TEXT NOT NULL REFERENCES groups(id),
+    action TEXT NOT NULL,
+    deadline INTEGER,
+    last_change INTEGER NOT NULL,
+    download_priority INTEGER NOT NULL,
+    UNIQUE (revision_id, group_id)
+);
+";
+
+/// What a revision's row keeps of its relationships, files and titles.
+#[derive(Serialize, Deserialize)]
+struct Relations {
+    prerequisites: Vec<StoredClause>,
+    bundled: Vec<Vec<(String, u32)>>,
+    superseded: Vec<String>,
+    files: Vec<StoredFile>,
+    titles: Vec<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredClause {
+    ids: Vec<String>,
+    category: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredFile {
+    sha1: String,
+    sha256: Option<String>,
+    name: String,
+    size: u64,
+}
+
+fn db(e: rusqlite::Error) -> CatalogError {
+    CatalogError::Store(e.to_string())
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Open (creating) `data_dir/state.db`, with the built-in groups and this server's id.
+    pub fn open(data_dir: &Path) -> Result<Store, CatalogError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| CatalogError::Store(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join("state.db");
+        let conn = Connection::open(&path).map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        let store = Store { conn, path };
+        for (id, name, parent) in [
+            (ALL_COMPUTERS, "All Computers", None),
+            (
+                UNASSIGNED_COMPUTERS,
+                "Unassigned Computers",
+                Some(ALL_COMPUTERS),
+            ),
+        ] {
+            store
+                .conn
+                .execute(
+                    "INSERT OR IGNORE INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, 1)",
+                    params![id.to_string(), name, parent.map(|p| p.to_string())],
+                )
+                .map_err(db)?;
+        }
+        if store.meta("server_id")?.is_none() {
+            store.set_meta("server_id", &Guid::random().to_string())?;
+        }
+        if store.meta("config_last_change")?.is_none() {
+            store.set_meta("config_last_change", &unix_now().to_string())?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(db)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// This server's identity (in every cookie it issues).
+    pub fn server_id(&self) -> Result<Guid, CatalogError> {
+        self.meta("server_id")?
+            .as_deref()
+            .and_then(Guid::parse)
+            .ok_or_else(|| CatalogError::Store("meta.server_id is missing or invalid".into()))
+    }
+
+    /// Changes whenever another connection (another process) commits: time to reload.
+    pub fn data_version(&self) -> Result<i64, CatalogError> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(db)
+    }
+
+    /// Import update documents in one transaction. Returns (new, updated) counts. A document
+    /// already present under the same (UpdateID, RevisionNumber) keeps its revision id.
+    pub fn import(&mut self, docs: &[String]) -> Result<(usize, usize), CatalogError> {
+        let parsed: Vec<(Parsed, &String)> = docs
+            .iter()
+            .map(|d| update::parse(d).map(|p| (p, d)))
+            .collect::<Result<_, _>>()?;
+        let tx = self.conn.transaction().map_err(db)?;
+        let (mut new, mut updated) = (0, 0);
+        for (p, xml) in parsed {
+            let relations = Relations {
+                prerequisites: p
+                    .prerequisites
+                    .iter()
+                    .map(|c| StoredClause {
+                        ids: c.ids.iter().map(Guid::to_string).collect(),
+                        category: c.is_category,
+                    })
+                    .collect(),
+                bundled: p
+                    .bundled
+                    .iter()
+                    .map(|g| g.iter().map(|(id, r)| (id.to_string(), *r)).collect())
+                    .collect(),
+                superseded: p.superseded.iter().map(Guid::to_string).collect(),
+                files: p
+                    .files
+                    .iter()
+                    .map(|f| StoredFile {
+                        sha1: hex::encode(f.sha1),
+                        sha256: f.sha256.map(hex::encode),
+                        name: f.name.clone(),
+                        size: f.size,
+                    })
+                    .collect(),
+                titles: p.titles.clone(),
+            };
+            let relations = serde_json::to_string(&relations)
+                .map_err(|e| CatalogError::Store(e.to_string()))?;
+            let existing: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
+                    params![p.update_id.to_string(), p.revision_number],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let id = match existing {
+                Some(id) => {
+                    tx.execute(
+                        "UPDATE revisions SET update_type = ?2, category_type = ?3,
+                         explicitly_deployable = ?4, relations = ?5, core = ?6, extended = ?7,
+                         xml = ?8 WHERE id = ?1",
+                        params![
+                            id,
+                            p.update_type.as_str(),
+                            p.category_type,
+                            p.explicitly_deployable,
+                            relations,
+                            p.fragments.core,
+                            p.fragments.extended,
+                            xml
+                        ],
+                    )
+                    .map_err(db)?;
+                    tx.execute("DELETE FROM fragments WHERE revision_id = ?1", [id])
+                        .map_err(db)?;
+                    updated += 1;
+                    id
+                }
+                None => {
+                    tx.execute(
+                        "INSERT INTO revisions (update_id, revision_number, update_type,
+                         category_type, explicitly_deployable, relations, core, extended, xml)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        params![
+                            p.update_id.to_string(),
+                            p.revision_number,
+                            p.update_type.as_str(),
+                            p.category_type,
+                            p.explicitly_deployable,
+                            relations,
+                            p.fragments.core,
+                            p.fragments.extended,
+                            xml
+                        ],
+                    )
+                    .map_err(db)?;
+                    new += 1;
+                    tx.last_insert_rowid()
+                }
+            };
+            for (lang, fragment) in &p.fragments.localized {
+                tx.execute(
+                    "INSERT INTO fragments (revision_id, kind, lang, geo, fragment)
+                     VALUES (?1, 'lp', ?2, '', ?3)",
+                    params![id, lang, fragment],
+                )
+                .map_err(db)?;
+            }
+            for (lang, geo, fragment) in &p.fragments.eula {
+                tx.execute(
+                    "INSERT INTO fragments (revision_id, kind, lang, geo, fragment)
+                     VALUES (?1, 'eula', ?2, ?3, ?4)",
+                    params![id, lang, geo, fragment],
+                )
+                .map_err(db)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok((new, updated))
+    }
+
+    /// A new target group (under All Computers unless `parent` names another).
+    pub fn add_group(&mut self, name: &str, parent: Option<&str>) -> Result<Guid, CatalogError> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 256 {
+            return Err(CatalogError::Document(
+                "a group name has 1 to 256 characters".into(),
+            ));
+        }
+        let parent = match parent {
+            Some(p) => self.group_id(p)?,
+            None => ALL_COMPUTERS,
+        };
+        if self.group_id(name).is_ok() {
+            return Err(CatalogError::Document(format!(
+                "a group named {name:?} exists"
+            )));
+        }
+        let id = Guid::random();
+        self.conn
+            .execute(
+                "INSERT INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, 0)",
+                params![id.to_string(), name, parent.to_string()],
+            )
+            .map_err(db)?;
+        self.touch_config()?;
+        Ok(id)
+    }
+
+    /// The id of the group of this name (case-insensitive).
+    pub fn group_id(&self, name: &str) -> Result<Guid, CatalogError> {
+        self.conn
+            .query_row(
+                "SELECT id FROM groups WHERE name = ?1",
+                [name.trim()],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map_err(db)?
+            .as_deref()
+            .and_then(Guid::parse)
+            .ok_or_else(|| CatalogError::Unknown(format!("target group {name:?}")))
+    }
+
+    /// Approve `revisions` for a group (replacing an earlier deployment of the same pair).
+    pub fn approve(
+        &mut self,
+        revisions: &[u32],
+        group: Guid,
+        action: Action,
+        deadline: Option<i64>,
+        now: i64,
+    ) -> Result<usize, CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut n = 0;
+        for &rev in revisions {
+            n += tx
+                .execute(
+                    "INSERT INTO deployments (revision_id, group_id, action, deadline,
+                     last_change, download_priority) VALUES (?1, ?2, ?3, ?4, ?5, 2)
+                     ON CONFLICT (revision_id, group_id) DO UPDATE SET action = excluded.action,
+                     deadline = excluded.deadline, last_change = excluded.last_change",
+                    params![rev, group.to_string(), action.as_str(), deadline, now],
+                )
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(n)
+    }
+
+    /// Revision ids by update id (every revision of it), for `approve --update`.
+    pub fn revisions_of(&self, update_id: Guid) -> Result<Vec<u32>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM revisions WHERE update_id = ?1 ORDER BY revision_number")
+            .map_err(db)?;
+        let ids = stmt
+            .query_map([update_id.to_string()], |r| r.get::<_, u32>(0))
+            .map_err(db)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db)?;
+        Ok(ids)
+    }
+
+    fn touch_config(&self) -> Result<(), CatalogError> {
+        self.set_meta("config_last_change", &unix_now().to_string())
+    }
+
+    /// Everything clients are served from, in memory.
+    pub fn load(&self) -> Result<Catalog, CatalogError> {
+        type PerRevision = (Vec<(String, String)>, Vec<(String, String, String)>);
+        let mut fragments: HashMap<u32, PerRevision> = HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT revision_id, kind, lang, geo, fragment FROM fragments")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in rows {
+                let (id, kind, lang, geo, fragment) = row.map_err(db)?;
+                let entry = fragments.entry(id).or_default();
+                if kind == "eula" {
+                    entry.1.push((lang, geo, fragment));
+                } else {
+                    entry.0.push((lang, fragment));
+                }
+            }
+        }
+        struct Row {
+            revision: Revision,
+            bundled: Vec<Vec<(Guid, u32)>>,
+        }
+        let mut rows = Vec::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT id, update_id, revision_number, update_type, category_type,
+                     explicitly_deployable, relations, core, extended FROM revisions",
+                )
+                .map_err(db)?;
+            let mapped = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, bool>(5)?,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in mapped {
+                let (id, uid, rev, kind, category, deployable, relations, core, extended) =
+                    row.map_err(db)?;
+                let corrupt = |what: &str| CatalogError::Store(format!("revision {id}: {what}"));
+                let relations: Relations =
+                    serde_json::from_str(&relations).map_err(|e| corrupt(&e.to_string()))?;
+                let guid = |s: &str| Guid::parse(s).ok_or_else(|| corrupt("bad GUID"));
+                let (localized, eula) = fragments.remove(&id).unwrap_or_default();
+                let files = relations
+                    .files
+                    .iter()
+                    .map(|f| {
+                        Ok(FileRef {
+                            sha1: hex::decode(&f.sha1)
+                                .ok()
+                                .and_then(|d| d.try_into().ok())
+                                .ok_or_else(|| corrupt("bad SHA-1"))?,
+                            sha256: f
+                                .sha256
+                                .as_deref()
+                                .and_then(|h| hex::decode(h).ok())
+                                .and_then(|d| d.try_into().ok()),
+                            name: f.name.clone(),
+                            size: f.size,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, CatalogError>>()?;
+                rows.push(Row {
+                    revision: Revision {
+                        id,
+                        update_id: guid(&uid)?,
+                        revision_number: rev,
+                        update_type: UpdateType::parse(&kind)
+                            .ok_or_else(|| corrupt("bad update type"))?,
+                        category_type: category,
+                        explicitly_deployable: deployable,
+                        prerequisites: relations
+                            .prerequisites
+                            .iter()
+                            .map(|c| {
+                                Ok(Clause {
+                                    ids: c.ids.iter().map(|s| guid(s)).collect::<Result<_, _>>()?,
+                                    is_category: c.category,
+                                })
+                            })
+                            .collect::<Result<_, CatalogError>>()?,
+                        bundled: Vec::new(),
+                        files,
+                        titles: relations.titles,
+                        is_leaf: true,
+                        fragments: Arc::new(Fragments {
+                            core,
+                            extended,
+                            localized,
+                            eula,
+                        }),
+                    },
+                    bundled: relations
+                        .bundled
+                        .iter()
+                        .map(|g| {
+                            g.iter()
+                                .map(|(s, r)| Ok((guid(s)?, *r)))
+                                .collect::<Result<Vec<_>, CatalogError>>()
+                        })
+                        .collect::<Result<_, _>>()?,
+                });
+            }
+        }
+        // Bundle members by identity, now that every revision is known.
+        let ids: HashMap<(Guid, u32), u32> = rows
+            .iter()
+            .map(|r| {
+                (
+                    (r.revision.update_id, r.revision.revision_number),
+                    r.revision.id,
+                )
+            })
+            .collect();
+        let revisions = rows
+            .into_iter()
+            .map(|mut r| {
+                r.revision.bundled = r
+                    .bundled
+                    .iter()
+                    .flatten()
+                    .filter_map(|key| ids.get(key).copied())
+                    .collect();
+                r.revision
+            })
+            .collect();
+
+        let groups = {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT id, name, parent, builtin FROM groups")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, bool>(3)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut groups = Vec::new();
+            for row in rows {
+                let (id, name, parent, builtin) = row.map_err(db)?;
+                groups.push(Group {
+                    id: Guid::parse(&id)
+                        .ok_or_else(|| CatalogError::Store(format!("group {name}: bad id")))?,
+                    name,
+                    parent: parent.as_deref().and_then(Guid::parse),
+                    builtin,
+                });
+            }
+            groups
+        };
+        let deployments = {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT id, revision_id, group_id, action, deadline, last_change,
+                     download_priority FROM deployments",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, u8>(6)?,
+                    ))
+                })
+                .map_err(db)?;
+            let mut deployments = Vec::new();
+            for row in rows {
+                let (id, revision, group, action, deadline, last_change, priority) =
+                    row.map_err(db)?;
+                deployments.push(Deployment {
+                    id,
+                    revision,
+                    group: Guid::parse(&group).ok_or_else(|| {
+                        CatalogError::Store(format!("deployment {id}: bad group"))
+                    })?,
+                    action: Action::parse_approval(&action).ok_or_else(|| {
+                        CatalogError::Store(format!("deployment {id}: action {action}"))
+                    })?,
+                    deadline,
+                    last_change,
+                    download_priority: priority,
+                });
+            }
+            deployments
+        };
+        let last_change = self
+            .meta("config_last_change")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        Ok(Catalog::new(revisions, groups, deployments, last_change))
+    }
+}
+
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_keep_their_ids_and_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("payloads");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(40, 1, 8 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let (new, updated) = store.import(&generated.documents).unwrap();
+        assert_eq!((new, updated), (generated.documents.len(), 0));
+        let first = store.load().unwrap();
+        // Importing again changes no id; the server id stays.
+        let server = store.server_id().unwrap();
+        let (new, updated) = store.import(&generated.documents).unwrap();
+        assert_eq!((new, updated), (0, generated.documents.len()));
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.server_id().unwrap(), server);
+        let again = store.load().unwrap();
+        assert_eq!(first.len(), again.len());
+        for r in first.revisions() {
+            let s = again
+                .by_identity(r.update_id, r.revision_number)
+                .expect("still there");
+            assert_eq!(s.id, r.id);
+            assert_eq!(s.fragments, r.fragments);
+        }
+        // Categories, classifications and detectoids are revisions too.
+        let kinds = |t| {
+            again
+                .revisions()
+                .iter()
+                .filter(|r| r.update_type == t)
+                .count()
+        };
+        assert_eq!(kinds(UpdateType::Category), generated.categories);
+        assert_eq!(kinds(UpdateType::Detectoid), generated.detectoids);
+        // The latest revision of a twice-revised update is the 101.
+        let twice = again
+            .revisions()
+            .iter()
+            .find(|r| r.revision_number == 101)
+            .expect("a second revision");
+        assert_eq!(again.latest(twice.update_id).map(|r| r.id), Some(twice.id));
+        // Bundles resolve their members; members are leaves, categories are not.
+        let bundle = again
+            .revisions()
+            .iter()
+            .find(|r| !r.bundled.is_empty())
+            .expect("a bundle");
+        assert!(bundle.bundled.iter().all(|m| again.revision(*m).is_some()));
+        assert!(
+            again
+                .revisions()
+                .iter()
+                .filter(|r| r.update_type == UpdateType::Category)
+                .any(|r| !r.is_leaf)
+        );
+    }
+
+    #[test]
+    fn groups_and_approvals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let id = store.add_group("Branch Servers", None).unwrap();
+        assert!(
+            store.add_group("branch servers", None).is_err(),
+            "names are unique"
+        );
+        assert_eq!(store.group_id("BRANCH SERVERS").unwrap(), id);
+        assert!(matches!(
+            store.group_id("nope"),
+            Err(CatalogError::Unknown(_))
+        ));
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/updates/d-software.xml"
+        ))
+        .unwrap();
+        store.import(&[doc]).unwrap();
+        let rev = store
+            .revisions_of(Guid::parse("11111111-aaaa-4bbb-8ccc-000000000004").unwrap())
+            .unwrap();
+        assert_eq!(rev.len(), 1);
+        store.approve(&rev, id, Action::Install, None, 100).unwrap();
+        store
+            .approve(&rev, id, Action::Uninstall, Some(500), 200)
+            .unwrap();
+        let catalog = store.load().unwrap();
+        assert_eq!(catalog.deployments.len(), 1, "one deployment per pair");
+        let d = &catalog.deployments[0];
+        assert_eq!(
+            (d.action, d.deadline, d.last_change),
+            (Action::Uninstall, Some(500), 200)
+        );
+        let group = catalog.group(id).unwrap();
+        assert_eq!(group.parent, Some(ALL_COMPUTERS));
+        assert!(
+            catalog
+                .group(UNASSIGNED_COMPUTERS)
+                .is_some_and(|g| g.builtin)
+        );
+    }
+}
