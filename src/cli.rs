@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+use crate::catalog::store::Store;
+use crate::catalog::{Action, CatalogError, Guid};
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Config, ConfigError};
 use crate::content::{self, path::ContentPath};
@@ -40,8 +42,46 @@ pub enum Command {
         /// The file to check (or --config FILE).
         file: Option<PathBuf>,
     },
-    /// Put every file of DIR into the content store under its SHA-1, so this node serves it.
-    Import { dir: PathBuf },
+    /// Import a catalog: DIR/updates/*.xml (update documents) and DIR/content/** (payloads);
+    /// a DIR without those folders is all payloads. Or --generate N: a synthetic catalog.
+    Import {
+        /// The folder to import (not with --generate).
+        #[arg(required_unless_present = "generate", conflicts_with = "generate")]
+        dir: Option<PathBuf>,
+        /// Generate a synthetic catalog of N software updates (with categories, detectoids
+        /// and payload files).
+        #[arg(long, value_name = "N")]
+        generate: Option<usize>,
+        /// The most the generated payload files add up to, e.g. "1GiB".
+        #[arg(long, default_value = "1GiB", requires = "generate")]
+        payload_bytes: String,
+        /// Seed of the generated catalog (the same seed gives the same catalog).
+        #[arg(long, default_value_t = 1, requires = "generate")]
+        seed: u64,
+    },
+    /// Approve updates for a target group (a root's deployments).
+    Approve {
+        /// The UpdateID (GUID) of an update to approve; repeat for several.
+        #[arg(long = "update", value_name = "GUID", required_unless_present = "all")]
+        updates: Vec<String>,
+        /// Every update that can be approved on its own (explicitly deployable software).
+        #[arg(long, conflicts_with = "updates")]
+        all: bool,
+        /// The target group, e.g. "All Computers".
+        #[arg(long)]
+        group: String,
+        /// install, optional, uninstall or block.
+        #[arg(long, default_value = "install")]
+        action: String,
+        /// Install by this time (xs:dateTime, e.g. 2026-12-24T18:00:00Z).
+        #[arg(long)]
+        deadline: Option<String>,
+    },
+    /// Manage target groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Start a root and a branch on loopback, drive simulated Delivery Optimization downloads
     /// through the branch, and print what happened.
     Demo {
@@ -80,6 +120,16 @@ pub enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Add a target group (under All Computers unless --parent names another).
+    Add {
+        name: String,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+}
+
 pub enum Exit {
     Ok = 0,
     Failure = 1,
@@ -94,8 +144,58 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
             Some(config) => serve(config).await,
             None => Exit::Usage,
         },
-        Command::Import { dir } => match load(cli.config.as_deref(), &env) {
-            Some(config) => import(&config, &dir).await,
+        Command::Import {
+            dir,
+            generate,
+            payload_bytes,
+            seed,
+        } => match load(cli.config.as_deref(), &env) {
+            Some(config) => match (dir, generate) {
+                (Some(dir), None) => import(&config, &dir).await,
+                (_, Some(n)) => match crate::config::units::parse_bytes(&payload_bytes) {
+                    Ok(budget) => report(generate_catalog(&config, n, budget, seed).await),
+                    Err(e) => {
+                        eprintln!("wsus-edge import: --payload-bytes: {e}");
+                        Exit::Usage
+                    }
+                },
+                (None, None) => Exit::Usage,
+            },
+            None => Exit::Usage,
+        },
+        Command::Approve {
+            updates,
+            all,
+            group,
+            action,
+            deadline,
+        } => match load(cli.config.as_deref(), &env) {
+            Some(config) => {
+                approve(&config, &updates, all, &group, &action, deadline.as_deref()).await
+            }
+            None => Exit::Usage,
+        },
+        Command::Group {
+            command: GroupCommand::Add { name, parent },
+        } => match load(cli.config.as_deref(), &env) {
+            Some(config) => {
+                let data_dir = config.node.data_dir.clone();
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let mut store = Store::open(&data_dir)?;
+                    store
+                        .add_group(&name, parent.as_deref())
+                        .map(|id| (name, id))
+                })
+                .await;
+                match outcome {
+                    Ok(Ok((name, id))) => {
+                        println!("target group {name:?} added ({id})");
+                        Exit::Ok
+                    }
+                    Ok(Err(e)) => catalog_failure(e),
+                    Err(e) => report(Err(Error::internal(Kind::Io, e.to_string()))),
+                }
+            }
             None => Exit::Usage,
         },
         Command::Demo {
@@ -347,24 +447,205 @@ async fn wait_for_signal() {
     }
 }
 
+/// A catalog error: a usage problem when it names something wrong, else a failure.
+fn catalog_failure(e: CatalogError) -> Exit {
+    eprintln!("wsus-edge: {e}");
+    match e {
+        CatalogError::Unknown(_) | CatalogError::Document(_) => Exit::Usage,
+        CatalogError::Store(_) => Exit::Failure,
+    }
+}
+
+/// What an import did, whatever it imported.
+#[derive(Default)]
+struct Imported {
+    content: Option<content::ImportReport>,
+    documents: usize,
+    new_revisions: usize,
+}
+
+/// Import `DIR/updates/*.xml` into the catalog and `DIR/content` (or all of DIR) into the
+/// content store. Blocking.
+fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
+    let updates = dir.join("updates");
+    let payloads = dir.join("content");
+    let mut out = Imported::default();
+    if updates.is_dir() {
+        let mut docs = Vec::new();
+        let mut names: Vec<_> = std::fs::read_dir(&updates)
+            .map_err(|e| Error::io(format!("reading {}", updates.display()), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("xml")))
+            .collect();
+        names.sort();
+        for path in names {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            // Name the file that does not parse: the store's error would not.
+            crate::catalog::update::parse(&text)
+                .map_err(|e| Error::internal(Kind::Config, format!("{}: {e}", path.display())))?;
+            docs.push(text);
+        }
+        let mut store =
+            Store::open(data_dir).map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        let (new, _) = store
+            .import(&docs)
+            .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        out.documents = docs.len();
+        out.new_revisions = new;
+    }
+    let content_dir = if payloads.is_dir() {
+        Some(payloads)
+    } else if updates.is_dir() {
+        None
+    } else {
+        Some(dir.to_path_buf())
+    };
+    if let Some(content_dir) = content_dir {
+        out.content = Some(content::import_dir(data_dir, &content_dir)?);
+    }
+    Ok(out)
+}
+
+fn print_import(config: &Config, imported: &Imported, started: Instant) {
+    if imported.documents > 0 {
+        println!(
+            "imported {} update documents ({} new revisions) into {}",
+            imported.documents,
+            imported.new_revisions,
+            config.node.data_dir.join("state.db").display()
+        );
+    }
+    if let Some(r) = &imported.content {
+        println!(
+            "imported {} files ({} new, {}) into {}",
+            r.files,
+            r.new,
+            format_bytes(r.bytes),
+            config.node.data_dir.display()
+        );
+    }
+    println!("in {}", format_duration(started.elapsed()));
+}
+
 async fn import(config: &Config, dir: &Path) -> Exit {
     let (data_dir, dir) = (config.node.data_dir.clone(), dir.to_path_buf());
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || content::import_dir(&data_dir, &dir)).await;
-    match result {
-        Ok(Ok(r)) => {
-            println!(
-                "imported {} files ({} new, {}) into {} in {}",
-                r.files,
-                r.new,
-                format_bytes(r.bytes),
-                config.node.data_dir.display(),
-                format_duration(started.elapsed())
-            );
+    match tokio::task::spawn_blocking(move || import_blocking(&data_dir, &dir)).await {
+        Ok(Ok(imported)) => {
+            print_import(config, &imported, started);
             Exit::Ok
         }
         Ok(Err(e)) => report(Err(e)),
         Err(e) => report(Err(Error::internal(Kind::Io, format!("import task: {e}")))),
+    }
+}
+
+/// Write a synthetic catalog of `n` updates into the node.
+async fn generate_catalog(config: &Config, n: usize, budget: u64, seed: u64) -> Result<(), Error> {
+    let data_dir = config.node.data_dir.clone();
+    let started = Instant::now();
+    let (imported, generated) = tokio::task::spawn_blocking(move || {
+        let work = data_dir
+            .join("tmp")
+            .join(format!("generate-{}", std::process::id()));
+        let content_dir = work.join("content");
+        let updates = work.join("updates");
+        std::fs::create_dir_all(&content_dir)
+            .map_err(|e| Error::io("creating a work folder", e))?;
+        std::fs::create_dir_all(&updates).map_err(|e| Error::io("creating a work folder", e))?;
+        let generated = crate::catalog::generate::generate(n, seed, budget, &content_dir)
+            .map_err(|e| Error::io("writing payloads", e))?;
+        for (i, doc) in generated.documents.iter().enumerate() {
+            std::fs::write(updates.join(format!("{i:06}.xml")), doc)
+                .map_err(|e| Error::io("writing update documents", e))?;
+        }
+        let imported = import_blocking(&data_dir, &work);
+        let _ = std::fs::remove_dir_all(&work);
+        Ok::<_, Error>((imported?, generated))
+    })
+    .await
+    .map_err(|e| Error::internal(Kind::Io, format!("generate task: {e}")))??;
+    println!(
+        "generated {} software updates ({} deployable), {} categories, {} detectoids, {} of payloads",
+        generated.software,
+        generated.deployable.len(),
+        generated.categories,
+        generated.detectoids,
+        format_bytes(generated.payload_bytes)
+    );
+    print_import(config, &imported, started);
+    Ok(())
+}
+
+async fn approve(
+    config: &Config,
+    updates: &[String],
+    all: bool,
+    group: &str,
+    action: &str,
+    deadline: Option<&str>,
+) -> Exit {
+    let Some(action) = Action::parse_approval(action) else {
+        eprintln!("wsus-edge approve: --action {action:?}: install, optional, uninstall or block");
+        return Exit::Usage;
+    };
+    let deadline = match deadline.map(crate::soap::xsd::parse_datetime) {
+        Some(None) => {
+            eprintln!("wsus-edge approve: --deadline: an xs:dateTime, e.g. 2026-12-24T18:00:00Z");
+            return Exit::Usage;
+        }
+        Some(Some(t)) => Some(t),
+        None => None,
+    };
+    let mut ids = Vec::new();
+    for u in updates {
+        match Guid::parse(u) {
+            Some(g) => ids.push(g),
+            None => {
+                eprintln!("wsus-edge approve: --update {u:?} is not a GUID");
+                return Exit::Usage;
+            }
+        }
+    }
+    let data_dir = config.node.data_dir.clone();
+    let group = group.to_owned();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&data_dir)?;
+        let group_id = store.group_id(&group)?;
+        let catalog = store.load()?;
+        let revisions: Vec<u32> = if all {
+            catalog
+                .revisions()
+                .iter()
+                .filter(|r| {
+                    r.update_type == crate::catalog::UpdateType::Software && r.explicitly_deployable
+                })
+                .filter(|r| catalog.latest(r.update_id).is_some_and(|l| l.id == r.id))
+                .map(|r| r.id)
+                .collect()
+        } else {
+            ids.iter()
+                .map(|id| {
+                    catalog
+                        .latest(*id)
+                        .map(|r| r.id)
+                        .ok_or_else(|| CatalogError::Unknown(format!("update {id}")))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        let now = crate::catalog::store::unix_now();
+        store.approve(&revisions, group_id, action, deadline, now)?;
+        Ok::<_, CatalogError>((revisions.len(), group))
+    })
+    .await;
+    match outcome {
+        Ok(Ok((n, group))) => {
+            println!("approved {n} updates for {group:?} ({})", action.as_str());
+            Exit::Ok
+        }
+        Ok(Err(e)) => catalog_failure(e),
+        Err(e) => report(Err(Error::internal(Kind::Io, e.to_string()))),
     }
 }
 

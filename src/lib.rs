@@ -31,6 +31,7 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod metrics;
+pub mod report;
 pub mod server;
 pub mod simulate;
 pub mod soap;

@@ -311,9 +311,10 @@ pub fn generate(n: usize, seed: u64, budget: u64, dir: &Path) -> io::Result<Gene
                  </upd:AtLeastOne><upd:AtLeastOne IsCategory=\"true\">\
                  <upd:UpdateIdentity UpdateID=\"{classification}\" /></upd:AtLeastOne>"
             );
-            // A servicing-stack style chain: some updates need the one before them (never a
-            // bundle member: those are not deployable on their own).
-            if i % 10 == 7 && !member[i - 1] {
+            // A servicing-stack style chain: some standalone updates need the one before them
+            // (never with bundle members on either side, so that a bundle's members are always
+            // deliverable with it).
+            if i % 10 == 7 && !member[i - 1] && !member[i] {
                 let _ = write!(d, "<upd:UpdateIdentity UpdateID=\"{}\" />", ids[i - 1]);
             }
             d.push_str("</upd:Prerequisites>");

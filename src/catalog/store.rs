@@ -363,8 +363,17 @@ impl Store {
         Ok(ids)
     }
 
+    /// The configuration clients see changed: a new LastChange, later than the one before even
+    /// within the same second (clients compare it for equality).
     fn touch_config(&self) -> Result<(), CatalogError> {
-        self.set_meta("config_last_change", &unix_now().to_string())
+        let before: i64 = self
+            .meta("config_last_change")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        self.set_meta(
+            "config_last_change",
+            &unix_now().max(before + 1).to_string(),
+        )
     }
 
     /// Everything clients are served from, in memory.

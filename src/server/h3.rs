@@ -13,7 +13,7 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{App, Role, route};
+use super::{App, Listener, Role, route};
 use crate::error::{Error, Kind, Result};
 
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
@@ -98,9 +98,22 @@ async fn connection(conn: quinn::Connection, app: Arc<App>, mut shutdown: watch:
     while requests.join_next().await.is_some() {}
 }
 
-async fn respond(app: &App, request: http::Request<()>, mut stream: RequestStream) {
+async fn respond(app: &App, request: http::Request<()>, stream: RequestStream) {
     let (parts, ()) = request.into_parts();
-    let response = route(app, Role::Clients, &parts).await;
+    let (mut stream, recv) = stream.split();
+    let frames = futures_util::stream::unfold(recv, |mut recv| async move {
+        match recv.recv_data().await {
+            Ok(Some(mut buf)) => {
+                let n = bytes::Buf::remaining(&buf);
+                let data = bytes::Buf::copy_to_bytes(&mut buf, n);
+                Some((Ok(http_body::Frame::data(data)), recv))
+            }
+            Ok(None) => None,
+            Err(e) => Some((Err(Box::new(e) as crate::upstream::BoxError), recv)),
+        }
+    });
+    let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+    let response = route(app, Role::Clients, Listener::Tls, &parts, body).await;
     let (head, mut body) = response.into_parts();
     if stream
         .send_response(http::Response::from_parts(head, ()))

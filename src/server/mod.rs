@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,7 +27,8 @@ use crate::content::response::{self, Body};
 use crate::content::{self, Store};
 use crate::error::{Error, Kind, Result};
 use crate::metrics::Metrics;
-use crate::upstream::{self, Upstream};
+use crate::upstream::{self, BoxError, Upstream};
+use crate::wusp;
 
 mod h3;
 
@@ -34,6 +36,8 @@ mod h3;
 pub struct App {
     pub name: String,
     pub store: Store,
+    /// The client protocol (SOAP), answered from the catalog.
+    pub wusp: Arc<wusp::Service>,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<Arc<Upstream>>,
     pub started: Instant,
@@ -104,6 +108,15 @@ pub async fn start(config: &Config) -> Result<Running> {
     )
     .await?;
 
+    let wusp = {
+        let data_dir = config.node.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            wusp::Service::open(&data_dir, wusp::Settings::default())
+        })
+        .await
+        .map_err(|e| Error::internal(Kind::Io, format!("opening state.db: {e}")))?
+        .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
+    };
     let bind = |addr: SocketAddr, key: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {
             Error::internal(Kind::Config, format!("listen.{key} {addr}: cannot bind"))
@@ -149,6 +162,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     let app = Arc::new(App {
         name: config.node.name.clone(),
         store: store.clone(),
+        wusp: Arc::new(wusp),
         metrics,
         upstream,
         started: Instant::now(),
@@ -157,6 +171,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    tasks.spawn(reload_catalog(app.wusp.clone(), shutdown_rx.clone()));
     let maintenance = store.spawn_maintenance();
     {
         let mut rx = shutdown_rx.clone();
@@ -258,12 +273,16 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let alt_svc = alt_svc.clone();
+        let tls_listener = tls.is_some();
         let service = service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             let alt_svc = alt_svc.clone();
+            let tls = tls_listener;
             async move {
-                let (parts, _body) = req.into_parts();
-                let mut response = route(&app, role, &parts).await;
+                let (parts, body) = req.into_parts();
+                let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+                let listener = if tls { Listener::Tls } else { Listener::Plain };
+                let mut response = route(&app, role, listener, &parts, body).await;
                 if let Some(v) = alt_svc {
                     response.headers_mut().insert(http::header::ALT_SVC, v);
                 }
@@ -299,8 +318,26 @@ async fn accept_loop(
     graceful.shutdown().await;
 }
 
+/// How a request reached the node: content URLs handed to clients always point at the plain
+/// HTTP listener (as WSUS does: content is integrity-checked by digest, not by TLS).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Listener {
+    Plain,
+    /// HTTPS or HTTP/3.
+    Tls,
+}
+
+/// A request body from any transport.
+pub type RequestBody = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
 /// One request, whichever listener and protocol it came by.
-async fn route(app: &App, role: Role, parts: &http::request::Parts) -> Response<Body> {
+async fn route(
+    app: &App,
+    role: Role,
+    listener: Listener,
+    parts: &http::request::Parts,
+    body: RequestBody,
+) -> Response<Body> {
     let path = parts.uri.path();
     let (class, response) = match role {
         Role::Admin => ("admin", admin::respond(app, &parts.method, path).await),
@@ -308,8 +345,124 @@ async fn route(app: &App, role: Role, parts: &http::request::Parts) -> Response<
             "content",
             response::respond(&app.store, &parts.method, path, &parts.headers).await,
         ),
-        Role::Clients => ("other", response::text(StatusCode::NOT_FOUND, "not found")),
+        Role::Clients => match wusp::Endpoint::from_path(path) {
+            Some(endpoint) => ("soap", soap(app, endpoint, listener, parts, body).await),
+            None => ("other", response::text(StatusCode::NOT_FOUND, "not found")),
+        },
     };
     app.metrics.request(class, response.status().as_u16());
     response
+}
+
+/// A SOAP call of the client protocol: the body read under the service's limit, the answer
+/// as the service gives it.
+async fn soap(
+    app: &App,
+    endpoint: wusp::Endpoint,
+    listener: Listener,
+    parts: &http::request::Parts,
+    mut body: RequestBody,
+) -> Response<Body> {
+    if parts.method != http::Method::POST {
+        let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "SOAP services take POST");
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let limit = app.wusp.max_body();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let reply = if declared.is_some_and(|n| n > limit as u64) {
+        wusp::oversized(endpoint, limit)
+    } else {
+        let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        let mut too_large = false;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            let Ok(frame) = frame else {
+                return response::text(StatusCode::BAD_REQUEST, "request body broken");
+            };
+            if let Ok(data) = frame.into_data() {
+                if bytes.len() + data.len() > limit {
+                    too_large = true;
+                    break;
+                }
+                bytes.extend_from_slice(&data);
+            }
+        }
+        if too_large {
+            wusp::oversized(endpoint, limit)
+        } else {
+            let content_base = content_base(app, listener, parts);
+            let action = parts
+                .headers
+                .get("soapaction")
+                .and_then(|v| v.to_str().ok());
+            app.wusp
+                .call(wusp::Call {
+                    endpoint,
+                    action,
+                    body: &bytes,
+                    content_base: &content_base,
+                    now: crate::catalog::store::unix_now(),
+                })
+                .await
+        }
+    };
+    tracing::debug!(target: "wsus_edge::soap", operation = %reply.operation,
+        status = reply.status, fault = ?reply.fault.map(|f| f.as_str()));
+    let mut r = Response::new(response::full_body(reply.body));
+    *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(reply.content_type),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("private"),
+    );
+    r
+}
+
+/// `http://host:port` of the plain HTTP listener, as the client reaches this node.
+fn content_base(app: &App, listener: Listener, parts: &http::request::Parts) -> String {
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .filter(|h| !h.is_empty() && h.len() < 256 && !h.contains(['/', ' ', '@']));
+    let http_port = app.listen.http.port();
+    match (host, listener) {
+        (Some(host), Listener::Plain) => format!("http://{host}"),
+        (Some(host), Listener::Tls) => {
+            let name = match host.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+                _ => host,
+            };
+            format!("http://{name}:{http_port}")
+        }
+        (None, _) => format!("http://{}", app.listen.http),
+    }
+}
+
+/// Take a new catalog into service when state.db changed (an import, an approval, a sync).
+async fn reload_catalog(wusp: Arc<wusp::Service>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let service = wusp.clone();
+        match tokio::task::spawn_blocking(move || service.reload_if_changed()).await {
+            Ok(Ok(true)) => tracing::info!("catalog reloaded"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "reloading the catalog failed"),
+            Err(e) => tracing::warn!(error = %e, "reloading the catalog failed"),
+        }
+    }
 }

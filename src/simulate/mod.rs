@@ -28,6 +28,7 @@ use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
 
 pub mod wan;
+pub mod wua;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 

@@ -15,6 +15,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use quick_xml::XmlVersion;
+pub mod xsd;
+
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;

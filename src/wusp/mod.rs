@@ -1,6 +1,348 @@
 //! The client protocol (MS-WUSP): the SimpleAuth, Client and Reporting web services Windows
-//! Update Agents call, answered from the local catalog.
+//! Update Agents call, answered from the local catalog, as a WSUS server answers them.
 //!
-//! Owns: cookies ([`cookie`]). May call: `soap`, `catalog`, `error`.
+//! A request is a SOAP body and the service it was posted to; the answer is a SOAP envelope and
+//! an HTTP status (500 for faults, as ASP.NET web services send them). Every fault carries the
+//! protocol's ErrorCode, Message, ID and Method. The server keeps no session per client: what it
+//! must remember of one travels in the cookie ([`cookie`]), except whether the computer
+//! registered (the `report` journal).
+//!
+//! Owns: request parsing and response writing of the three services, the handlers. May call:
+//! `soap`, `catalog`, `report`, `error`. Knows no socket: the server hands it bytes.
 
 pub mod cookie;
+mod handlers;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::catalog::scope::Offer;
+use crate::catalog::store::Store;
+use crate::catalog::{Catalog, CatalogError, Guid};
+use crate::report::Journal;
+use crate::soap::{self, Limits, Version};
+use cookie::Sealer;
+
+pub const CLIENT_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+pub const SIMPLE_AUTH_NS: &str =
+    "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService";
+pub const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
+
+/// The three services and where clients find them (paths compared case-insensitively; the
+/// Reporting service answers under both spellings in circulation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    SimpleAuth,
+    Client,
+    Reporting,
+}
+
+impl Endpoint {
+    pub fn from_path(path: &str) -> Option<Endpoint> {
+        let p = path.to_ascii_lowercase();
+        match p.trim_end_matches('/') {
+            "/clientwebservice/client.asmx" => Some(Endpoint::Client),
+            "/simpleauthwebservice/simpleauth.asmx" => Some(Endpoint::SimpleAuth),
+            "/reportingwebservice/reportingwebservice.asmx"
+            | "/reportingwebservice/webservice.asmx" => Some(Endpoint::Reporting),
+            _ => None,
+        }
+    }
+
+    pub fn namespace(self) -> &'static str {
+        match self {
+            Endpoint::Client => CLIENT_NS,
+            Endpoint::SimpleAuth => SIMPLE_AUTH_NS,
+            Endpoint::Reporting => REPORTING_NS,
+        }
+    }
+}
+
+/// What a node's client protocol is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a client cookie is good for (WSUS: one hour).
+    pub cookie_lifetime: i64,
+    /// NewUpdates per SyncUpdates page.
+    pub page_size: usize,
+    /// GetConfig's MaxExtendedUpdatesPerRequest.
+    pub max_extended: usize,
+    /// Largest InstalledNonLeafUpdateIDs list accepted (WSUS: 400).
+    pub max_installed: usize,
+    pub limits: Limits,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            cookie_lifetime: 3600,
+            page_size: 200,
+            max_extended: 50,
+            max_installed: 400,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The protocol's fault codes (MS-WUSP §2.2.2.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidCookie,
+    ConfigChanged,
+    RegistrationRequired,
+    ServerChanged,
+    InternalServerError,
+    CookieExpired,
+    InvalidParameters,
+    InvalidAuthorizationCookie,
+    RegistrationNotRequired,
+    ServerBusy,
+    FileLocationChanged,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidCookie => "InvalidCookie",
+            ErrorCode::ConfigChanged => "ConfigChanged",
+            ErrorCode::RegistrationRequired => "RegistrationRequired",
+            ErrorCode::ServerChanged => "ServerChanged",
+            ErrorCode::InternalServerError => "InternalServerError",
+            ErrorCode::CookieExpired => "CookieExpired",
+            ErrorCode::InvalidParameters => "InvalidParameters",
+            ErrorCode::InvalidAuthorizationCookie => "InvalidAuthorizationCookie",
+            ErrorCode::RegistrationNotRequired => "RegistrationNotRequired",
+            ErrorCode::ServerBusy => "ServerBusy",
+            ErrorCode::FileLocationChanged => "FileLocationChanged",
+        }
+    }
+}
+
+/// A protocol fault: its code and a message (for InvalidParameters, the parameter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl Fault {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Fault {
+        Fault {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(parameter: impl Into<String>) -> Fault {
+        Fault::new(ErrorCode::InvalidParameters, parameter)
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Fault {
+        Fault::new(ErrorCode::InternalServerError, e.to_string())
+    }
+}
+
+/// One call as the server received it.
+pub struct Call<'a> {
+    pub endpoint: Endpoint,
+    /// The SOAPAction header (or the SOAP 1.2 action parameter), quotes included or not.
+    pub action: Option<&'a str>,
+    pub body: &'a [u8],
+    /// `http://host:port` content URLs are made from (the content listener as the client
+    /// reached this node).
+    pub content_base: &'a str,
+    /// Seconds since the epoch.
+    pub now: i64,
+}
+
+/// The HTTP answer to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// The operation answered (or faulted), for logs and metrics.
+    pub operation: String,
+    pub fault: Option<ErrorCode>,
+}
+
+/// What a computer's groups may see, by revision id.
+type Scope = Arc<HashMap<u32, Offer>>;
+
+struct Loaded {
+    catalog: Arc<Catalog>,
+    version: i64,
+    /// Scopes by the set of groups they were computed for.
+    scopes: Mutex<HashMap<Vec<Guid>, Scope>>,
+}
+
+/// The client protocol of one node.
+pub struct Service {
+    settings: Settings,
+    sealer: Sealer,
+    server_id: Guid,
+    loaded: RwLock<Arc<Loaded>>,
+    store: Mutex<Store>,
+    journal: Mutex<Journal>,
+    registered: RwLock<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+impl Service {
+    /// Open the catalog, the journal and the cookie key of `data_dir` (blocking).
+    pub fn open(data_dir: &Path, settings: Settings) -> Result<Service, CatalogError> {
+        let store = Store::open(data_dir)?;
+        let journal = Journal::open(data_dir)?;
+        let sealer =
+            Sealer::open(data_dir).map_err(|e| CatalogError::Store(format!("cookie key: {e}")))?;
+        let server_id = store.server_id()?;
+        let version = store.data_version()?;
+        let catalog = Arc::new(store.load()?);
+        let registered = journal.registered()?;
+        Ok(Service {
+            settings,
+            sealer,
+            server_id,
+            loaded: RwLock::new(Arc::new(Loaded {
+                catalog,
+                version,
+                scopes: Mutex::new(HashMap::new()),
+            })),
+            store: Mutex::new(store),
+            journal: Mutex::new(journal),
+            registered: RwLock::new(registered),
+        })
+    }
+
+    /// The most a request body may be.
+    pub fn max_body(&self) -> usize {
+        self.settings.limits.max_bytes
+    }
+
+    fn loaded(&self) -> Arc<Loaded> {
+        match self.loaded.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// The catalog requests are answered from now.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.loaded().catalog.clone()
+    }
+
+    /// Load the catalog again if another process (an import, an approval) changed state.db.
+    /// Blocking. True when a new catalog is in service.
+    pub fn reload_if_changed(&self) -> Result<bool, CatalogError> {
+        let store = lock(&self.store);
+        let version = store.data_version()?;
+        if version == self.loaded().version {
+            return Ok(false);
+        }
+        let catalog = Arc::new(store.load()?);
+        let fresh = Arc::new(Loaded {
+            catalog,
+            version,
+            scopes: Mutex::new(HashMap::new()),
+        });
+        match self.loaded.write() {
+            Ok(mut g) => *g = fresh,
+            Err(p) => *p.into_inner() = fresh,
+        }
+        Ok(true)
+    }
+
+    /// What a computer in `groups` may see (cached per group set and catalog).
+    fn scope(&self, loaded: &Loaded, groups: &[Guid]) -> Scope {
+        let mut key = groups.to_vec();
+        key.sort_unstable();
+        let mut scopes = lock(&loaded.scopes);
+        if let Some(s) = scopes.get(&key) {
+            return s.clone();
+        }
+        let s = Arc::new(crate::catalog::scope::scope(&loaded.catalog, &key));
+        if scopes.len() > 1024 {
+            scopes.clear();
+        }
+        scopes.insert(key, s.clone());
+        s
+    }
+
+    /// Answer one call.
+    pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Reply {
+        let envelope = match soap::parse(call.body, &self.settings.limits) {
+            Ok(e) => e,
+            Err(e) => {
+                // Not a usable SOAP request: a fault in SOAP 1.1 (the version of every client).
+                return fault_reply(
+                    Version::Soap11,
+                    call.endpoint,
+                    "(unparsed)",
+                    &Fault::invalid(e.to_string()),
+                );
+            }
+        };
+        let version = envelope.version;
+        let op = envelope.operation;
+        let name = op.name.clone();
+        if op.ns.as_deref() != Some(call.endpoint.namespace()) {
+            return fault_reply(
+                version,
+                call.endpoint,
+                &name,
+                &Fault::invalid(format!("{name} is not an operation of this service")),
+            );
+        }
+        let result = handlers::dispatch(self, call.endpoint, &op, &call).await;
+        match result {
+            Ok(body) => Reply {
+                status: 200,
+                content_type: version.content_type(),
+                body: soap::envelope(version, &body),
+                operation: name,
+                fault: None,
+            },
+            Err(fault) => fault_reply(version, call.endpoint, &name, &fault),
+        }
+    }
+}
+
+/// The fault for a request body over the limit, sent without reading the body.
+pub fn oversized(endpoint: Endpoint, limit: usize) -> Reply {
+    fault_reply(
+        Version::Soap11,
+        endpoint,
+        "(unparsed)",
+        &Fault::invalid(format!("request body over {limit} bytes")),
+    )
+}
+
+fn fault_reply(version: Version, endpoint: Endpoint, operation: &str, fault: &Fault) -> Reply {
+    let ns = match endpoint {
+        Endpoint::Reporting => REPORTING_NS.to_owned(),
+        other => other.namespace().to_owned(),
+    };
+    let mut detail = String::new();
+    soap::text_element(&mut detail, "ErrorCode", fault.code.as_str());
+    soap::text_element(&mut detail, "Message", &fault.message);
+    soap::text_element(&mut detail, "ID", &Guid::random().to_string());
+    soap::text_element(&mut detail, "Method", &format!("\"{ns}/{operation}\""));
+    let code = match fault.code {
+        ErrorCode::InternalServerError | ErrorCode::ServerBusy => soap::FaultCode::Server,
+        _ => soap::FaultCode::Client,
+    };
+    Reply {
+        status: 500,
+        content_type: version.content_type(),
+        body: soap::fault(version, code, "Fault occurred", Some(&detail)),
+        operation: operation.to_owned(),
+        fault: Some(fault.code),
+    }
+}

@@ -499,6 +499,41 @@ impl std::io::Write for Tee {
     }
 }
 
+/// A root whose catalog was generated (60 updates) with approvals: the first four deployable
+/// updates for All Computers, the next six for "Ring 1". Returns the node and the update ids
+/// each approval set holds.
+pub async fn catalog_root(
+    dir: &Path,
+) -> (
+    Running,
+    Vec<wsus_edge::catalog::Guid>,
+    Vec<wsus_edge::catalog::Guid>,
+) {
+    let data = dir.join("root");
+    let payloads = dir.join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    use wsus_edge::catalog::store::Store;
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action, Guid, generate};
+    let g = generate::generate(60, 11, 24 << 20, &payloads).unwrap();
+    wsus_edge::content::import_dir(&data, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&g.documents).unwrap();
+    let ring = store.add_group("Ring 1", None).unwrap();
+    let latest = |store: &Store, id: &Guid| *store.revisions_of(*id).unwrap().last().unwrap();
+    let (all, ringed) = (g.deployable[..4].to_vec(), g.deployable[4..10].to_vec());
+    let revs: Vec<u32> = all.iter().map(|id| latest(&store, id)).collect();
+    store
+        .approve(&revs, ALL_COMPUTERS, Action::Install, None, 1_000)
+        .unwrap();
+    let revs: Vec<u32> = ringed.iter().map(|id| latest(&store, id)).collect();
+    store
+        .approve(&revs, ring, Action::Install, None, 2_000)
+        .unwrap();
+    drop(store);
+    let node = start(&node_config(&data, None, "", "")).await;
+    (node, all, ringed)
+}
+
 /// How many log lines there are so far: with [`logged_since`], what came after.
 pub fn log_mark() -> usize {
     String::from_utf8_lossy(&LOGGED.lock().unwrap())

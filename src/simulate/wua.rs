@@ -1,0 +1,590 @@
+//! A simulated Windows Update Agent: the scan sequence of a real client against a node's client
+//! protocol (GetConfig, GetAuthorizationCookie, GetCookie, RegisterComputer, SyncUpdates until
+//! nothing is new, the driver pass, GetExtendedUpdateInfo), local evaluation good enough to walk
+//! prerequisites, then Delivery Optimization downloads of what it was told to install, checked
+//! against their SHA-1, and the events a client reports.
+//!
+//! A client only: it writes requests and reads responses with the `soap` codecs and speaks HTTP;
+//! it never calls a handler. Requests look like the captured Windows 11 ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::{Download, HttpClient, Options, SplitMix, delivery_optimization};
+use crate::catalog::{Guid, base64_decode};
+use crate::content::path::Digest;
+use crate::error::{Error, Kind, Result};
+use crate::soap::xsd::format_datetime;
+use crate::soap::{self, Element, Limits};
+
+const CLIENT: &str = "/ClientWebService/client.asmx";
+const SIMPLE_AUTH: &str = "/SimpleAuthWebService/SimpleAuth.asmx";
+const REPORTING: &str = "/ReportingWebService/ReportingWebService.asmx";
+const CLIENT_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+const AUTH_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/SimpleAuthWebService";
+const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
+const AGENT: &str = "Windows-Update-Agent/1507.2601.30012.0 Client-Protocol/2.90";
+
+pub type SoapClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn soap_client() -> SoapClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build(connector)
+}
+
+/// Who the simulated computer is.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub client_id: String,
+    pub dns_name: String,
+    /// Client-side targeting ("Ring 1"), or none.
+    pub target_group: Option<String>,
+    /// Seeds which detectoids evaluate as installed: a detectoid is installed unless this seed
+    /// rules it out (one in `detectoid_miss` chance each).
+    pub seed: u64,
+    pub detectoid_miss: u64,
+}
+
+impl Machine {
+    pub fn new(n: u64, target_group: Option<&str>) -> Machine {
+        let id = Guid::random();
+        Machine {
+            client_id: id.to_string(),
+            dns_name: format!("pc{n:05}.branch.example"),
+            target_group: target_group.map(str::to_owned),
+            seed: n,
+            detectoid_miss: 0,
+        }
+    }
+}
+
+/// An update the server told the client to act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offered {
+    pub revision: u32,
+    pub update_id: Guid,
+    pub revision_number: u32,
+    pub action: String,
+}
+
+/// What one scan (and its downloads and reports) did.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Everything the server sent, in order.
+    pub received: Vec<Offered>,
+    /// What it was told to install (Install / OptionalInstall).
+    pub offered: Vec<Offered>,
+    /// SyncUpdates calls (pages).
+    pub pages: usize,
+    /// (operation, latency) of every SOAP call.
+    pub calls: Vec<(&'static str, Duration)>,
+    pub files: Vec<Download>,
+    pub downloads_verified: usize,
+    pub events_reported: usize,
+    /// The HTTP-level faults seen (operation, ErrorCode).
+    pub faults: Vec<(&'static str, String)>,
+}
+
+/// A SOAP fault answer, with its ErrorCode.
+#[derive(Debug, Clone)]
+pub struct SoapFault {
+    pub operation: &'static str,
+    pub code: String,
+}
+
+impl std::fmt::Display for SoapFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} answered the fault {}", self.operation, self.code)
+    }
+}
+
+struct Session<'a> {
+    http: &'a SoapClient,
+    base: &'a str,
+    scan: Scan,
+}
+
+impl Session<'_> {
+    async fn call(
+        &mut self,
+        path: &str,
+        ns: &str,
+        operation: &'static str,
+        inner: &str,
+    ) -> Result<Element> {
+        let body = format!(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <{operation} xmlns=\"{ns}\">{inner}</{operation}></s:Body></s:Envelope>"
+        );
+        let request = Request::post(format!("{}{path}", self.base))
+            .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .header("SOAPAction", format!("\"{ns}/{operation}\""))
+            .header(http::header::USER_AGENT, AGENT)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        let started = Instant::now();
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| Error::upstream(Kind::Unavailable, operation).with_source(e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: {e}")))?
+            .to_bytes();
+        self.scan.calls.push((operation, started.elapsed()));
+        let limits = Limits {
+            max_bytes: 64 << 20,
+            ..Limits::default()
+        };
+        let envelope = soap::parse(&bytes, &limits).map_err(|e| {
+            Error::upstream(
+                Kind::BadUpstream,
+                format!("{operation}: answer is not SOAP ({e}), HTTP {status}"),
+            )
+        })?;
+        let op = envelope.operation;
+        if op.name == "Fault" {
+            let code = op
+                .child("detail")
+                .or_else(|| op.child("Detail"))
+                .and_then(|d| d.child_text("ErrorCode"))
+                .unwrap_or("(none)")
+                .to_owned();
+            self.scan.faults.push((operation, code.clone()));
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                SoapFault { operation, code }.to_string(),
+            ));
+        }
+        if status != StatusCode::OK || op.name != format!("{operation}Response") {
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                format!("{operation}: HTTP {status}, element {}", op.name),
+            ));
+        }
+        Ok(op)
+    }
+}
+
+impl Session<'_> {
+    /// GetConfig, GetAuthorizationCookie, GetCookie: a client cookie (Expiration,
+    /// EncryptedData) and the server's MaxExtendedUpdatesPerRequest.
+    async fn handshake(&mut self, machine: &Machine) -> Result<((String, String), usize)> {
+        let config = self
+            .call(
+                CLIENT,
+                CLIENT_NS,
+                "GetConfig",
+                "<protocolVersion>2.90</protocolVersion>",
+            )
+            .await?;
+        let config = config
+            .child("GetConfigResult")
+            .ok_or_else(|| Error::upstream(Kind::BadUpstream, "GetConfig without a result"))?;
+        let last_change = config.child_text("LastChange").unwrap_or("").to_owned();
+        let max_extended: usize = config
+            .child("Properties")
+            .into_iter()
+            .flat_map(|p| p.children_named("ConfigurationProperty"))
+            .find(|p| p.child_text("Name") == Some("MaxExtendedUpdatesPerRequest"))
+            .and_then(|p| p.child_text("Value")?.parse().ok())
+            .unwrap_or(50);
+        let mut inner = String::new();
+        soap::text_element(&mut inner, "clientId", &machine.client_id);
+        if let Some(group) = &machine.target_group {
+            soap::text_element(&mut inner, "targetGroupName", group);
+        }
+        soap::text_element(&mut inner, "dnsName", &machine.dns_name);
+        let auth = self
+            .call(SIMPLE_AUTH, AUTH_NS, "GetAuthorizationCookie", &inner)
+            .await?;
+        let auth_data = auth
+            .child("GetAuthorizationCookieResult")
+            .and_then(|r| r.child_text("CookieData"))
+            .unwrap_or("")
+            .to_owned();
+        let now = format_datetime(crate::catalog::store::unix_now());
+        // As a first-time client: an old cookie with only its clear Expiration.
+        let cookie = self
+            .call(
+                CLIENT,
+                CLIENT_NS,
+                "GetCookie",
+                &format!(
+                    "<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId>\
+                     <CookieData>{auth_data}</CookieData></AuthorizationCookie></authCookies>\
+                     <oldCookie><Expiration>{now}</Expiration></oldCookie>\
+                     <lastChange>{last_change}</lastChange><currentTime>{now}</currentTime>\
+                     <protocolVersion>2.90</protocolVersion>"
+                ),
+            )
+            .await?;
+        Ok((read_cookie(cookie.child("GetCookieResult"))?, max_extended))
+    }
+}
+
+fn cookie_xml(name: &str, cookie: &(String, String)) -> String {
+    format!(
+        "<{name}><Expiration>{}</Expiration><EncryptedData>{}</EncryptedData></{name}>",
+        cookie.0, cookie.1
+    )
+}
+
+fn read_cookie(e: Option<&Element>) -> Result<(String, String)> {
+    let e = e.ok_or_else(|| Error::upstream(Kind::BadUpstream, "no cookie in the answer"))?;
+    Ok((
+        e.child_text("Expiration").unwrap_or("").to_owned(),
+        e.child_text("EncryptedData").unwrap_or("").to_owned(),
+    ))
+}
+
+/// Rough evaluation of an update's core fragment, enough to walk the prerequisite graph:
+/// categories are installed; a detectoid is, unless the machine's seed rules it out; software
+/// is not (it is what the scan is for).
+fn installed(machine: &Machine, core: &str, update_id: Guid) -> bool {
+    if core.contains("UpdateType=\"Category\"") {
+        return true;
+    }
+    if core.contains("UpdateType=\"Detectoid\"") {
+        if machine.detectoid_miss == 0 {
+            return true;
+        }
+        let draw = SplitMix(machine.seed ^ update_id.0 as u64).next_u64();
+        return !draw.is_multiple_of(machine.detectoid_miss);
+    }
+    false
+}
+
+fn identity(core: &str) -> Option<(Guid, u32)> {
+    let root = soap::parse_tree(
+        format!("<f>{core}</f>").as_bytes(),
+        &Limits {
+            max_bytes: 64 << 20,
+            max_depth: 64,
+            max_elements: 2_000_000,
+        },
+    )
+    .ok()?;
+    let id = root.child("UpdateIdentity")?;
+    Some((
+        Guid::parse(id.attr("UpdateID")?)?,
+        id.attr("RevisionNumber")?.parse().ok()?,
+    ))
+}
+
+/// One full scan of `machine` against the node at `base` (`http://host:port`).
+pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Scan> {
+    let mut s = Session {
+        http,
+        base,
+        scan: Scan::default(),
+    };
+    let (mut cookie, max_extended) = s.handshake(machine).await?;
+
+    s.call(
+        CLIENT,
+        CLIENT_NS,
+        "RegisterComputer",
+        &format!(
+            "{}<computerInfo><DnsName>{}</DnsName><OSMajorVersion>10</OSMajorVersion>\
+             <OSMinorVersion>0</OSMinorVersion><OSBuildNumber>26200</OSBuildNumber>\
+             <OSServicePackMajorNumber>0</OSServicePackMajorNumber>\
+             <OSServicePackMinorNumber>0</OSServicePackMinorNumber><OSLocale>en-US</OSLocale>\
+             <ComputerManufacturer>Contoso</ComputerManufacturer><ComputerModel>Simulated\
+             </ComputerModel><BiosVersion>unknown</BiosVersion><BiosName>unknown</BiosName>\
+             <BiosReleaseDate>2022-02-02T00:00:00Z</BiosReleaseDate>\
+             <ProcessorArchitecture>AMD64</ProcessorArchitecture><SuiteMask>256</SuiteMask>\
+             <OldProductType>1</OldProductType><NewProductType>48</NewProductType>\
+             <SystemMetrics>0</SystemMetrics><ClientVersionMajorNumber>1507\
+             </ClientVersionMajorNumber><ClientVersionMinorNumber>2601\
+             </ClientVersionMinorNumber><ClientVersionBuildNumber>30012\
+             </ClientVersionBuildNumber><ClientVersionQfeNumber>0</ClientVersionQfeNumber>\
+             <OSDescription>Windows 11 Pro</OSDescription></computerInfo>",
+            cookie_xml("cookie", &cookie),
+            soap::escape_text(&machine.dns_name)
+        ),
+    )
+    .await?;
+
+    // The software pass: call until nothing new and not truncated.
+    let mut installed_ids: Vec<u32> = Vec::new();
+    let mut other_ids: Vec<u32> = Vec::new();
+    for _ in 0..500 {
+        let ids = |name: &str, list: &[u32]| {
+            if list.is_empty() {
+                return String::new();
+            }
+            let mut x = format!("<{name}>");
+            for id in list {
+                let _ = write!(x, "<int>{id}</int>");
+            }
+            let _ = write!(x, "</{name}>");
+            x
+        };
+        let answer = s
+            .call(
+                CLIENT,
+                CLIENT_NS,
+                "SyncUpdates",
+                &format!(
+                    "{}<parameters><ExpressQuery>false</ExpressQuery>{}{}\
+                     <SkipSoftwareSync>false</SkipSoftwareSync>\
+                     <NeedTwoGroupOutOfScopeUpdates>true</NeedTwoGroupOutOfScopeUpdates>\
+                     <AlsoPerformRegularSync>true</AlsoPerformRegularSync><ComputerSpec/>\
+                     </parameters>",
+                    cookie_xml("cookie", &cookie),
+                    ids("InstalledNonLeafUpdateIDs", &installed_ids),
+                    ids("OtherCachedUpdateIDs", &other_ids),
+                ),
+            )
+            .await?;
+        s.scan.pages += 1;
+        let result = answer
+            .child("SyncUpdatesResult")
+            .ok_or_else(|| Error::upstream(Kind::BadUpstream, "SyncUpdates without a result"))?;
+        cookie = read_cookie(result.child("NewCookie"))?;
+        let new: Vec<&Element> = result
+            .child("NewUpdates")
+            .map(|n| n.children_named("UpdateInfo").collect())
+            .unwrap_or_default();
+        let truncated = result.child_text("Truncated") == Some("true");
+        for gone in result
+            .child("OutOfScopeRevisionIDs")
+            .into_iter()
+            .flat_map(|o| o.children_named("int"))
+        {
+            if let Ok(id) = gone.text().parse::<u32>() {
+                installed_ids.retain(|i| *i != id);
+                other_ids.retain(|i| *i != id);
+            }
+        }
+        if new.is_empty() && !truncated {
+            break;
+        }
+        for info in new {
+            let rev: u32 = info
+                .child_text("ID")
+                .and_then(|i| i.parse().ok())
+                .ok_or_else(|| Error::upstream(Kind::BadUpstream, "UpdateInfo without ID"))?;
+            let leaf = info.child_text("IsLeaf") == Some("true");
+            let action = info
+                .child("Deployment")
+                .and_then(|d| d.child_text("Action"))
+                .ok_or_else(|| Error::upstream(Kind::BadUpstream, "UpdateInfo without Deployment"))?
+                .to_owned();
+            let core = info.child_text("Xml").unwrap_or("");
+            let (update_id, revision_number) = identity(core).ok_or_else(|| {
+                Error::upstream(Kind::BadUpstream, format!("revision {rev}: core fragment"))
+            })?;
+            let offered = Offered {
+                revision: rev,
+                update_id,
+                revision_number,
+                action: action.clone(),
+            };
+            if matches!(action.as_str(), "Install" | "OptionalInstall") {
+                s.scan.offered.push(offered.clone());
+            }
+            s.scan.received.push(offered);
+            if !leaf && installed(machine, core, update_id) {
+                installed_ids.push(rev);
+            } else {
+                other_ids.push(rev);
+            }
+        }
+    }
+    // The driver pass (this node serves no drivers; real clients ask all the same).
+    let _ = s
+        .call(
+            CLIENT,
+            CLIENT_NS,
+            "SyncUpdates",
+            &format!(
+                "{}<parameters><ExpressQuery>false</ExpressQuery><SkipSoftwareSync>true\
+                 </SkipSoftwareSync><SystemSpec/><FeatureScoreMatchingKey>AMD64.10.0\
+                 </FeatureScoreMatchingKey></parameters>",
+                cookie_xml("cookie", &cookie)
+            ),
+        )
+        .await?;
+
+    // Extended information and file locations of what it will install.
+    let to_install: Vec<u32> = s.scan.offered.iter().map(|o| o.revision).collect();
+    let mut urls: BTreeMap<[u8; 20], String> = BTreeMap::new();
+    let mut sizes: HashMap<[u8; 20], u64> = HashMap::new();
+    for batch in to_install.chunks(max_extended.max(1)) {
+        let mut ids = String::new();
+        for id in batch {
+            let _ = write!(ids, "<int>{id}</int>");
+        }
+        let answer = s
+            .call(
+                CLIENT,
+                CLIENT_NS,
+                "GetExtendedUpdateInfo",
+                &format!(
+                    "{}<revisionIDs>{ids}</revisionIDs><infoTypes>\
+                     <XmlUpdateFragmentType>Extended</XmlUpdateFragmentType>\
+                     <XmlUpdateFragmentType>LocalizedProperties</XmlUpdateFragmentType>\
+                     </infoTypes><locales><string>en-US</string><string>en</string></locales>\
+                     <deviceAttributes>E:IsContainerMgmtInstalled=0</deviceAttributes>\
+                     <GeoId>USA</GeoId>",
+                    cookie_xml("cookie", &cookie)
+                ),
+            )
+            .await?;
+        let result = answer.child("GetExtendedUpdateInfoResult");
+        for update in result
+            .and_then(|r| r.child("Updates"))
+            .into_iter()
+            .flat_map(|u| u.children_named("Update"))
+        {
+            let xml = update.child_text("Xml").unwrap_or("");
+            // Sizes come from the Extended fragment's File elements.
+            if let Ok(tree) =
+                soap::parse_tree(format!("<f>{xml}</f>").as_bytes(), &Limits::default())
+                && let Some(files) = tree.child("Files")
+            {
+                for file in files.children_named("File") {
+                    if let (Some(d), Some(size)) = (
+                        file.attr("Digest").and_then(base64_decode),
+                        file.attr("Size").and_then(|s| s.parse::<u64>().ok()),
+                    ) && let Ok(d) = <[u8; 20]>::try_from(d)
+                    {
+                        sizes.insert(d, size);
+                    }
+                }
+            }
+        }
+        for location in result
+            .and_then(|r| r.child("FileLocations"))
+            .into_iter()
+            .flat_map(|f| f.children_named("FileLocation"))
+        {
+            if let (Some(d), Some(url)) = (
+                location.child_text("FileDigest").and_then(base64_decode),
+                location.child_text("Url"),
+            ) && let Ok(d) = <[u8; 20]>::try_from(d)
+            {
+                urls.insert(d, url.to_owned());
+            }
+        }
+    }
+    for (digest, url) in urls {
+        if let Some(size) = sizes.get(&digest) {
+            s.scan.files.push(Download {
+                url,
+                size: *size,
+                sha1: Digest(digest),
+            });
+        }
+    }
+    Ok(s.scan)
+}
+
+/// Download every file of a scan as Delivery Optimization does; returns how many hashed right.
+pub async fn download(http: &HttpClient, scan: &mut Scan, seed: u64) -> Result<usize> {
+    let mut verified = 0;
+    for (i, file) in scan.files.iter().enumerate() {
+        let outcome = delivery_optimization(
+            http,
+            file,
+            Options {
+                seed: seed.wrapping_mul(31).wrapping_add(i as u64),
+                timeout: Duration::from_secs(120),
+                ..Options::default()
+            },
+        )
+        .await?;
+        verified += usize::from(outcome.verified);
+    }
+    scan.downloads_verified = verified;
+    Ok(verified)
+}
+
+/// Report what a scan led to: a scan-success event, then an install event per offered update
+/// (success, or failure for every `fail_every`th), as ReportEventBatch.
+pub async fn report(
+    http: &SoapClient,
+    base: &str,
+    machine: &Machine,
+    scan: &mut Scan,
+    fail_every: usize,
+) -> Result<usize> {
+    // A fresh cookie: the scan's may be near its end.
+    let mut s = Session {
+        http,
+        base,
+        scan: std::mem::take(scan),
+    };
+    let (cookie, _) = s.handshake(machine).await?;
+    let now = crate::catalog::store::unix_now();
+
+    let event = |id: u16, update: Option<&Offered>, hresult: i32| {
+        let (uid, rev) = update.map_or((Guid::NIL, 0), |u| (u.update_id, u.revision_number));
+        format!(
+            "<ReportingEvent><BasicData><TargetID><Sid>{}</Sid></TargetID>\
+             <SequenceNumber>0</SequenceNumber><TimeAtTarget>{}</TimeAtTarget>\
+             <EventInstanceID>{}</EventInstanceID><NamespaceID>1</NamespaceID>\
+             <EventID>{id}</EventID><SourceID>101</SourceID><UpdateID><UpdateID>{uid}</UpdateID>\
+             <RevisionNumber>{rev}</RevisionNumber></UpdateID><Win32HResult>{hresult}\
+             </Win32HResult><AppName>AutomaticUpdates</AppName></BasicData><ExtendedData>\
+             <MiscData><string>A=1</string></MiscData><ComputerBrand>Contoso</ComputerBrand>\
+             <ComputerModel>Simulated</ComputerModel><BiosRevision>1</BiosRevision>\
+             <ProcessorArchitecture>Amd64Compatible</ProcessorArchitecture><OSVersion>\
+             <Major>10</Major><Minor>0</Minor><Build>26200</Build><Revision>0</Revision>\
+             <ServicePackMajor>0</ServicePackMajor><ServicePackMinor>0</ServicePackMinor>\
+             </OSVersion><OSLocaleID>1033</OSLocaleID></ExtendedData><PrivateData/>\
+             </ReportingEvent>",
+            machine.client_id,
+            format_datetime(now),
+            Guid::random()
+        )
+    };
+    let mut batch = event(147, None, 0);
+    let offered = s.scan.offered.clone();
+    for (i, o) in offered.iter().enumerate() {
+        let failed = fail_every > 0 && (i + 1) % fail_every == 0;
+        batch.push_str(&event(
+            if failed { 182 } else { 183 },
+            Some(o),
+            if failed { -2_145_099_769 } else { 0 },
+        ));
+    }
+    let answer = s
+        .call(
+            REPORTING,
+            REPORTING_NS,
+            "ReportEventBatch",
+            &format!(
+                "{}<clientTime>{}</clientTime><eventBatch>{batch}</eventBatch>",
+                cookie_xml("cookie", &cookie),
+                format_datetime(now)
+            ),
+        )
+        .await?;
+    if answer.child_text("ReportEventBatchResult") != Some("true") {
+        return Err(Error::upstream(
+            Kind::BadUpstream,
+            "ReportEventBatch not accepted",
+        ));
+    }
+    s.scan.events_reported = 1 + offered.len();
+    *scan = s.scan;
+    Ok(scan.events_reported)
+}

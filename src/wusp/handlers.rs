@@ -1,0 +1,824 @@
+//! The operations of the three client services: parse what the handler needs from the request
+//! element (unknown elements ignored, as real clients send elements the WSDL lacks), check the
+//! cookie, answer from the catalog, write the response element in the order the schema wants.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use super::cookie::{Claims, Kind};
+use super::{Call, Endpoint, ErrorCode, Fault, Service, lock};
+use crate::catalog::scope::{self, Offer, SyncRequest};
+use crate::catalog::{
+    Action, Catalog, FileRef, Guid, UNASSIGNED_COMPUTERS, UpdateType, base64_decode, base64_encode,
+};
+use crate::report::{Computer, Event};
+use crate::soap::xsd::{format_date, format_datetime, parse_bool, parse_datetime, parse_version};
+use crate::soap::{Element, escape_text, text_element};
+
+type Result<T> = std::result::Result<T, Fault>;
+
+pub(super) async fn dispatch(
+    service: &Arc<Service>,
+    endpoint: Endpoint,
+    op: &Element,
+    call: &Call<'_>,
+) -> Result<String> {
+    match (endpoint, op.name.as_str()) {
+        (Endpoint::SimpleAuth, "GetAuthorizationCookie") => {
+            service.get_authorization_cookie(op, call)
+        }
+        (Endpoint::Client, "GetConfig") => service.get_config(op),
+        (Endpoint::Client, "GetCookie") => service.get_cookie(op, call),
+        (Endpoint::Client, "RegisterComputer") => service.register_computer(op, call).await,
+        (Endpoint::Client, "StartCategoryScan") => service.start_category_scan(op),
+        (Endpoint::Client, "SyncUpdates") => service.sync_updates(op, call).await,
+        (Endpoint::Client, "RefreshCache") => service.refresh_cache(op, call),
+        (Endpoint::Client, "GetExtendedUpdateInfo") => service.get_extended_update_info(op, call),
+        (Endpoint::Client, "GetFileLocations") => service.get_file_locations(op, call),
+        (Endpoint::Reporting, "ReportEventBatch") => service.report_event_batch(op, call).await,
+        (_, name) => Err(Fault::invalid(format!("operation {name} is not supported"))),
+    }
+}
+
+/// Items of an array element (`<ids><int>1</int>…</ids>`); absent or nil = empty.
+fn items<'a>(parent: &'a Element, array: &str, item: &'a str) -> Vec<&'a Element> {
+    parent
+        .child(array)
+        .filter(|a| !a.is_nil())
+        .map(|a| a.children_named(item).filter(|i| !i.is_nil()).collect())
+        .unwrap_or_default()
+}
+
+fn int_items(parent: &Element, array: &str) -> Result<Vec<u32>> {
+    items(parent, array, "int")
+        .into_iter()
+        .map(|i| {
+            i.text()
+                .parse::<i64>()
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| Fault::invalid(format!("{array} holds {:?}", i.text())))
+        })
+        .collect()
+}
+
+fn open_response(out: &mut String, name: &str, ns: &str) {
+    let _ = write!(out, "<{name} xmlns=\"{ns}\">");
+}
+
+/// The cookie element every client operation carries.
+fn cookie_element(out: &mut String, name: &str, expires: i64, sealed: &[u8]) {
+    let _ = write!(
+        out,
+        "<{name}><Expiration>{}</Expiration><EncryptedData>{}</EncryptedData></{name}>",
+        format_datetime(expires),
+        base64_encode(sealed)
+    );
+}
+
+/// The client protocol version from the cookie, for gating response fields.
+fn client_at_least(claims: &Claims, major: u32, minor: u32) -> bool {
+    parse_version(&claims.protocol).is_some_and(|v| v >= (major, minor))
+}
+
+fn deployment(out: &mut String, o: &Offer, claims: &Claims) {
+    let _ = write!(
+        out,
+        "<Deployment><ID>{}</ID><Action>{}</Action>",
+        o.deployment_id,
+        o.action.as_str()
+    );
+    if let Some(deadline) = o.deadline {
+        text_element(out, "Deadline", &format_datetime(deadline));
+    }
+    // OptionalInstall is offered, not pushed; everything else WSUS marks assigned.
+    let assigned = o.action != Action::OptionalInstall;
+    let _ = write!(
+        out,
+        "<IsAssigned>{assigned}</IsAssigned><LastChangeTime>{}</LastChangeTime>",
+        format_date(o.last_change)
+    );
+    if o.download_priority != 2 {
+        let _ = write!(
+            out,
+            "<DownloadPriority>{}</DownloadPriority>",
+            o.download_priority
+        );
+    }
+    if client_at_least(claims, 1, 8) {
+        out.push_str(
+            "<AutoSelect>0</AutoSelect><AutoDownload>0</AutoDownload>\
+             <SupersedenceBehavior>0</SupersedenceBehavior>",
+        );
+    }
+    out.push_str("</Deployment>");
+}
+
+fn update_info(out: &mut String, o: &Offer, claims: &Claims, xml: Option<&str>) {
+    let _ = write!(out, "<UpdateInfo><ID>{}</ID>", o.revision);
+    deployment(out, o, claims);
+    let _ = write!(out, "<IsLeaf>{}</IsLeaf>", o.is_leaf);
+    if let Some(xml) = xml {
+        text_element(out, "Xml", xml);
+    }
+    out.push_str("</UpdateInfo>");
+}
+
+/// `http://host:port/Content/XX/SHA1.ext` for a file.
+fn file_url(base: &str, file: &FileRef) -> String {
+    let hex = hex::encode_upper(file.sha1);
+    let ext = file.extension();
+    let dot = if ext.is_empty() { "" } else { "." };
+    format!("{base}/Content/{}/{hex}{dot}{ext}", &hex[38..])
+}
+
+fn file_location(out: &mut String, base: &str, file: &FileRef) {
+    let _ = write!(
+        out,
+        "<FileLocation><FileDigest>{}</FileDigest><Url>{}</Url></FileLocation>",
+        base64_encode(&file.sha1),
+        escape_text(&file_url(base, file))
+    );
+}
+
+impl Service {
+    /// Open and check the client cookie of an operation: ours, not expired.
+    fn client_cookie(&self, op: &Element, now: i64) -> Result<Claims> {
+        let sealed = op
+            .child("cookie")
+            .filter(|c| !c.is_nil())
+            .and_then(|c| c.child_text("EncryptedData"))
+            .ok_or_else(|| Fault::new(ErrorCode::InvalidCookie, "no cookie"))?;
+        let bytes = base64_decode(sealed)
+            .ok_or_else(|| Fault::new(ErrorCode::InvalidCookie, "cookie is not base64"))?;
+        let claims = self
+            .sealer
+            .open_cookie(&bytes, Kind::Client)
+            .map_err(|_| Fault::new(ErrorCode::InvalidCookie, "not a cookie of this server"))?;
+        if claims.server_id != self.server_id {
+            return Err(Fault::new(
+                ErrorCode::ServerChanged,
+                "cookie of another server",
+            ));
+        }
+        if claims.expires <= now {
+            return Err(Fault::new(ErrorCode::CookieExpired, ""));
+        }
+        Ok(claims)
+    }
+
+    /// A fresh cookie carrying `claims` (same expiry: use does not extend it).
+    fn reseal(&self, claims: &Claims) -> Vec<u8> {
+        self.sealer.seal(claims)
+    }
+
+    fn get_authorization_cookie(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+        let client_id = op.child_text("clientId").unwrap_or("");
+        let valid_id = !client_id.is_empty()
+            && client_id.len() <= 255
+            && client_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '{' | '}'));
+        if !valid_id {
+            return Err(Fault::invalid("clientId"));
+        }
+        let catalog = self.catalog();
+        // Client-side targeting: "Servers;Workstations". Names the catalog does not know are
+        // ignored; a computer in no known group is Unassigned.
+        let mut groups: Vec<Guid> = op
+            .child_text("targetGroupName")
+            .unwrap_or("")
+            .split(';')
+            .filter_map(|name| catalog.group_by_name(name))
+            .map(|g| g.id)
+            .collect();
+        groups.dedup();
+        groups.truncate(super::cookie::MAX_GROUPS);
+        if groups.is_empty() {
+            groups.push(UNASSIGNED_COMPUTERS);
+        }
+        let claims = Claims {
+            kind: Kind::Authorization,
+            server_id: self.server_id,
+            issued: call.now,
+            expires: call.now + self.settings.cookie_lifetime,
+            config_change: catalog.config_last_change,
+            anchor: 0,
+            groups,
+            client_id: client_id.to_ascii_lowercase(),
+            protocol: String::new(),
+        };
+        let mut out = String::new();
+        open_response(
+            &mut out,
+            "GetAuthorizationCookieResponse",
+            super::SIMPLE_AUTH_NS,
+        );
+        let _ = write!(
+            out,
+            "<GetAuthorizationCookieResult><PlugInId>SimpleTargeting</PlugInId>\
+             <CookieData>{}</CookieData></GetAuthorizationCookieResult>\
+             </GetAuthorizationCookieResponse>",
+            base64_encode(&self.sealer.seal(&claims))
+        );
+        Ok(out)
+    }
+
+    fn get_config(&self, op: &Element) -> Result<String> {
+        if let Some(v) = op.child_text("protocolVersion")
+            && parse_version(v).is_none()
+        {
+            return Err(Fault::invalid("protocolVersion"));
+        }
+        let catalog = self.catalog();
+        let mut out = String::new();
+        open_response(&mut out, "GetConfigResponse", super::CLIENT_NS);
+        let _ = write!(
+            out,
+            "<GetConfigResult><LastChange>{}</LastChange>\
+             <IsRegistrationRequired>true</IsRegistrationRequired><AuthInfo><AuthPlugInInfo>\
+             <PlugInID>SimpleTargeting</PlugInID>\
+             <ServiceUrl>SimpleAuthWebService/SimpleAuth.asmx</ServiceUrl><Parameter/>\
+             </AuthPlugInInfo></AuthInfo><Properties>",
+            format_datetime(catalog.config_last_change)
+        );
+        for (name, value) in [
+            (
+                "MaxExtendedUpdatesPerRequest",
+                self.settings.max_extended.to_string(),
+            ),
+            ("ProtocolVersion", "3.2".to_owned()),
+            ("IsInventoryRequired", "0".to_owned()),
+            ("ClientReportingLevel", "2".to_owned()),
+        ] {
+            let _ = write!(
+                out,
+                "<ConfigurationProperty><Name>{name}</Name><Value>{value}</Value>\
+                 </ConfigurationProperty>"
+            );
+        }
+        out.push_str("</Properties></GetConfigResult></GetConfigResponse>");
+        Ok(out)
+    }
+
+    fn get_cookie(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+        let auth = items(op, "authCookies", "AuthorizationCookie");
+        let [auth] = auth.as_slice() else {
+            return Err(Fault::new(
+                ErrorCode::InvalidAuthorizationCookie,
+                "exactly one AuthorizationCookie",
+            ));
+        };
+        let auth = auth
+            .child_text("CookieData")
+            .and_then(base64_decode)
+            .and_then(|b| self.sealer.open_cookie(&b, Kind::Authorization).ok())
+            .filter(|c| c.server_id == self.server_id && c.expires > call.now)
+            .ok_or_else(|| Fault::new(ErrorCode::InvalidAuthorizationCookie, ""))?;
+        let protocol = op.child_text("protocolVersion").unwrap_or("1.0");
+        if parse_version(protocol).is_none() {
+            return Err(Fault::invalid("protocolVersion"));
+        }
+        // An old cookie with only its clear Expiration (what a first-time client sends) is no
+        // cookie; one with data must be ours.
+        let old = match op
+            .child("oldCookie")
+            .filter(|c| !c.is_nil())
+            .and_then(|c| c.child_text("EncryptedData"))
+            .filter(|d| !d.is_empty())
+        {
+            Some(data) => Some(
+                base64_decode(data)
+                    .and_then(|b| self.sealer.open_cookie(&b, Kind::Client).ok())
+                    .ok_or_else(|| Fault::new(ErrorCode::InvalidCookie, "oldCookie"))?,
+            ),
+            None => None,
+        };
+        let catalog = self.catalog();
+        let last_change = op
+            .child_text("lastChange")
+            .and_then(parse_datetime)
+            .ok_or_else(|| Fault::invalid("lastChange"))?;
+        if last_change != catalog.config_last_change {
+            return Err(Fault::new(ErrorCode::ConfigChanged, ""));
+        }
+        let claims = Claims {
+            kind: Kind::Client,
+            server_id: self.server_id,
+            issued: call.now,
+            expires: call.now + self.settings.cookie_lifetime,
+            config_change: catalog.config_last_change,
+            anchor: old.as_ref().map_or(0, |o| o.anchor),
+            groups: auth.groups,
+            client_id: auth.client_id,
+            protocol: protocol.to_owned(),
+        };
+        let mut out = String::new();
+        open_response(&mut out, "GetCookieResponse", super::CLIENT_NS);
+        cookie_element(
+            &mut out,
+            "GetCookieResult",
+            claims.expires,
+            &self.reseal(&claims),
+        );
+        out.push_str("</GetCookieResponse>");
+        Ok(out)
+    }
+
+    async fn register_computer(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        let info = op
+            .child("computerInfo")
+            .filter(|c| !c.is_nil())
+            .ok_or_else(|| Fault::invalid("computerInfo"))?;
+        let text = |name: &str| info.child_text(name).unwrap_or("").to_owned();
+        let computer = Computer {
+            client_id: claims.client_id.clone(),
+            dns_name: text("DnsName"),
+            os_version: format!(
+                "{}.{}.{}.{}",
+                text("OSMajorVersion"),
+                text("OSMinorVersion"),
+                text("OSBuildNumber"),
+                text("OSServicePackMajorNumber")
+            ),
+            os_locale: text("OSLocale"),
+            manufacturer: text("ComputerManufacturer"),
+            model: text("ComputerModel"),
+            processor: text("ProcessorArchitecture"),
+            client_version: format!(
+                "{}.{}.{}.{}",
+                text("ClientVersionMajorNumber"),
+                text("ClientVersionMinorNumber"),
+                text("ClientVersionBuildNumber"),
+                text("ClientVersionQfeNumber")
+            ),
+            groups: claims.groups.clone(),
+        };
+        let service = self.clone();
+        let now = call.now;
+        tokio::task::spawn_blocking(move || {
+            lock(&service.journal).register(&computer, now)?;
+            match service.registered.write() {
+                Ok(mut r) => r.insert(computer.client_id),
+                Err(p) => p.into_inner().insert(computer.client_id),
+            };
+            Ok::<_, crate::catalog::CatalogError>(())
+        })
+        .await
+        .map_err(Fault::internal)?
+        .map_err(Fault::internal)?;
+        let mut out = String::new();
+        open_response(&mut out, "RegisterComputerResponse", super::CLIENT_NS);
+        out.push_str("</RegisterComputerResponse>");
+        Ok(out)
+    }
+
+    fn start_category_scan(&self, op: &Element) -> Result<String> {
+        let requested = op
+            .child("requestedCategories")
+            .filter(|r| !r.is_nil())
+            .ok_or_else(|| Fault::invalid("requestedCategories"))?;
+        let relations: Vec<&Element> = requested.children_named("CategoryRelationship").collect();
+        if relations.len() >= 200 {
+            return Err(Fault::invalid("requestedCategories"));
+        }
+        let catalog = self.catalog();
+        let mut groups: std::collections::BTreeMap<i64, Vec<Guid>> = Default::default();
+        let mut errors = Vec::new();
+        let mut broken = HashSet::new();
+        for r in relations {
+            let index = r
+                .child_text("IndexOfAndGroup")
+                .and_then(|i| i.parse::<i64>().ok())
+                .ok_or_else(|| Fault::invalid("IndexOfAndGroup"))?;
+            let id = r
+                .child_text("CategoryId")
+                .and_then(Guid::parse)
+                .ok_or_else(|| Fault::invalid("CategoryId"))?;
+            let known = catalog
+                .latest(id)
+                .is_some_and(|c| c.update_type == UpdateType::Category);
+            if !known {
+                errors.push(id);
+                broken.insert(index);
+            }
+            groups.entry(index).or_default().push(id);
+        }
+        // MS-WUSP §3.1.5.6: a group of one product, or of a product and a classification,
+        // contributes the product; any other shape clears the list.
+        let mut preferred = Vec::new();
+        for (index, ids) in groups {
+            if broken.contains(&index) {
+                continue;
+            }
+            let kind = |id: &Guid| {
+                catalog
+                    .latest(*id)
+                    .and_then(|r| r.category_type.clone())
+                    .unwrap_or_default()
+            };
+            let products: Vec<Guid> = ids
+                .iter()
+                .filter(|i| kind(i) == "Product")
+                .copied()
+                .collect();
+            let classifications = ids
+                .iter()
+                .filter(|i| kind(i) == "UpdateClassification")
+                .count();
+            if products.len() == 1
+                && products.len() + classifications == ids.len()
+                && classifications <= 1
+            {
+                preferred.push(products[0]);
+            } else {
+                preferred.clear();
+                break;
+            }
+        }
+        let mut out = String::new();
+        open_response(&mut out, "StartCategoryScanResponse", super::CLIENT_NS);
+        out.push_str("<preferredCategoryIds>");
+        for id in preferred {
+            let _ = write!(out, "<guid>{id}</guid>");
+        }
+        out.push_str("</preferredCategoryIds>");
+        if !errors.is_empty() {
+            out.push_str("<requestedCategoryIdsInError>");
+            for id in errors {
+                let _ = write!(out, "<guid>{id}</guid>");
+            }
+            out.push_str("</requestedCategoryIdsInError>");
+        }
+        out.push_str("</StartCategoryScanResponse>");
+        Ok(out)
+    }
+
+    async fn sync_updates(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
+        let mut claims = self.client_cookie(op, call.now)?;
+        let loaded = self.loaded();
+        let catalog: &Catalog = &loaded.catalog;
+        if claims.config_change != catalog.config_last_change {
+            return Err(Fault::new(ErrorCode::ConfigChanged, ""));
+        }
+        let registered = match self.registered.read() {
+            Ok(r) => r.contains(&claims.client_id),
+            Err(p) => p.into_inner().contains(&claims.client_id),
+        };
+        if !registered {
+            return Err(Fault::new(ErrorCode::RegistrationRequired, ""));
+        }
+        let p = op
+            .child("parameters")
+            .filter(|p| !p.is_nil())
+            .ok_or_else(|| Fault::invalid("parameters"))?;
+        let installed = int_items(p, "InstalledNonLeafUpdateIDs")?;
+        if installed.len() > self.settings.max_installed {
+            return Err(Fault::invalid("parameters.InstalledNonLeafUpdateIDs"));
+        }
+        let skip_software = p
+            .child_text("SkipSoftwareSync")
+            .and_then(parse_bool)
+            .unwrap_or(false);
+        if !skip_software && p.child("SystemSpec").is_some_and(|s| !s.is_nil()) {
+            return Err(Fault::invalid("parameters.SystemSpec"));
+        }
+        let mut other = int_items(p, "OtherCachedUpdateIDs")?;
+        if skip_software {
+            other.extend(int_items(p, "CachedDriverIDs")?);
+        }
+        let filter_categories = items(p, "FilterCategoryIds", "CategoryIdentifier")
+            .into_iter()
+            .map(|c| {
+                c.child_text("Id")
+                    .and_then(Guid::parse)
+                    .ok_or_else(|| Fault::invalid("parameters.FilterCategoryIds"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let two_groups = p
+            .child_text("NeedTwoGroupOutOfScopeUpdates")
+            .and_then(parse_bool)
+            .unwrap_or(false);
+        let scope = self.scope(&loaded, &claims.groups);
+        let result = scope::sync(
+            catalog,
+            &scope,
+            &SyncRequest {
+                installed_non_leaf: installed,
+                other_cached: other,
+                skip_software,
+                filter_categories: filter_categories.clone(),
+                anchor: claims.anchor,
+                page_size: self.settings.page_size,
+            },
+        );
+        let modern = client_at_least(&claims, 1, 7);
+        let mut out = String::with_capacity(1024 + result.new_updates.len() * 1024);
+        open_response(&mut out, "SyncUpdatesResponse", super::CLIENT_NS);
+        out.push_str("<SyncUpdatesResult>");
+        if !result.new_updates.is_empty() {
+            out.push_str("<NewUpdates>");
+            for o in &result.new_updates {
+                let xml = catalog
+                    .revision(o.revision)
+                    .map(|r| r.fragments.core.as_str());
+                update_info(&mut out, o, &claims, xml);
+            }
+            out.push_str("</NewUpdates>");
+        }
+        // With a category scan and the two-group option, revisions still deployed but outside
+        // the scanned categories go in their own list (MS-WUSP §2.2.2.2.4).
+        let (gone, deployed_elsewhere): (Vec<u32>, Vec<u32>) =
+            if modern && two_groups && !filter_categories.is_empty() {
+                result
+                    .out_of_scope
+                    .iter()
+                    .partition(|id| !scope.contains_key(id))
+            } else {
+                (result.out_of_scope.clone(), Vec::new())
+            };
+        if !gone.is_empty() {
+            out.push_str("<OutOfScopeRevisionIDs>");
+            for id in &gone {
+                let _ = write!(out, "<int>{id}</int>");
+            }
+            out.push_str("</OutOfScopeRevisionIDs>");
+        }
+        if !result.changed_updates.is_empty() {
+            out.push_str("<ChangedUpdates>");
+            for o in &result.changed_updates {
+                update_info(&mut out, o, &claims, None);
+            }
+            out.push_str("</ChangedUpdates>");
+        }
+        let _ = write!(out, "<Truncated>{}</Truncated>", result.truncated);
+        claims.anchor = result.new_anchor;
+        cookie_element(&mut out, "NewCookie", claims.expires, &self.reseal(&claims));
+        if modern {
+            if !deployed_elsewhere.is_empty() {
+                out.push_str("<DeployedOutOfScopeRevisionIds>");
+                for id in &deployed_elsewhere {
+                    let _ = write!(out, "<int>{id}</int>");
+                }
+                out.push_str("</DeployedOutOfScopeRevisionIds>");
+            }
+            let _ = write!(
+                out,
+                "<DriverSyncNotNeeded>{}</DriverSyncNotNeeded>",
+                result.driver_sync_not_needed
+            );
+        }
+        out.push_str("</SyncUpdatesResult></SyncUpdatesResponse>");
+        // When it last scanned, for status views; not worth failing the scan over.
+        let service = self.clone();
+        let (client, now) = (claims.client_id.clone(), call.now);
+        tokio::task::spawn_blocking(move || {
+            let _ = lock(&service.journal).touch_sync(&client, now);
+        });
+        Ok(out)
+    }
+
+    fn refresh_cache(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        if op.child("globalIDs").is_none_or(|g| g.is_nil()) {
+            return Err(Fault::invalid("globalIDs"));
+        }
+        let loaded = self.loaded();
+        let scope = self.scope(&loaded, &claims.groups);
+        let mut out = String::new();
+        open_response(&mut out, "RefreshCacheResponse", super::CLIENT_NS);
+        out.push_str("<RefreshCacheResult>");
+        for identity in items(op, "globalIDs", "UpdateIdentity") {
+            let (Some(id), Some(rev)) = (
+                identity.child_text("UpdateID").and_then(Guid::parse),
+                identity
+                    .child_text("RevisionNumber")
+                    .and_then(|r| r.parse::<u32>().ok()),
+            ) else {
+                return Err(Fault::invalid("globalIDs.UpdateIdentity"));
+            };
+            let Some(r) = loaded.catalog.by_identity(id, rev) else {
+                continue;
+            };
+            let Some(o) = scope.get(&r.id) else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "<RefreshCacheResult><RevisionID>{}</RevisionID><GlobalID><UpdateID>{id}</UpdateID>\
+                 <RevisionNumber>{rev}</RevisionNumber></GlobalID><IsLeaf>{}</IsLeaf>",
+                r.id, o.is_leaf
+            );
+            deployment(&mut out, o, &claims);
+            out.push_str("</RefreshCacheResult>");
+        }
+        out.push_str("</RefreshCacheResult></RefreshCacheResponse>");
+        Ok(out)
+    }
+
+    fn get_extended_update_info(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        let ids = int_items(op, "revisionIDs")?;
+        if ids.len() > self.settings.max_extended {
+            return Err(Fault::invalid("revisionIDs"));
+        }
+        if op.child("infoTypes").is_none_or(|t| t.is_nil()) {
+            return Err(Fault::invalid("infoTypes"));
+        }
+        let types: Vec<String> = items(op, "infoTypes", "XmlUpdateFragmentType")
+            .iter()
+            .map(|t| t.text().to_owned())
+            .collect();
+        let wants_locale = types
+            .iter()
+            .any(|t| t == "LocalizedProperties" || t == "Eula");
+        let locales: Vec<String> = items(op, "locales", "string")
+            .iter()
+            .map(|l| l.text().to_ascii_lowercase())
+            .collect();
+        if wants_locale && op.child("locales").is_none_or(|l| l.is_nil()) {
+            return Err(Fault::invalid("locales"));
+        }
+        let loaded = self.loaded();
+        let catalog = &loaded.catalog;
+        let scope = self.scope(&loaded, &claims.groups);
+        let (in_scope, out_of_scope): (Vec<u32>, Vec<u32>) =
+            ids.iter().partition(|id| scope.contains_key(id));
+        let mut updates = String::new();
+        let mut files: Vec<&FileRef> = Vec::new();
+        let mut seen = HashSet::new();
+        for kind in &types {
+            for id in &in_scope {
+                let Some(r) = catalog.revision(*id) else {
+                    continue;
+                };
+                let f = &r.fragments;
+                let fragments: Vec<&str> = match kind.as_str() {
+                    "Core" => vec![f.core.as_str()],
+                    "Extended" => vec![f.extended.as_str()],
+                    "LocalizedProperties" => {
+                        pick_locale(&f.localized, &locales).into_iter().collect()
+                    }
+                    "Eula" => f
+                        .eula
+                        .iter()
+                        .filter(|(lang, _, _)| locales.iter().any(|l| l == lang))
+                        .map(|(_, _, x)| x.as_str())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for xml in fragments {
+                    let _ = write!(updates, "<Update><ID>{id}</ID>");
+                    text_element(&mut updates, "Xml", xml);
+                    updates.push_str("</Update>");
+                }
+            }
+        }
+        for id in &in_scope {
+            if let Some(r) = catalog.revision(*id) {
+                for file in &r.files {
+                    if seen.insert(file.sha1) {
+                        files.push(file);
+                    }
+                }
+            }
+        }
+        let mut out = String::new();
+        open_response(&mut out, "GetExtendedUpdateInfoResponse", super::CLIENT_NS);
+        out.push_str("<GetExtendedUpdateInfoResult>");
+        if !updates.is_empty() {
+            let _ = write!(out, "<Updates>{updates}</Updates>");
+        }
+        if !files.is_empty() {
+            out.push_str("<FileLocations>");
+            for file in files {
+                file_location(&mut out, call.content_base, file);
+            }
+            out.push_str("</FileLocations>");
+        }
+        if !out_of_scope.is_empty() {
+            out.push_str("<OutOfScopeRevisionIDs>");
+            for id in out_of_scope {
+                let _ = write!(out, "<int>{id}</int>");
+            }
+            out.push_str("</OutOfScopeRevisionIDs>");
+        }
+        out.push_str("</GetExtendedUpdateInfoResult></GetExtendedUpdateInfoResponse>");
+        Ok(out)
+    }
+
+    fn get_file_locations(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        if op.child("fileDigests").is_none_or(|d| d.is_nil()) {
+            return Err(Fault::invalid("fileDigests"));
+        }
+        let digests = items(op, "fileDigests", "base64Binary")
+            .into_iter()
+            .map(|d| {
+                base64_decode(d.text())
+                    .and_then(|b| <[u8; 20]>::try_from(b).ok())
+                    .ok_or_else(|| Fault::invalid("fileDigests"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let catalog = self.catalog();
+        let mut out = String::new();
+        open_response(&mut out, "GetFileLocationsResponse", super::CLIENT_NS);
+        out.push_str("<GetFileLocationsResult><FileLocations>");
+        for digest in &digests {
+            if let Some(file) = catalog.file(digest) {
+                file_location(&mut out, call.content_base, file);
+            }
+        }
+        out.push_str("</FileLocations>");
+        cookie_element(&mut out, "NewCookie", claims.expires, &self.reseal(&claims));
+        out.push_str("</GetFileLocationsResult></GetFileLocationsResponse>");
+        Ok(out)
+    }
+
+    async fn report_event_batch(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        if claims.config_change != self.catalog().config_last_change {
+            return Err(Fault::new(ErrorCode::ConfigChanged, ""));
+        }
+        let mut events = Vec::new();
+        for e in items(op, "eventBatch", "ReportingEvent") {
+            let Some(basic) = e.child("BasicData") else {
+                return Err(Fault::invalid("eventBatch.ReportingEvent.BasicData"));
+            };
+            let bad =
+                |what: &str| Fault::invalid(format!("eventBatch.ReportingEvent.BasicData.{what}"));
+            let instance = basic
+                .child_text("EventInstanceID")
+                .and_then(Guid::parse)
+                .ok_or_else(|| bad("EventInstanceID"))?;
+            let number = |name: &str| -> Result<i32> {
+                basic
+                    .child_text(name)
+                    .and_then(|v| v.parse::<i64>().ok())
+                    .and_then(|v| i32::try_from(v).ok())
+                    .ok_or_else(|| bad(name))
+            };
+            let update = basic.child("UpdateID").and_then(|u| {
+                let id = u.child_text("UpdateID").and_then(Guid::parse)?;
+                let rev = u.child_text("RevisionNumber")?.parse::<u32>().ok()?;
+                (id != Guid::NIL).then_some((id, rev))
+            });
+            let misc = e
+                .child("ExtendedData")
+                .map(|x| items(x, "MiscData", "string"))
+                .unwrap_or_default()
+                .iter()
+                .map(|s| s.text().to_owned())
+                .collect();
+            events.push(Event {
+                client_id: claims.client_id.clone(),
+                instance,
+                event_id: number("EventID")?,
+                source_id: number("SourceID")?,
+                update,
+                hresult: number("Win32HResult")?,
+                time: basic
+                    .child_text("TimeAtTarget")
+                    .and_then(parse_datetime)
+                    .ok_or_else(|| bad("TimeAtTarget"))?,
+                misc,
+            });
+        }
+        // Durable before the client hears "true": nothing it was told is accepted is lost.
+        let service = self.clone();
+        let now = call.now;
+        tokio::task::spawn_blocking(move || lock(&service.journal).append(&events, now))
+            .await
+            .map_err(Fault::internal)?
+            .map_err(Fault::internal)?;
+        let mut out = String::new();
+        open_response(&mut out, "ReportEventBatchResponse", super::REPORTING_NS);
+        out.push_str(
+            "<ReportEventBatchResult>true</ReportEventBatchResult></ReportEventBatchResponse>",
+        );
+        Ok(out)
+    }
+}
+
+/// The LocalizedProperties fragment for the client's locales: the first exact match, else the
+/// first language match ("en-us" → "en"), else English, else the first there is.
+fn pick_locale<'a>(localized: &'a [(String, String)], locales: &[String]) -> Option<&'a str> {
+    let find = |lang: &str| {
+        localized
+            .iter()
+            .find(|(l, _)| l == lang)
+            .map(|(_, x)| x.as_str())
+    };
+    locales
+        .iter()
+        .find_map(|l| find(l))
+        .or_else(|| {
+            locales
+                .iter()
+                .find_map(|l| l.split_once('-').and_then(|(lang, _)| find(lang)))
+        })
+        .or_else(|| find("en"))
+        .or_else(|| localized.first().map(|(_, x)| x.as_str()))
+}

@@ -1,0 +1,77 @@
+//! The client protocol end to end: a node with a generated catalog and approvals for two target
+//! groups, simulated Windows Update Agents of both groups scanning it over SOAP, downloading
+//! what they were told to install and reporting.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use wsus_edge::catalog::Guid;
+use wsus_edge::catalog::store::Store;
+use wsus_edge::report::Journal;
+use wsus_edge::server::Running;
+use wsus_edge::simulate::{self, wua};
+
+fn base(node: &Running) -> String {
+    format!("http://{}", node.listening().http)
+}
+
+fn updates(scan: &wua::Scan) -> BTreeSet<Guid> {
+    scan.offered.iter().map(|o| o.update_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, all, ringed) = catalog_root(dir.path()).await;
+    let soap = wua::soap_client();
+    let http = simulate::http_client();
+
+    let unassigned = wua::Machine::new(1, None);
+    let mut scan = wua::scan(&soap, &base(&node), &unassigned).await.unwrap();
+    assert_eq!(updates(&scan), all.iter().copied().collect());
+    assert!(
+        scan.pages >= 3,
+        "the prerequisite walk took {} pages",
+        scan.pages
+    );
+    assert!(scan.faults.is_empty(), "{:?}", scan.faults);
+    // Every offered update's files came with a URL that downloads byte-exact.
+    assert!(!scan.files.is_empty());
+    let verified = wua::download(&http, &mut scan, 1).await.unwrap();
+    assert_eq!(verified, scan.files.len());
+
+    let ring_machine = wua::Machine::new(2, Some("Ring 1"));
+    let ring_scan = wua::scan(&soap, &base(&node), &ring_machine).await.unwrap();
+    let want: BTreeSet<Guid> = all.iter().chain(&ringed).copied().collect();
+    assert_eq!(updates(&ring_scan), want);
+    // Dependencies were delivered for evaluation, never offered: categories, detectoids.
+    assert!(ring_scan.received.iter().any(|o| o.action == "Evaluate"));
+    // The members of approved bundles arrive as Bundle.
+    let catalog = Store::open(&dir.path().join("root"))
+        .unwrap()
+        .load()
+        .unwrap();
+    let mut members = 0;
+    for id in &want {
+        for m in &catalog.latest(*id).unwrap().bundled {
+            let got = ring_scan.received.iter().find(|o| o.revision == *m);
+            assert_eq!(got.map(|o| o.action.as_str()), Some("Bundle"));
+            members += 1;
+        }
+    }
+    assert!(members > 0, "the approvals include a bundle");
+
+    // Reports are kept before the client hears "true".
+    let mut ring_scan = ring_scan;
+    let sent = wua::report(&soap, &base(&node), &ring_machine, &mut ring_scan, 3)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1 + want.len());
+    let journal = Journal::open(&dir.path().join("root")).unwrap();
+    assert_eq!(journal.event_count().unwrap(), sent as u64);
+    node.shutdown(Duration::from_secs(1)).await;
+}

@@ -1,0 +1,252 @@
+//! The client protocol's faults: every fault the cookie rules give, and hostile requests
+//! answered with a SOAP fault quickly, the node serving on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use wsus_edge::catalog::Guid;
+use wsus_edge::catalog::store::Store;
+use wsus_edge::server::Running;
+use wsus_edge::soap::{self, Limits};
+use wsus_edge::wusp::cookie::{Claims, Kind, Sealer};
+
+const CLIENT: &str = "/ClientWebService/client.asmx";
+const NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+
+/// POST a raw body; returns (status, ErrorCode of a fault or "", elapsed).
+async fn post(node: &Running, path: &str, body: Vec<u8>) -> (u16, String, Duration) {
+    let started = Instant::now();
+    let request = http::Request::post(format!("http://{}{path}", node.listening().http))
+        .header("content-type", "text/xml; charset=utf-8")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = client.request(request).await.expect("an answer");
+    let status = response.status().as_u16();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let took = started.elapsed();
+    let code = soap::parse(&body, &Limits::default())
+        .ok()
+        .and_then(|e| {
+            e.operation
+                .child("detail")
+                .and_then(|d| d.child_text("ErrorCode"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, code, took)
+}
+
+fn envelope(op: &str, inner: &str) -> Vec<u8> {
+    format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+         <{op} xmlns=\"{NS}\">{inner}</{op}></s:Body></s:Envelope>"
+    )
+    .into_bytes()
+}
+
+fn cookie(sealed: &[u8]) -> String {
+    format!(
+        "<cookie><Expiration>2030-01-01T00:00:00Z</Expiration><EncryptedData>{}</EncryptedData></cookie>",
+        wsus_edge::catalog::base64_encode(sealed)
+    )
+}
+
+fn sync(cookie: &str) -> Vec<u8> {
+    envelope(
+        "SyncUpdates",
+        &format!(
+            "{cookie}<parameters><ExpressQuery>false</ExpressQuery>\
+             <SkipSoftwareSync>false</SkipSoftwareSync></parameters>"
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_faults_follow_the_protocol() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let node = start(&node_config(&data, None, "", "")).await;
+    let store = Store::open(&data).unwrap();
+    let sealer = Sealer::open(&data).unwrap();
+    let now = wsus_edge::catalog::store::unix_now();
+    let claims = Claims {
+        kind: Kind::Client,
+        server_id: store.server_id().unwrap(),
+        issued: now,
+        expires: now + 3600,
+        config_change: store.load().unwrap().config_last_change,
+        anchor: 0,
+        groups: vec![wsus_edge::catalog::UNASSIGNED_COMPUTERS],
+        client_id: "c-1".into(),
+        protocol: "2.90".into(),
+    };
+    let good = sealer.seal(&claims);
+    // Unregistered: told to register first.
+    assert_eq!(
+        post(&node, CLIENT, sync(&cookie(&good))).await.1,
+        "RegistrationRequired"
+    );
+    let expired = sealer.seal(&Claims {
+        expires: now - 1,
+        ..claims.clone()
+    });
+    assert_eq!(
+        post(&node, CLIENT, sync(&cookie(&expired))).await.1,
+        "CookieExpired"
+    );
+    let mut tampered = good.clone();
+    tampered[20] ^= 0x40;
+    assert_eq!(
+        post(&node, CLIENT, sync(&cookie(&tampered))).await.1,
+        "InvalidCookie"
+    );
+    let foreign = Sealer::from_key(&[9; 32]).unwrap().seal(&claims);
+    assert_eq!(
+        post(&node, CLIENT, sync(&cookie(&foreign))).await.1,
+        "InvalidCookie"
+    );
+    let other_server = sealer.seal(&Claims {
+        server_id: Guid(1),
+        ..claims.clone()
+    });
+    assert_eq!(
+        post(&node, CLIENT, sync(&cookie(&other_server))).await.1,
+        "ServerChanged"
+    );
+    for garbage in ["not base64 at all!", "QUJD", ""] {
+        let c = format!("<cookie><EncryptedData>{garbage}</EncryptedData></cookie>");
+        let (status, code, _) = post(&node, CLIENT, sync(&c)).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (500, "InvalidCookie"),
+            "{garbage:?}"
+        );
+    }
+    // Registered, it scans; over 400 installed non-leaf ids is refused, as WSUS does.
+    let registered = envelope(
+        "RegisterComputer",
+        &format!(
+            "{}<computerInfo><DnsName>x</DnsName></computerInfo>",
+            cookie(&good)
+        ),
+    );
+    assert_eq!(post(&node, CLIENT, registered).await.0, 200);
+    assert_eq!(post(&node, CLIENT, sync(&cookie(&good))).await.0, 200);
+    let ids: String = (1..=401).map(|i| format!("<int>{i}</int>")).collect();
+    let many = envelope(
+        "SyncUpdates",
+        &format!(
+            "{}<parameters><ExpressQuery>false</ExpressQuery><InstalledNonLeafUpdateIDs>{ids}             </InstalledNonLeafUpdateIDs><SkipSoftwareSync>false</SkipSoftwareSync></parameters>",
+            cookie(&good)
+        ),
+    );
+    assert_eq!(post(&node, CLIENT, many).await.1, "InvalidParameters");
+    assert_eq!(
+        post(&node, CLIENT, envelope("SyncUpdates", &cookie(&good)))
+            .await
+            .1,
+        "InvalidParameters",
+        "no parameters"
+    );
+    // A configuration change (a new group) makes every cookie's configuration stale.
+    drop(store);
+    Store::open(&data).unwrap().add_group("Late", None).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, code, _) = post(&node, CLIENT, sync(&cookie(&good))).await;
+        if code == "ConfigChanged" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never noticed the change ({code})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_a_fault_fast_and_the_node_serves_on() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let bomb = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetConfig xmlns="http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService"><protocolVersion>&lol2;</protocolVersion></GetConfig></s:Body></s:Envelope>"#.to_vec();
+    let external = br#"<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><GetConfig xmlns="http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService"><protocolVersion>&e;</protocolVersion></GetConfig></s:Body></s:Envelope>"#.to_vec();
+    let deep = format!(
+        "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>{}{}</s:Body></s:Envelope>",
+        "<a>".repeat(10_000),
+        "</a>".repeat(10_000)
+    )
+    .into_bytes();
+    let truncated_base64 = sync(
+        "<cookie><EncryptedData>AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=</EncryptedData></cookie>",
+    );
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("entity bomb", bomb, "InvalidParameters"),
+        ("external entity", external, "InvalidParameters"),
+        ("10,000-deep nesting", deep, "InvalidParameters"),
+        ("garbage", b"\x00\xffnot xml".to_vec(), "InvalidParameters"),
+        (
+            "a cookie of random bytes",
+            truncated_base64,
+            "InvalidCookie",
+        ),
+    ];
+    for (what, body, want) in cases {
+        let (status, code, took) = post(&node, CLIENT, body).await;
+        assert_eq!((status, code.as_str()), (500, want), "{what}");
+        assert!(took < Duration::from_millis(100), "{what}: {took:?}");
+    }
+    // A 50 MB body is refused from its Content-Length, before a byte of it is read: the
+    // client gets the fault while it would still be sending.
+    let started = Instant::now();
+    let mut tcp = tokio::net::TcpStream::connect(node.listening().http)
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tcp.write_all(
+        format!(
+            "POST {CLIENT} HTTP/1.1\r\nHost: x\r\nContent-Type: text/xml\r\n\
+             Content-Length: {}\r\n\r\n<s:Envelope",
+            50 << 20
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("</s:Envelope>")
+        && !String::from_utf8_lossy(&answer).contains("</soap:Envelope>")
+    {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+            .await
+            .expect("answered without the body")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 500"), "{text}");
+    assert!(text.contains("<ErrorCode>InvalidParameters</ErrorCode>"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // Still serving.
+    let (status, code, _) = post(
+        &node,
+        CLIENT,
+        envelope("GetConfig", "<protocolVersion>2.90</protocolVersion>"),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (200, ""));
+    node.shutdown(Duration::from_secs(1)).await;
+}
