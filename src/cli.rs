@@ -13,11 +13,11 @@ use crate::catalog::store::Store;
 use crate::catalog::{Action, CatalogError, Guid};
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Config, ConfigError};
-use crate::content::{self, path::ContentPath};
+use crate::content;
 use crate::error::{Error, Kind};
 use crate::metrics::{Metrics, TierLabels};
 use crate::server;
-use crate::simulate::{self, Download, SplitMix};
+use crate::simulate;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -91,6 +91,32 @@ pub enum Command {
         /// Keep both nodes running after the summary, until interrupted.
         #[arg(long)]
         keep_running: bool,
+    },
+    /// Simulated Windows Update clients against a node: the scan sequence, optionally the
+    /// downloads and the reports; prints scans per second and SOAP latency.
+    Simulate {
+        /// The node clients scan, e.g. http://branch:8530.
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value_t = 10)]
+        clients: usize,
+        /// Clients scanning at the same time.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Client-side targeting group of every client.
+        #[arg(long)]
+        group: Option<String>,
+        /// Download what each client is told to install.
+        #[arg(long)]
+        download: bool,
+        /// Download from this server instead (an alternate download server).
+        #[arg(long, value_name = "URL")]
+        content_server: Option<String>,
+        /// Report install events after the scan.
+        #[arg(long)]
+        report: bool,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
     /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
@@ -205,6 +231,34 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
             Some(config) => report(demo(&config, clients, keep_running).await),
             None => Exit::Usage,
         },
+        Command::Simulate {
+            server,
+            clients,
+            concurrency,
+            group,
+            download,
+            content_server,
+            report: send_reports,
+            seed,
+        } => {
+            let fleet = simulate::wua::Fleet {
+                server: server.trim_end_matches('/').to_owned(),
+                content_server,
+                clients,
+                concurrency,
+                group,
+                download: download || send_reports,
+                report: send_reports,
+                seed,
+            };
+            let outcome = simulate::wua::run(&fleet).await;
+            print_fleet(&outcome);
+            if outcome.failures.is_empty() {
+                Exit::Ok
+            } else {
+                Exit::Failure
+            }
+        }
         Command::WanEmulator {
             relay,
             tun,
@@ -649,15 +703,45 @@ async fn approve(
     }
 }
 
-/// Payloads of the demo: sizes like a month of Windows updates, scaled down.
-const DEMO_FILES: &[(u64, &str)] = &[
-    (48 << 10, "cab"),
-    (900 << 10, "cab"),
-    (3 << 20, "exe"),
-    (11 << 20, "msu"),
-    (37 << 20, "psf"),
-    (96 << 20, "esd"),
-];
+/// The demo's catalog: a month of updates, scaled down.
+const DEMO_UPDATES: usize = 30;
+const DEMO_PAYLOAD_BYTES: u64 = 160 << 20;
+
+fn print_fleet(r: &simulate::wua::FleetReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-3);
+    println!(
+        "scans               {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} failed",
+        r.scans,
+        format_duration(r.elapsed),
+        r.scans as f64 / secs,
+        r.pages,
+        r.failures.len()
+    );
+    println!(
+        "SOAP calls          {} (latency p50 {}, p99 {})",
+        r.calls.len(),
+        format_duration(r.percentile(50.0)),
+        format_duration(r.percentile(99.0))
+    );
+    println!(
+        "offered updates     {} ({:.1} per client)",
+        r.offered,
+        r.offered as f64 / r.scans.max(1) as f64
+    );
+    if !r.downloads.is_empty() {
+        let verified = r.downloads.iter().filter(|d| d.verified).count();
+        println!(
+            "downloads           {} ({verified} verified against their SHA-1)",
+            r.downloads.len()
+        );
+    }
+    if r.events > 0 {
+        println!("events reported     {}", r.events);
+    }
+    for f in r.failures.iter().take(5) {
+        println!("failed: {f}");
+    }
+}
 
 async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), Error> {
     let root_dir = base.node.data_dir.join("demo");
@@ -668,24 +752,40 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
     if root_dir.exists() {
         std::fs::remove_dir_all(&root_dir).map_err(io("clearing the demo directory"))?;
     }
-    let source = root_dir.join("payloads");
-    std::fs::create_dir_all(&source).map_err(io("creating the demo directory"))?;
-    println!("generating {} payload files …", DEMO_FILES.len());
-    let mut rng = SplitMix(0x5eed);
-    for (i, (size, ext)) in DEMO_FILES.iter().enumerate() {
-        let mut bytes = vec![0u8; *size as usize];
-        rng.fill(&mut bytes);
-        std::fs::write(source.join(format!("payload{i}.{ext}")), &bytes)
-            .map_err(io("writing a payload"))?;
-    }
-
+    std::fs::create_dir_all(&root_dir).map_err(io("creating the demo directory"))?;
     let root = demo_config("demo-root", &root_dir.join("root"), None)?;
-    let imported = {
-        let (data_dir, source) = (root.node.data_dir.clone(), source.clone());
-        tokio::task::spawn_blocking(move || content::import_dir(&data_dir, &source))
-            .await
-            .map_err(|e| Error::internal(Kind::Io, format!("import: {e}")))??
+    println!("generating a catalog of {DEMO_UPDATES} updates with their payloads …");
+    generate_catalog(&root, DEMO_UPDATES, DEMO_PAYLOAD_BYTES, 0x5eed).await?;
+    let approved = {
+        let data_dir = root.node.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&data_dir)?;
+            let catalog = store.load()?;
+            let revisions: Vec<u32> = catalog
+                .revisions()
+                .iter()
+                .filter(|r| {
+                    r.update_type == crate::catalog::UpdateType::Software
+                        && r.explicitly_deployable
+                        && catalog.latest(r.update_id).is_some_and(|l| l.id == r.id)
+                })
+                .map(|r| r.id)
+                .collect();
+            let now = crate::catalog::store::unix_now();
+            store.approve(
+                &revisions,
+                crate::catalog::ALL_COMPUTERS,
+                Action::Install,
+                None,
+                now,
+            )?;
+            Ok::<_, CatalogError>(revisions.len())
+        })
+        .await
+        .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
+        .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
     };
+    println!("approved {approved} updates for All Computers at the root");
     let root_node = server::start(&root).await?;
     let branch = demo_config(
         "demo-branch",
@@ -701,67 +801,46 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         branch_http,
         branch_node.listening().admin
     );
-
-    let files: Vec<Download> = imported
-        .objects
-        .iter()
-        .zip(DEMO_FILES)
-        .map(|((digest, size), (_, ext))| Download {
-            url: format!(
-                "http://{branch_http}{}",
-                ContentPath {
-                    digest: *digest,
-                    ext: (*ext).to_owned()
-                }
-                .url_path()
-            ),
-            size: *size,
-            sha1: *digest,
-        })
-        .collect();
-    let total: u64 = files.iter().map(|f| f.size).sum();
     println!(
-        "{clients} clients download {} files ({}) through the branch, Delivery Optimization style \
-         (shuffled 1 MiB ranges, 4 connections each) …",
-        files.len(),
-        format_bytes(total)
+        "{clients} Windows Update clients scan the root over SOAP, download what they are told \
+         to install from the branch (alternate download server) Delivery Optimization style, \
+         and report …"
     );
+    let fleet = simulate::wua::Fleet {
+        server: format!("http://{}", root_node.listening().http),
+        content_server: Some(format!("http://{branch_http}")),
+        clients,
+        concurrency: clients,
+        group: None,
+        download: true,
+        report: true,
+        seed: 1,
+    };
     let started = Instant::now();
-    let client = simulate::http_client();
-    let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
-        let (client, files) = (client.clone(), files.clone());
-        tasks.spawn(async move {
-            let mut outcomes = Vec::new();
-            for (i, file) in files.iter().enumerate() {
-                let options = simulate::Options {
-                    seed: (c * 131 + i) as u64 + 1,
-                    ..simulate::Options::default()
-                };
-                outcomes.push(simulate::delivery_optimization(&client, file, options).await?);
-            }
-            Ok::<_, Error>(outcomes)
-        });
-    }
-    let (mut requests, mut served, mut verified, mut downloads) = (0u64, 0u64, 0u64, 0u64);
-    let mut worst_first_byte = Duration::ZERO;
-    while let Some(joined) = tasks.join_next().await {
-        let outcomes = joined.map_err(|e| Error::internal(Kind::Io, format!("client: {e}")))??;
-        for o in outcomes {
-            downloads += 1;
-            requests += o.requests;
-            served += o.body_bytes;
-            verified += u64::from(o.verified);
-            worst_first_byte = worst_first_byte.max(o.first_byte);
-        }
-    }
+    let outcome = simulate::wua::run(&fleet).await;
     let elapsed = started.elapsed();
+    if let Some(f) = outcome.failures.first() {
+        return Err(Error::internal(
+            Kind::Io,
+            format!("a simulated client failed: {f}"),
+        ));
+    }
+    let total = outcome.distinct_bytes;
+    let (mut requests, mut served, mut verified) = (0u64, 0u64, 0u64);
+    let mut worst_first_byte = Duration::ZERO;
+    for o in &outcome.downloads {
+        requests += o.requests;
+        served += o.body_bytes;
+        verified += u64::from(o.verified);
+        worst_first_byte = worst_first_byte.max(o.first_byte);
+    }
+    let downloads = outcome.downloads.len() as u64;
     let m = branch_node.metrics();
     let hits = hits(m);
     let misses = m.cache_misses.get();
     let upstream_bytes = m.upstream_bytes.get();
     println!("\n── what happened ──────────────────────────────────────────");
-    println!("downloads           {downloads} ({verified} verified against their SHA-1)");
+    print_fleet(&outcome);
     println!("range requests      {requests} (every answer 206 with the exact Content-Range)");
     println!(
         "cache hit ratio     {:.1}% ({hits} hits, {misses} needed upstream)",

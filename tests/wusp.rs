@@ -41,8 +41,13 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
     assert!(scan.faults.is_empty(), "{:?}", scan.faults);
     // Every offered update's files came with a URL that downloads byte-exact.
     assert!(!scan.files.is_empty());
-    let verified = wua::download(&http, &mut scan, 1).await.unwrap();
-    assert_eq!(verified, scan.files.len());
+    let outcomes = wua::download(&http, &mut scan, 1, None).await.unwrap();
+    assert_eq!(outcomes.len(), scan.files.len());
+    assert_eq!(
+        scan.downloads_verified,
+        scan.files.len(),
+        "every file hashes to its name"
+    );
 
     let ring_machine = wua::Machine::new(2, Some("Ring 1"));
     let ring_scan = wua::scan(&soap, &base(&node), &ring_machine).await.unwrap();

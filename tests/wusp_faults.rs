@@ -250,3 +250,50 @@ async fn hostile_requests_get_a_fault_fast_and_the_node_serves_on() {
     assert_eq!((status, code.as_str()), (200, ""));
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// gzip when the client offers it; uncompressed otherwise (Windows offers only xpress).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_gzipped_only_when_offered() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    for (offer, gzipped) in [
+        ("gzip, deflate", true),
+        ("xpress", false),
+        ("gzip;q=0", false),
+    ] {
+        let request = http::Request::post(format!("http://{}{CLIENT}", node.listening().http))
+            .header("content-type", "text/xml; charset=utf-8")
+            .header("accept-encoding", offer)
+            .body(http_body_util::Full::new(bytes::Bytes::from(envelope(
+                "GetConfig",
+                "<protocolVersion>2.90</protocolVersion>",
+            ))))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let encoding = response
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let xml = if gzipped {
+            assert_eq!(encoding.as_deref(), Some("gzip"), "{offer}");
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .unwrap();
+            out
+        } else {
+            assert_eq!(encoding, None, "{offer}");
+            body.to_vec()
+        };
+        let env = soap::parse(&xml, &Limits::default()).unwrap();
+        assert_eq!(env.operation.name, "GetConfigResponse");
+    }
+    node.shutdown(Duration::from_secs(1)).await;
+}

@@ -413,9 +413,48 @@ async fn soap(
     };
     tracing::debug!(target: "wsus_edge::soap", operation = %reply.operation,
         status = reply.status, fault = ?reply.fault.map(|f| f.as_str()));
-    let mut r = Response::new(response::full_body(reply.body));
+    // gzip when the client offers it (Windows offers only xpress: see README).
+    let gzip = parts
+        .headers
+        .get_all(http::header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut it = coding.split(';');
+            let name = it.next().unwrap_or("").trim();
+            let refused = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            name.eq_ignore_ascii_case("gzip") && !refused
+        });
+    let body = if gzip {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Writing into a Vec cannot fail; on the impossible error the
+        // answer goes out uncompressed rather than not at all.
+        encoder
+            .write_all(reply.body.as_bytes())
+            .and_then(|()| encoder.finish())
+            .ok()
+    } else {
+        None
+    };
+    let compressed = body.is_some();
+    let mut r = Response::new(match body {
+        Some(b) => response::full_body(b),
+        None => response::full_body(reply.body),
+    });
     *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     let h = r.headers_mut();
+    h.insert(
+        http::header::VARY,
+        HeaderValue::from_static("Accept-Encoding"),
+    );
+    if compressed {
+        h.insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
     h.insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(reply.content_type),

@@ -423,8 +423,15 @@ pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Sc
         )
         .await?;
 
-    // Extended information and file locations of what it will install.
-    let to_install: Vec<u32> = s.scan.offered.iter().map(|o| o.revision).collect();
+    // Extended information and file locations of what it will install, bundle members (whose
+    // files an installed bundle brings) included.
+    let to_install: Vec<u32> = s
+        .scan
+        .received
+        .iter()
+        .filter(|o| matches!(o.action.as_str(), "Install" | "OptionalInstall" | "Bundle"))
+        .map(|o| o.revision)
+        .collect();
     let mut urls: BTreeMap<[u8; 20], String> = BTreeMap::new();
     let mut sizes: HashMap<[u8; 20], u64> = HashMap::new();
     for batch in to_install.chunks(max_extended.max(1)) {
@@ -497,13 +504,26 @@ pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Sc
     Ok(s.scan)
 }
 
-/// Download every file of a scan as Delivery Optimization does; returns how many hashed right.
-pub async fn download(http: &HttpClient, scan: &mut Scan, seed: u64) -> Result<usize> {
-    let mut verified = 0;
+/// Download every file of a scan as Delivery Optimization does, from `content_server` (an
+/// alternate download server, `http://host:port`) when given, else from the URLs the server
+/// gave. Records how many hashed right.
+pub async fn download(
+    http: &HttpClient,
+    scan: &mut Scan,
+    seed: u64,
+    content_server: Option<&str>,
+) -> Result<Vec<super::Outcome>> {
+    let mut outcomes = Vec::new();
     for (i, file) in scan.files.iter().enumerate() {
+        let mut file = file.clone();
+        if let Some(server) = content_server
+            && let Some(at) = file.url.find("/Content/")
+        {
+            file.url = format!("{}{}", server.trim_end_matches('/'), &file.url[at..]);
+        }
         let outcome = delivery_optimization(
             http,
-            file,
+            &file,
             Options {
                 seed: seed.wrapping_mul(31).wrapping_add(i as u64),
                 timeout: Duration::from_secs(120),
@@ -511,10 +531,10 @@ pub async fn download(http: &HttpClient, scan: &mut Scan, seed: u64) -> Result<u
             },
         )
         .await?;
-        verified += usize::from(outcome.verified);
+        outcomes.push(outcome);
     }
-    scan.downloads_verified = verified;
-    Ok(verified)
+    scan.downloads_verified = outcomes.iter().filter(|o| o.verified).count();
+    Ok(outcomes)
 }
 
 /// Report what a scan led to: a scan-success event, then an install event per offered update
@@ -587,4 +607,99 @@ pub async fn report(
     s.scan.events_reported = 1 + offered.len();
     *scan = s.scan;
     Ok(scan.events_reported)
+}
+
+/// Many simulated clients at once.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// The node clients scan (`http://host:port`).
+    pub server: String,
+    /// Where they download content from, when not from the scanned node (an alternate
+    /// download server, as the UpdateServiceUrlAlternate policy sets).
+    pub content_server: Option<String>,
+    pub clients: usize,
+    /// Clients scanning at the same time.
+    pub concurrency: usize,
+    pub group: Option<String>,
+    pub download: bool,
+    pub report: bool,
+    pub seed: u64,
+}
+
+/// What a fleet did.
+#[derive(Debug, Default)]
+pub struct FleetReport {
+    pub scans: usize,
+    /// One line per client that failed.
+    pub failures: Vec<String>,
+    /// The latency of every SOAP call.
+    pub calls: Vec<Duration>,
+    pub elapsed: Duration,
+    pub offered: usize,
+    pub downloads: Vec<super::Outcome>,
+    pub events: usize,
+    pub pages: usize,
+    /// Bytes of the distinct files the clients were given.
+    pub distinct_bytes: u64,
+}
+
+impl FleetReport {
+    /// A latency percentile of the SOAP calls (nearest rank).
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut v = self.calls.clone();
+        v.sort_unstable();
+        if v.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+        v[rank.clamp(1, v.len()) - 1]
+    }
+}
+
+/// Run `fleet.clients` simulated clients, `fleet.concurrency` at a time.
+pub async fn run(fleet: &Fleet) -> FleetReport {
+    let soap = soap_client();
+    let http = super::http_client();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(fleet.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..fleet.clients {
+        let (soap, http, gate, fleet) = (soap.clone(), http.clone(), gate.clone(), fleet.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let machine = Machine::new(fleet.seed.wrapping_add(n as u64), fleet.group.as_deref());
+            let mut scan = scan(&soap, &fleet.server, &machine).await?;
+            let mut downloads = Vec::new();
+            if fleet.download {
+                downloads =
+                    download(&http, &mut scan, n as u64, fleet.content_server.as_deref()).await?;
+            }
+            if fleet.report {
+                report(&soap, &fleet.server, &machine, &mut scan, 0).await?;
+            }
+            Ok::<_, Error>((scan, downloads))
+        });
+    }
+    let mut out = FleetReport::default();
+    let mut distinct = std::collections::HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok((scan, downloads))) => {
+                for f in &scan.files {
+                    distinct.insert(f.sha1, f.size);
+                }
+                out.scans += 1;
+                out.offered += scan.offered.len();
+                out.pages += scan.pages;
+                out.events += scan.events_reported;
+                out.calls.extend(scan.calls.iter().map(|(_, d)| *d));
+                out.downloads.extend(downloads);
+            }
+            Ok(Err(e)) => out.failures.push(e.to_string()),
+            Err(e) => out.failures.push(e.to_string()),
+        }
+    }
+    out.elapsed = started.elapsed();
+    out.distinct_bytes = distinct.values().sum();
+    out
 }
