@@ -505,7 +505,10 @@ async fn wait_for_signal() {
 fn catalog_failure(e: CatalogError) -> Exit {
     eprintln!("wsus-edge: {e}");
     match e {
-        CatalogError::Unknown(_) | CatalogError::Document(_) => Exit::Usage,
+        CatalogError::Unknown(_)
+        | CatalogError::Document(_)
+        | CatalogError::Invalid(_)
+        | CatalogError::Exists(_) => Exit::Usage,
         CatalogError::Store(_) => Exit::Failure,
     }
 }
@@ -666,31 +669,10 @@ async fn approve(
     let group = group.to_owned();
     let outcome = tokio::task::spawn_blocking(move || {
         let mut store = Store::open(&data_dir)?;
-        let group_id = store.group_id(&group)?;
         let catalog = store.load()?;
-        let revisions: Vec<u32> = if all {
-            catalog
-                .revisions()
-                .iter()
-                .filter(|r| {
-                    r.update_type == crate::catalog::UpdateType::Software && r.explicitly_deployable
-                })
-                .filter(|r| catalog.latest(r.update_id).is_some_and(|l| l.id == r.id))
-                .map(|r| r.id)
-                .collect()
-        } else {
-            ids.iter()
-                .map(|id| {
-                    catalog
-                        .latest(*id)
-                        .map(|r| r.id)
-                        .ok_or_else(|| CatalogError::Unknown(format!("update {id}")))
-                })
-                .collect::<Result<_, _>>()?
-        };
-        let now = crate::catalog::store::unix_now();
-        store.approve(&revisions, group_id, action, deadline, now)?;
-        Ok::<_, CatalogError>((revisions.len(), group))
+        let updates = (!all).then_some(ids.as_slice());
+        let n = store.approve_updates(&catalog, updates, &group, action, deadline)?;
+        Ok::<_, CatalogError>((n, group))
     })
     .await;
     match outcome {
@@ -761,25 +743,7 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&data_dir)?;
             let catalog = store.load()?;
-            let revisions: Vec<u32> = catalog
-                .revisions()
-                .iter()
-                .filter(|r| {
-                    r.update_type == crate::catalog::UpdateType::Software
-                        && r.explicitly_deployable
-                        && catalog.latest(r.update_id).is_some_and(|l| l.id == r.id)
-                })
-                .map(|r| r.id)
-                .collect();
-            let now = crate::catalog::store::unix_now();
-            store.approve(
-                &revisions,
-                crate::catalog::ALL_COMPUTERS,
-                Action::Install,
-                None,
-                now,
-            )?;
-            Ok::<_, CatalogError>(revisions.len())
+            store.approve_updates(&catalog, None, "All Computers", Action::Install, None)
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?

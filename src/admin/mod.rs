@@ -1,20 +1,243 @@
 //! The admin listener: `/livez`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/status`
-//! (JSON), `/api/v1/content/<sha1>` (what the cache holds of one object) and the status page
-//! under `/`. Read-only for now; nothing here changes state.
-//! Calls `server` (for the node's shared state), `content` (stats and response helpers),
-//! `config` (unit formatting) and `metrics`.
+//! (JSON), `/api/v1/content/<sha1>` (what the cache holds of one object), the target groups and
+//! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`), and the status page under `/`.
+//!
+//! Reading needs nothing; a change (POST) needs a bearer token from `admin.token_file`, and
+//! without that file the listener is read-only. Accepted tokens are kept as SHA-256 digests and
+//! compared as such, so comparison time tells nothing about a token.
+//! Calls `server` (the node's shared state, request bodies), `wusp` (the catalog in service and
+//! changes to it), `catalog`, `content` (stats and response helpers), `config` and `metrics`.
 
 use std::sync::atomic::Ordering;
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
+use crate::catalog::{Action, CatalogError, Guid};
 use crate::config::units::format_bytes;
 use crate::content::Digest;
 use crate::content::response::{Body, full_body, text};
-use crate::server::App;
+use crate::error::{Error, Kind, Result};
+use crate::server::{App, BodyError, RequestBody, read_body};
 
-pub async fn respond(app: &App, method: &Method, path: &str) -> Response<Body> {
+/// The most a change request's JSON may be.
+const MAX_BODY: usize = 64 << 10;
+
+/// The tokens that may change state.
+pub struct Tokens(Vec<[u8; 32]>);
+
+impl Tokens {
+    /// Read `admin.token_file`; none configured: nothing is accepted.
+    pub fn from_config(admin: &crate::config::Admin) -> Result<Tokens> {
+        let Some(path) = &admin.token_file else {
+            return Ok(Tokens(Vec::new()));
+        };
+        let tokens = crate::config::read_tokens("admin.token_file", path)
+            .map_err(|p| Error::internal(Kind::Config, p.to_string()))?;
+        Ok(Tokens(
+            tokens.iter().map(|t| sha256(t.as_bytes())).collect(),
+        ))
+    }
+
+    /// The refusal to send when `headers` carry no accepted token.
+    fn refuse(&self, headers: &http::HeaderMap) -> Option<Response<Body>> {
+        if self.0.is_empty() {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "read-only: changes need admin.token_file in the configuration",
+            ));
+        }
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(|t| sha256(t.trim().as_bytes()));
+        if presented.is_some_and(|p| self.0.contains(&p)) {
+            return None;
+        }
+        let mut r = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"wsus-edge admin\""),
+        );
+        Some(r)
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody) -> Response<Body> {
+    let path = parts.uri.path();
+    let method = &parts.method;
+    let change = match path {
+        "/api/v1/groups" => Change::AddGroup,
+        "/api/v1/approvals" => Change::Approve,
+        _ => return read_only(app, method, path),
+    };
+    if method == Method::GET || method == Method::HEAD {
+        return read_only(app, method, path);
+    }
+    if method != Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET or POST");
+        r.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST"),
+        );
+        return r;
+    }
+    if let Some(refusal) = app.admin_tokens.refuse(&parts.headers) {
+        return refusal;
+    }
+    let bytes = match read_body(&parts.headers, body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "at most 64 KiB of JSON");
+        }
+        Err(BodyError::Broken) => return text(StatusCode::BAD_REQUEST, "request body broken"),
+    };
+    let wusp = app.wusp.clone();
+    let outcome = match change {
+        Change::AddGroup => match serde_json::from_slice::<NewGroup>(&bytes) {
+            Ok(g) => {
+                tokio::task::spawn_blocking(move || {
+                    wusp.change(|store, _| store.add_group(&g.name, g.parent.as_deref()))
+                        .map(|id| {
+                            (
+                                StatusCode::CREATED,
+                                serde_json::json!({ "id": id.to_string(), "name": g.name.trim() }),
+                            )
+                        })
+                })
+                .await
+            }
+            Err(e) => return bad_json(&e),
+        },
+        Change::Approve => match serde_json::from_slice::<Approval>(&bytes) {
+            Ok(a) => {
+                let (updates, action, deadline) = match a.validate() {
+                    Ok(v) => v,
+                    Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
+                };
+                tokio::task::spawn_blocking(move || {
+                    wusp.change(|store, catalog| {
+                        store.approve_updates(
+                            catalog,
+                            updates.as_deref(),
+                            &a.group,
+                            action,
+                            deadline,
+                        )
+                    })
+                    .map(|n| {
+                        (
+                            StatusCode::OK,
+                            serde_json::json!({
+                                "approved": n,
+                                "group": a.group,
+                                "action": action.as_str(),
+                            }),
+                        )
+                    })
+                })
+                .await
+            }
+            Err(e) => return bad_json(&e),
+        },
+    };
+    match outcome {
+        Ok(Ok((status, json))) => {
+            let mut r = with_type(json.to_string(), "application/json");
+            *r.status_mut() = status;
+            r
+        }
+        Ok(Err(e)) => {
+            let status = match e {
+                CatalogError::Unknown(_) => StatusCode::NOT_FOUND,
+                CatalogError::Exists(_) => StatusCode::CONFLICT,
+                CatalogError::Invalid(_) | CatalogError::Document(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+                CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            text(status, &e.to_string())
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("admin task: {e}"),
+        ),
+    }
+}
+
+enum Change {
+    AddGroup,
+    Approve,
+}
+
+/// `POST /api/v1/groups`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewGroup {
+    name: String,
+    /// The parent group's name; All Computers when absent.
+    parent: Option<String>,
+}
+
+/// `POST /api/v1/approvals`: the same choices as `wsus-edge approve`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approval {
+    group: String,
+    /// Update ids (their latest revision is approved).
+    #[serde(default)]
+    updates: Vec<String>,
+    /// Every explicitly deployable software update instead of `updates`.
+    #[serde(default)]
+    all: bool,
+    /// install (default), optional, uninstall or block.
+    action: Option<String>,
+    /// An xs:dateTime.
+    deadline: Option<String>,
+}
+
+impl Approval {
+    /// (updates, None = all; action; deadline) or what is wrong, naming the field.
+    #[allow(clippy::type_complexity)]
+    fn validate(&self) -> std::result::Result<(Option<Vec<Guid>>, Action, Option<i64>), String> {
+        let updates = match (self.all, self.updates.is_empty()) {
+            (true, true) => None,
+            (false, false) => Some(
+                self.updates
+                    .iter()
+                    .map(|u| Guid::parse(u).ok_or_else(|| format!("updates: {u:?} is not a GUID")))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            ),
+            _ => return Err("give either \"updates\" or \"all\": true".into()),
+        };
+        let action = match self.action.as_deref() {
+            None => Action::Install,
+            Some(a) => Action::parse_approval(a)
+                .ok_or_else(|| format!("action: {a:?}: install, optional, uninstall or block"))?,
+        };
+        let deadline = match self.deadline.as_deref() {
+            None => None,
+            Some(d) => Some(
+                crate::soap::xsd::parse_datetime(d)
+                    .ok_or_else(|| format!("deadline: {d:?} is not an xs:dateTime"))?,
+            ),
+        };
+        Ok((updates, action, deadline))
+    }
+}
+
+fn bad_json(e: &serde_json::Error) -> Response<Body> {
+    text(StatusCode::BAD_REQUEST, &format!("JSON: {e}"))
+}
+
+fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "read-only");
     }
@@ -32,6 +255,8 @@ pub async fn respond(app: &App, method: &Method, path: &str) -> Response<Body> {
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/api/v1/status" => with_type(status_json(app), "application/json"),
+        "/api/v1/groups" => with_type(groups_json(app), "application/json"),
+        "/api/v1/approvals" => with_type(approvals_json(app), "application/json"),
         "/" => with_type(status_page(app), "text/html; charset=utf-8"),
         _ => match path.strip_prefix("/api/v1/content/").map(Digest::from_hex) {
             Some(Some(digest)) => match app.store.describe(&digest) {
@@ -45,6 +270,44 @@ pub async fn respond(app: &App, method: &Method, path: &str) -> Response<Body> {
             None => text(StatusCode::NOT_FOUND, "not found"),
         },
     }
+}
+
+fn groups_json(app: &App) -> String {
+    let catalog = app.wusp.catalog();
+    let groups: Vec<_> = catalog
+        .groups
+        .iter()
+        .map(|g| {
+            serde_json::json!({
+                "id": g.id.to_string(),
+                "name": g.name,
+                "parent": g.parent.and_then(|p| catalog.group(p)).map(|p| p.name.as_str()),
+                "builtin": g.builtin,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(groups).to_string()
+}
+
+fn approvals_json(app: &App) -> String {
+    let catalog = app.wusp.catalog();
+    let approvals: Vec<_> = catalog
+        .deployments
+        .iter()
+        .filter_map(|d| {
+            let r = catalog.revision(d.revision)?;
+            Some(serde_json::json!({
+                "update": r.update_id.to_string(),
+                "revision_number": r.revision_number,
+                "title": r.title(),
+                "group": catalog.group(d.group).map(|g| g.name.as_str()),
+                "action": d.action.as_str(),
+                "deadline": d.deadline.map(crate::soap::xsd::format_datetime),
+                "changed": crate::soap::xsd::format_datetime(d.last_change),
+            }))
+        })
+        .collect();
+    serde_json::Value::Array(approvals).to_string()
 }
 
 fn with_type(body: String, content_type: &'static str) -> Response<Body> {

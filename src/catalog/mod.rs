@@ -241,6 +241,10 @@ pub enum CatalogError {
     Document(String),
     /// A name or id that does not exist.
     Unknown(String),
+    /// An administrator's request that cannot be carried out as given (a bad name).
+    Invalid(String),
+    /// A name that is taken.
+    Exists(String),
     /// The database said no.
     Store(String),
 }
@@ -250,6 +254,8 @@ impl fmt::Display for CatalogError {
         match self {
             CatalogError::Document(m) => write!(f, "update document: {m}"),
             CatalogError::Unknown(m) => write!(f, "unknown {m}"),
+            CatalogError::Invalid(m) => f.write_str(m),
+            CatalogError::Exists(m) => write!(f, "{m} exists already"),
             CatalogError::Store(m) => write!(f, "state.db: {m}"),
         }
     }
@@ -362,6 +368,28 @@ impl Catalog {
     /// A payload file by its SHA-1, if some revision names it.
     pub fn file(&self, sha1: &[u8; 20]) -> Option<&FileRef> {
         self.files.get(sha1)
+    }
+
+    /// The revisions an approval of `updates` takes: the latest revision of each named update,
+    /// or (None) of every explicitly deployable software update.
+    pub fn approvable(&self, updates: Option<&[Guid]>) -> Result<Vec<u32>, CatalogError> {
+        match updates {
+            None => Ok(self
+                .revisions
+                .iter()
+                .filter(|r| r.update_type == UpdateType::Software && r.explicitly_deployable)
+                .filter(|r| self.latest(r.update_id).is_some_and(|l| l.id == r.id))
+                .map(|r| r.id)
+                .collect()),
+            Some(ids) => ids
+                .iter()
+                .map(|id| {
+                    self.latest(*id)
+                        .map(|r| r.id)
+                        .ok_or_else(|| CatalogError::Unknown(format!("update {id}")))
+                })
+                .collect(),
+        }
     }
 
     pub fn group_by_name(&self, name: &str) -> Option<&Group> {

@@ -284,7 +284,7 @@ impl Store {
     pub fn add_group(&mut self, name: &str, parent: Option<&str>) -> Result<Guid, CatalogError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 256 {
-            return Err(CatalogError::Document(
+            return Err(CatalogError::Invalid(
                 "a group name has 1 to 256 characters".into(),
             ));
         }
@@ -293,9 +293,7 @@ impl Store {
             None => ALL_COMPUTERS,
         };
         if self.group_id(name).is_ok() {
-            return Err(CatalogError::Document(format!(
-                "a group named {name:?} exists"
-            )));
+            return Err(CatalogError::Exists(format!("a group named {name:?}")));
         }
         let id = Guid::random();
         self.conn
@@ -347,6 +345,23 @@ impl Store {
         }
         tx.commit().map_err(db)?;
         Ok(n)
+    }
+
+    /// An administrator's approval: the latest revision of each of `updates` (None: of every
+    /// explicitly deployable software update) in `catalog`, this store's content, for the group
+    /// named `group`. Returns how many revisions were approved.
+    pub fn approve_updates(
+        &mut self,
+        catalog: &Catalog,
+        updates: Option<&[Guid]>,
+        group: &str,
+        action: Action,
+        deadline: Option<i64>,
+    ) -> Result<usize, CatalogError> {
+        let group = self.group_id(group)?;
+        let revisions = catalog.approvable(updates)?;
+        self.approve(&revisions, group, action, deadline, unix_now())?;
+        Ok(revisions.len())
     }
 
     /// Revision ids by update id (every revision of it), for `approve --update`.

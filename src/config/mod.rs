@@ -3,7 +3,8 @@
 //!
 //! It owns the key names, their defaults and their limits (DESIGN.md §5 is the contract). It calls
 //! nothing else in the crate, reads no environment itself (the caller passes it in) and touches the
-//! filesystem only in [`Config::load`] (the file) and [`Config::check_files`] (for `check-config`).
+//! filesystem only in [`Config::load`] (the file), [`Config::check_files`] (for `check-config`)
+//! and [`read_tokens`] (the token files it names).
 //!
 //! The text is parsed into a `toml::Table` and walked by hand rather than deserialized with serde,
 //! because serde stops at the first error and the operator should see every mistake at once. Each
@@ -47,6 +48,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("downstream", &["token_file"]),
+    ("admin", &["token_file"]),
     (
         "cache",
         &[
@@ -104,6 +106,7 @@ pub struct Config {
     /// Present on a downstream (branch) node; absent on a root.
     pub upstream: Option<Upstream>,
     pub downstream: Downstream,
+    pub admin: Admin,
     pub cache: Cache,
     pub wan: Wan,
     pub reports: Reports,
@@ -183,6 +186,13 @@ pub struct Upstream {
 pub struct Downstream {
     /// The bearer tokens this node accepts from its downstream servers, one per line; none: no
     /// token is required.
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    /// The bearer tokens the admin API accepts for changes (approvals, groups), one per line;
+    /// none: the admin listener is read-only.
     pub token_file: Option<PathBuf>,
 }
 
@@ -282,6 +292,7 @@ impl Default for Config {
             tls: None,
             upstream: None,
             downstream: Downstream { token_file: None },
+            admin: Admin { token_file: None },
             cache: Cache {
                 memory_bytes: DEFAULT_MEMORY_BYTES,
                 disk_bytes: DEFAULT_DISK_BYTES,
@@ -382,6 +393,9 @@ impl Config {
         if let Some(path) = &self.downstream.token_file {
             files.push(("downstream.token_file", path));
         }
+        if let Some(path) = &self.admin.token_file {
+            files.push(("admin.token_file", path));
+        }
         file_problems(&files, &self.node.data_dir)
     }
 
@@ -416,8 +430,29 @@ impl Config {
     }
 }
 
+/// The bearer tokens of a token file (`key` names it in problems): one per line, blank lines and
+/// surrounding whitespace ignored; a file without any is a problem.
+pub fn read_tokens(key: &str, path: &Path) -> Result<Vec<String>, Problem> {
+    let problem = |message: String| Problem {
+        key: key.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| problem(format!("cannot read {}: {e}", path.display())))?;
+    let tokens: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if tokens.is_empty() {
+        return Err(problem(format!("{} holds no token", path.display())));
+    }
+    Ok(tokens)
+}
+
 /// The keys that name files, as (section, key, "section.key").
-const FILE_KEYS: [(&str, &str, &str); 8] = [
+const FILE_KEYS: [(&str, &str, &str); 9] = [
     ("tls", "cert", "tls.cert"),
     ("tls", "key", "tls.key"),
     ("tls", "client_ca", "tls.client_ca"),
@@ -426,6 +461,7 @@ const FILE_KEYS: [(&str, &str, &str); 8] = [
     ("upstream", "client_key", "upstream.client_key"),
     ("upstream", "token_file", "upstream.token_file"),
     ("downstream", "token_file", "downstream.token_file"),
+    ("admin", "token_file", "admin.token_file"),
 ];
 
 /// Each file must be a readable regular file; `data_dir` a directory or creatable.
@@ -683,6 +719,10 @@ impl Walk {
         let downstream = Downstream {
             token_file: self.field(downstream, "token_file", as_path).set(),
         };
+        let admin = self.section(root, "admin");
+        let admin = Admin {
+            token_file: self.field(admin, "token_file", as_path).set(),
+        };
         let cache = self.cache(root);
         let wan = self.section(root, "wan");
         let wan = Wan {
@@ -700,6 +740,7 @@ impl Walk {
             tls: tls?,
             upstream: upstream?,
             downstream,
+            admin,
             cache,
             wan,
             reports,
@@ -1852,6 +1893,8 @@ mod tests {
             token_file = "/nonexistent/token"
             [downstream]
             token_file = "/nonexistent/tokens"
+            [admin]
+            token_file = "/nonexistent/admin-tokens"
             "#,
         );
         let found = config.check_files();
@@ -1863,6 +1906,7 @@ mod tests {
                 "upstream.ca",
                 "upstream.token_file",
                 "downstream.token_file",
+                "admin.token_file",
                 "node.data_dir"
             ],
             "{found:?}"

@@ -40,6 +40,8 @@ pub struct App {
     pub wusp: Arc<wusp::Service>,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<Arc<Upstream>>,
+    /// Who may change state through the admin API.
+    pub admin_tokens: admin::Tokens,
     pub started: Instant,
     pub ready: AtomicBool,
     pub listen: Listening,
@@ -94,6 +96,7 @@ const H2_CONN_WINDOW: u32 = 16 << 20;
 /// every listener, and serve. Returns once the node is ready.
 pub async fn start(config: &Config) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let admin_tokens = admin::Tokens::from_config(&config.admin)?;
     let upstream = match &config.upstream {
         Some(up) => {
             let settings = upstream::Settings::from_config(up, &config.wan)?;
@@ -165,6 +168,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         wusp: Arc::new(wusp),
         metrics,
         upstream,
+        admin_tokens,
         started: Instant::now(),
         ready: AtomicBool::new(false),
         listen,
@@ -340,7 +344,7 @@ async fn route(
 ) -> Response<Body> {
     let path = parts.uri.path();
     let (class, response) = match role {
-        Role::Admin => ("admin", admin::respond(app, &parts.method, path).await),
+        Role::Admin => ("admin", admin::respond(app, parts, body).await),
         Role::Clients if content::path::is_content_path(path) => (
             "content",
             response::respond(&app.store, &parts.method, path, &parts.headers).await,
@@ -354,6 +358,41 @@ async fn route(
     response
 }
 
+/// Why a request body could not be had.
+pub(crate) enum BodyError {
+    /// Over the limit (declared or sent); reading stopped there.
+    TooLarge,
+    /// The transport failed mid-body.
+    Broken,
+}
+
+/// Read a whole request body of at most `limit` bytes; a declared Content-Length over the
+/// limit is refused before a byte is read.
+pub(crate) async fn read_body(
+    headers: &http::HeaderMap,
+    mut body: RequestBody,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|_| BodyError::Broken)?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(BodyError::TooLarge);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
 /// A SOAP call of the client protocol: the body read under the service's limit, the answer
 /// as the service gives it.
 async fn soap(
@@ -361,7 +400,7 @@ async fn soap(
     endpoint: wusp::Endpoint,
     listener: Listener,
     parts: &http::request::Parts,
-    mut body: RequestBody,
+    body: RequestBody,
 ) -> Response<Body> {
     if parts.method != http::Method::POST {
         let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "SOAP services take POST");
@@ -370,31 +409,12 @@ async fn soap(
         return r;
     }
     let limit = app.wusp.max_body();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let reply = if declared.is_some_and(|n| n > limit as u64) {
-        wusp::oversized(endpoint, limit)
-    } else {
-        let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
-        let mut too_large = false;
-        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-            let Ok(frame) = frame else {
-                return response::text(StatusCode::BAD_REQUEST, "request body broken");
-            };
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > limit {
-                    too_large = true;
-                    break;
-                }
-                bytes.extend_from_slice(&data);
-            }
+    let reply = match read_body(&parts.headers, body, limit).await {
+        Err(BodyError::TooLarge) => wusp::oversized(endpoint, limit),
+        Err(BodyError::Broken) => {
+            return response::text(StatusCode::BAD_REQUEST, "request body broken");
         }
-        if too_large {
-            wusp::oversized(endpoint, limit)
-        } else {
+        Ok(bytes) => {
             let content_base = content_base(app, listener, parts);
             let action = parts
                 .headers

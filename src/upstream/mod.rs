@@ -76,22 +76,10 @@ impl Settings {
     /// Reads the token file, the only I/O of building a link.
     pub fn from_config(up: &config::Upstream, wan: &config::Wan) -> Result<Settings> {
         let token = match &up.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::internal(
-                        Kind::Config,
-                        format!("upstream.token_file {}: {e}", path.display()),
-                    )
-                })?;
-                let token = text.lines().next().unwrap_or("").trim().to_owned();
-                if token.is_empty() {
-                    return Err(Error::internal(
-                        Kind::Config,
-                        format!("upstream.token_file {} is empty", path.display()),
-                    ));
-                }
-                Some(token)
-            }
+            Some(path) => config::read_tokens("upstream.token_file", path)
+                .map_err(|p| Error::internal(Kind::Config, p.to_string()))?
+                .into_iter()
+                .next(),
             None => None,
         };
         let client_cert = match (&up.client_cert, &up.client_key) {

@@ -242,13 +242,31 @@ impl Service {
     /// Blocking. True when a new catalog is in service.
     pub fn reload_if_changed(&self) -> Result<bool, CatalogError> {
         let store = lock(&self.store);
-        let version = store.data_version()?;
-        if version == self.loaded().version {
+        if store.data_version()? == self.loaded().version {
             return Ok(false);
         }
-        let catalog = Arc::new(store.load()?);
+        self.serve_from(&store)?;
+        Ok(true)
+    }
+
+    /// Change state.db through this node's own connection (the admin API) and serve the result
+    /// at once: a connection's own commits do not move its `data_version`, so the periodic
+    /// reload would not see them. Blocking.
+    pub fn change<T>(
+        &self,
+        f: impl FnOnce(&mut Store, &Catalog) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
+        let mut store = lock(&self.store);
+        let out = f(&mut store, &self.catalog())?;
+        self.serve_from(&store)?;
+        Ok(out)
+    }
+
+    /// Load the catalog from `store` and put it into service (its scopes computed afresh).
+    fn serve_from(&self, store: &Store) -> Result<(), CatalogError> {
+        let version = store.data_version()?;
         let fresh = Arc::new(Loaded {
-            catalog,
+            catalog: Arc::new(store.load()?),
             version,
             scopes: Mutex::new(HashMap::new()),
         });
@@ -256,7 +274,7 @@ impl Service {
             Ok(mut g) => *g = fresh,
             Err(p) => *p.into_inner() = fresh,
         }
-        Ok(true)
+        Ok(())
     }
 
     /// What a computer in `groups` may see (cached per group set and catalog).

@@ -509,6 +509,18 @@ pub async fn catalog_root(
     Vec<wsus_edge::catalog::Guid>,
     Vec<wsus_edge::catalog::Guid>,
 ) {
+    catalog_root_with(dir, "").await
+}
+
+/// [`catalog_root`] with `extra` configuration.
+pub async fn catalog_root_with(
+    dir: &Path,
+    extra: &str,
+) -> (
+    Running,
+    Vec<wsus_edge::catalog::Guid>,
+    Vec<wsus_edge::catalog::Guid>,
+) {
     let data = dir.join("root");
     let payloads = dir.join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
@@ -530,7 +542,7 @@ pub async fn catalog_root(
         .approve(&revs, ring, Action::Install, None, 2_000)
         .unwrap();
     drop(store);
-    let node = start(&node_config(&data, None, "", "")).await;
+    let node = start(&node_config(&data, None, "", extra)).await;
     (node, all, ringed)
 }
 
