@@ -123,10 +123,7 @@ impl Session<'_> {
         operation: &'static str,
         inner: &str,
     ) -> Result<Element> {
-        let body = format!(
-            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
-             <{operation} xmlns=\"{ns}\">{inner}</{operation}></s:Body></s:Envelope>"
-        );
+        let body = request::envelope(ns, operation, inner);
         let request = Request::post(format!("{}{path}", self.base))
             .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .header("SOAPAction", format!("\"{ns}/{operation}\""))
@@ -204,54 +201,146 @@ impl Session<'_> {
             .find(|p| p.child_text("Name") == Some("MaxExtendedUpdatesPerRequest"))
             .and_then(|p| p.child_text("Value")?.parse().ok())
             .unwrap_or(50);
-        let mut inner = String::new();
-        soap::text_element(&mut inner, "clientId", &machine.client_id);
-        if let Some(group) = &machine.target_group {
-            soap::text_element(&mut inner, "targetGroupName", group);
-        }
-        soap::text_element(&mut inner, "dnsName", &machine.dns_name);
         let auth = self
-            .call(SIMPLE_AUTH, AUTH_NS, "GetAuthorizationCookie", &inner)
+            .call(
+                SIMPLE_AUTH,
+                AUTH_NS,
+                "GetAuthorizationCookie",
+                &request::authorization_cookie(machine),
+            )
             .await?;
         let auth_data = auth
             .child("GetAuthorizationCookieResult")
             .and_then(|r| r.child_text("CookieData"))
             .unwrap_or("")
             .to_owned();
-        let now = format_datetime(crate::catalog::store::unix_now());
-        // As a first-time client: an old cookie with only its clear Expiration.
+        let now = crate::catalog::store::unix_now();
         let cookie = self
             .call(
                 CLIENT,
                 CLIENT_NS,
                 "GetCookie",
-                &format!(
-                    "<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId>\
-                     <CookieData>{auth_data}</CookieData></AuthorizationCookie></authCookies>\
-                     <oldCookie><Expiration>{now}</Expiration></oldCookie>\
-                     <lastChange>{last_change}</lastChange><currentTime>{now}</currentTime>\
-                     <protocolVersion>2.90</protocolVersion>"
-                ),
+                &request::get_cookie(&auth_data, &last_change, now),
             )
             .await?;
         Ok((read_cookie(cookie.child("GetCookieResult"))?, max_extended))
     }
 }
 
-fn cookie_xml(name: &str, cookie: &(String, String)) -> String {
-    format!(
-        "<{name}><Expiration>{}</Expiration><EncryptedData>{}</EncryptedData></{name}>",
-        cookie.0, cookie.1
-    )
+/// Request bodies as the Windows Update Agent writes them, and the cookie read from answers
+/// (sans-IO: also what benchmarks drive a handler with).
+pub mod request {
+    use std::fmt::Write as _;
+
+    use super::Machine;
+    use crate::error::{Error, Kind, Result};
+    use crate::soap::{self, Element};
+
+    /// A client cookie as it travels: (Expiration, EncryptedData).
+    pub type Cookie = (String, String);
+
+    /// A SOAP 1.1 envelope around one operation element.
+    pub fn envelope(ns: &str, operation: &str, inner: &str) -> String {
+        format!(
+            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+             <{operation} xmlns=\"{ns}\">{inner}</{operation}></s:Body></s:Envelope>"
+        )
+    }
+
+    pub fn cookie_xml(name: &str, cookie: &Cookie) -> String {
+        format!(
+            "<{name}><Expiration>{}</Expiration><EncryptedData>{}</EncryptedData></{name}>",
+            cookie.0, cookie.1
+        )
+    }
+
+    /// The cookie element of an answer (GetCookieResult, NewCookie).
+    pub fn read_cookie(e: Option<&Element>) -> Result<Cookie> {
+        let e = e.ok_or_else(|| Error::upstream(Kind::BadUpstream, "no cookie in the answer"))?;
+        Ok((
+            e.child_text("Expiration").unwrap_or("").to_owned(),
+            e.child_text("EncryptedData").unwrap_or("").to_owned(),
+        ))
+    }
+
+    /// GetAuthorizationCookie's parameters.
+    pub fn authorization_cookie(machine: &Machine) -> String {
+        let mut inner = String::new();
+        soap::text_element(&mut inner, "clientId", &machine.client_id);
+        if let Some(group) = &machine.target_group {
+            soap::text_element(&mut inner, "targetGroupName", group);
+        }
+        soap::text_element(&mut inner, "dnsName", &machine.dns_name);
+        inner
+    }
+
+    /// GetCookie's parameters as a first-time client sends them: an old cookie with only its
+    /// clear Expiration. `now` in seconds since the epoch.
+    pub fn get_cookie(auth_data: &str, last_change: &str, now: i64) -> String {
+        let now = crate::soap::xsd::format_datetime(now);
+        format!(
+            "<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId>\
+             <CookieData>{auth_data}</CookieData></AuthorizationCookie></authCookies>\
+             <oldCookie><Expiration>{now}</Expiration></oldCookie>\
+             <lastChange>{last_change}</lastChange><currentTime>{now}</currentTime>\
+             <protocolVersion>2.90</protocolVersion>"
+        )
+    }
+
+    /// RegisterComputer's parameters, shaped like a Windows 11 Pro machine's.
+    pub fn register_computer(cookie: &Cookie, machine: &Machine) -> String {
+        format!(
+            "{}<computerInfo><DnsName>{}</DnsName><OSMajorVersion>10</OSMajorVersion>\
+             <OSMinorVersion>0</OSMinorVersion><OSBuildNumber>26200</OSBuildNumber>\
+             <OSServicePackMajorNumber>0</OSServicePackMajorNumber>\
+             <OSServicePackMinorNumber>0</OSServicePackMinorNumber><OSLocale>en-US</OSLocale>\
+             <ComputerManufacturer>Contoso</ComputerManufacturer><ComputerModel>Simulated\
+             </ComputerModel><BiosVersion>unknown</BiosVersion><BiosName>unknown</BiosName>\
+             <BiosReleaseDate>2022-02-02T00:00:00Z</BiosReleaseDate>\
+             <ProcessorArchitecture>AMD64</ProcessorArchitecture><SuiteMask>256</SuiteMask>\
+             <OldProductType>1</OldProductType><NewProductType>48</NewProductType>\
+             <SystemMetrics>0</SystemMetrics><ClientVersionMajorNumber>1507\
+             </ClientVersionMajorNumber><ClientVersionMinorNumber>2601\
+             </ClientVersionMinorNumber><ClientVersionBuildNumber>30012\
+             </ClientVersionBuildNumber><ClientVersionQfeNumber>0</ClientVersionQfeNumber>\
+             <OSDescription>Windows 11 Pro</OSDescription></computerInfo>",
+            cookie_xml("cookie", cookie),
+            soap::escape_text(&machine.dns_name)
+        )
+    }
+
+    /// SyncUpdates of the software pass, with what the client holds (omitted when empty, as
+    /// the first call of a real scan omits them).
+    pub fn sync_software(
+        cookie: &Cookie,
+        installed_non_leaf: &[u32],
+        other_cached: &[u32],
+    ) -> String {
+        let ids = |name: &str, list: &[u32]| {
+            if list.is_empty() {
+                return String::new();
+            }
+            let mut x = format!("<{name}>");
+            for id in list {
+                let _ = write!(x, "<int>{id}</int>");
+            }
+            let _ = write!(x, "</{name}>");
+            x
+        };
+        format!(
+            "{}<parameters><ExpressQuery>false</ExpressQuery>{}{}\
+             <SkipSoftwareSync>false</SkipSoftwareSync>\
+             <NeedTwoGroupOutOfScopeUpdates>true</NeedTwoGroupOutOfScopeUpdates>\
+             <AlsoPerformRegularSync>true</AlsoPerformRegularSync><ComputerSpec/>\
+             </parameters>",
+            cookie_xml("cookie", cookie),
+            ids("InstalledNonLeafUpdateIDs", installed_non_leaf),
+            ids("OtherCachedUpdateIDs", other_cached),
+        )
+    }
 }
 
-fn read_cookie(e: Option<&Element>) -> Result<(String, String)> {
-    let e = e.ok_or_else(|| Error::upstream(Kind::BadUpstream, "no cookie in the answer"))?;
-    Ok((
-        e.child_text("Expiration").unwrap_or("").to_owned(),
-        e.child_text("EncryptedData").unwrap_or("").to_owned(),
-    ))
-}
+use request::{cookie_xml, read_cookie};
 
 /// Rough evaluation of an update's core fragment, enough to walk the prerequisite graph:
 /// categories are installed; a detectoid is, unless the machine's seed rules it out; software
@@ -300,24 +389,7 @@ pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Sc
         CLIENT,
         CLIENT_NS,
         "RegisterComputer",
-        &format!(
-            "{}<computerInfo><DnsName>{}</DnsName><OSMajorVersion>10</OSMajorVersion>\
-             <OSMinorVersion>0</OSMinorVersion><OSBuildNumber>26200</OSBuildNumber>\
-             <OSServicePackMajorNumber>0</OSServicePackMajorNumber>\
-             <OSServicePackMinorNumber>0</OSServicePackMinorNumber><OSLocale>en-US</OSLocale>\
-             <ComputerManufacturer>Contoso</ComputerManufacturer><ComputerModel>Simulated\
-             </ComputerModel><BiosVersion>unknown</BiosVersion><BiosName>unknown</BiosName>\
-             <BiosReleaseDate>2022-02-02T00:00:00Z</BiosReleaseDate>\
-             <ProcessorArchitecture>AMD64</ProcessorArchitecture><SuiteMask>256</SuiteMask>\
-             <OldProductType>1</OldProductType><NewProductType>48</NewProductType>\
-             <SystemMetrics>0</SystemMetrics><ClientVersionMajorNumber>1507\
-             </ClientVersionMajorNumber><ClientVersionMinorNumber>2601\
-             </ClientVersionMinorNumber><ClientVersionBuildNumber>30012\
-             </ClientVersionBuildNumber><ClientVersionQfeNumber>0</ClientVersionQfeNumber>\
-             <OSDescription>Windows 11 Pro</OSDescription></computerInfo>",
-            cookie_xml("cookie", &cookie),
-            soap::escape_text(&machine.dns_name)
-        ),
+        &request::register_computer(&cookie, machine),
     )
     .await?;
 
@@ -325,32 +397,12 @@ pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Sc
     let mut installed_ids: Vec<u32> = Vec::new();
     let mut other_ids: Vec<u32> = Vec::new();
     for _ in 0..500 {
-        let ids = |name: &str, list: &[u32]| {
-            if list.is_empty() {
-                return String::new();
-            }
-            let mut x = format!("<{name}>");
-            for id in list {
-                let _ = write!(x, "<int>{id}</int>");
-            }
-            let _ = write!(x, "</{name}>");
-            x
-        };
         let answer = s
             .call(
                 CLIENT,
                 CLIENT_NS,
                 "SyncUpdates",
-                &format!(
-                    "{}<parameters><ExpressQuery>false</ExpressQuery>{}{}\
-                     <SkipSoftwareSync>false</SkipSoftwareSync>\
-                     <NeedTwoGroupOutOfScopeUpdates>true</NeedTwoGroupOutOfScopeUpdates>\
-                     <AlsoPerformRegularSync>true</AlsoPerformRegularSync><ComputerSpec/>\
-                     </parameters>",
-                    cookie_xml("cookie", &cookie),
-                    ids("InstalledNonLeafUpdateIDs", &installed_ids),
-                    ids("OtherCachedUpdateIDs", &other_ids),
-                ),
+                &request::sync_software(&cookie, &installed_ids, &other_ids),
             )
             .await?;
         s.scan.pages += 1;
