@@ -278,8 +278,11 @@ pub fn base64_encode(bytes: &[u8]) -> String {
 /// (import, approval, sync) builds a new one and swaps it in whole.
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// Sorted by id.
     revisions: Vec<Revision>,
-    by_id: HashMap<u32, usize>,
+    /// The position of each revision id in `revisions` (`u32::MAX`: none) when ids are dense,
+    /// as state.db assigns them; otherwise empty, and lookups search `revisions`.
+    by_id: Vec<u32>,
     /// The highest revision of each update id.
     latest: HashMap<Guid, usize>,
     by_identity: HashMap<(Guid, u32), usize>,
@@ -307,12 +310,19 @@ impl Catalog {
         for r in &mut revisions {
             r.is_leaf = !named.contains(&r.update_id);
         }
-        let mut by_id = HashMap::with_capacity(revisions.len());
+        let limit = revisions.last().map_or(0, |r| r.id as usize + 1);
+        let mut by_id = if limit <= 4 * revisions.len() + 1024 {
+            vec![u32::MAX; limit]
+        } else {
+            Vec::new()
+        };
         let mut latest: HashMap<Guid, usize> = HashMap::with_capacity(revisions.len());
         let mut by_identity = HashMap::with_capacity(revisions.len());
         let mut files = HashMap::new();
         for (i, r) in revisions.iter().enumerate() {
-            by_id.insert(r.id, i);
+            if let Some(slot) = by_id.get_mut(r.id as usize) {
+                *slot = i as u32;
+            }
             by_identity.insert((r.update_id, r.revision_number), i);
             latest
                 .entry(r.update_id)
@@ -351,7 +361,20 @@ impl Catalog {
     }
 
     pub fn revision(&self, id: u32) -> Option<&Revision> {
-        self.by_id.get(&id).map(|&i| &self.revisions[i])
+        if self.by_id.is_empty() {
+            let i = self.revisions.binary_search_by_key(&id, |r| r.id).ok()?;
+            return self.revisions.get(i);
+        }
+        match self.by_id.get(id as usize) {
+            Some(&i) if i != u32::MAX => self.revisions.get(i as usize),
+            _ => None,
+        }
+    }
+
+    /// When revision ids are dense (as state.db assigns them): one more than the highest, so
+    /// a set of ids fits a bitset of this many bits. `None` when they are too sparse for that.
+    pub fn dense_id_limit(&self) -> Option<usize> {
+        (!self.by_id.is_empty()).then_some(self.by_id.len())
     }
 
     /// The highest revision of an update.

@@ -169,6 +169,10 @@ pub struct SyncResult {
 }
 
 /// The SyncUpdates walk over a computer's `scope`.
+///
+/// Cost is linear in the scope and the client's lists: one pass over the scope, sets of
+/// revision ids as bitsets over the catalog's dense ids (no hashing of what the client sends,
+/// so no list it sends can make it slow), the page sorted.
 pub fn sync(catalog: &Catalog, scope: &HashMap<u32, Offer>, req: &SyncRequest) -> SyncResult {
     let in_pass = |t: UpdateType| match req.skip_software {
         false => t != UpdateType::Driver,
@@ -182,69 +186,102 @@ pub fn sync(catalog: &Catalog, scope: &HashMap<u32, Offer>, req: &SyncRequest) -
         .collect();
     let allowed = (!req.filter_categories.is_empty())
         .then(|| category_filter(catalog, scope, &req.filter_categories));
-    let mut needed: Vec<&Offer> = scope
-        .values()
-        .filter(|o| {
-            let Some(r) = catalog.revision(o.revision) else {
-                return false;
-            };
-            in_pass(r.update_type)
-                && allowed.as_ref().is_none_or(|a| a.contains(&o.revision))
-                && r.prerequisites
-                    .iter()
-                    .all(|c| c.ids.iter().any(|id| installed.contains(id)))
-        })
-        .collect();
+    let mut cached = IdSet::new(catalog);
+    for &id in req.installed_non_leaf.iter().chain(&req.other_cached) {
+        cached.insert(id);
+    }
+    let mut needed: Vec<Offer> = Vec::new();
+    let mut needed_ids = IdSet::new(catalog);
+    let mut new_anchor = req.anchor;
+    let mut any_driver = false;
+    for o in scope.values() {
+        new_anchor = new_anchor.max(o.last_change);
+        let Some(r) = catalog.revision(o.revision) else {
+            continue;
+        };
+        any_driver |= r.update_type == UpdateType::Driver;
+        let wanted = in_pass(r.update_type)
+            && allowed.as_ref().is_none_or(|a| a.contains(&o.revision))
+            && r.prerequisites
+                .iter()
+                .all(|c| c.ids.iter().any(|id| installed.contains(id)));
+        if wanted {
+            needed.push(*o);
+            needed_ids.insert(o.revision);
+        }
+    }
     // Non-leaf first (they unlock the rest), then by id: a stable order across pages.
-    needed.sort_by_key(|o| (o.is_leaf, o.revision));
-    let cached: HashSet<u32> = req
+    needed.sort_unstable_by_key(|o| (o.is_leaf, o.revision));
+    let (mut new_updates, changed_updates): (Vec<Offer>, Vec<Offer>) = (
+        needed
+            .iter()
+            .filter(|o| !cached.contains(o.revision))
+            .copied()
+            .collect(),
+        needed
+            .iter()
+            .filter(|o| cached.contains(o.revision) && o.last_change > req.anchor)
+            .copied()
+            .collect(),
+    );
+    let truncated = new_updates.len() > req.page_size;
+    new_updates.truncate(req.page_size);
+    let mut out_of_scope: Vec<u32> = req
         .installed_non_leaf
         .iter()
         .chain(&req.other_cached)
         .copied()
-        .collect();
-    let needed_ids: HashSet<u32> = needed.iter().map(|o| o.revision).collect();
-    let mut new_updates: Vec<Offer> = needed
-        .iter()
-        .filter(|o| !cached.contains(&o.revision))
-        .map(|o| **o)
-        .collect();
-    let truncated = new_updates.len() > req.page_size;
-    new_updates.truncate(req.page_size);
-    let changed_updates = needed
-        .iter()
-        .filter(|o| cached.contains(&o.revision) && o.last_change > req.anchor)
-        .map(|o| **o)
-        .collect();
-    let mut out_of_scope: Vec<u32> = cached
-        .iter()
-        .filter(|id| {
-            !needed_ids.contains(id)
-                && catalog
-                    .revision(**id)
-                    .is_none_or(|r| in_pass(r.update_type))
+        .filter(|&id| {
+            !needed_ids.contains(id) && catalog.revision(id).is_none_or(|r| in_pass(r.update_type))
         })
-        .copied()
         .collect();
     out_of_scope.sort_unstable();
-    let new_anchor = scope
-        .values()
-        .map(|o| o.last_change)
-        .max()
-        .unwrap_or(req.anchor)
-        .max(req.anchor);
-    let driver_sync_not_needed = !scope.values().any(|o| {
-        catalog
-            .revision(o.revision)
-            .is_some_and(|r| r.update_type == UpdateType::Driver)
-    });
+    out_of_scope.dedup();
     SyncResult {
         new_updates,
         changed_updates,
         out_of_scope,
         truncated,
         new_anchor,
-        driver_sync_not_needed,
+        driver_sync_not_needed: !any_driver,
+    }
+}
+
+/// A set of revision ids of one catalog: one bit per id when its ids are dense (ids at or
+/// above the limit are never members: no revision has them), hashed otherwise.
+enum IdSet {
+    Bits(Vec<u64>),
+    Hashed(HashSet<u32>),
+}
+
+impl IdSet {
+    fn new(catalog: &Catalog) -> IdSet {
+        match catalog.dense_id_limit() {
+            Some(limit) => IdSet::Bits(vec![0; limit.div_ceil(64)]),
+            None => IdSet::Hashed(HashSet::new()),
+        }
+    }
+
+    fn insert(&mut self, id: u32) {
+        match self {
+            IdSet::Bits(words) => {
+                if let Some(word) = words.get_mut(id as usize / 64) {
+                    *word |= 1 << (id % 64);
+                }
+            }
+            IdSet::Hashed(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        match self {
+            IdSet::Bits(words) => words
+                .get(id as usize / 64)
+                .is_some_and(|word| word & (1 << (id % 64)) != 0),
+            IdSet::Hashed(set) => set.contains(&id),
+        }
     }
 }
 
@@ -297,7 +334,7 @@ fn category_filter(
 mod tests {
     use super::*;
     use crate::catalog::store::Store;
-    use crate::catalog::{ALL_COMPUTERS, UNASSIGNED_COMPUTERS};
+    use crate::catalog::{ALL_COMPUTERS, Deployment, Revision, UNASSIGNED_COMPUTERS};
 
     /// A client that treats every non-leaf revision it is sent as installed, as a machine to
     /// which every category and detectoid applies; returns every offer received, in order.
@@ -416,6 +453,78 @@ mod tests {
         updates.sort();
         updates.dedup();
         assert_eq!(updates.len(), n);
+    }
+
+    /// Revision ids far apart (a catalog not numbered by state.db) take the hashed paths of
+    /// the lookup and of the walk's id sets, and give the same answers as dense ids.
+    #[test]
+    fn sparse_revision_ids_walk_as_dense_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(40, 3, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&generated.documents).unwrap();
+        let dense = store.load().unwrap();
+        store
+            .approve_updates(&dense, None, "All Computers", Action::Install, None)
+            .unwrap();
+        let dense = store.load().unwrap();
+        assert!(dense.dense_id_limit().is_some());
+        const SPREAD: u32 = 100_003;
+        let revisions: Vec<Revision> = dense
+            .revisions()
+            .iter()
+            .map(|r| Revision {
+                id: r.id * SPREAD,
+                bundled: r.bundled.iter().map(|b| b * SPREAD).collect(),
+                ..r.clone()
+            })
+            .collect();
+        let deployments = dense
+            .deployments
+            .iter()
+            .map(|d| Deployment {
+                revision: d.revision * SPREAD,
+                ..d.clone()
+            })
+            .collect();
+        let sparse = Catalog::new(
+            revisions,
+            dense.groups.clone(),
+            deployments,
+            dense.config_last_change,
+        );
+        assert_eq!(sparse.dense_id_limit(), None);
+        let a = walk(&dense, &[UNASSIGNED_COMPUTERS], 5);
+        let b = walk(&sparse, &[UNASSIGNED_COMPUTERS], 5);
+        assert!(a.len() > 10);
+        let spread: Vec<(u32, Action, bool)> = a
+            .iter()
+            .map(|o| (o.revision * SPREAD, o.action, o.is_leaf))
+            .collect();
+        let got: Vec<(u32, Action, bool)> = b
+            .iter()
+            .map(|o| (o.revision, o.action, o.is_leaf))
+            .collect();
+        assert_eq!(got, spread);
+        // Ids the catalog never had are out of scope, whichever set holds them.
+        for catalog in [&dense, &sparse] {
+            let s = scope(catalog, &[UNASSIGNED_COMPUTERS]);
+            let unknown = (1..u32::MAX)
+                .find(|id| catalog.revision(*id).is_none())
+                .unwrap();
+            let r = sync(
+                catalog,
+                &s,
+                &SyncRequest {
+                    other_cached: vec![unknown, u32::MAX, unknown],
+                    page_size: 5,
+                    ..SyncRequest::default()
+                },
+            );
+            assert_eq!(r.out_of_scope, vec![unknown, u32::MAX]);
+        }
     }
 
     #[test]
