@@ -117,6 +117,10 @@ pub enum Command {
         report: bool,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Once every client has scanned, each scans this many more times with what it holds
+        /// (the daily rescans a branch mostly answers); reported apart.
+        #[arg(long, default_value_t = 0)]
+        rescans: usize,
     },
     /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
     /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
@@ -240,6 +244,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
             content_server,
             report: send_reports,
             seed,
+            rescans,
         } => {
             let fleet = simulate::wua::Fleet {
                 server: server.trim_end_matches('/').to_owned(),
@@ -250,10 +255,15 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
                 download: download || send_reports,
                 report: send_reports,
                 seed,
+                rescans,
             };
             let outcome = simulate::wua::run(&fleet).await;
             print_fleet(&outcome);
-            if outcome.failures.is_empty() {
+            let rescans_failed = outcome
+                .rescans
+                .as_ref()
+                .is_some_and(|r| !r.failures.is_empty());
+            if outcome.failures.is_empty() && !rescans_failed {
                 Exit::Ok
             } else {
                 Exit::Failure
@@ -723,6 +733,27 @@ fn print_fleet(r: &simulate::wua::FleetReport) {
     for f in r.failures.iter().take(5) {
         println!("failed: {f}");
     }
+    if let Some(re) = &r.rescans {
+        println!(
+            "rescans             {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} revisions \
+             received, {} failed",
+            re.scans,
+            format_duration(re.elapsed),
+            re.scans as f64 / re.elapsed.as_secs_f64().max(1e-3),
+            re.pages,
+            re.received,
+            re.failures.len()
+        );
+        println!(
+            "rescan SOAP calls   {} (latency p50 {}, p99 {})",
+            re.calls.len(),
+            format_duration(simulate::wua::percentile(&re.calls, 50.0)),
+            format_duration(simulate::wua::percentile(&re.calls, 99.0))
+        );
+        for f in re.failures.iter().take(5) {
+            println!("failed rescan: {f}");
+        }
+    }
 }
 
 async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), Error> {
@@ -779,6 +810,7 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         download: true,
         report: true,
         seed: 1,
+        rescans: 0,
     };
     let started = Instant::now();
     let outcome = simulate::wua::run(&fleet).await;

@@ -49,6 +49,17 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
         "every file hashes to its name"
     );
 
+    // The next scan, from what the client now holds: one page, nothing sent again, nothing
+    // out of scope (the cache stays whole).
+    let again = wua::rescan(&soap, &base(&node), &unassigned, &scan.cache)
+        .await
+        .unwrap();
+    assert_eq!(again.pages, 1);
+    assert!(again.received.is_empty(), "{:?}", again.received);
+    assert_eq!(again.cache.installed, scan.cache.installed);
+    assert_eq!(again.cache.other, scan.cache.other);
+    assert!(!scan.cache.installed.is_empty() && !scan.cache.other.is_empty());
+
     let ring_machine = wua::Machine::new(2, Some("Ring 1"));
     let ring_scan = wua::scan(&soap, &base(&node), &ring_machine).await.unwrap();
     let want: BTreeSet<Guid> = all.iter().chain(&ringed).copied().collect();
@@ -79,4 +90,47 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
     let journal = Journal::open(&dir.path().join("root")).unwrap();
     assert_eq!(journal.event_count().unwrap(), sent as u64);
     node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The report journal shares state.db with the catalog: its commits must not make a node load
+/// the catalog again (a first scan of a large catalog commits dozens of times), while an
+/// approval made by another process must.
+#[test]
+fn only_catalog_changes_reload_the_catalog() {
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action, generate};
+    use wsus_edge::report::Computer;
+    use wsus_edge::wusp::{Service, Settings};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("node");
+    let payloads = dir.path().join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let g = generate::generate(20, 5, 1 << 20, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&g.documents).unwrap();
+    let service = Service::open(&data, Settings::default()).unwrap();
+    assert!(!service.reload_if_changed().unwrap(), "nothing changed");
+
+    let mut journal = Journal::open(&data).unwrap();
+    let computer = Computer {
+        client_id: "c1".into(),
+        ..Computer::default()
+    };
+    journal.register(&computer, 1).unwrap();
+    journal.touch_sync("c1", 2).unwrap();
+    assert!(
+        !service.reload_if_changed().unwrap(),
+        "journal commits only"
+    );
+    assert!(service.catalog().deployments.is_empty());
+
+    let revision = *store.revisions_of(g.deployable[0]).unwrap().last().unwrap();
+    store
+        .approve(&[revision], ALL_COMPUTERS, Action::Install, None, 3)
+        .unwrap();
+    assert!(service.reload_if_changed().unwrap(), "an approval");
+    assert_eq!(service.catalog().deployments.len(), 1);
+    assert!(!service.reload_if_changed().unwrap(), "once");
+    let group = store.add_group("Ring 9", None).unwrap();
+    assert!(service.reload_if_changed().unwrap(), "a new group");
+    assert!(service.catalog().group(group).is_some());
 }

@@ -220,7 +220,7 @@ pub struct Revision {
     pub titles: Vec<(String, String)>,
     /// No other revision names this one's update id as a prerequisite.
     pub is_leaf: bool,
-    pub fragments: Arc<Fragments>,
+    pub fragments: Arc<Fragments<crate::soap::Escaped>>,
 }
 
 impl Revision {
@@ -380,6 +380,12 @@ impl Catalog {
     /// The highest revision of an update.
     pub fn latest(&self, update_id: Guid) -> Option<&Revision> {
         self.latest.get(&update_id).map(|&i| &self.revisions[i])
+    }
+
+    /// A dense number for an update, shared by all its revisions and below [`Catalog::len`]:
+    /// the position of its highest revision.
+    pub fn update_ordinal(&self, update_id: Guid) -> Option<u32> {
+        self.latest.get(&update_id).map(|&i| i as u32)
     }
 
     pub fn by_identity(&self, update_id: Guid, revision_number: u32) -> Option<&Revision> {

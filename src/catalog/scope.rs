@@ -33,8 +33,124 @@ pub struct Offer {
 /// administrators' deployments stay below it.
 pub const IMPLIED_DEPLOYMENT_BASE: u32 = 1_000_000_000;
 
-/// Everything a computer in `groups` may be sent, by revision id.
-pub fn scope(catalog: &Catalog, groups: &[Guid]) -> HashMap<u32, Offer> {
+/// Everything a computer in some target groups may be sent: one offer per revision, in the
+/// order the walk sends them (non-leaf first, then by revision id), with what every walk over
+/// it needs to know of it as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    offers: Vec<Offer>,
+    /// Beside `offers`, what the walk tests of each, laid out to be tested fast.
+    steps: Vec<Step>,
+    /// The prerequisite clauses of every offer, one after another: each is its number of
+    /// alternatives, then those alternatives as update ordinals ([`Catalog::update_ordinal`];
+    /// `u32::MAX` for an update the catalog lacks, never installed).
+    clauses: Vec<u32>,
+    /// Revision id → position in `offers`.
+    index: HashMap<u32, usize>,
+    /// The latest change of any offer (seconds since the epoch); 0 when empty.
+    last_change: i64,
+    has_driver: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    update_type: UpdateType,
+    /// This offer's part of `Scope::clauses`.
+    clauses: (u32, u32),
+}
+
+impl Scope {
+    fn new(catalog: &Catalog, by_revision: HashMap<u32, Offer>) -> Scope {
+        let mut offers: Vec<(Offer, &super::Revision)> = by_revision
+            .into_values()
+            .filter_map(|o| Some((o, catalog.revision(o.revision)?)))
+            .collect();
+        offers.sort_unstable_by_key(|(o, _)| (o.is_leaf, o.revision));
+        let mut clauses = Vec::new();
+        let steps = offers
+            .iter()
+            .map(|(_, r)| {
+                let start = clauses.len() as u32;
+                for c in &r.prerequisites {
+                    clauses.push(c.ids.len() as u32);
+                    clauses.extend(
+                        c.ids
+                            .iter()
+                            .map(|id| catalog.update_ordinal(*id).unwrap_or(u32::MAX)),
+                    );
+                }
+                Step {
+                    update_type: r.update_type,
+                    clauses: (start, clauses.len() as u32),
+                }
+            })
+            .collect();
+        Scope {
+            index: offers
+                .iter()
+                .enumerate()
+                .map(|(i, (o, _))| (o.revision, i))
+                .collect(),
+            last_change: offers.iter().map(|(o, _)| o.last_change).max().unwrap_or(0),
+            has_driver: offers
+                .iter()
+                .any(|(_, r)| r.update_type == UpdateType::Driver),
+            offers: offers.into_iter().map(|(o, _)| o).collect(),
+            steps,
+            clauses,
+        }
+    }
+
+    /// Whether every prerequisite clause of the offer at `i` has an alternative in
+    /// `installed` (update ordinals).
+    fn prerequisites_met(&self, i: usize, installed: &Bits) -> bool {
+        let Some(&Step {
+            clauses: (start, end),
+            ..
+        }) = self.steps.get(i)
+        else {
+            return false;
+        };
+        let mut rest = self
+            .clauses
+            .get(start as usize..end as usize)
+            .unwrap_or(&[]);
+        while let Some((&n, tail)) = rest.split_first() {
+            let Some((alternatives, next)) = tail.split_at_checked(n as usize) else {
+                return false;
+            };
+            if !alternatives.iter().any(|&u| installed.contains(u)) {
+                return false;
+            }
+            rest = next;
+        }
+        true
+    }
+
+    pub fn get(&self, revision: u32) -> Option<&Offer> {
+        self.index.get(&revision).and_then(|&i| self.offers.get(i))
+    }
+
+    pub fn contains(&self, revision: u32) -> bool {
+        self.index.contains_key(&revision)
+    }
+
+    /// In the walk's order.
+    pub fn offers(&self) -> &[Offer] {
+        &self.offers
+    }
+
+    pub fn len(&self) -> usize {
+        self.offers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offers.is_empty()
+    }
+}
+
+/// Everything a computer in `groups` may be sent.
+pub fn scope(catalog: &Catalog, groups: &[Guid]) -> Scope {
     // Each group the computer is in, with its ancestors; depth 0 = the computer's own group.
     let mut depth: HashMap<Guid, usize> = HashMap::new();
     for &g in groups {
@@ -139,7 +255,7 @@ pub fn scope(catalog: &Catalog, groups: &[Guid]) -> HashMap<u32, Offer> {
             pending.push((dep, action, changed));
         }
     }
-    out
+    Scope::new(catalog, out)
 }
 
 /// One SyncUpdates call, as the client asked it.
@@ -170,105 +286,126 @@ pub struct SyncResult {
 
 /// The SyncUpdates walk over a computer's `scope`.
 ///
-/// Cost is linear in the scope and the client's lists: one pass over the scope, sets of
-/// revision ids as bitsets over the catalog's dense ids (no hashing of what the client sends,
-/// so no list it sends can make it slow), the page sorted.
-pub fn sync(catalog: &Catalog, scope: &HashMap<u32, Offer>, req: &SyncRequest) -> SyncResult {
+/// Cost: at most one pass over the scope with a bit test per offer until the page is full, and
+/// one lookup per id the client sends (its lists are sorted and deduplicated first, so no list
+/// it sends can make it slow). A first scan's pages stop early; a rescan that finds nothing new
+/// tests each offer's bit once.
+pub fn sync(catalog: &Catalog, scope: &Scope, req: &SyncRequest) -> SyncResult {
     let in_pass = |t: UpdateType| match req.skip_software {
         false => t != UpdateType::Driver,
         true => t == UpdateType::Driver,
     };
-    let installed: HashSet<Guid> = req
+    let mut installed = Bits::new(catalog.len());
+    for r in req
         .installed_non_leaf
         .iter()
         .filter_map(|id| catalog.revision(*id))
-        .map(|r| r.update_id)
-        .collect();
-    let allowed = (!req.filter_categories.is_empty())
-        .then(|| category_filter(catalog, scope, &req.filter_categories));
-    let mut cached = IdSet::new(catalog);
-    for &id in req.installed_non_leaf.iter().chain(&req.other_cached) {
-        cached.insert(id);
-    }
-    let mut needed: Vec<Offer> = Vec::new();
-    let mut needed_ids = IdSet::new(catalog);
-    let mut new_anchor = req.anchor;
-    let mut any_driver = false;
-    for o in scope.values() {
-        new_anchor = new_anchor.max(o.last_change);
-        let Some(r) = catalog.revision(o.revision) else {
-            continue;
-        };
-        any_driver |= r.update_type == UpdateType::Driver;
-        let wanted = in_pass(r.update_type)
-            && allowed.as_ref().is_none_or(|a| a.contains(&o.revision))
-            && r.prerequisites
-                .iter()
-                .all(|c| c.ids.iter().any(|id| installed.contains(id)));
-        if wanted {
-            needed.push(*o);
-            needed_ids.insert(o.revision);
+    {
+        if let Some(u) = catalog.update_ordinal(r.update_id) {
+            installed.insert(u);
         }
     }
-    // Non-leaf first (they unlock the rest), then by id: a stable order across pages.
-    needed.sort_unstable_by_key(|o| (o.is_leaf, o.revision));
-    let (mut new_updates, changed_updates): (Vec<Offer>, Vec<Offer>) = (
-        needed
-            .iter()
-            .filter(|o| !cached.contains(o.revision))
-            .copied()
-            .collect(),
-        needed
-            .iter()
-            .filter(|o| cached.contains(o.revision) && o.last_change > req.anchor)
-            .copied()
-            .collect(),
-    );
-    let truncated = new_updates.len() > req.page_size;
-    new_updates.truncate(req.page_size);
-    let mut out_of_scope: Vec<u32> = req
+    let allowed = (!req.filter_categories.is_empty())
+        .then(|| category_filter(catalog, scope, &req.filter_categories));
+    // What the walk may send now: in this pass, in the category scan, prerequisites installed.
+    let wanted = |i: usize| {
+        scope.steps.get(i).is_some_and(|s| in_pass(s.update_type))
+            && allowed
+                .as_ref()
+                .is_none_or(|a| scope.offers.get(i).is_some_and(|o| a.contains(&o.revision)))
+            && scope.prerequisites_met(i, &installed)
+    };
+    let mut held: Vec<u32> = req
         .installed_non_leaf
         .iter()
         .chain(&req.other_cached)
         .copied()
-        .filter(|&id| {
-            !needed_ids.contains(id) && catalog.revision(id).is_none_or(|r| in_pass(r.update_type))
-        })
         .collect();
-    out_of_scope.sort_unstable();
-    out_of_scope.dedup();
+    held.sort_unstable();
+    held.dedup();
+    let mut cached = IdSet::new(catalog);
+    for &id in &held {
+        cached.insert(id);
+    }
+    let mut new_updates = Vec::new();
+    let mut truncated = false;
+    for (i, o) in scope.offers.iter().enumerate() {
+        if cached.contains(o.revision) || !wanted(i) {
+            continue;
+        }
+        if new_updates.len() == req.page_size {
+            truncated = true;
+            break;
+        }
+        new_updates.push(*o);
+    }
+    let mut changed_updates = Vec::new();
+    let mut out_of_scope = Vec::new();
+    for id in held {
+        let at = scope.index.get(&id).copied();
+        match at.and_then(|i| Some((i, scope.offers.get(i)?))) {
+            Some((i, o)) if wanted(i) => {
+                if o.last_change > req.anchor {
+                    changed_updates.push(*o);
+                }
+            }
+            _ => {
+                if catalog.revision(id).is_none_or(|r| in_pass(r.update_type)) {
+                    out_of_scope.push(id);
+                }
+            }
+        }
+    }
+    changed_updates.sort_unstable_by_key(|o| (o.is_leaf, o.revision));
     SyncResult {
         new_updates,
         changed_updates,
         out_of_scope,
         truncated,
-        new_anchor,
-        driver_sync_not_needed: !any_driver,
+        new_anchor: req.anchor.max(scope.last_change),
+        driver_sync_not_needed: !scope.has_driver,
     }
 }
 
-/// A set of revision ids of one catalog: one bit per id when its ids are dense (ids at or
-/// above the limit are never members: no revision has them), hashed otherwise.
+/// A set of numbers below a limit, one bit each; numbers at or above it are never members.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn new(limit: usize) -> Bits {
+        Bits(vec![0; limit.div_ceil(64)])
+    }
+
+    fn insert(&mut self, n: u32) {
+        if let Some(word) = self.0.get_mut(n as usize / 64) {
+            *word |= 1 << (n % 64);
+        }
+    }
+
+    fn contains(&self, n: u32) -> bool {
+        self.0
+            .get(n as usize / 64)
+            .is_some_and(|word| word & (1 << (n % 64)) != 0)
+    }
+}
+
+/// A set of revision ids of one catalog: bits when its ids are dense (ids at or above the
+/// limit are never members: no revision has them), hashed otherwise.
 enum IdSet {
-    Bits(Vec<u64>),
+    Bits(Bits),
     Hashed(HashSet<u32>),
 }
 
 impl IdSet {
     fn new(catalog: &Catalog) -> IdSet {
         match catalog.dense_id_limit() {
-            Some(limit) => IdSet::Bits(vec![0; limit.div_ceil(64)]),
+            Some(limit) => IdSet::Bits(Bits::new(limit)),
             None => IdSet::Hashed(HashSet::new()),
         }
     }
 
     fn insert(&mut self, id: u32) {
         match self {
-            IdSet::Bits(words) => {
-                if let Some(word) = words.get_mut(id as usize / 64) {
-                    *word |= 1 << (id % 64);
-                }
-            }
+            IdSet::Bits(bits) => bits.insert(id),
             IdSet::Hashed(set) => {
                 set.insert(id);
             }
@@ -277,9 +414,7 @@ impl IdSet {
 
     fn contains(&self, id: u32) -> bool {
         match self {
-            IdSet::Bits(words) => words
-                .get(id as usize / 64)
-                .is_some_and(|word| word & (1 << (id % 64)) != 0),
+            IdSet::Bits(bits) => bits.contains(id),
             IdSet::Hashed(set) => set.contains(&id),
         }
     }
@@ -287,15 +422,11 @@ impl IdSet {
 
 /// The revisions a category scan may return: software in scope with a category clause naming
 /// one of `categories`, their dependencies in scope, and the categories' own chain.
-fn category_filter(
-    catalog: &Catalog,
-    scope: &HashMap<u32, Offer>,
-    categories: &[Guid],
-) -> HashSet<u32> {
+fn category_filter(catalog: &Catalog, scope: &Scope, categories: &[Guid]) -> HashSet<u32> {
     let wanted: HashSet<Guid> = categories.iter().copied().collect();
     let mut keep: HashSet<u32> = HashSet::new();
     let mut pending: Vec<u32> = Vec::new();
-    for o in scope.values() {
+    for o in scope.offers() {
         let Some(r) = catalog.revision(o.revision) else {
             continue;
         };
@@ -322,7 +453,7 @@ fn category_filter(
             .map(|p| p.id)
             .chain(r.bundled.iter().copied())
         {
-            if scope.contains_key(&dep) {
+            if scope.contains(dep) {
                 pending.push(dep);
             }
         }
@@ -556,16 +687,16 @@ mod tests {
         let catalog = store.load().unwrap();
         let s = scope(&catalog, &[ring]);
         assert_eq!(
-            s[&a].action,
+            s.get(a).unwrap().action,
             Action::OptionalInstall,
             "the ring's own deployment"
         );
-        assert!(!s.contains_key(&b), "blocked");
+        assert!(!s.contains(b), "blocked");
         let all = scope(&catalog, &[UNASSIGNED_COMPUTERS]);
-        assert_eq!(all[&b].action, Action::Install);
+        assert_eq!(all.get(b).unwrap().action, Action::Install);
 
         // A client that has everything cached hears of deployments changed since its anchor.
-        let everything: Vec<u32> = all.keys().copied().collect();
+        let everything: Vec<u32> = all.offers().iter().map(|o| o.revision).collect();
         let req = |anchor| SyncRequest {
             installed_non_leaf: everything.clone(),
             anchor,

@@ -61,6 +61,17 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 ";
 
+/// Part of every transaction that changes what [`Store::load`] reads.
+fn bump_catalog_version(conn: &Connection) -> Result<(), CatalogError> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('catalog_version', '1')
+         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+        [],
+    )
+    .map(|_| ())
+    .map_err(db)
+}
+
 /// What a revision's row keeps of its relationships, files and titles.
 #[derive(Serialize, Deserialize)]
 struct Relations {
@@ -160,11 +171,21 @@ impl Store {
             .ok_or_else(|| CatalogError::Store("meta.server_id is missing or invalid".into()))
     }
 
-    /// Changes whenever another connection (another process) commits: time to reload.
+    /// Changes whenever another connection commits, to any table (the report journal shares
+    /// the file): a cheap test before [`Store::catalog_version`].
     pub fn data_version(&self) -> Result<i64, CatalogError> {
         self.conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(db)
+    }
+
+    /// Moves with every change of what [`Store::load`] reads (revisions, groups, deployments),
+    /// in the same transaction; a change of it is what makes a running node reload.
+    pub fn catalog_version(&self) -> Result<i64, CatalogError> {
+        Ok(self
+            .meta("catalog_version")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Import update documents in one transaction. Returns (new, updated) counts. A document
@@ -276,6 +297,7 @@ impl Store {
                 .map_err(db)?;
             }
         }
+        bump_catalog_version(&tx)?;
         tx.commit().map_err(db)?;
         Ok((new, updated))
     }
@@ -302,6 +324,7 @@ impl Store {
                 params![id.to_string(), name, parent.to_string()],
             )
             .map_err(db)?;
+        bump_catalog_version(&self.conn)?;
         self.touch_config()?;
         Ok(id)
     }
@@ -343,6 +366,7 @@ impl Store {
                 )
                 .map_err(db)?;
         }
+        bump_catalog_version(&tx)?;
         tx.commit().map_err(db)?;
         Ok(n)
     }
@@ -499,12 +523,15 @@ impl Store {
                         files,
                         titles: relations.titles,
                         is_leaf: true,
-                        fragments: Arc::new(Fragments {
-                            core,
-                            extended,
-                            localized,
-                            eula,
-                        }),
+                        fragments: Arc::new(
+                            Fragments {
+                                core,
+                                extended,
+                                localized,
+                                eula,
+                            }
+                            .escaped(),
+                        ),
                     },
                     bundled: relations
                         .bundled

@@ -17,7 +17,7 @@
 
 use std::fmt::Write as _;
 
-use crate::soap::{self, Element, Limits, XSI_NS, escape, escape_text};
+use crate::soap::{self, Element, Escaped, Limits, XSI_NS, escape, escape_text};
 
 use super::{CatalogError, FileRef, Guid, UpdateType};
 
@@ -81,14 +81,36 @@ pub struct Parsed {
     pub fragments: Fragments,
 }
 
+/// The XML fragments of a revision that clients fetch (MS-WUSP §3.1.1), each a `T`: `String`
+/// as derived from the document and stored, [`Escaped`] as served (inside `<Xml>` elements).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fragments {
-    pub core: String,
-    pub extended: String,
+pub struct Fragments<T = String> {
+    pub core: T,
+    pub extended: T,
     /// (language, fragment)
-    pub localized: Vec<(String, String)>,
+    pub localized: Vec<(String, T)>,
     /// (language, GeoId or "", fragment)
-    pub eula: Vec<(String, String, String)>,
+    pub eula: Vec<(String, String, T)>,
+}
+
+impl Fragments {
+    /// Escaped once for every answer that carries them.
+    pub fn escaped(&self) -> Fragments<Escaped> {
+        Fragments {
+            core: Escaped::new(&self.core),
+            extended: Escaped::new(&self.extended),
+            localized: self
+                .localized
+                .iter()
+                .map(|(lang, x)| (lang.clone(), Escaped::new(x)))
+                .collect(),
+            eula: self
+                .eula
+                .iter()
+                .map(|(lang, geo, x)| (lang.clone(), geo.clone(), Escaped::new(x)))
+                .collect(),
+        }
+    }
 }
 
 fn bad(message: impl Into<String>) -> CatalogError {

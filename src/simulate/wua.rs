@@ -94,6 +94,17 @@ pub struct Scan {
     pub events_reported: usize,
     /// The HTTP-level faults seen (operation, ErrorCode).
     pub faults: Vec<(&'static str, String)>,
+    /// The client's update cache when the scan ended: what its next scan reports.
+    pub cache: Cache,
+}
+
+/// The revisions a client holds between scans, as it reports them in SyncUpdates.
+#[derive(Debug, Clone, Default)]
+pub struct Cache {
+    /// Non-leaf revisions that apply (InstalledNonLeafUpdateIDs).
+    pub installed: Vec<u32>,
+    /// Every other revision received (OtherCachedUpdateIDs).
+    pub other: Vec<u32>,
 }
 
 /// A SOAP fault answer, with its ErrorCode.
@@ -378,6 +389,26 @@ fn identity(core: &str) -> Option<(Guid, u32)> {
 
 /// One full scan of `machine` against the node at `base` (`http://host:port`).
 pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Scan> {
+    scan_from(http, base, machine, None).await
+}
+
+/// A later scan of a client that holds `cache` (from its previous scan) and is registered: what
+/// a branch answers all day. Extended information is fetched only for what is new.
+pub async fn rescan(
+    http: &SoapClient,
+    base: &str,
+    machine: &Machine,
+    cache: &Cache,
+) -> Result<Scan> {
+    scan_from(http, base, machine, Some(cache)).await
+}
+
+async fn scan_from(
+    http: &SoapClient,
+    base: &str,
+    machine: &Machine,
+    cache: Option<&Cache>,
+) -> Result<Scan> {
     let mut s = Session {
         http,
         base,
@@ -385,17 +416,21 @@ pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Sc
     };
     let (mut cookie, max_extended) = s.handshake(machine).await?;
 
-    s.call(
-        CLIENT,
-        CLIENT_NS,
-        "RegisterComputer",
-        &request::register_computer(&cookie, machine),
-    )
-    .await?;
+    if cache.is_none() {
+        s.call(
+            CLIENT,
+            CLIENT_NS,
+            "RegisterComputer",
+            &request::register_computer(&cookie, machine),
+        )
+        .await?;
+    }
 
     // The software pass: call until nothing new and not truncated.
-    let mut installed_ids: Vec<u32> = Vec::new();
-    let mut other_ids: Vec<u32> = Vec::new();
+    let Cache {
+        installed: mut installed_ids,
+        other: mut other_ids,
+    } = cache.cloned().unwrap_or_default();
     for _ in 0..500 {
         let answer = s
             .call(
@@ -553,6 +588,10 @@ pub async fn scan(http: &SoapClient, base: &str, machine: &Machine) -> Result<Sc
             });
         }
     }
+    s.scan.cache = Cache {
+        installed: installed_ids,
+        other: other_ids,
+    };
     Ok(s.scan)
 }
 
@@ -676,6 +715,9 @@ pub struct Fleet {
     pub download: bool,
     pub report: bool,
     pub seed: u64,
+    /// Scans each client makes after the first, once every first scan is done, with the cache
+    /// its previous scan left (the steady state of a branch).
+    pub rescans: usize,
 }
 
 /// What a fleet did.
@@ -693,18 +735,37 @@ pub struct FleetReport {
     pub pages: usize,
     /// Bytes of the distinct files the clients were given.
     pub distinct_bytes: u64,
+    /// The rescans, when the fleet made any.
+    pub rescans: Option<RescanReport>,
+}
+
+/// What the rescans of a fleet did (after every first scan).
+#[derive(Debug, Default)]
+pub struct RescanReport {
+    pub scans: usize,
+    pub failures: Vec<String>,
+    pub calls: Vec<Duration>,
+    pub elapsed: Duration,
+    pub pages: usize,
+    /// Revisions sent again or anew (none when nothing changed on the server).
+    pub received: usize,
+}
+
+/// A latency percentile (nearest rank).
+pub fn percentile(latencies: &[Duration], p: f64) -> Duration {
+    let mut v = latencies.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
 }
 
 impl FleetReport {
-    /// A latency percentile of the SOAP calls (nearest rank).
+    /// A latency percentile of the SOAP calls of the first scans.
     pub fn percentile(&self, p: f64) -> Duration {
-        let mut v = self.calls.clone();
-        v.sort_unstable();
-        if v.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-        v[rank.clamp(1, v.len()) - 1]
+        percentile(&self.calls, p)
     }
 }
 
@@ -729,14 +790,15 @@ pub async fn run(fleet: &Fleet) -> FleetReport {
             if fleet.report {
                 report(&soap, &fleet.server, &machine, &mut scan, 0).await?;
             }
-            Ok::<_, Error>((scan, downloads))
+            Ok::<_, Error>((machine, scan, downloads))
         });
     }
     let mut out = FleetReport::default();
     let mut distinct = std::collections::HashMap::new();
+    let mut caches = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok((scan, downloads))) => {
+            Ok(Ok((machine, scan, downloads))) => {
                 for f in &scan.files {
                     distinct.insert(f.sha1, f.size);
                 }
@@ -746,6 +808,7 @@ pub async fn run(fleet: &Fleet) -> FleetReport {
                 out.events += scan.events_reported;
                 out.calls.extend(scan.calls.iter().map(|(_, d)| *d));
                 out.downloads.extend(downloads);
+                caches.push((machine, scan.cache));
             }
             Ok(Err(e)) => out.failures.push(e.to_string()),
             Err(e) => out.failures.push(e.to_string()),
@@ -753,5 +816,49 @@ pub async fn run(fleet: &Fleet) -> FleetReport {
     }
     out.elapsed = started.elapsed();
     out.distinct_bytes = distinct.values().sum();
+    if fleet.rescans > 0 {
+        out.rescans = Some(rescan_all(fleet, &soap, caches).await);
+    }
+    out
+}
+
+/// Every client that scanned scans `fleet.rescans` more times, from its own cache.
+async fn rescan_all(
+    fleet: &Fleet,
+    soap: &SoapClient,
+    caches: Vec<(Machine, Cache)>,
+) -> RescanReport {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(fleet.concurrency.max(1)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (machine, mut cache) in caches {
+        let (soap, gate, fleet) = (soap.clone(), gate.clone(), fleet.clone());
+        tasks.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            let mut scans = Vec::new();
+            for _ in 0..fleet.rescans {
+                let scan = rescan(&soap, &fleet.server, &machine, &cache).await?;
+                cache = scan.cache.clone();
+                scans.push(scan);
+            }
+            Ok::<_, Error>(scans)
+        });
+    }
+    let mut out = RescanReport::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(scans)) => {
+                for scan in scans {
+                    out.scans += 1;
+                    out.pages += scan.pages;
+                    out.received += scan.received.len();
+                    out.calls.extend(scan.calls.iter().map(|(_, d)| *d));
+                }
+            }
+            Ok(Err(e)) => out.failures.push(e.to_string()),
+            Err(e) => out.failures.push(e.to_string()),
+        }
+    }
+    out.elapsed = started.elapsed();
     out
 }

@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use quick_xml::XmlVersion;
 pub mod xsd;
@@ -103,7 +104,8 @@ impl std::error::Error for ParseError {}
 /// elements in order, and its text (character data directly inside it, concatenated).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Element {
-    pub ns: Option<String>,
+    /// Shared by every element of one document in the same namespace.
+    pub ns: Option<Arc<str>>,
     pub name: String,
     pub attrs: Vec<(Option<String>, String, String)>,
     pub children: Vec<Element>,
@@ -185,6 +187,8 @@ pub fn parse_tree(xml: &[u8], limits: &Limits) -> Result<Element, ParseError> {
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
     let mut buf = Vec::new();
+    // A document names a handful of namespaces; each is allocated once.
+    let mut namespaces: Vec<Arc<str>> = Vec::new();
     loop {
         buf.clear();
         let (resolved, event) = reader
@@ -205,7 +209,7 @@ pub fn parse_tree(xml: &[u8], limits: &Limits) -> Result<Element, ParseError> {
                     ));
                 }
                 let ns = match resolved {
-                    ResolveResult::Bound(ns) => Some(ns.as_ref().to_owned()),
+                    ResolveResult::Bound(ns) => Some(intern(&mut namespaces, ns.as_ref())),
                     ResolveResult::Unbound => None,
                     ResolveResult::Unknown(prefix) => {
                         return Err(ParseError::Malformed(format!(
@@ -298,6 +302,15 @@ pub fn parse_tree(xml: &[u8], limits: &Limits) -> Result<Element, ParseError> {
     root.ok_or_else(|| ParseError::Malformed("no root element".into()))
 }
 
+fn intern(namespaces: &mut Vec<Arc<str>>, ns: &str) -> Arc<str> {
+    if let Some(known) = namespaces.iter().find(|n| n[..] == *ns) {
+        return known.clone();
+    }
+    let fresh: Arc<str> = ns.into();
+    namespaces.push(fresh.clone());
+    fresh
+}
+
 fn close(stack: &mut [Element], root: &mut Option<Element>, element: Element) {
     match stack.last_mut() {
         Some(parent) => parent.children.push(element),
@@ -316,27 +329,65 @@ pub fn escape_text(s: &str) -> Cow<'_, str> {
 }
 
 fn escape_with(s: &str, quotes: bool) -> Cow<'_, str> {
-    let special = |c: char| matches!(c, '<' | '>' | '&') || (quotes && matches!(c, '"' | '\''));
-    if !s.contains(special) {
+    if !s.bytes().any(|b| is_special(b, quotes)) {
         return Cow::Borrowed(s);
     }
-    let mut out = String::with_capacity(s.len() + 16);
-    for c in s.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' if quotes => out.push_str("&quot;"),
-            '\'' if quotes => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
+    let mut out = String::with_capacity(s.len() + s.len() / 8);
+    escape_into(&mut out, s, quotes);
     Cow::Owned(out)
+}
+
+fn is_special(b: u8, quotes: bool) -> bool {
+    matches!(b, b'<' | b'>' | b'&') || (quotes && matches!(b, b'"' | b'\''))
+}
+
+/// `s` escaped onto `out`, copying the runs between special characters whole (every special
+/// character is ASCII, so a run always ends on a character boundary).
+fn escape_into(out: &mut String, s: &str, quotes: bool) {
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if !is_special(b, quotes) {
+            continue;
+        }
+        out.push_str(&s[run..i]);
+        out.push_str(match b {
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'&' => "&amp;",
+            b'"' => "&quot;",
+            _ => "&apos;",
+        });
+        run = i + 1;
+    }
+    out.push_str(&s[run..]);
+}
+
+/// Text escaped once for XML character data, to be written many times as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Escaped(String);
+
+impl Escaped {
+    pub fn new(text: &str) -> Escaped {
+        Escaped(escape_text(text).into_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// `<name>escaped</name>` appended to `out`.
+pub fn escaped_element(out: &mut String, name: &str, escaped: &Escaped) {
+    out.reserve(escaped.0.len() + 2 * name.len() + 5);
+    let _ = write!(out, "<{name}>{}</{name}>", escaped.0);
 }
 
 /// `<name>escaped text</name>` appended to `out`.
 pub fn text_element(out: &mut String, name: &str, text: &str) {
-    let _ = write!(out, "<{name}>{}</{name}>", escape_text(text));
+    out.reserve(text.len() + text.len() / 8 + 2 * name.len() + 5);
+    let _ = write!(out, "<{name}>");
+    escape_into(out, text, false);
+    let _ = write!(out, "</{name}>");
 }
 
 /// A whole response: `body` (already XML) inside an envelope of `version`.
@@ -410,6 +461,21 @@ mod tests {
             "<?xml version=\"1.0\" encoding=\"utf-8\"?><s:Envelope xmlns:s=\"{version}\" \
              xmlns:xsi=\"{XSI_NS}\"><s:Body>{body}</s:Body></s:Envelope>"
         )
+    }
+
+    #[test]
+    fn escaped_text_reads_back_as_written() {
+        let text = "é<Update a=\"1\" b='2'>x & y</Update>>ü";
+        assert_eq!(
+            escape(text),
+            "é&lt;Update a=&quot;1&quot; b=&apos;2&apos;&gt;x &amp; y&lt;/Update&gt;&gt;ü"
+        );
+        assert!(matches!(escape_text("plain é"), Cow::Borrowed("plain é")));
+        let mut body = String::from("<Op xmlns=\"urn:x\">");
+        text_element(&mut body, "Xml", text);
+        body.push_str("</Op>");
+        let env = parse(req(SOAP11_NS, &body).as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(env.operation.child_text("Xml"), Some(text));
     }
 
     #[test]

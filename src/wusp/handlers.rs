@@ -14,7 +14,7 @@ use crate::catalog::{
 };
 use crate::report::{Computer, Event};
 use crate::soap::xsd::{format_date, format_datetime, parse_bool, parse_datetime, parse_version};
-use crate::soap::{Element, escape_text, text_element};
+use crate::soap::{Element, Escaped, escape_text, escaped_element, text_element};
 
 type Result<T> = std::result::Result<T, Fault>;
 
@@ -115,12 +115,12 @@ fn deployment(out: &mut String, o: &Offer, claims: &Claims) {
     out.push_str("</Deployment>");
 }
 
-fn update_info(out: &mut String, o: &Offer, claims: &Claims, xml: Option<&str>) {
+fn update_info(out: &mut String, o: &Offer, claims: &Claims, xml: Option<&Escaped>) {
     let _ = write!(out, "<UpdateInfo><ID>{}</ID>", o.revision);
     deployment(out, o, claims);
     let _ = write!(out, "<IsLeaf>{}</IsLeaf>", o.is_leaf);
     if let Some(xml) = xml {
-        text_element(out, "Xml", xml);
+        escaped_element(out, "Xml", xml);
     }
     out.push_str("</UpdateInfo>");
 }
@@ -521,9 +521,7 @@ impl Service {
         if !result.new_updates.is_empty() {
             out.push_str("<NewUpdates>");
             for o in &result.new_updates {
-                let xml = catalog
-                    .revision(o.revision)
-                    .map(|r| r.fragments.core.as_str());
+                let xml = catalog.revision(o.revision).map(|r| &r.fragments.core);
                 update_info(&mut out, o, &claims, xml);
             }
             out.push_str("</NewUpdates>");
@@ -535,7 +533,7 @@ impl Service {
                 result
                     .out_of_scope
                     .iter()
-                    .partition(|id| !scope.contains_key(id))
+                    .partition(|id| !scope.contains(**id))
             } else {
                 (result.out_of_scope.clone(), Vec::new())
             };
@@ -571,12 +569,15 @@ impl Service {
             );
         }
         out.push_str("</SyncUpdatesResult></SyncUpdatesResponse>");
-        // When it last scanned, for status views; not worth failing the scan over.
-        let service = self.clone();
-        let (client, now) = (claims.client_id.clone(), call.now);
-        tokio::task::spawn_blocking(move || {
-            let _ = lock(&service.journal).touch_sync(&client, now);
-        });
+        // When it last scanned, for status views; not worth failing the scan over. Once a
+        // pass, on its last page: a first scan of a large catalog has dozens of pages.
+        if !result.truncated {
+            let service = self.clone();
+            let (client, now) = (claims.client_id.clone(), call.now);
+            tokio::task::spawn_blocking(move || {
+                let _ = lock(&service.journal).touch_sync(&client, now);
+            });
+        }
         Ok(out)
     }
 
@@ -602,7 +603,7 @@ impl Service {
             let Some(r) = loaded.catalog.by_identity(id, rev) else {
                 continue;
             };
-            let Some(o) = scope.get(&r.id) else {
+            let Some(o) = scope.get(r.id) else {
                 continue;
             };
             let _ = write!(
@@ -645,7 +646,7 @@ impl Service {
         let catalog = &loaded.catalog;
         let scope = self.scope(&loaded, &claims.groups);
         let (in_scope, out_of_scope): (Vec<u32>, Vec<u32>) =
-            ids.iter().partition(|id| scope.contains_key(id));
+            ids.iter().partition(|id| scope.contains(**id));
         let mut updates = String::new();
         let mut files: Vec<&FileRef> = Vec::new();
         let mut seen = HashSet::new();
@@ -655,9 +656,9 @@ impl Service {
                     continue;
                 };
                 let f = &r.fragments;
-                let fragments: Vec<&str> = match kind.as_str() {
-                    "Core" => vec![f.core.as_str()],
-                    "Extended" => vec![f.extended.as_str()],
+                let fragments: Vec<&Escaped> = match kind.as_str() {
+                    "Core" => vec![&f.core],
+                    "Extended" => vec![&f.extended],
                     "LocalizedProperties" => {
                         pick_locale(&f.localized, &locales).into_iter().collect()
                     }
@@ -665,13 +666,13 @@ impl Service {
                         .eula
                         .iter()
                         .filter(|(lang, _, _)| locales.iter().any(|l| l == lang))
-                        .map(|(_, _, x)| x.as_str())
+                        .map(|(_, _, x)| x)
                         .collect(),
                     _ => Vec::new(),
                 };
                 for xml in fragments {
                     let _ = write!(updates, "<Update><ID>{id}</ID>");
-                    text_element(&mut updates, "Xml", xml);
+                    escaped_element(&mut updates, "Xml", xml);
                     updates.push_str("</Update>");
                 }
             }
@@ -804,13 +805,8 @@ impl Service {
 
 /// The LocalizedProperties fragment for the client's locales: the first exact match, else the
 /// first language match ("en-us" → "en"), else English, else the first there is.
-fn pick_locale<'a>(localized: &'a [(String, String)], locales: &[String]) -> Option<&'a str> {
-    let find = |lang: &str| {
-        localized
-            .iter()
-            .find(|(l, _)| l == lang)
-            .map(|(_, x)| x.as_str())
-    };
+fn pick_locale<'a, T>(localized: &'a [(String, T)], locales: &[String]) -> Option<&'a T> {
+    let find = |lang: &str| localized.iter().find(|(l, _)| l == lang).map(|(_, x)| x);
     locales
         .iter()
         .find_map(|l| find(l))
@@ -820,5 +816,5 @@ fn pick_locale<'a>(localized: &'a [(String, String)], locales: &[String]) -> Opt
                 .find_map(|l| l.split_once('-').and_then(|(lang, _)| find(lang)))
         })
         .or_else(|| find("en"))
-        .or_else(|| localized.first().map(|(_, x)| x.as_str()))
+        .or_else(|| localized.first().map(|(_, x)| x))
 }

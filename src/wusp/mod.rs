@@ -15,9 +15,9 @@ mod handlers;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::catalog::scope::Offer;
 use crate::catalog::store::Store;
 use crate::catalog::{Catalog, CatalogError, Guid};
 use crate::report::Journal;
@@ -168,11 +168,15 @@ pub struct Reply {
 }
 
 /// What a computer's groups may see, by revision id.
-type Scope = Arc<HashMap<u32, Offer>>;
+type Scope = Arc<crate::catalog::scope::Scope>;
 
 struct Loaded {
     catalog: Arc<Catalog>,
-    version: i64,
+    /// [`Store::catalog_version`] of `catalog`.
+    catalog_version: i64,
+    /// The [`Store::data_version`] last seen with that catalog version; moved on (without a
+    /// reload) when other writers, such as the report journal, commit.
+    data_version: AtomicI64,
     /// Scopes by the set of groups they were computed for.
     scopes: Mutex<HashMap<Vec<Guid>, Scope>>,
 }
@@ -203,7 +207,8 @@ impl Service {
         let sealer =
             Sealer::open(data_dir).map_err(|e| CatalogError::Store(format!("cookie key: {e}")))?;
         let server_id = store.server_id()?;
-        let version = store.data_version()?;
+        let data_version = store.data_version()?;
+        let catalog_version = store.catalog_version()?;
         let catalog = Arc::new(store.load()?);
         let registered = journal.registered()?;
         Ok(Service {
@@ -212,7 +217,8 @@ impl Service {
             server_id,
             loaded: RwLock::new(Arc::new(Loaded {
                 catalog,
-                version,
+                catalog_version,
+                data_version: AtomicI64::new(data_version),
                 scopes: Mutex::new(HashMap::new()),
             })),
             store: Mutex::new(store),
@@ -242,7 +248,13 @@ impl Service {
     /// Blocking. True when a new catalog is in service.
     pub fn reload_if_changed(&self) -> Result<bool, CatalogError> {
         let store = lock(&self.store);
-        if store.data_version()? == self.loaded().version {
+        let loaded = self.loaded();
+        let data_version = store.data_version()?;
+        if data_version == loaded.data_version.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        if store.catalog_version()? == loaded.catalog_version {
+            loaded.data_version.store(data_version, Ordering::Relaxed);
             return Ok(false);
         }
         self.serve_from(&store)?;
@@ -264,10 +276,12 @@ impl Service {
 
     /// Load the catalog from `store` and put it into service (its scopes computed afresh).
     fn serve_from(&self, store: &Store) -> Result<(), CatalogError> {
-        let version = store.data_version()?;
+        let data_version = store.data_version()?;
+        let catalog_version = store.catalog_version()?;
         let fresh = Arc::new(Loaded {
             catalog: Arc::new(store.load()?),
-            version,
+            catalog_version,
+            data_version: AtomicI64::new(data_version),
             scopes: Mutex::new(HashMap::new()),
         });
         match self.loaded.write() {
