@@ -139,14 +139,6 @@ impl Scope {
     pub fn offers(&self) -> &[Offer] {
         &self.offers
     }
-
-    pub fn len(&self) -> usize {
-        self.offers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.offers.is_empty()
-    }
 }
 
 /// Everything a computer in `groups` may be sent.
