@@ -18,6 +18,8 @@
 //!   the shared WAN bandwidth limit.
 //! - [`content`]: range math, slices, the fill, memory and disk tiers, verification, eviction.
 //! - [`wusp`]: the client protocol (MS-WUSP) answered from the catalog.
+//! - [`wsusss`]: the server-server protocol (MS-WSUSSS), upstream side.
+//! - [`auth`]: bearer tokens (admin writers, downstream servers).
 //! - [`admin`]: `/livez`, `/readyz`, `/metrics`, `/api/v1/status`.
 //! - [`server`]: listeners, routing, the running node.
 //! - [`simulate`]: a client that downloads like Windows' Delivery Optimization (for the demo,
@@ -25,6 +27,7 @@
 //! - [`cli`]: the subcommands.
 
 pub mod admin;
+pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -37,4 +40,5 @@ pub mod simulate;
 pub mod soap;
 pub mod tls;
 pub mod upstream;
+pub mod wsusss;
 pub mod wusp;

@@ -10,64 +10,34 @@
 
 use std::sync::atomic::Ordering;
 
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
+use crate::auth::{Tokens, unauthorized};
 use crate::catalog::{Action, CatalogError, Guid};
 use crate::config::units::format_bytes;
 use crate::content::Digest;
 use crate::content::response::{Body, full_body, text};
-use crate::error::{Error, Kind, Result};
+use crate::error::Result;
 use crate::server::{App, BodyError, RequestBody, read_body};
 
 /// The most a change request's JSON may be.
 const MAX_BODY: usize = 64 << 10;
 
-/// The tokens that may change state.
-pub struct Tokens(Vec<[u8; 32]>);
-
-impl Tokens {
-    /// Read `admin.token_file`; none configured: nothing is accepted.
-    pub fn from_config(admin: &crate::config::Admin) -> Result<Tokens> {
-        let Some(path) = &admin.token_file else {
-            return Ok(Tokens(Vec::new()));
-        };
-        let tokens = crate::config::read_tokens("admin.token_file", path)
-            .map_err(|p| Error::internal(Kind::Config, p.to_string()))?;
-        Ok(Tokens(
-            tokens.iter().map(|t| sha256(t.as_bytes())).collect(),
-        ))
-    }
-
-    /// The refusal to send when `headers` carry no accepted token.
-    fn refuse(&self, headers: &http::HeaderMap) -> Option<Response<Body>> {
-        if self.0.is_empty() {
-            return Some(text(
-                StatusCode::FORBIDDEN,
-                "read-only: changes need admin.token_file in the configuration",
-            ));
-        }
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| sha256(t.trim().as_bytes()));
-        if presented.is_some_and(|p| self.0.contains(&p)) {
-            return None;
-        }
-        let mut r = text(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        r.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"wsus-edge admin\""),
-        );
-        Some(r)
-    }
+/// The tokens that may change state: none configured, nothing is accepted.
+pub fn tokens(admin: &crate::config::Admin) -> Result<Tokens> {
+    Tokens::from_file("admin.token_file", admin.token_file.as_deref())
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
+/// The refusal to send when `headers` carry no token that may change state.
+fn refuse(tokens: &Tokens, headers: &http::HeaderMap) -> Option<Response<Body>> {
+    if tokens.is_empty() {
+        return Some(text(
+            StatusCode::FORBIDDEN,
+            "read-only: changes need admin.token_file in the configuration",
+        ));
+    }
+    (!tokens.accepts(headers)).then(|| unauthorized("Bearer realm=\"wsus-edge admin\""))
 }
 
 pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody) -> Response<Body> {
@@ -89,7 +59,7 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         );
         return r;
     }
-    if let Some(refusal) = app.admin_tokens.refuse(&parts.headers) {
+    if let Some(refusal) = refuse(&app.admin_tokens, &parts.headers) {
         return refusal;
     }
     let bytes = match read_body(&parts.headers, body, MAX_BODY).await {

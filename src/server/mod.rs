@@ -28,7 +28,7 @@ use crate::content::{self, Store};
 use crate::error::{Error, Kind, Result};
 use crate::metrics::Metrics;
 use crate::upstream::{self, BoxError, Upstream};
-use crate::wusp;
+use crate::{soap, wsusss, wusp};
 
 mod h3;
 
@@ -38,10 +38,14 @@ pub struct App {
     pub store: Store,
     /// The client protocol (SOAP), answered from the catalog.
     pub wusp: Arc<wusp::Service>,
+    /// The server-server protocol's upstream side, from the same catalog.
+    pub wsusss: wsusss::Service,
+    /// Who may call it (none: anyone who reaches the port).
+    pub downstream_tokens: crate::auth::Tokens,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<Arc<Upstream>>,
     /// Who may change state through the admin API.
-    pub admin_tokens: admin::Tokens,
+    pub admin_tokens: crate::auth::Tokens,
     pub started: Instant,
     pub ready: AtomicBool,
     pub listen: Listening,
@@ -96,7 +100,11 @@ const H2_CONN_WINDOW: u32 = 16 << 20;
 /// every listener, and serve. Returns once the node is ready.
 pub async fn start(config: &Config) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let admin_tokens = admin::Tokens::from_config(&config.admin)?;
+    let admin_tokens = admin::tokens(&config.admin)?;
+    let downstream_tokens = crate::auth::Tokens::from_file(
+        "downstream.token_file",
+        config.downstream.token_file.as_deref(),
+    )?;
     let upstream = match &config.upstream {
         Some(up) => {
             let settings = upstream::Settings::from_config(up, &config.wan)?;
@@ -120,6 +128,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         .map_err(|e| Error::internal(Kind::Io, format!("opening state.db: {e}")))?
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
     };
+    let wusp = Arc::new(wusp);
     let bind = |addr: SocketAddr, key: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {
             Error::internal(Kind::Config, format!("listen.{key} {addr}: cannot bind"))
@@ -165,10 +174,12 @@ pub async fn start(config: &Config) -> Result<Running> {
     let app = Arc::new(App {
         name: config.node.name.clone(),
         store: store.clone(),
-        wusp: Arc::new(wusp),
+        wsusss: wsusss::Service::new(wusp.clone()),
+        wusp,
         metrics,
         upstream,
         admin_tokens,
+        downstream_tokens,
         started: Instant::now(),
         ready: AtomicBool::new(false),
         listen,
@@ -349,10 +360,15 @@ async fn route(
             "content",
             response::respond(&app.store, &parts.method, path, &parts.headers).await,
         ),
-        Role::Clients => match wusp::Endpoint::from_path(path) {
-            Some(endpoint) => ("soap", soap(app, endpoint, listener, parts, body).await),
-            None => ("other", response::text(StatusCode::NOT_FOUND, "not found")),
-        },
+        Role::Clients => {
+            let service = wusp::Endpoint::from_path(path)
+                .map(SoapService::Client)
+                .or_else(|| wsusss::Endpoint::from_path(path).map(SoapService::Server));
+            match service {
+                Some(service) => ("soap", soap(app, service, listener, parts, body).await),
+                None => ("other", response::text(StatusCode::NOT_FOUND, "not found")),
+            }
+        }
     };
     app.metrics.request(class, response.status().as_u16());
     response
@@ -393,11 +409,20 @@ pub(crate) async fn read_body(
     Ok(bytes)
 }
 
-/// A SOAP call of the client protocol: the body read under the service's limit, the answer
-/// as the service gives it.
+/// The web service a SOAP call was posted to.
+#[derive(Debug, Clone, Copy)]
+enum SoapService {
+    /// The client protocol (Windows Update Agents).
+    Client(wusp::Endpoint),
+    /// The server-server protocol (downstream servers).
+    Server(wsusss::Endpoint),
+}
+
+/// A SOAP call: the body read under the service's limit, the answer as the service gives it.
+/// Downstream servers show an accepted bearer token first when `downstream.token_file` is set.
 async fn soap(
     app: &App,
-    endpoint: wusp::Endpoint,
+    service: SoapService,
     listener: Listener,
     parts: &http::request::Parts,
     body: RequestBody,
@@ -408,13 +433,32 @@ async fn soap(
             .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
+    if matches!(service, SoapService::Server(_))
+        && !app.downstream_tokens.is_empty()
+        && !app.downstream_tokens.accepts(&parts.headers)
+    {
+        tracing::warn!(path = %parts.uri.path(), "downstream server refused: no accepted bearer token");
+        return crate::auth::unauthorized("Bearer realm=\"wsus-edge downstream\"");
+    }
     let limit = app.wusp.max_body();
-    let reply = match read_body(&parts.headers, body, limit).await {
-        Err(BodyError::TooLarge) => wusp::oversized(endpoint, limit),
-        Err(BodyError::Broken) => {
+    let reply = match (read_body(&parts.headers, body, limit).await, service) {
+        (Err(BodyError::TooLarge), SoapService::Client(endpoint)) => {
+            wusp::oversized(endpoint, limit)
+        }
+        (Err(BodyError::TooLarge), SoapService::Server(endpoint)) => wusp::fault_in(
+            soap::Version::Soap11,
+            endpoint.namespace(),
+            "(unparsed)",
+            &wusp::Fault::invalid(format!("request body over {limit} bytes")),
+        ),
+        (Err(BodyError::Broken), _) => {
             return response::text(StatusCode::BAD_REQUEST, "request body broken");
         }
-        Ok(bytes) => {
+        (Ok(bytes), SoapService::Server(endpoint)) => {
+            app.wsusss
+                .call(endpoint, &bytes, crate::catalog::store::unix_now())
+        }
+        (Ok(bytes), SoapService::Client(endpoint)) => {
             let content_base = content_base(app, listener, parts);
             let action = parts
                 .headers

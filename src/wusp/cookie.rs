@@ -28,6 +28,10 @@ pub enum Kind {
     Authorization = 1,
     /// The client cookie's EncryptedData.
     Client = 2,
+    /// DssAuth's AuthorizationCookie.CookieData, held by a downstream server (MS-WSUSSS).
+    DownstreamAuthorization = 3,
+    /// The server-server Cookie's EncryptedData.
+    Downstream = 4,
 }
 
 /// What a cookie says of its client.
@@ -209,6 +213,8 @@ fn decode(bytes: &[u8]) -> Option<Claims> {
     let kind = match kind {
         1 => Kind::Authorization,
         2 => Kind::Client,
+        3 => Kind::DownstreamAuthorization,
+        4 => Kind::Downstream,
         _ => return None,
     };
     let server_id = c.guid()?;

@@ -99,6 +99,8 @@ pub enum ErrorCode {
     RegistrationNotRequired,
     ServerBusy,
     FileLocationChanged,
+    /// MS-WSUSSS only.
+    IncompatibleProtocolVersion,
 }
 
 impl ErrorCode {
@@ -115,6 +117,7 @@ impl ErrorCode {
             ErrorCode::RegistrationNotRequired => "RegistrationNotRequired",
             ErrorCode::ServerBusy => "ServerBusy",
             ErrorCode::FileLocationChanged => "FileLocationChanged",
+            ErrorCode::IncompatibleProtocolVersion => "IncompatibleProtocolVersion",
         }
     }
 }
@@ -127,18 +130,18 @@ pub struct Fault {
 }
 
 impl Fault {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Fault {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Fault {
         Fault {
             code,
             message: message.into(),
         }
     }
 
-    fn invalid(parameter: impl Into<String>) -> Fault {
+    pub fn invalid(parameter: impl Into<String>) -> Fault {
         Fault::new(ErrorCode::InvalidParameters, parameter)
     }
 
-    fn internal(e: impl std::fmt::Display) -> Fault {
+    pub fn internal(e: impl std::fmt::Display) -> Fault {
         Fault::new(ErrorCode::InternalServerError, e.to_string())
     }
 }
@@ -225,6 +228,20 @@ impl Service {
             journal: Mutex::new(journal),
             registered: RwLock::new(registered),
         })
+    }
+
+    /// This server's identity (in every cookie it issues).
+    pub fn server_id(&self) -> Guid {
+        self.server_id
+    }
+
+    /// The key cookies are sealed with, shared with the server-server protocol.
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.settings.limits
     }
 
     /// The most a request body may be.
@@ -357,10 +374,12 @@ pub fn oversized(endpoint: Endpoint, limit: usize) -> Reply {
 }
 
 fn fault_reply(version: Version, endpoint: Endpoint, operation: &str, fault: &Fault) -> Reply {
-    let ns = match endpoint {
-        Endpoint::Reporting => REPORTING_NS.to_owned(),
-        other => other.namespace().to_owned(),
-    };
+    fault_in(version, endpoint.namespace(), operation, fault)
+}
+
+/// A fault answer as the WSUS web services send it: HTTP 500, ErrorCode, Message, ID and
+/// Method (the SOAPAction of `operation` in `ns`) in the detail.
+pub fn fault_in(version: Version, ns: &str, operation: &str, fault: &Fault) -> Reply {
     let mut detail = String::new();
     soap::text_element(&mut detail, "ErrorCode", fault.code.as_str());
     soap::text_element(&mut detail, "Message", &fault.message);

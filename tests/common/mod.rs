@@ -567,3 +567,31 @@ pub fn logged_since(mark: usize, words: &[&str]) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Run a check script of tests/zeep (python3 with zeep, which `.ci/run` installs) with `args`;
+/// asserts it passed with no failure and returns its output, one line per check.
+pub async fn zeep_checks(script: &str, args: Vec<String>) -> String {
+    let path = format!("{}/tests/zeep/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(path)
+            .args(args)
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 runs (.ci/run installs it with zeep)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "zeep checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("\n0 failures"), "{stdout}");
+    stdout
+}
+
+/// `../shared/protocol` beside the checkout.
+pub fn shared_protocol() -> String {
+    format!("{}/../shared/protocol", env!("CARGO_MANIFEST_DIR"))
+}

@@ -24,70 +24,18 @@ from lxml import etree
 import zeep
 from zeep.plugins import HistoryPlugin
 
+from wsdl_checks import SOAP11, check, failures, schema_validator, service as wsdl_service, validate
+
 BASE, WSDL_DIR, CLIENT_ID, GROUP, CAPTURE_DIR = sys.argv[1:6]
 XS = "http://www.w3.org/2001/XMLSchema"
 WSDL = "http://schemas.xmlsoap.org/wsdl/"
-SOAP11 = "http://schemas.xmlsoap.org/soap/envelope/"
-failures = []
-
-
-def check(what, ok, detail=""):
-    print(("ok   " if ok else "FAIL ") + what + (f": {detail}" if detail and not ok else ""))
-    if not ok:
-        failures.append(what)
-
-
-def schema_validator(wsdl_path):
-    """The WSDL's schemas as one lxml validator. Worked on as text, so that namespace
-    declarations that only QName values use (xmlns:q4 on one element) survive."""
-    text = open(wsdl_path, encoding="utf-8").read()
-    root = etree.fromstring(text.encode())
-    decls = " ".join(f'xmlns:{k}="{v}"' for k, v in root.nsmap.items() if k)
-    docs, main = {}, None
-    for m in re.finditer(r"<s:schema\b([^>]*)>(.*?)</s:schema>", text, re.S):
-        attrs, inner = m.group(1), m.group(2)
-        ns = re.search(r'targetNamespace="([^"]+)"', attrs).group(1)
-        url = f"mem://{len(docs)}.xsd"
-        # The published name has a leading space (" ClientBehaviors").
-        inner = inner.replace('name=" ClientBehaviors"', 'name="ClientBehaviors"')
-        docs[ns] = (url, f"<s:schema {decls}{attrs}>{inner}</s:schema>")
-        if ns == root.get("targetNamespace"):
-            main = ns
-    located = {}
-    for ns, (url, doc) in docs.items():
-        for other, (other_url, _) in docs.items():
-            doc = doc.replace(f'<s:import namespace="{other}" />', f'<s:import namespace="{other}" schemaLocation="{other_url}" />')
-            doc = doc.replace(f'<s:import namespace="{other}"/>', f'<s:import namespace="{other}" schemaLocation="{other_url}"/>')
-        located[url] = doc.encode()
-
-    class Resolver(etree.Resolver):
-        def resolve(self, url, pubid, context):
-            if url in located:
-                return self.resolve_string(located[url], context)
-            return None
-
-    parser = etree.XMLParser()
-    parser.resolvers.add(Resolver())
-    return etree.XMLSchema(etree.fromstring(located[docs[main][0]], parser))
-
-
-def validate(name, validator, history):
-    """The last response's Body payload, validated against the schema."""
-    envelope = history.last_received["envelope"]
-    body = envelope.find(f"{{{SOAP11}}}Body")
-    payload = body[0]
-    ok = validator.validate(payload)
-    check(f"{name} answer is schema-valid", ok, str(validator.error_log.last_error))
+history = HistoryPlugin()
 
 
 def service(wsdl, binding, path, history):
-    settings = zeep.Settings(strict=True, xml_huge_tree=True)
-    client = zeep.Client(f"{WSDL_DIR}/{wsdl}", settings=settings, plugins=[history])
-    ns = etree.parse(f"{WSDL_DIR}/{wsdl}").getroot().get("targetNamespace")
-    return client, client.create_service(f"{{{ns}}}{binding}", f"{BASE}{path}")
+    return wsdl_service(BASE, WSDL_DIR, wsdl, binding, path, history)
 
 
-history = HistoryPlugin()
 auth_client, auth = service("wusp-SimpleAuthWebService.wsdl", "SimpleAuthSoap",
                             "/SimpleAuthWebService/SimpleAuth.asmx", history)
 auth_schema = schema_validator(f"{WSDL_DIR}/wusp-SimpleAuthWebService.wsdl")

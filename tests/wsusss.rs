@@ -1,0 +1,401 @@
+//! The server-server protocol's upstream side over HTTP: a downstream server authorizes
+//! (GetAuthConfig, DssAuth GetAuthorizationCookie, GetCookie) and reads the configuration
+//! (GetConfigData); every fault of those operations; bearer tokens for downstream servers.
+
+mod common;
+
+use common::*;
+use http_body_util::BodyExt;
+use hyper::Request;
+use wsus_edge::catalog::Guid;
+use wsus_edge::server::Running;
+use wsus_edge::soap::{self, Element, Limits};
+use wsus_edge::wsusss::{DSS_AUTH_NS, MONITORABLE_NS, SERVER_SYNC_NS};
+
+const SYNC: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
+const AUTH: &str = "/DssAuthWebService/DssAuthWebService.asmx";
+
+fn envelope(ns: &str, operation: &str, inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope \
+         xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>\
+         <{operation} xmlns=\"{ns}\">{inner}</{operation}></soap:Body></soap:Envelope>"
+    )
+}
+
+/// POST a SOAP 1.1 call; (status, WWW-Authenticate, the answer's operation element or fault
+/// detail, as a tree when it is SOAP).
+async fn call(
+    node: &Running,
+    path: &str,
+    ns: &str,
+    operation: &str,
+    inner: &str,
+    token: Option<&str>,
+) -> (u16, Option<String>, Option<Element>) {
+    let mut builder = Request::post(url(node, path))
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("soapaction", format!("\"{ns}/{operation}\""));
+    if let Some(t) = token {
+        builder = builder.header("authorization", format!("Bearer {t}"));
+    }
+    let request = builder
+        .body(http_body_util::Full::new(bytes::Bytes::from(envelope(
+            ns, operation, inner,
+        ))))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let tree = soap::parse(&body, &Limits::default())
+        .ok()
+        .map(|e| e.operation);
+    (status, challenge, tree)
+}
+
+fn error_code(fault: &Element) -> String {
+    fault
+        .child("detail")
+        .and_then(|d| d.child_text("ErrorCode"))
+        .unwrap_or("(none)")
+        .to_owned()
+}
+
+fn result<'a>(op: &'a Element, name: &str) -> &'a Element {
+    op.child(name)
+        .unwrap_or_else(|| panic!("{name} missing in {op:?}"))
+}
+
+/// DssAuth then GetCookie: the session cookie's (Expiration, EncryptedData).
+async fn authorize(node: &Running, token: Option<&str>) -> (String, String) {
+    let id = Guid::random();
+    let (status, _, op) = call(
+        node,
+        AUTH,
+        DSS_AUTH_NS,
+        "GetAuthorizationCookie",
+        &format!("<accountName>branch1.example.org</accountName><accountGuid>{id}</accountGuid>"),
+        token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let auth = result(&op, "GetAuthorizationCookieResult");
+    assert_eq!(auth.child_text("PlugInId"), Some("DssTargeting"));
+    let data = auth.child_text("CookieData").unwrap().to_owned();
+    let (status, _, op) = call(
+        node,
+        SYNC,
+        SERVER_SYNC_NS,
+        "GetCookie",
+        &format!(
+            "<authCookies><AuthorizationCookie><PlugInId>DssTargeting</PlugInId>\
+             <CookieData>{data}</CookieData></AuthorizationCookie></authCookies>\
+             <protocolVersion>1.20</protocolVersion>"
+        ),
+        token,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let cookie = result(&op, "GetCookieResult");
+    (
+        cookie.child_text("Expiration").unwrap().to_owned(),
+        cookie.child_text("EncryptedData").unwrap().to_owned(),
+    )
+}
+
+fn cookie_xml((expiration, data): &(String, String)) -> String {
+    format!(
+        "<cookie><Expiration>{expiration}</Expiration><EncryptedData>{data}</EncryptedData></cookie>"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_server_authorizes_and_reads_the_configuration() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = catalog_root(dir.path()).await;
+
+    let (status, _, op) = call(&node, SYNC, SERVER_SYNC_NS, "GetAuthConfig", "", None).await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let config = result(&op, "GetAuthConfigResult");
+    let plug_in = config
+        .child("AuthInfo")
+        .and_then(|a| a.child("AuthPlugInInfo"))
+        .unwrap();
+    assert_eq!(plug_in.child_text("PlugInID"), Some("DssTargeting"));
+    assert_eq!(
+        plug_in.child_text("ServiceUrl"),
+        Some("DssAuthWebService/DssAuthWebService.asmx")
+    );
+
+    let cookie = authorize(&node, None).await;
+    let expires = soap::xsd::parse_datetime(&cookie.0).unwrap();
+    let now = wsus_edge::catalog::store::unix_now();
+    assert!(
+        expires > now + 3 * 3600 && expires <= now + 4 * 3600 + 5,
+        "{}",
+        cookie.0
+    );
+
+    let (status, _, op) = call(
+        &node,
+        SYNC,
+        SERVER_SYNC_NS,
+        "GetConfigData",
+        &cookie_xml(&cookie),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let data = result(&op, "GetConfigDataResult");
+    assert_eq!(data.child_text("MaxNumberOfUpdatesPerRequest"), Some("100"));
+    assert_eq!(data.child_text("ProtocolVersion"), Some("1.20"));
+    assert_eq!(data.child_text("LazySync"), Some("true"));
+    let languages = |d: &Element| {
+        d.child("LanguageUpdateList")
+            .map(|l| l.children_named("ServerSyncLanguageData").count())
+    };
+    assert_eq!(languages(data), Some(1), "the one entry \"all\"");
+    let anchor = data.child_text("NewConfigAnchor").unwrap().to_owned();
+    // With the current anchor: nothing changed, an empty list.
+    let (status, _, op) = call(
+        &node,
+        SYNC,
+        SERVER_SYNC_NS,
+        "GetConfigData",
+        &format!(
+            "{}<configAnchor>{anchor}</configAnchor>",
+            cookie_xml(&cookie)
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let data = result(&op, "GetConfigDataResult");
+    assert_eq!(languages(data), Some(0));
+    assert_eq!(data.child_text("NewConfigAnchor"), Some(anchor.as_str()));
+
+    // Ping at both services; paths in any case, with the doubled slash WSUS downstreams send.
+    for path in [SYNC, "//dssauthwebservice/DSSAUTHWEBSERVICE.asmx"] {
+        let (status, _, op) = call(
+            &node,
+            path,
+            MONITORABLE_NS,
+            "Ping",
+            "<pingLevel>0</pingLevel>",
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(op.unwrap().name, "PingResponse");
+    }
+    node.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_of_authorization_and_configuration() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = catalog_root(dir.path()).await;
+    let fault = |got: (u16, Option<String>, Option<Element>)| {
+        assert_eq!(got.0, 500);
+        let op = got.2.expect("a SOAP fault");
+        assert_eq!(op.name, "Fault");
+        (
+            error_code(&op),
+            op.child("detail")
+                .and_then(|d| d.child_text("Message"))
+                .unwrap_or("")
+                .to_owned(),
+        )
+    };
+
+    for name in ["", "bad name!", &"a".repeat(300)] {
+        let got = call(
+            &node,
+            AUTH,
+            DSS_AUTH_NS,
+            "GetAuthorizationCookie",
+            &format!(
+                "<accountName>{name}</accountName><accountGuid>{}</accountGuid>",
+                Guid::random()
+            ),
+            None,
+        )
+        .await;
+        assert_eq!(
+            fault(got),
+            ("InvalidParameters".into(), "accountName".into())
+        );
+    }
+    let got = call(
+        &node,
+        AUTH,
+        DSS_AUTH_NS,
+        "GetAuthorizationCookie",
+        "<accountName>b.example</accountName><accountGuid>not-a-guid</accountGuid>",
+        None,
+    )
+    .await;
+    assert_eq!(
+        fault(got),
+        ("InvalidParameters".into(), "accountGuid".into())
+    );
+
+    let (status, _, op) = call(
+        &node,
+        AUTH,
+        DSS_AUTH_NS,
+        "GetAuthorizationCookie",
+        &format!(
+            "<accountName>b.example</accountName><accountGuid>{}</accountGuid>",
+            Guid::random()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let data = result(&op.unwrap(), "GetAuthorizationCookieResult")
+        .child_text("CookieData")
+        .unwrap()
+        .to_owned();
+    let get_cookie = |cookies: Vec<String>, version: &str| {
+        let cookies: String = cookies
+            .iter()
+            .map(|d| {
+                format!(
+                    "<AuthorizationCookie><PlugInId>DssTargeting</PlugInId>\
+                     <CookieData>{d}</CookieData></AuthorizationCookie>"
+                )
+            })
+            .collect();
+        format!("<authCookies>{cookies}</authCookies><protocolVersion>{version}</protocolVersion>")
+    };
+    // One flipped character of the sealed data: the tag no longer verifies.
+    let mut tampered = data.clone().into_bytes();
+    tampered[20] = if tampered[20] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let cases = [
+        (
+            get_cookie(vec![tampered], "1.20"),
+            "InvalidAuthorizationCookie",
+        ),
+        (
+            get_cookie(vec!["%%%".into()], "1.20"),
+            "InvalidAuthorizationCookie",
+        ),
+        (
+            get_cookie(vec![data.clone()], "2.0"),
+            "IncompatibleProtocolVersion",
+        ),
+        (get_cookie(vec![data.clone()], "x"), "InvalidParameters"),
+        (
+            get_cookie(vec![data.clone(), data.clone()], "1.20"),
+            "InvalidParameters",
+        ),
+        (get_cookie(vec![], "1.20"), "InvalidParameters"),
+    ];
+    for (inner, want) in cases {
+        let got = call(&node, SYNC, SERVER_SYNC_NS, "GetCookie", &inner, None).await;
+        assert_eq!(fault(got).0, want, "{inner}");
+    }
+
+    // GetConfigData without a cookie, with the authorization cookie in its place (another
+    // kind), with garbage: InvalidCookie.
+    let now = soap::xsd::format_datetime(wsus_edge::catalog::store::unix_now() + 3600);
+    for inner in [
+        String::new(),
+        cookie_xml(&(now.clone(), data.clone())),
+        cookie_xml(&(now.clone(), "AAAA".into())),
+    ] {
+        let got = call(&node, SYNC, SERVER_SYNC_NS, "GetConfigData", &inner, None).await;
+        assert_eq!(fault(got).0, "InvalidCookie", "{inner}");
+    }
+    // An operation of the other service.
+    let got = call(
+        &node,
+        SYNC,
+        DSS_AUTH_NS,
+        "GetAuthorizationCookie",
+        "<accountName>b.example</accountName>",
+        None,
+    )
+    .await;
+    assert_eq!(fault(got).0, "InvalidParameters");
+    node.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_servers_need_an_accepted_token_when_tokens_are_configured() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("downstream.tokens");
+    std::fs::write(&tokens, "branch-one-secret\n\nbranch-two-secret\n").unwrap();
+    let extra = format!(
+        "[downstream]\ntoken_file = {:?}\n",
+        tokens.to_string_lossy()
+    );
+    let (node, _, _) = catalog_root_with(dir.path(), &extra).await;
+    let mark = log_mark();
+    for token in [None, Some("wrong")] {
+        let (status, challenge, _) =
+            call(&node, SYNC, SERVER_SYNC_NS, "GetAuthConfig", "", token).await;
+        assert_eq!(status, 401, "{token:?}");
+        assert!(challenge.unwrap().starts_with("Bearer"));
+        let (status, _, _) = call(
+            &node,
+            AUTH,
+            DSS_AUTH_NS,
+            "GetAuthorizationCookie",
+            "",
+            token,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    assert!(!logged_since(mark, &["downstream server refused"]).is_empty());
+    let (status, _, _) = call(
+        &node,
+        SYNC,
+        SERVER_SYNC_NS,
+        "GetAuthConfig",
+        "",
+        Some("branch-two-secret"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cookie = authorize(&node, Some("branch-one-secret")).await;
+    let (status, _, _) = call(
+        &node,
+        SYNC,
+        SERVER_SYNC_NS,
+        "GetConfigData",
+        &cookie_xml(&cookie),
+        Some("branch-one-secret"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Windows clients are not asked for a token.
+    let (status, _, _) = call(
+        &node,
+        "/ClientWebService/client.asmx",
+        wsus_edge::wusp::CLIENT_NS,
+        "GetConfig",
+        "<protocolVersion>2.90</protocolVersion>",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    node.shutdown(std::time::Duration::from_secs(1)).await;
+}
