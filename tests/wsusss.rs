@@ -399,3 +399,271 @@ async fn downstream_servers_need_an_accepted_token_when_tokens_are_configured() 
     assert_eq!(status, 200);
     node.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+fn identities(op: &Element) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = result(op, "GetRevisionIdListResult")
+        .child("NewRevisions")
+        .map(|n| {
+            n.children_named("UpdateIdentity")
+                .map(|i| {
+                    (
+                        i.child_text("UpdateID").unwrap().to_owned(),
+                        i.child_text("RevisionNumber").unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+fn filter(anchor: Option<&str>, config: bool, lists: &str) -> String {
+    let anchor = anchor.map_or(String::new(), |a| format!("<Anchor>{a}</Anchor>"));
+    format!(
+        "<filter>{anchor}<GetConfig>{config}</GetConfig><Get63LanguageOnly>false\
+         </Get63LanguageOnly>{lists}</filter>"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revision_lists_and_update_data_feed_an_incremental_sync() {
+    use wsus_edge::catalog::store::Store;
+    use wsus_edge::catalog::{UpdateType, generate};
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = catalog_root(dir.path()).await;
+    let data = dir.path().join("root");
+    let catalog = Store::open(&data).unwrap().load().unwrap();
+    let expect = |config: bool, catalog: &wsus_edge::catalog::Catalog| {
+        let mut ids: Vec<(String, String)> = catalog
+            .revisions()
+            .iter()
+            .filter(|r| {
+                matches!(r.update_type, UpdateType::Category | UpdateType::Detectoid) == config
+            })
+            .map(|r| (r.update_id.to_string(), r.revision_number.to_string()))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let cookie = authorize(&node, None).await;
+    let list = |anchor: Option<String>, config: bool, lists: String| {
+        let inner = format!(
+            "{}{}",
+            cookie_xml(&cookie),
+            filter(anchor.as_deref(), config, &lists)
+        );
+        let node = &node;
+        async move {
+            let (status, _, op) = call(
+                node,
+                SYNC,
+                SERVER_SYNC_NS,
+                "GetRevisionIdList",
+                &inner,
+                None,
+            )
+            .await;
+            let op = op.unwrap();
+            assert_eq!(status, 200, "{op:?}");
+            let anchor = result(&op, "GetRevisionIdListResult")
+                .child_text("Anchor")
+                .unwrap()
+                .to_owned();
+            (identities(&op), anchor)
+        }
+    };
+
+    // The configuration pass, then the updates pass: everything, each once.
+    let (config, _) = list(None, true, String::new()).await;
+    assert_eq!(config, expect(true, &catalog));
+    let (software, anchor) = list(None, false, String::new()).await;
+    assert_eq!(software, expect(false, &catalog));
+    assert!(!software.is_empty());
+    let (again, _) = list(Some(anchor.clone()), false, String::new()).await;
+    assert!(
+        again.is_empty(),
+        "nothing changed since the anchor: {again:?}"
+    );
+
+    // A product and a classification narrow the list to updates in both; one alone, to none.
+    let leaf = catalog
+        .revisions()
+        .iter()
+        .find(|r| {
+            r.update_type == UpdateType::Software
+                && r.prerequisites.iter().filter(|c| c.is_category).count() >= 2
+        })
+        .expect("a software update with a product and a classification");
+    let named: Vec<Guid> = leaf
+        .prerequisites
+        .iter()
+        .filter(|c| c.is_category)
+        .flat_map(|c| c.ids.clone())
+        .collect();
+    let (product, classification) = (named[0], named[named.len() - 1]);
+    let id_and_delta = |name: &str, id: Guid, delta: bool| {
+        format!("<{name}><IdAndDelta><Id>{id}</Id><Delta>{delta}</Delta></IdAndDelta></{name}>")
+    };
+    let both = format!(
+        "{}{}",
+        id_and_delta("Categories", product, true),
+        id_and_delta("Classifications", classification, true)
+    );
+    let (narrowed, _) = list(None, false, both.clone()).await;
+    assert!(narrowed.contains(&(leaf.update_id.to_string(), leaf.revision_number.to_string())));
+    for (id, number) in &narrowed {
+        let r = catalog
+            .by_identity(Guid::parse(id).unwrap(), number.parse().unwrap())
+            .unwrap();
+        let cats: Vec<Guid> = r
+            .prerequisites
+            .iter()
+            .filter(|c| c.is_category)
+            .flat_map(|c| c.ids.clone())
+            .collect();
+        assert!(cats.contains(&product) && cats.contains(&classification));
+    }
+    let (alone, _) = list(None, false, id_and_delta("Categories", product, true)).await;
+    assert!(alone.is_empty());
+    // With the anchor, Delta=true lists nothing; Delta=false lists them all again.
+    let (delta, _) = list(Some(anchor.clone()), false, both).await;
+    assert!(delta.is_empty());
+    let full = format!(
+        "{}{}",
+        id_and_delta("Categories", product, false),
+        id_and_delta("Classifications", classification, true)
+    );
+    let (refetched, _) = list(Some(anchor.clone()), false, full).await;
+    assert_eq!(refetched, narrowed);
+
+    // The documents, as imported, with their files' digests.
+    let pick: Vec<(String, String)> = software.iter().take(5).cloned().collect();
+    let ids: String = pick
+        .iter()
+        .map(|(u, r)| {
+            format!(
+                "<UpdateIdentity><UpdateID>{u}</UpdateID><RevisionNumber>{r}</RevisionNumber>\
+                 </UpdateIdentity>"
+            )
+        })
+        .collect();
+    let (status, _, op) = call(
+        &node,
+        SYNC,
+        SERVER_SYNC_NS,
+        "GetUpdateData",
+        &format!("{}<updateIds>{ids}</updateIds>", cookie_xml(&cookie)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let got = result(&op, "GetUpdateDataResult");
+    let updates: Vec<&Element> = got
+        .child("updates")
+        .unwrap()
+        .children_named("ServerSyncUpdateData")
+        .collect();
+    assert_eq!(updates.len(), pick.len());
+    let store = Store::open(&data).unwrap();
+    let mut digests = std::collections::BTreeSet::new();
+    for u in updates {
+        let id = u.child("Id").unwrap();
+        let r = catalog
+            .by_identity(
+                Guid::parse(id.child_text("UpdateID").unwrap()).unwrap(),
+                id.child_text("RevisionNumber").unwrap().parse().unwrap(),
+            )
+            .unwrap();
+        let stored = store.documents(&[r.id]).unwrap().remove(0).1;
+        assert_eq!(u.child_text("XmlUpdateBlob"), Some(stored.as_str()));
+        let listed: Vec<String> = u
+            .child("FileDigestList")
+            .map(|l| {
+                l.children_named("base64Binary")
+                    .map(|b| b.text().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let files: Vec<String> = r
+            .files
+            .iter()
+            .map(|f| wsus_edge::catalog::base64_encode(&f.sha1))
+            .collect();
+        assert_eq!(listed, files);
+        digests.extend(files);
+    }
+    let urls: std::collections::BTreeSet<String> = got
+        .child("fileUrls")
+        .unwrap()
+        .children_named("ServerSyncUrlData")
+        .map(|d| d.child_text("FileDigest").unwrap().to_owned())
+        .collect();
+    assert_eq!(urls, digests);
+
+    // Too many ids, a bad anchor: InvalidParameters naming them.
+    let many: String = (0..101)
+        .map(|_| {
+            format!(
+                "<UpdateIdentity><UpdateID>{}</UpdateID><RevisionNumber>1</RevisionNumber>\
+                 </UpdateIdentity>",
+                Guid::random()
+            )
+        })
+        .collect();
+    for (operation, inner, parameter) in [
+        (
+            "GetUpdateData",
+            format!("{}<updateIds>{many}</updateIds>", cookie_xml(&cookie)),
+            "updateIds",
+        ),
+        (
+            "GetRevisionIdList",
+            format!(
+                "{}{}",
+                cookie_xml(&cookie),
+                filter(Some("garbage"), false, "")
+            ),
+            "filter",
+        ),
+    ] {
+        let (status, _, op) = call(&node, SYNC, SERVER_SYNC_NS, operation, &inner, None).await;
+        assert_eq!(status, 500);
+        let op = op.unwrap();
+        assert_eq!(error_code(&op), "InvalidParameters");
+        assert_eq!(
+            op.child("detail").and_then(|d| d.child_text("Message")),
+            Some(parameter)
+        );
+    }
+
+    // An import at the root: the next updates pass from the anchor lists exactly what it added.
+    let payloads = dir.path().join("more");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let more = generate::generate(4, 99, 1 << 20, &payloads).unwrap();
+    Store::open(&data).unwrap().import(&more.documents).unwrap();
+    let fresh = Store::open(&data).unwrap().load().unwrap();
+    let mut added: Vec<(String, String)> = expect(false, &fresh)
+        .into_iter()
+        .filter(|i| !software.contains(i))
+        .collect();
+    added.sort();
+    assert!(!added.is_empty());
+    // The node takes the import into service within a second or so.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (listed, _) = list(Some(anchor.clone()), false, String::new()).await;
+        if !listed.is_empty() {
+            assert_eq!(listed, added);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import was not served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    node.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -221,6 +221,9 @@ pub struct Revision {
     /// No other revision names this one's update id as a prerequisite.
     pub is_leaf: bool,
     pub fragments: Arc<Fragments<crate::soap::Escaped>>,
+    /// The catalog version (`meta.catalog_version`) of the import that last changed this
+    /// revision's document: what the server-server revision list is cut by.
+    pub change_seq: i64,
 }
 
 impl Revision {
@@ -292,6 +295,8 @@ pub struct Catalog {
     /// When the configuration clients see last changed (seconds since the epoch); GetConfig's
     /// LastChange.
     pub config_last_change: i64,
+    /// `meta.catalog_version` this catalog was read at (0 when not read from a store).
+    pub version: i64,
 }
 
 impl Catalog {
@@ -345,6 +350,7 @@ impl Catalog {
             groups,
             deployments,
             config_last_change,
+            version: 0,
         }
     }
 

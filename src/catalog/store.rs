@@ -33,6 +33,7 @@ CREATE TABLE IF NOT EXISTS revisions (
     core TEXT NOT NULL,
     extended TEXT NOT NULL,
     xml TEXT NOT NULL,
+    change_seq INTEGER NOT NULL DEFAULT 0,
     UNIQUE (update_id, revision_number)
 );
 CREATE TABLE IF NOT EXISTS fragments (
@@ -61,14 +62,16 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 ";
 
-/// Part of every transaction that changes what [`Store::load`] reads.
-fn bump_catalog_version(conn: &Connection) -> Result<(), CatalogError> {
-    conn.execute(
+/// Part of every transaction that changes what [`Store::load`] reads; the new version, which
+/// the revisions that transaction writes keep as their `change_seq`.
+fn bump_catalog_version(conn: &Connection) -> Result<i64, CatalogError> {
+    conn.query_row(
         "INSERT INTO meta (key, value) VALUES ('catalog_version', '1')
-         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1",
+         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
+         RETURNING CAST(value AS INTEGER)",
         [],
+        |r| r.get(0),
     )
-    .map(|_| ())
     .map_err(db)
 }
 
@@ -115,6 +118,20 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        // state.db files from before change_seq: their revisions count as changed at 0.
+        let has_seq: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('revisions') WHERE name = 'change_seq'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if has_seq == 0 {
+            conn.execute_batch(
+                "ALTER TABLE revisions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0",
+            )
+            .map_err(db)?;
+        }
         let store = Store { conn, path };
         for (id, name, parent) in [
             (ALL_COMPUTERS, "All Computers", None),
@@ -188,6 +205,22 @@ impl Store {
             .unwrap_or(0))
     }
 
+    /// The update documents of `revisions` as imported (unknown ids are left out).
+    pub fn documents(&self, revisions: &[u32]) -> Result<Vec<(u32, String)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT xml FROM revisions WHERE id = ?1")
+            .map_err(db)?;
+        let mut out = Vec::with_capacity(revisions.len());
+        for &id in revisions {
+            let xml: Option<String> = stmt.query_row([id], |r| r.get(0)).optional().map_err(db)?;
+            if let Some(xml) = xml {
+                out.push((id, xml));
+            }
+        }
+        Ok(out)
+    }
+
     /// Import update documents in one transaction. Returns (new, updated) counts. A document
     /// already present under the same (UpdateID, RevisionNumber) keeps its revision id.
     pub fn import(&mut self, docs: &[String]) -> Result<(usize, usize), CatalogError> {
@@ -196,6 +229,7 @@ impl Store {
             .map(|d| update::parse(d).map(|p| (p, d)))
             .collect::<Result<_, _>>()?;
         let tx = self.conn.transaction().map_err(db)?;
+        let seq = bump_catalog_version(&tx)?;
         let (mut new, mut updated) = (0, 0);
         for (p, xml) in parsed {
             let relations = Relations {
@@ -240,6 +274,7 @@ impl Store {
                     tx.execute(
                         "UPDATE revisions SET update_type = ?2, category_type = ?3,
                          explicitly_deployable = ?4, relations = ?5, core = ?6, extended = ?7,
+                         change_seq = CASE WHEN xml = ?8 THEN change_seq ELSE ?9 END,
                          xml = ?8 WHERE id = ?1",
                         params![
                             id,
@@ -249,7 +284,8 @@ impl Store {
                             relations,
                             p.fragments.core,
                             p.fragments.extended,
-                            xml
+                            xml,
+                            seq
                         ],
                     )
                     .map_err(db)?;
@@ -261,8 +297,9 @@ impl Store {
                 None => {
                     tx.execute(
                         "INSERT INTO revisions (update_id, revision_number, update_type,
-                         category_type, explicitly_deployable, relations, core, extended, xml)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                         category_type, explicitly_deployable, relations, core, extended, xml,
+                         change_seq)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                         params![
                             p.update_id.to_string(),
                             p.revision_number,
@@ -272,7 +309,8 @@ impl Store {
                             relations,
                             p.fragments.core,
                             p.fragments.extended,
-                            xml
+                            xml,
+                            seq
                         ],
                     )
                     .map_err(db)?;
@@ -297,7 +335,6 @@ impl Store {
                 .map_err(db)?;
             }
         }
-        bump_catalog_version(&tx)?;
         tx.commit().map_err(db)?;
         Ok((new, updated))
     }
@@ -417,6 +454,8 @@ impl Store {
 
     /// Everything clients are served from, in memory.
     pub fn load(&self) -> Result<Catalog, CatalogError> {
+        // One read snapshot: the version and everything it versions agree.
+        let _snapshot = self.conn.unchecked_transaction().map_err(db)?;
         type PerRevision = (Vec<(String, String)>, Vec<(String, String, String)>);
         let mut fragments: HashMap<u32, PerRevision> = HashMap::new();
         {
@@ -455,7 +494,7 @@ impl Store {
                 .conn
                 .prepare(
                     "SELECT id, update_id, revision_number, update_type, category_type,
-                     explicitly_deployable, relations, core, extended FROM revisions",
+                     explicitly_deployable, relations, core, extended, change_seq FROM revisions",
                 )
                 .map_err(db)?;
             let mapped = stmt
@@ -470,11 +509,12 @@ impl Store {
                         r.get::<_, String>(6)?,
                         r.get::<_, String>(7)?,
                         r.get::<_, String>(8)?,
+                        r.get::<_, i64>(9)?,
                     ))
                 })
                 .map_err(db)?;
             for row in mapped {
-                let (id, uid, rev, kind, category, deployable, relations, core, extended) =
+                let (id, uid, rev, kind, category, deployable, relations, core, extended, seq) =
                     row.map_err(db)?;
                 let corrupt = |what: &str| CatalogError::Store(format!("revision {id}: {what}"));
                 let relations: Relations =
@@ -521,6 +561,7 @@ impl Store {
                             .collect::<Result<_, CatalogError>>()?,
                         bundled: Vec::new(),
                         files,
+                        change_seq: seq,
                         titles: relations.titles,
                         is_leaf: true,
                         fragments: Arc::new(
@@ -641,7 +682,9 @@ impl Store {
             .meta("config_last_change")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        Ok(Catalog::new(revisions, groups, deployments, last_change))
+        let mut catalog = Catalog::new(revisions, groups, deployments, last_change);
+        catalog.version = self.catalog_version()?;
+        Ok(catalog)
     }
 }
 
@@ -654,6 +697,55 @@ pub fn unix_now() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the server-server revision list is cut by: a document's change_seq moves when the
+    /// document changes, not when the same document is imported again; state.db files from
+    /// before the column get it.
+    #[test]
+    fn change_seq_moves_with_a_changed_document_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("payloads");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(5, 3, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&generated.documents).unwrap();
+        let seqs = |store: &Store| -> Vec<(u32, i64)> {
+            let c = store.load().unwrap();
+            c.revisions().iter().map(|r| (r.id, r.change_seq)).collect()
+        };
+        let first = seqs(&store);
+        assert!(first.iter().all(|(_, s)| *s > 0));
+        store.import(&generated.documents).unwrap();
+        assert_eq!(seqs(&store), first, "the same documents again");
+        let changed =
+            generated.documents[0].replacen("</upd:Update>", "<!-- v2 --></upd:Update>", 1);
+        assert_ne!(changed, generated.documents[0]);
+        store.import(&[changed]).unwrap();
+        let catalog = store.load().unwrap();
+        let id = store
+            .documents(&first.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .unwrap()
+            .into_iter()
+            .find(|(_, xml)| xml.contains("<!-- v2 -->"))
+            .unwrap()
+            .0;
+        for (rid, before) in &first {
+            let now = catalog.revision(*rid).unwrap().change_seq;
+            if *rid == id {
+                assert!(now > *before);
+                assert_eq!(now, catalog.version);
+            } else {
+                assert_eq!(now, *before);
+            }
+        }
+        drop(store);
+        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        conn.execute_batch("ALTER TABLE revisions DROP COLUMN change_seq")
+            .unwrap();
+        drop(conn);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(seqs(&store).iter().all(|(_, s)| *s == 0));
+    }
 
     #[test]
     fn imports_keep_their_ids_and_load_back() {

@@ -457,6 +457,7 @@ async fn soap(
         (Ok(bytes), SoapService::Server(endpoint)) => {
             app.wsusss
                 .call(endpoint, &bytes, crate::catalog::store::unix_now())
+                .await
         }
         (Ok(bytes), SoapService::Client(endpoint)) => {
             let content_base = content_base(app, listener, parts);

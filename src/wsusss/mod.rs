@@ -1,8 +1,12 @@
 //! The server-server protocol (MS-WSUSSS), upstream side: what a node answers its downstream
 //! servers at `/ServerSyncWebService/ServerSyncWebService.asmx` and
 //! `/DssAuthWebService/DssAuthWebService.asmx`. Today: authorization (GetAuthConfig,
-//! GetAuthorizationCookie, GetCookie), GetConfigData and Ping; the revision list, update data
-//! and deployments come next.
+//! GetAuthorizationCookie, GetCookie), GetConfigData, the revision list (GetRevisionIdList),
+//! the update documents (GetUpdateData) and Ping; deployments come next.
+//!
+//! Anchors have the shape WSUS gives them, `<seq>,<yyyy-MM-dd HH:mm:ss.fff>`: `seq` is the
+//! catalog version (`meta.catalog_version`) the answer was cut at, and a revision is listed when
+//! its `change_seq` is above the anchor's. Only `seq` is read back; the time is for people.
 //!
 //! Cookies are the client protocol's sealed struct ([`crate::wusp::cookie`]) with kinds of
 //! their own, so a client cookie never opens as a server one. Faults are the WSUS ones
@@ -13,8 +17,8 @@
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::catalog::{Guid, base64_decode, base64_encode};
-use crate::soap::xsd::{format_datetime, parse_version};
+use crate::catalog::{Guid, UpdateType, base64_decode, base64_encode};
+use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element, Version};
 use crate::wusp::cookie::{Claims, Kind};
 use crate::wusp::{ErrorCode, Fault, Reply, fault_in};
@@ -76,7 +80,7 @@ impl Service {
     }
 
     /// Answer one call posted to `endpoint` at `now` (seconds since the epoch).
-    pub fn call(&self, endpoint: Endpoint, body: &[u8], now: i64) -> Reply {
+    pub async fn call(&self, endpoint: Endpoint, body: &[u8], now: i64) -> Reply {
         let envelope = match soap::parse(body, self.wusp.limits()) {
             Ok(e) => e,
             Err(e) => {
@@ -98,6 +102,12 @@ impl Service {
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetCookie") => self.get_cookie(&op, now),
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetConfigData") => {
                 self.get_config_data(&op, now)
+            }
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetRevisionIdList") => {
+                self.get_revision_id_list(&op, now)
+            }
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetUpdateData") => {
+                self.get_update_data(&op, now).await
             }
             (Endpoint::DssAuth, DSS_AUTH_NS, "GetAuthorizationCookie") => {
                 self.get_authorization_cookie(&op, now)
@@ -281,4 +291,179 @@ impl Service {
         );
         Ok(out)
     }
+
+    /// The identities changed since the filter's anchor: categories, classifications and
+    /// detectoids when `GetConfig`, software and drivers otherwise, narrowed to updates in a
+    /// listed category and a listed classification when the filter lists any (MS-WSUSSS
+    /// §3.1.4.5). An id listed with `Delta` false is listed whatever the anchor.
+    fn get_revision_id_list(&self, op: &Element, now: i64) -> Result<String> {
+        self.downstream_cookie(op, now)?;
+        let filter = op
+            .child("filter")
+            .filter(|f| !f.is_nil())
+            .ok_or_else(|| Fault::invalid("filter"))?;
+        let since = match filter.child_text("Anchor").map(str::trim) {
+            None | Some("") => 0,
+            Some(anchor) => parse_anchor(anchor).ok_or_else(|| Fault::invalid("filter"))?,
+        };
+        let config = filter
+            .child_text("GetConfig")
+            .and_then(parse_bool)
+            .ok_or_else(|| Fault::invalid("filter"))?;
+        let categories = ids_and_deltas(filter, "Categories")?;
+        let classifications = ids_and_deltas(filter, "Classifications")?;
+        let catalog = self.wusp.catalog();
+        // An anchor from the future: this catalog was rebuilt since; everything is new.
+        let since = if since > catalog.version { 0 } else { since };
+        let mut out = String::with_capacity(4096);
+        let _ = write!(
+            out,
+            "<GetRevisionIdListResponse xmlns=\"{SERVER_SYNC_NS}\"><GetRevisionIdListResult>\
+             <Anchor>{}</Anchor><NewRevisions>",
+            format_anchor(catalog.version, now)
+        );
+        for r in catalog.revisions() {
+            let is_config = matches!(r.update_type, UpdateType::Category | UpdateType::Detectoid);
+            if is_config != config {
+                continue;
+            }
+            let mut delta = true;
+            if !config && (categories.is_some() || classifications.is_some()) {
+                let in_category = |listed: &Option<Vec<(Guid, bool)>>| {
+                    let listed = listed.as_deref().unwrap_or(&[]);
+                    let hits: Vec<bool> = r
+                        .prerequisites
+                        .iter()
+                        .filter(|c| c.is_category)
+                        .flat_map(|c| c.ids.iter())
+                        .filter_map(|id| listed.iter().find(|(l, _)| l == id).map(|(_, d)| *d))
+                        .collect();
+                    (!hits.is_empty()).then(|| hits.iter().all(|d| *d))
+                };
+                match (in_category(&categories), in_category(&classifications)) {
+                    (Some(a), Some(b)) => delta = a && b,
+                    _ => continue,
+                }
+            }
+            if delta && r.change_seq <= since {
+                continue;
+            }
+            let _ = write!(
+                out,
+                "<UpdateIdentity><UpdateID>{}</UpdateID><RevisionNumber>{}</RevisionNumber>\
+                 </UpdateIdentity>",
+                r.update_id, r.revision_number
+            );
+        }
+        out.push_str("</NewRevisions></GetRevisionIdListResult></GetRevisionIdListResponse>");
+        Ok(out)
+    }
+
+    /// The documents of at most [`MAX_UPDATES_PER_REQUEST`] identities, as imported (escaped
+    /// text, never the compressed form), with the SHA-1 of each file; identities this server
+    /// does not hold are left out (MS-WSUSSS §3.1.4.6). Files are fetched from this server's
+    /// `/Content`, so no URL is given.
+    async fn get_update_data(&self, op: &Element, now: i64) -> Result<String> {
+        self.downstream_cookie(op, now)?;
+        let ids: Vec<&Element> = op
+            .child("updateIds")
+            .filter(|u| !u.is_nil())
+            .map(|u| u.children_named("UpdateIdentity").collect())
+            .unwrap_or_default();
+        if ids.is_empty() || ids.len() > MAX_UPDATES_PER_REQUEST as usize {
+            return Err(Fault::invalid("updateIds"));
+        }
+        let catalog = self.wusp.catalog();
+        let mut revisions = Vec::with_capacity(ids.len());
+        for id in ids {
+            let identity = id.child_text("UpdateID").and_then(Guid::parse).zip(
+                id.child_text("RevisionNumber")
+                    .and_then(|r| r.trim().parse::<u32>().ok()),
+            );
+            let (update, number) = identity.ok_or_else(|| Fault::invalid("updateIds"))?;
+            if let Some(r) = catalog.by_identity(update, number) {
+                revisions.push(r);
+            }
+        }
+        let wanted: Vec<u32> = revisions.iter().map(|r| r.id).collect();
+        let wusp = self.wusp.clone();
+        let documents = tokio::task::spawn_blocking(move || wusp.documents(&wanted))
+            .await
+            .map_err(Fault::internal)?
+            .map_err(Fault::internal)?;
+        let mut out = String::with_capacity(documents.iter().map(|(_, d)| d.len() + 600).sum());
+        let _ = write!(
+            out,
+            "<GetUpdateDataResponse xmlns=\"{SERVER_SYNC_NS}\"><GetUpdateDataResult><updates>"
+        );
+        let mut files = Vec::new();
+        let documents: std::collections::HashMap<u32, String> = documents.into_iter().collect();
+        for r in &revisions {
+            let Some(document) = documents.get(&r.id) else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "<ServerSyncUpdateData><Id><UpdateID>{}</UpdateID><RevisionNumber>{}\
+                 </RevisionNumber></Id>",
+                r.update_id, r.revision_number
+            );
+            soap::text_element(&mut out, "XmlUpdateBlob", document);
+            if !r.files.is_empty() {
+                out.push_str("<FileDigestList>");
+                for f in &r.files {
+                    let _ = write!(
+                        out,
+                        "<base64Binary>{}</base64Binary>",
+                        base64_encode(&f.sha1)
+                    );
+                    if !files.contains(&f.sha1) {
+                        files.push(f.sha1);
+                    }
+                }
+                out.push_str("</FileDigestList>");
+            }
+            out.push_str("</ServerSyncUpdateData>");
+        }
+        out.push_str("</updates><fileUrls>");
+        for sha1 in files {
+            let _ = write!(
+                out,
+                "<ServerSyncUrlData><FileDigest>{}</FileDigest></ServerSyncUrlData>",
+                base64_encode(&sha1)
+            );
+        }
+        out.push_str("</fileUrls></GetUpdateDataResult></GetUpdateDataResponse>");
+        Ok(out)
+    }
+}
+
+/// `seq,yyyy-MM-dd HH:mm:ss.fff` (UTC), the shape WSUS anchors have.
+fn format_anchor(seq: i64, now: i64) -> String {
+    let stamp = format_datetime(now);
+    format!(
+        "{seq},{}.000",
+        stamp.trim_end_matches('Z').replacen('T', " ", 1)
+    )
+}
+
+/// The catalog version of an anchor this server made.
+fn parse_anchor(anchor: &str) -> Option<i64> {
+    let (seq, _) = anchor.split_once(',')?;
+    seq.trim().parse().ok().filter(|s: &i64| *s >= 0)
+}
+
+/// A filter's ArrayOfIdAndDelta: `None` when absent.
+fn ids_and_deltas(filter: &Element, name: &str) -> Result<Option<Vec<(Guid, bool)>>> {
+    let Some(list) = filter.child(name).filter(|l| !l.is_nil()) else {
+        return Ok(None);
+    };
+    list.children_named("IdAndDelta")
+        .map(|e| {
+            let id = e.child_text("Id").and_then(Guid::parse);
+            let delta = e.child_text("Delta").and_then(parse_bool);
+            id.zip(delta).ok_or_else(|| Fault::invalid("filter"))
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }

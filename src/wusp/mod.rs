@@ -230,6 +230,11 @@ impl Service {
         })
     }
 
+    /// The update documents of `revisions` as imported, from state.db. Blocking.
+    pub fn documents(&self, revisions: &[u32]) -> Result<Vec<(u32, String)>, CatalogError> {
+        lock(&self.store).documents(revisions)
+    }
+
     /// This server's identity (in every cookie it issues).
     pub fn server_id(&self) -> Guid {
         self.server_id

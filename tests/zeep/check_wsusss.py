@@ -54,6 +54,27 @@ validate("GetConfigData with the current anchor", sync_schema, history)
 check("GetConfigData with the current anchor: no language",
       again.LanguageUpdateList is None or not again.LanguageUpdateList.ServerSyncLanguageData)
 
+revisions = {}
+for config in (True, False):
+    ids = sync.GetRevisionIdList(cookie=cookie, filter={"GetConfig": config, "Get63LanguageOnly": False})
+    validate(f"GetRevisionIdList (GetConfig={config})", sync_schema, history)
+    revisions[config] = ids.NewRevisions.UpdateIdentity if ids.NewRevisions is not None else []
+    check(f"GetRevisionIdList (GetConfig={config}) lists revisions", len(revisions[config]) > 0)
+    again = sync.GetRevisionIdList(cookie=cookie, filter={
+        "Anchor": ids.Anchor, "GetConfig": config, "Get63LanguageOnly": False})
+    validate(f"GetRevisionIdList (GetConfig={config}) from its anchor", sync_schema, history)
+    check(f"GetRevisionIdList (GetConfig={config}) from its anchor lists nothing",
+          again.NewRevisions is None or not again.NewRevisions.UpdateIdentity)
+
+wanted = [{"UpdateID": i.UpdateID, "RevisionNumber": i.RevisionNumber} for i in revisions[False][:20]]
+update_data = sync.GetUpdateData(cookie=cookie, updateIds={"UpdateIdentity": wanted})
+validate("GetUpdateData", sync_schema, history)
+got = update_data.updates.ServerSyncUpdateData
+check("GetUpdateData gives every document asked for", len(got) == len(wanted), f"{len(got)}")
+check("GetUpdateData documents are update XML", all(u.XmlUpdateBlob.lstrip().startswith("<") for u in got))
+with_files = [u for u in got if u.FileDigestList is not None]
+check("GetUpdateData lists file digests", len(with_files) > 0)
+
 sync.Ping(pingLevel=0)
 answer = history.last_received["envelope"].find(f"{{{SOAP11}}}Body")[0]
 check("Ping answers PingResponse",
