@@ -487,6 +487,22 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
         "nothing changed since the anchor: {again:?}"
     );
 
+    // The root knows who synced: name, address, protocol, when.
+    let got = get(
+        &format!("http://{}/api/v1/downstreams", node.listening().admin),
+        &[],
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let d = &listed[0];
+    assert_eq!(d["name"], "branch1.example.org");
+    assert_eq!(d["address"], "127.0.0.1");
+    assert_eq!(d["protocol"], "1.20");
+    assert!(d["last_sync"].as_i64().unwrap() >= d["first_seen"].as_i64().unwrap());
+
     // A product and a classification narrow the list to updates in both; one alone, to none.
     let leaf = catalog
         .revisions()

@@ -46,6 +46,9 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     let change = match path {
         "/api/v1/groups" => Change::AddGroup,
         "/api/v1/approvals" => Change::Approve,
+        "/api/v1/downstreams" if method == Method::GET || method == Method::HEAD => {
+            return downstreams_json(app).await;
+        }
         _ => return read_only(app, method, path),
     };
     if method == Method::GET || method == Method::HEAD {
@@ -239,6 +242,19 @@ fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
             Some(None) => text(StatusCode::BAD_REQUEST, "expected a SHA-1 in hex"),
             None => text(StatusCode::NOT_FOUND, "not found"),
         },
+    }
+}
+
+/// The downstream servers that authorized here (MS-WSUSSS), most recently seen first.
+async fn downstreams_json(app: &App) -> Response<Body> {
+    let wsusss = app.wsusss.clone();
+    match tokio::task::spawn_blocking(move || wsusss.downstreams()).await {
+        Ok(Ok(list)) => with_type(
+            serde_json::to_string_pretty(&list).unwrap_or_default(),
+            "application/json",
+        ),
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -1,8 +1,9 @@
 //! What clients tell a node about themselves: the computers that registered (RegisterComputer)
 //! and the events they report (ReportEventBatch), kept in `data_dir/state.db` before a client is
-//! told they were received. The status rollup upstream builds on this journal later.
+//! told they were received; and the downstream servers that sync from it (MS-WSUSSS). The
+//! status rollup upstream builds on this journal later.
 //!
-//! Owns the `computers` and `events` tables. Blocking: call it off the async workers. May call
+//! Owns the `computers`, `events` and `downstreams` tables. Blocking: call it off the async workers. May call
 //! `catalog` (ids), `error`.
 
 use std::collections::HashSet;
@@ -41,7 +42,45 @@ CREATE TABLE IF NOT EXISTS events (
     misc TEXT NOT NULL,
     PRIMARY KEY (client_id, event_instance_id)
 );
+CREATE TABLE IF NOT EXISTS downstreams (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    protocol TEXT,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    last_sync INTEGER
+);
 ";
+
+/// A downstream server as this node knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Downstream {
+    /// The GUID it authorized with (accountGuid).
+    pub id: String,
+    /// The name it gave (accountName).
+    pub name: String,
+    /// Where it last called from.
+    pub address: String,
+    /// The protocol version it last asked a cookie for.
+    pub protocol: Option<String>,
+    /// Seconds since the epoch.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// When it last listed updates (GetRevisionIdList, updates pass).
+    pub last_sync: Option<i64>,
+}
+
+/// What a downstream server's call tells of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownstreamSeen {
+    /// It authorized (DssAuth GetAuthorizationCookie).
+    Authorized { name: String },
+    /// It took a cookie for this protocol version.
+    Cookie { protocol: String },
+    /// It listed the updates changed since its anchor.
+    Synced,
+}
 
 /// A computer as it registered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -141,6 +180,60 @@ impl Journal {
         Ok(ids)
     }
 
+    /// Record what a downstream server's call told of it, from `address` at `now`. A call
+    /// before any authorization (a cookie of a forgotten downstream) records nothing.
+    pub fn downstream_seen(
+        &mut self,
+        id: &str,
+        address: &str,
+        seen: &DownstreamSeen,
+        now: i64,
+    ) -> Result<(), CatalogError> {
+        let changed = match seen {
+            DownstreamSeen::Authorized { name } => self.conn.execute(
+                "INSERT INTO downstreams (id, name, address, first_seen, last_seen)
+                 VALUES (?1, ?3, ?2, ?4, ?4)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                 address = excluded.address, last_seen = excluded.last_seen",
+                params![id, address, name, now],
+            ),
+            DownstreamSeen::Cookie { protocol } => self.conn.execute(
+                "UPDATE downstreams SET address = ?2, protocol = ?3, last_seen = ?4 WHERE id = ?1",
+                params![id, address, protocol, now],
+            ),
+            DownstreamSeen::Synced => self.conn.execute(
+                "UPDATE downstreams SET address = ?2, last_seen = ?3, last_sync = ?3 WHERE id = ?1",
+                params![id, address, now],
+            ),
+        };
+        changed.map(|_| ()).map_err(db)
+    }
+
+    /// Every downstream server, most recently seen first.
+    pub fn downstreams(&self) -> Result<Vec<Downstream>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, name, address, protocol, first_seen, last_seen, last_sync
+                 FROM downstreams ORDER BY last_seen DESC, id",
+            )
+            .map_err(db)?;
+        stmt.query_map([], |r| {
+            Ok(Downstream {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                address: r.get(2)?,
+                protocol: r.get(3)?,
+                first_seen: r.get(4)?,
+                last_seen: r.get(5)?,
+                last_sync: r.get(6)?,
+            })
+        })
+        .map_err(db)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(db)
+    }
+
     /// When a computer last scanned.
     pub fn touch_sync(&mut self, client_id: &str, now: i64) -> Result<(), CatalogError> {
         self.conn
@@ -198,6 +291,52 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downstream_servers_are_recorded_from_their_authorization_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        // Not authorized here (a cookie from before a rebuilt state.db): nothing recorded.
+        let cookie = DownstreamSeen::Cookie {
+            protocol: "1.20".into(),
+        };
+        j.downstream_seen("a", "10.0.0.1", &cookie, 5).unwrap();
+        assert!(j.downstreams().unwrap().is_empty());
+        let authorized = |name: &str| DownstreamSeen::Authorized { name: name.into() };
+        j.downstream_seen("a", "10.0.0.1", &authorized("branch-a"), 10)
+            .unwrap();
+        j.downstream_seen("b", "10.0.0.2", &authorized("branch-b"), 11)
+            .unwrap();
+        j.downstream_seen("a", "10.0.0.9", &cookie, 12).unwrap();
+        j.downstream_seen("a", "10.0.0.9", &DownstreamSeen::Synced, 13)
+            .unwrap();
+        let listed = j.downstreams().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[0],
+            Downstream {
+                id: "a".into(),
+                name: "branch-a".into(),
+                address: "10.0.0.9".into(),
+                protocol: Some("1.20".into()),
+                first_seen: 10,
+                last_seen: 13,
+                last_sync: Some(13),
+            }
+        );
+        assert_eq!(
+            (listed[1].protocol.as_deref(), listed[1].last_sync),
+            (None, None)
+        );
+        // Authorizing again keeps when it was first seen.
+        j.downstream_seen("a", "10.0.0.9", &authorized("branch-a2"), 20)
+            .unwrap();
+        let a = j.downstreams().unwrap().remove(0);
+        assert_eq!(
+            (a.name.as_str(), a.first_seen, a.last_seen),
+            ("branch-a2", 10, 20)
+        );
+    }
 
     #[test]
     fn events_are_kept_once_and_computers_register() {

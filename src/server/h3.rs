@@ -90,7 +90,7 @@ async fn connection(conn: quinn::Connection, app: Arc<App>, mut shutdown: watch:
         let app = app.clone();
         requests.spawn(async move {
             match resolver.resolve_request().await {
-                Ok((request, stream)) => respond(&app, request, stream).await,
+                Ok((request, stream)) => respond(&app, request, stream, peer).await,
                 Err(e) => tracing::debug!(%peer, error = %e, "HTTP/3 request unreadable"),
             }
         });
@@ -98,8 +98,14 @@ async fn connection(conn: quinn::Connection, app: Arc<App>, mut shutdown: watch:
     while requests.join_next().await.is_some() {}
 }
 
-async fn respond(app: &App, request: http::Request<()>, stream: RequestStream) {
-    let (parts, ()) = request.into_parts();
+async fn respond(
+    app: &App,
+    request: http::Request<()>,
+    stream: RequestStream,
+    peer: std::net::SocketAddr,
+) {
+    let (mut parts, ()) = request.into_parts();
+    parts.extensions.insert(super::Peer(peer));
     let (mut stream, recv) = stream.split();
     let frames = futures_util::stream::unfold(recv, |mut recv| async move {
         match recv.recv_data().await {

@@ -39,7 +39,7 @@ pub struct App {
     /// The client protocol (SOAP), answered from the catalog.
     pub wusp: Arc<wusp::Service>,
     /// The server-server protocol's upstream side, from the same catalog.
-    pub wsusss: wsusss::Service,
+    pub wsusss: Arc<wsusss::Service>,
     /// Who may call it (none: anyone who reaches the port).
     pub downstream_tokens: crate::auth::Tokens,
     pub metrics: Arc<Metrics>,
@@ -174,7 +174,10 @@ pub async fn start(config: &Config) -> Result<Running> {
     let app = Arc::new(App {
         name: config.node.name.clone(),
         store: store.clone(),
-        wsusss: wsusss::Service::new(wusp.clone()),
+        wsusss: Arc::new(
+            wsusss::Service::open(wusp.clone(), &config.node.data_dir)
+                .map_err(|e| Error::internal(Kind::Io, e.to_string()))?,
+        ),
         wusp,
         metrics,
         upstream,
@@ -294,7 +297,8 @@ async fn accept_loop(
             let alt_svc = alt_svc.clone();
             let tls = tls_listener;
             async move {
-                let (parts, body) = req.into_parts();
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(Peer(peer));
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
                 let listener = if tls { Listener::Tls } else { Listener::Plain };
                 let mut response = route(&app, role, listener, &parts, body).await;
@@ -409,6 +413,10 @@ pub(crate) async fn read_body(
     Ok(bytes)
 }
 
+/// The address a request came from, in its extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub SocketAddr);
+
 /// The web service a SOAP call was posted to.
 #[derive(Debug, Clone, Copy)]
 enum SoapService {
@@ -455,8 +463,9 @@ async fn soap(
             return response::text(StatusCode::BAD_REQUEST, "request body broken");
         }
         (Ok(bytes), SoapService::Server(endpoint)) => {
+            let peer = parts.extensions.get::<Peer>().map(|p| p.0);
             app.wsusss
-                .call(endpoint, &bytes, crate::catalog::store::unix_now())
+                .call(endpoint, &bytes, peer, crate::catalog::store::unix_now())
                 .await
         }
         (Ok(bytes), SoapService::Client(endpoint)) => {

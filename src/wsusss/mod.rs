@@ -15,9 +15,12 @@
 //! `catalog`. Knows no socket: the server hands it bytes.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use crate::catalog::{Guid, UpdateType, base64_decode, base64_encode};
+use crate::catalog::{CatalogError, Guid, UpdateType, base64_decode, base64_encode};
+use crate::report::{Downstream, DownstreamSeen, Journal};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element, Version};
 use crate::wusp::cookie::{Claims, Kind};
@@ -72,15 +75,52 @@ type Result<T> = std::result::Result<T, Fault>;
 /// The upstream side of one node, answering from the catalog the client protocol serves.
 pub struct Service {
     wusp: Arc<crate::wusp::Service>,
+    /// Where downstream servers are recorded.
+    journal: Arc<Mutex<Journal>>,
 }
 
 impl Service {
-    pub fn new(wusp: Arc<crate::wusp::Service>) -> Service {
-        Service { wusp }
+    /// Serve `wusp`'s catalog; downstream servers are recorded in `data_dir`'s state.db.
+    /// Blocking.
+    pub fn open(
+        wusp: Arc<crate::wusp::Service>,
+        data_dir: &Path,
+    ) -> std::result::Result<Service, CatalogError> {
+        Ok(Service {
+            wusp,
+            journal: Arc::new(Mutex::new(Journal::open(data_dir)?)),
+        })
     }
 
-    /// Answer one call posted to `endpoint` at `now` (seconds since the epoch).
-    pub async fn call(&self, endpoint: Endpoint, body: &[u8], now: i64) -> Reply {
+    /// Every downstream server that authorized here. Blocking.
+    pub fn downstreams(&self) -> std::result::Result<Vec<Downstream>, CatalogError> {
+        lock(&self.journal).downstreams()
+    }
+
+    /// Record what a call told of the downstream server `id` (off the async workers). Not
+    /// worth failing the call over: a failure is logged.
+    async fn record(&self, id: String, peer: Option<SocketAddr>, seen: DownstreamSeen, now: i64) {
+        let journal = self.journal.clone();
+        let address = peer.map_or_else(String::new, |p| p.ip().to_string());
+        let written = tokio::task::spawn_blocking(move || {
+            lock(&journal).downstream_seen(&id, &address, &seen, now)
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "recording a downstream server failed"),
+            Err(e) => tracing::warn!(error = %e, "recording a downstream server failed"),
+        }
+    }
+
+    /// Answer one call posted to `endpoint` from `peer` at `now` (seconds since the epoch).
+    pub async fn call(
+        &self,
+        endpoint: Endpoint,
+        body: &[u8],
+        peer: Option<SocketAddr>,
+        now: i64,
+    ) -> Reply {
         let envelope = match soap::parse(body, self.wusp.limits()) {
             Ok(e) => e,
             Err(e) => {
@@ -99,18 +139,20 @@ impl Service {
                 Ok(format!("<PingResponse xmlns=\"{MONITORABLE_NS}\"/>"))
             }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetAuthConfig") => Ok(self.get_auth_config()),
-            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetCookie") => self.get_cookie(&op, now),
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetCookie") => {
+                self.get_cookie(&op, peer, now).await
+            }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetConfigData") => {
                 self.get_config_data(&op, now)
             }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetRevisionIdList") => {
-                self.get_revision_id_list(&op, now)
+                self.get_revision_id_list(&op, peer, now).await
             }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetUpdateData") => {
                 self.get_update_data(&op, now).await
             }
             (Endpoint::DssAuth, DSS_AUTH_NS, "GetAuthorizationCookie") => {
-                self.get_authorization_cookie(&op, now)
+                self.get_authorization_cookie(&op, peer, now).await
             }
             _ => Err(Fault::invalid(format!(
                 "{} is not an operation of this service",
@@ -146,7 +188,12 @@ impl Service {
     }
 
     /// DssAuth: who the downstream server says it is (its name and id), sealed.
-    fn get_authorization_cookie(&self, op: &Element, now: i64) -> Result<String> {
+    async fn get_authorization_cookie(
+        &self,
+        op: &Element,
+        peer: Option<SocketAddr>,
+        now: i64,
+    ) -> Result<String> {
         let name = op.child_text("accountName").unwrap_or("").trim();
         let valid_name = !name.is_empty()
             && name.len() <= 255
@@ -171,6 +218,14 @@ impl Service {
             client_id: id.to_string(),
             protocol: String::new(),
         };
+        let name = name.to_ascii_lowercase();
+        self.record(
+            id.to_string(),
+            peer,
+            DownstreamSeen::Authorized { name },
+            now,
+        )
+        .await;
         Ok(format!(
             "<GetAuthorizationCookieResponse xmlns=\"{DSS_AUTH_NS}\"><GetAuthorizationCookieResult>\
              <PlugInId>{PLUG_IN}</PlugInId><CookieData>{}</CookieData>\
@@ -180,7 +235,7 @@ impl Service {
     }
 
     /// The session cookie, from exactly one authorization cookie of this server.
-    fn get_cookie(&self, op: &Element, now: i64) -> Result<String> {
+    async fn get_cookie(&self, op: &Element, peer: Option<SocketAddr>, now: i64) -> Result<String> {
         let auth: Vec<&Element> = op
             .child("authCookies")
             .filter(|a| !a.is_nil())
@@ -217,6 +272,14 @@ impl Service {
             protocol: version.to_owned(),
             ..authorized
         };
+        let protocol = version.to_owned();
+        self.record(
+            claims.client_id.clone(),
+            peer,
+            DownstreamSeen::Cookie { protocol },
+            now,
+        )
+        .await;
         Ok(format!(
             "<GetCookieResponse xmlns=\"{SERVER_SYNC_NS}\"><GetCookieResult>\
              <Expiration>{}</Expiration><EncryptedData>{}</EncryptedData>\
@@ -296,8 +359,13 @@ impl Service {
     /// detectoids when `GetConfig`, software and drivers otherwise, narrowed to updates in a
     /// listed category and a listed classification when the filter lists any (MS-WSUSSS
     /// §3.1.4.5). An id listed with `Delta` false is listed whatever the anchor.
-    fn get_revision_id_list(&self, op: &Element, now: i64) -> Result<String> {
-        self.downstream_cookie(op, now)?;
+    async fn get_revision_id_list(
+        &self,
+        op: &Element,
+        peer: Option<SocketAddr>,
+        now: i64,
+    ) -> Result<String> {
+        let claims = self.downstream_cookie(op, now)?;
         let filter = op
             .child("filter")
             .filter(|f| !f.is_nil())
@@ -356,6 +424,10 @@ impl Service {
             );
         }
         out.push_str("</NewRevisions></GetRevisionIdListResult></GetRevisionIdListResponse>");
+        if !config {
+            self.record(claims.client_id, peer, DownstreamSeen::Synced, now)
+                .await;
+        }
         Ok(out)
     }
 
@@ -435,6 +507,13 @@ impl Service {
         }
         out.push_str("</fileUrls></GetUpdateDataResult></GetUpdateDataResponse>");
         Ok(out)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 
