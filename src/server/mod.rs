@@ -119,16 +119,18 @@ pub async fn start(config: &Config) -> Result<Running> {
     )
     .await?;
 
-    let wusp = {
+    // Both protocols serve the same catalog; opening them reads state.db.
+    let (wusp, wsusss) = {
         let data_dir = config.node.data_dir.clone();
         tokio::task::spawn_blocking(move || {
-            wusp::Service::open(&data_dir, wusp::Settings::default())
+            let wusp = Arc::new(wusp::Service::open(&data_dir, wusp::Settings::default())?);
+            let wsusss = Arc::new(wsusss::Service::open(wusp.clone(), &data_dir)?);
+            Ok::<_, crate::catalog::CatalogError>((wusp, wsusss))
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("opening state.db: {e}")))?
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
     };
-    let wusp = Arc::new(wusp);
     let bind = |addr: SocketAddr, key: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {
             Error::internal(Kind::Config, format!("listen.{key} {addr}: cannot bind"))
@@ -174,10 +176,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     let app = Arc::new(App {
         name: config.node.name.clone(),
         store: store.clone(),
-        wsusss: Arc::new(
-            wsusss::Service::open(wusp.clone(), &config.node.data_dir)
-                .map_err(|e| Error::internal(Kind::Io, e.to_string()))?,
-        ),
+        wsusss,
         wusp,
         metrics,
         upstream,

@@ -24,7 +24,7 @@ use crate::report::{Downstream, DownstreamSeen, Journal};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element, Version};
 use crate::wusp::cookie::{Claims, Kind};
-use crate::wusp::{ErrorCode, Fault, Reply, fault_in};
+use crate::wusp::{ErrorCode, Fault, Reply, fault_in, lock};
 
 pub const SERVER_SYNC_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 pub const DSS_AUTH_NS: &str =
@@ -507,13 +507,6 @@ impl Service {
         }
         out.push_str("</fileUrls></GetUpdateDataResult></GetUpdateDataResponse>");
         Ok(out)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 
