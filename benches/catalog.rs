@@ -61,7 +61,13 @@ fn bench(c: &mut Criterion) {
     store.import(&g.documents).expect("import");
     let catalog = store.load().expect("load");
     let approved = store
-        .approve_updates(&catalog, None, "All Computers", Action::Install, None)
+        .decide(
+            &catalog,
+            None,
+            "All Computers",
+            wsus_edge::catalog::Decision::Approve(Action::Install),
+            None,
+        )
         .expect("approve");
     println!(
         "catalog: {} revisions, {approved} approved for All Computers",

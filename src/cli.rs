@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 use crate::catalog::store::Store;
-use crate::catalog::{Action, CatalogError, Guid};
+use crate::catalog::{Action, CatalogError, Decision, Guid};
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Config, ConfigError};
 use crate::content;
@@ -70,12 +70,20 @@ pub enum Command {
         /// The target group, e.g. "All Computers".
         #[arg(long)]
         group: String,
-        /// install, optional, uninstall or block.
+        /// install, optional, uninstall, block, or notapproved (takes an approval back).
         #[arg(long, default_value = "install")]
         action: String,
         /// Install by this time (xs:dateTime, e.g. 2026-12-24T18:00:00Z).
         #[arg(long)]
         deadline: Option<String>,
+    },
+    /// Decline updates (never offered; their approvals are taken back), or --undo that.
+    Decline {
+        /// The UpdateID (GUID) of an update; repeat for several.
+        #[arg(long = "update", value_name = "GUID", required = true)]
+        updates: Vec<String>,
+        #[arg(long)]
+        undo: bool,
     },
     /// Manage target groups.
     Group {
@@ -205,25 +213,26 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
             }
             None => Exit::Usage,
         },
+        Command::Decline { updates, undo } => match load(cli.config.as_deref(), &env) {
+            Some(config) => decline(&config, &updates, !undo).await,
+            None => Exit::Usage,
+        },
         Command::Group {
             command: GroupCommand::Add { name, parent },
         } => match load(cli.config.as_deref(), &env) {
             Some(config) => {
-                let data_dir = config.node.data_dir.clone();
-                let outcome = tokio::task::spawn_blocking(move || {
-                    let mut store = Store::open(&data_dir)?;
+                let outcome = catalog_change(&config, move |store, _| {
                     store
                         .add_group(&name, parent.as_deref())
                         .map(|id| (name, id))
                 })
                 .await;
                 match outcome {
-                    Ok(Ok((name, id))) => {
+                    Ok((name, id)) => {
                         println!("target group {name:?} added ({id})");
                         Exit::Ok
                     }
-                    Ok(Err(e)) => catalog_failure(e),
-                    Err(e) => report(Err(Error::internal(Kind::Io, e.to_string()))),
+                    Err(e) => catalog_failure(e),
                 }
             }
             None => Exit::Usage,
@@ -653,8 +662,11 @@ async fn approve(
     action: &str,
     deadline: Option<&str>,
 ) -> Exit {
-    let Some(action) = Action::parse_approval(action) else {
-        eprintln!("wsus-edge approve: --action {action:?}: install, optional, uninstall or block");
+    let Some(decision) = Decision::parse(action) else {
+        eprintln!(
+            "wsus-edge approve: --action {action:?}: {}",
+            Decision::CHOICES
+        );
         return Exit::Usage;
     };
     let deadline = match deadline.map(crate::soap::xsd::parse_datetime) {
@@ -665,34 +677,86 @@ async fn approve(
         Some(Some(t)) => Some(t),
         None => None,
     };
-    let mut ids = Vec::new();
-    for u in updates {
-        match Guid::parse(u) {
-            Some(g) => ids.push(g),
-            None => {
-                eprintln!("wsus-edge approve: --update {u:?} is not a GUID");
-                return Exit::Usage;
-            }
-        }
-    }
-    let data_dir = config.node.data_dir.clone();
+    let Some(ids) = update_ids("approve", updates) else {
+        return Exit::Usage;
+    };
     let group = group.to_owned();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&data_dir)?;
-        let catalog = store.load()?;
+    let outcome = catalog_change(config, move |store, catalog| {
         let updates = (!all).then_some(ids.as_slice());
-        let n = store.approve_updates(&catalog, updates, &group, action, deadline)?;
-        Ok::<_, CatalogError>((n, group))
+        let n = store.decide(catalog, updates, &group, decision, deadline)?;
+        Ok((n, group))
     })
     .await;
     match outcome {
-        Ok(Ok((n, group))) => {
-            println!("approved {n} updates for {group:?} ({})", action.as_str());
+        Ok((n, group)) => {
+            match decision {
+                Decision::Approve(a) => {
+                    println!("approved {n} updates for {group:?} ({})", a.as_str());
+                }
+                Decision::NotApproved => {
+                    println!("took back {n} approvals for {group:?}");
+                }
+            }
             Exit::Ok
         }
-        Ok(Err(e)) => catalog_failure(e),
-        Err(e) => report(Err(Error::internal(Kind::Io, e.to_string()))),
+        Err(e) => catalog_failure(e),
     }
+}
+
+async fn decline(config: &Config, updates: &[String], declined: bool) -> Exit {
+    let Some(ids) = update_ids("decline", updates) else {
+        return Exit::Usage;
+    };
+    match catalog_change(config, move |store, catalog| {
+        store.decline(catalog, &ids, declined)
+    })
+    .await
+    {
+        Ok(n) => {
+            let what = if declined {
+                "declined"
+            } else {
+                "no longer declined"
+            };
+            println!("{n} updates {what}");
+            Exit::Ok
+        }
+        Err(e) => catalog_failure(e),
+    }
+}
+
+/// `--update` values as GUIDs, or None after saying which is not one.
+fn update_ids(command: &str, updates: &[String]) -> Option<Vec<Guid>> {
+    updates
+        .iter()
+        .map(|u| {
+            let id = Guid::parse(u);
+            if id.is_none() {
+                eprintln!("wsus-edge {command}: --update {u:?} is not a GUID");
+            }
+            id
+        })
+        .collect()
+}
+
+/// Change the catalog of `config`'s data_dir with `change`, off the async workers.
+async fn catalog_change<T: Send + 'static>(
+    config: &Config,
+    change: impl FnOnce(&mut Store, &crate::catalog::Catalog) -> Result<T, CatalogError>
+    + Send
+    + 'static,
+) -> Result<T, CatalogError> {
+    if let Some(up) = &config.upstream {
+        return Err(crate::catalog::replica::replica_refusal(&up.url));
+    }
+    let data_dir = config.node.data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&data_dir)?;
+        let catalog = store.load()?;
+        change(&mut store, &catalog)
+    })
+    .await
+    .map_err(|e| CatalogError::Store(format!("catalog task: {e}")))?
 }
 
 /// The demo's catalog: a month of updates, scaled down.
@@ -774,7 +838,13 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         tokio::task::spawn_blocking(move || {
             let mut store = Store::open(&data_dir)?;
             let catalog = store.load()?;
-            store.approve_updates(&catalog, None, "All Computers", Action::Install, None)
+            store.decide(
+                &catalog,
+                None,
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?

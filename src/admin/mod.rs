@@ -1,6 +1,7 @@
 //! The admin listener: `/livez`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/status`
 //! (JSON), `/api/v1/content/<sha1>` (what the cache holds of one object), the target groups and
-//! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`), and the status page under `/`.
+//! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`, `/api/v1/declines`), and the
+//! status page under `/`.
 //!
 //! Reading needs nothing; a change (POST) needs a bearer token from `admin.token_file`, and
 //! without that file the listener is read-only. Accepted tokens are kept as SHA-256 digests and
@@ -14,7 +15,7 @@ use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use crate::auth::{Tokens, unauthorized};
-use crate::catalog::{Action, CatalogError, Guid};
+use crate::catalog::{Action, CatalogError, Decision, Guid};
 use crate::config::units::format_bytes;
 use crate::content::Digest;
 use crate::content::response::{Body, full_body, text};
@@ -46,6 +47,7 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     let change = match path {
         "/api/v1/groups" => Change::AddGroup,
         "/api/v1/approvals" => Change::Approve,
+        "/api/v1/declines" => Change::Decline,
         "/api/v1/downstreams" if method == Method::GET || method == Method::HEAD => {
             return downstreams_json(app).await;
         }
@@ -64,6 +66,10 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     }
     if let Some(refusal) = refuse(&app.admin_tokens, &parts.headers) {
         return refusal;
+    }
+    if let Some(up) = &app.upstream {
+        let refusal = crate::catalog::replica::replica_refusal(up.url());
+        return text(StatusCode::CONFLICT, &refusal.to_string());
     }
     let bytes = match read_body(&parts.headers, body, MAX_BODY).await {
         Ok(b) => b,
@@ -91,30 +97,48 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         },
         Change::Approve => match serde_json::from_slice::<Approval>(&bytes) {
             Ok(a) => {
-                let (updates, action, deadline) = match a.validate() {
+                let (updates, decision, deadline) = match a.validate() {
                     Ok(v) => v,
                     Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
                 };
                 tokio::task::spawn_blocking(move || {
                     wusp.change(|store, catalog| {
-                        store.approve_updates(
-                            catalog,
-                            updates.as_deref(),
-                            &a.group,
-                            action,
-                            deadline,
-                        )
+                        store.decide(catalog, updates.as_deref(), &a.group, decision, deadline)
                     })
                     .map(|n| {
+                        let counted = match decision {
+                            Decision::Approve(_) => "approved",
+                            Decision::NotApproved => "taken_back",
+                        };
                         (
                             StatusCode::OK,
                             serde_json::json!({
-                                "approved": n,
+                                counted: n,
                                 "group": a.group,
-                                "action": action.as_str(),
+                                "action": decision.as_str(),
                             }),
                         )
                     })
+                })
+                .await
+            }
+            Err(e) => return bad_json(&e),
+        },
+        Change::Decline => match serde_json::from_slice::<Declines>(&bytes) {
+            Ok(d) => {
+                let updates = match guids(&d.updates) {
+                    Ok(u) if !u.is_empty() => u,
+                    Ok(_) => {
+                        return text(StatusCode::UNPROCESSABLE_ENTITY, "updates: none given");
+                    }
+                    Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
+                };
+                tokio::task::spawn_blocking(move || {
+                    wusp.change(|store, catalog| store.decline(catalog, &updates, !d.undo))
+                        .map(|n| {
+                            let key = if d.undo { "undeclined" } else { "declined" };
+                            (StatusCode::OK, serde_json::json!({ key: n }))
+                        })
                 })
                 .await
             }
@@ -148,6 +172,24 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
 enum Change {
     AddGroup,
     Approve,
+    Decline,
+}
+
+/// `POST /api/v1/declines`: the same choices as `wsus-edge decline`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declines {
+    updates: Vec<String>,
+    #[serde(default)]
+    undo: bool,
+}
+
+/// Update ids as GUIDs, or which one is not.
+fn guids(updates: &[String]) -> std::result::Result<Vec<Guid>, String> {
+    updates
+        .iter()
+        .map(|u| Guid::parse(u).ok_or_else(|| format!("updates: {u:?} is not a GUID")))
+        .collect()
 }
 
 /// `POST /api/v1/groups`.
@@ -170,7 +212,7 @@ struct Approval {
     /// Every explicitly deployable software update instead of `updates`.
     #[serde(default)]
     all: bool,
-    /// install (default), optional, uninstall or block.
+    /// install (default), optional, uninstall, block or notapproved.
     action: Option<String>,
     /// An xs:dateTime.
     deadline: Option<String>,
@@ -179,21 +221,17 @@ struct Approval {
 impl Approval {
     /// (updates, None = all; action; deadline) or what is wrong, naming the field.
     #[allow(clippy::type_complexity)]
-    fn validate(&self) -> std::result::Result<(Option<Vec<Guid>>, Action, Option<i64>), String> {
+    fn validate(&self) -> std::result::Result<(Option<Vec<Guid>>, Decision, Option<i64>), String> {
         let updates = match (self.all, self.updates.is_empty()) {
             (true, true) => None,
-            (false, false) => Some(
-                self.updates
-                    .iter()
-                    .map(|u| Guid::parse(u).ok_or_else(|| format!("updates: {u:?} is not a GUID")))
-                    .collect::<std::result::Result<Vec<_>, _>>()?,
-            ),
+            (false, false) => Some(guids(&self.updates)?),
             _ => return Err("give either \"updates\" or \"all\": true".into()),
         };
         let action = match self.action.as_deref() {
-            None => Action::Install,
-            Some(a) => Action::parse_approval(a)
-                .ok_or_else(|| format!("action: {a:?}: install, optional, uninstall or block"))?,
+            None => Decision::Approve(Action::Install),
+            Some(a) => {
+                Decision::parse(a).ok_or_else(|| format!("action: {a:?}: {}", Decision::CHOICES))?
+            }
         };
         let deadline = match self.deadline.as_deref() {
             None => None,

@@ -8,6 +8,7 @@
 //! demo ([`generate`]). May call: `soap` (the XML tree), `error`. Knows no socket and no HTTP.
 
 pub mod generate;
+pub mod replica;
 pub mod scope;
 pub mod store;
 pub mod update;
@@ -166,6 +167,21 @@ impl Action {
         })
     }
 
+    /// The name [`Action::as_str`] gives, of any action (state.db keeps them so).
+    pub fn parse_stored(s: &str) -> Option<Action> {
+        [
+            Action::Install,
+            Action::OptionalInstall,
+            Action::Uninstall,
+            Action::Block,
+            Action::Evaluate,
+            Action::Bundle,
+            Action::PreDeploymentCheck,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+
     /// Offered to the client for action (as opposed to evaluation only).
     pub fn is_offered(self) -> bool {
         matches!(
@@ -173,6 +189,33 @@ impl Action {
             Action::Install | Action::OptionalInstall | Action::Uninstall
         )
     }
+}
+
+/// What an administrator decides for updates and a group (the WSUS approval choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Approve(Action),
+    /// Take back an approval ("Not approved").
+    NotApproved,
+}
+
+impl Decision {
+    pub fn parse(s: &str) -> Option<Decision> {
+        match s.to_ascii_lowercase().as_str() {
+            "notapproved" | "not-approved" | "none" => Some(Decision::NotApproved),
+            other => Action::parse_approval(other).map(Decision::Approve),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Approve(a) => a.as_str(),
+            Decision::NotApproved => "NotApproved",
+        }
+    }
+
+    /// The choices, for error messages.
+    pub const CHOICES: &str = "install, optional, uninstall, block or notapproved";
 }
 
 /// The built-in target groups (MS-WSUSSS example 14).
@@ -192,6 +235,8 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deployment {
     pub id: u32,
+    /// Its identity between servers (MS-WSUSSS DeploymentGuid).
+    pub guid: Guid,
     pub revision: u32,
     pub group: Guid,
     pub action: Action,
@@ -425,6 +470,22 @@ impl Catalog {
                 })
                 .collect(),
         }
+    }
+
+    /// Every revision of each of `updates` (None: of every update).
+    pub fn revisions_of_updates(&self, updates: Option<&[Guid]>) -> Result<Vec<u32>, CatalogError> {
+        let Some(ids) = updates else {
+            return Ok(self.revisions.iter().map(|r| r.id).collect());
+        };
+        if let Some(unknown) = ids.iter().find(|id| self.latest(**id).is_none()) {
+            return Err(CatalogError::Unknown(format!("update {unknown}")));
+        }
+        Ok(self
+            .revisions
+            .iter()
+            .filter(|r| ids.contains(&r.update_id))
+            .map(|r| r.id)
+            .collect())
     }
 
     pub fn group_by_name(&self, name: &str) -> Option<&Group> {

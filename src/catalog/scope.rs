@@ -590,7 +590,13 @@ mod tests {
         store.import(&generated.documents).unwrap();
         let dense = store.load().unwrap();
         store
-            .approve_updates(&dense, None, "All Computers", Action::Install, None)
+            .decide(
+                &dense,
+                None,
+                "All Computers",
+                crate::catalog::Decision::Approve(Action::Install),
+                None,
+            )
             .unwrap();
         let dense = store.load().unwrap();
         assert!(dense.dense_id_limit().is_some());

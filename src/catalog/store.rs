@@ -13,9 +13,10 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::replica::{DeploymentSet, ServerDeployment};
 use super::{
-    ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Deployment, FileRef, Fragments, Group,
-    Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
+    ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Decision, Deployment, FileRef, Fragments,
+    Group, Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
 };
 
 const SCHEMA: &str = "
@@ -58,9 +59,38 @@ CREATE TABLE IF NOT EXISTS deployments (
     deadline INTEGER,
     last_change INTEGER NOT NULL,
     download_priority INTEGER NOT NULL,
+    guid TEXT,
+    admin_name TEXT NOT NULL DEFAULT '',
+    go_live INTEGER NOT NULL DEFAULT 0,
+    change_seq INTEGER NOT NULL DEFAULT 0,
     UNIQUE (revision_id, group_id)
 );
+CREATE UNIQUE INDEX IF NOT EXISTS deployments_by_guid ON deployments (guid);
+CREATE TABLE IF NOT EXISTS dead_deployments (
+    guid TEXT PRIMARY KEY,
+    change_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hidden_updates (update_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS accepted_eulas (eula_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS sync_staged (
+    update_id TEXT NOT NULL,
+    revision_number INTEGER NOT NULL,
+    xml TEXT NOT NULL,
+    PRIMARY KEY (update_id, revision_number)
+);
 ";
+
+/// Columns added since the first state.db files: (table, column, declaration).
+const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+    ("revisions", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
+    ("deployments", "guid", "TEXT"),
+    ("deployments", "admin_name", "TEXT NOT NULL DEFAULT ''"),
+    ("deployments", "go_live", "INTEGER NOT NULL DEFAULT 0"),
+    ("deployments", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// Who approved, for approvals made on this server (passed down to downstream servers).
+const LOCAL_ADMIN: &str = "wsus-edge";
 
 /// Part of every transaction that changes what [`Store::load`] reads; the new version, which
 /// the revisions that transaction writes keep as their `change_seq`.
@@ -117,18 +147,34 @@ impl Store {
         let conn = Connection::open(&path).map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
-        // state.db files from before change_seq: their revisions count as changed at 0.
-        let has_seq: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('revisions') WHERE name = 'change_seq'",
-                [],
-                |r| r.get(0),
-            )
+        // Older files lack columns the schema's indexes need: add those first.
+        conn.execute_batch(&SCHEMA[..SCHEMA.find("CREATE UNIQUE INDEX").unwrap_or(SCHEMA.len())])
             .map_err(db)?;
-        if has_seq == 0 {
-            conn.execute_batch(
-                "ALTER TABLE revisions ADD COLUMN change_seq INTEGER NOT NULL DEFAULT 0",
+        for (table, column, declaration) in ADDED_COLUMNS {
+            let present: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                    [table, column],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if present == 0 {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+                ))
+                .map_err(db)?;
+            }
+        }
+        conn.execute_batch(SCHEMA).map_err(db)?;
+        // Deployments from before GUIDs: each gets one, as the protocol names them by it.
+        let unnamed: Vec<i64> = conn
+            .prepare("SELECT id FROM deployments WHERE guid IS NULL")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(db)?;
+        for id in unnamed {
+            conn.execute(
+                "UPDATE deployments SET guid = ?2 WHERE id = ?1",
+                params![id, Guid::random().to_string()],
             )
             .map_err(db)?;
         }
@@ -224,119 +270,15 @@ impl Store {
     /// Import update documents in one transaction. Returns (new, updated) counts. A document
     /// already present under the same (UpdateID, RevisionNumber) keeps its revision id.
     pub fn import(&mut self, docs: &[String]) -> Result<(usize, usize), CatalogError> {
-        let parsed: Vec<(Parsed, &String)> = docs
+        let parsed: Vec<(Parsed, &str)> = docs
             .iter()
-            .map(|d| update::parse(d).map(|p| (p, d)))
+            .map(|d| update::parse(d).map(|p| (p, d.as_str())))
             .collect::<Result<_, _>>()?;
         let tx = self.conn.transaction().map_err(db)?;
         let seq = bump_catalog_version(&tx)?;
-        let (mut new, mut updated) = (0, 0);
-        for (p, xml) in parsed {
-            let relations = Relations {
-                prerequisites: p
-                    .prerequisites
-                    .iter()
-                    .map(|c| StoredClause {
-                        ids: c.ids.iter().map(Guid::to_string).collect(),
-                        category: c.is_category,
-                    })
-                    .collect(),
-                bundled: p
-                    .bundled
-                    .iter()
-                    .map(|g| g.iter().map(|(id, r)| (id.to_string(), *r)).collect())
-                    .collect(),
-                superseded: p.superseded.iter().map(Guid::to_string).collect(),
-                files: p
-                    .files
-                    .iter()
-                    .map(|f| StoredFile {
-                        sha1: hex::encode(f.sha1),
-                        sha256: f.sha256.map(hex::encode),
-                        name: f.name.clone(),
-                        size: f.size,
-                    })
-                    .collect(),
-                titles: p.titles.clone(),
-            };
-            let relations = serde_json::to_string(&relations)
-                .map_err(|e| CatalogError::Store(e.to_string()))?;
-            let existing: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
-                    params![p.update_id.to_string(), p.revision_number],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            let id = match existing {
-                Some(id) => {
-                    tx.execute(
-                        "UPDATE revisions SET update_type = ?2, category_type = ?3,
-                         explicitly_deployable = ?4, relations = ?5, core = ?6, extended = ?7,
-                         change_seq = CASE WHEN xml = ?8 THEN change_seq ELSE ?9 END,
-                         xml = ?8 WHERE id = ?1",
-                        params![
-                            id,
-                            p.update_type.as_str(),
-                            p.category_type,
-                            p.explicitly_deployable,
-                            relations,
-                            p.fragments.core,
-                            p.fragments.extended,
-                            xml,
-                            seq
-                        ],
-                    )
-                    .map_err(db)?;
-                    tx.execute("DELETE FROM fragments WHERE revision_id = ?1", [id])
-                        .map_err(db)?;
-                    updated += 1;
-                    id
-                }
-                None => {
-                    tx.execute(
-                        "INSERT INTO revisions (update_id, revision_number, update_type,
-                         category_type, explicitly_deployable, relations, core, extended, xml,
-                         change_seq)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                        params![
-                            p.update_id.to_string(),
-                            p.revision_number,
-                            p.update_type.as_str(),
-                            p.category_type,
-                            p.explicitly_deployable,
-                            relations,
-                            p.fragments.core,
-                            p.fragments.extended,
-                            xml,
-                            seq
-                        ],
-                    )
-                    .map_err(db)?;
-                    new += 1;
-                    tx.last_insert_rowid()
-                }
-            };
-            for (lang, fragment) in &p.fragments.localized {
-                tx.execute(
-                    "INSERT INTO fragments (revision_id, kind, lang, geo, fragment)
-                     VALUES (?1, 'lp', ?2, '', ?3)",
-                    params![id, lang, fragment],
-                )
-                .map_err(db)?;
-            }
-            for (lang, geo, fragment) in &p.fragments.eula {
-                tx.execute(
-                    "INSERT INTO fragments (revision_id, kind, lang, geo, fragment)
-                     VALUES (?1, 'eula', ?2, ?3, ?4)",
-                    params![id, lang, geo, fragment],
-                )
-                .map_err(db)?;
-            }
-        }
+        let counts = import_parsed(&tx, parsed, seq)?;
         tx.commit().map_err(db)?;
-        Ok((new, updated))
+        Ok(counts)
     }
 
     /// A new target group (under All Computers unless `parent` names another).
@@ -382,6 +324,8 @@ impl Store {
     }
 
     /// Approve `revisions` for a group (replacing an earlier deployment of the same pair).
+    /// A changed approval is a new deployment under a new GUID, the old GUID dead: that is how
+    /// downstream servers hear of the change.
     pub fn approve(
         &mut self,
         revisions: &[u32],
@@ -391,38 +335,108 @@ impl Store {
         now: i64,
     ) -> Result<usize, CatalogError> {
         let tx = self.conn.transaction().map_err(db)?;
+        let seq = bump_catalog_version(&tx)?;
         let mut n = 0;
         for &rev in revisions {
+            bury(
+                &tx,
+                "revision_id = ?1 AND group_id = ?2",
+                params![rev, group.to_string()],
+                seq,
+            )?;
             n += tx
                 .execute(
                     "INSERT INTO deployments (revision_id, group_id, action, deadline,
-                     last_change, download_priority) VALUES (?1, ?2, ?3, ?4, ?5, 2)
-                     ON CONFLICT (revision_id, group_id) DO UPDATE SET action = excluded.action,
-                     deadline = excluded.deadline, last_change = excluded.last_change",
-                    params![rev, group.to_string(), action.as_str(), deadline, now],
+                     last_change, download_priority, guid, admin_name, go_live, change_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 2, ?6, ?7, ?5, ?8)",
+                    params![
+                        rev,
+                        group.to_string(),
+                        action.as_str(),
+                        deadline,
+                        now,
+                        Guid::random().to_string(),
+                        LOCAL_ADMIN,
+                        seq
+                    ],
                 )
                 .map_err(db)?;
         }
-        bump_catalog_version(&tx)?;
         tx.commit().map_err(db)?;
         Ok(n)
     }
 
-    /// An administrator's approval: the latest revision of each of `updates` (None: of every
-    /// explicitly deployable software update) in `catalog`, this store's content, for the group
-    /// named `group`. Returns how many revisions were approved.
-    pub fn approve_updates(
+    /// An administrator's decision for a group: approve the latest revision of each of
+    /// `updates` (None: of every explicitly deployable software update) in `catalog`, this
+    /// store's content, or take back the approvals of every revision of them. Returns how
+    /// many revisions were approved or had an approval taken back.
+    pub fn decide(
         &mut self,
         catalog: &Catalog,
         updates: Option<&[Guid]>,
         group: &str,
-        action: Action,
+        decision: Decision,
         deadline: Option<i64>,
     ) -> Result<usize, CatalogError> {
         let group = self.group_id(group)?;
-        let revisions = catalog.approvable(updates)?;
-        self.approve(&revisions, group, action, deadline, unix_now())?;
-        Ok(revisions.len())
+        match decision {
+            Decision::Approve(action) => {
+                let revisions = catalog.approvable(updates)?;
+                self.approve(&revisions, group, action, deadline, unix_now())?;
+                Ok(revisions.len())
+            }
+            Decision::NotApproved => {
+                let revisions = catalog.revisions_of_updates(updates)?;
+                let tx = self.conn.transaction().map_err(db)?;
+                let seq = bump_catalog_version(&tx)?;
+                let mut n = 0;
+                for rev in revisions {
+                    n += bury(
+                        &tx,
+                        "revision_id = ?1 AND group_id = ?2",
+                        params![rev, group.to_string()],
+                        seq,
+                    )?;
+                }
+                tx.commit().map_err(db)?;
+                Ok(n)
+            }
+        }
+    }
+
+    /// Decline updates (WSUS: never offered, every approval of them taken back), or
+    /// (`declined` false) make them approvable again. Returns how many updates changed.
+    pub fn decline(
+        &mut self,
+        catalog: &Catalog,
+        updates: &[Guid],
+        declined: bool,
+    ) -> Result<usize, CatalogError> {
+        let revisions = catalog.revisions_of_updates(Some(updates))?;
+        let tx = self.conn.transaction().map_err(db)?;
+        let seq = bump_catalog_version(&tx)?;
+        let mut n = 0;
+        for id in updates {
+            n += if declined {
+                tx.execute(
+                    "INSERT OR IGNORE INTO hidden_updates (update_id) VALUES (?1)",
+                    [id.to_string()],
+                )
+            } else {
+                tx.execute(
+                    "DELETE FROM hidden_updates WHERE update_id = ?1",
+                    [id.to_string()],
+                )
+            }
+            .map_err(db)?;
+        }
+        if declined {
+            for rev in revisions {
+                bury(&tx, "revision_id = ?1", params![rev], seq)?;
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(n)
     }
 
     /// Revision ids by update id (every revision of it), for `approve --update`.
@@ -450,6 +464,117 @@ impl Store {
             "config_last_change",
             &unix_now().max(before + 1).to_string(),
         )
+    }
+
+    fn groups(&self) -> Result<Vec<Group>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, name, parent, builtin FROM groups")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, bool>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut groups = Vec::new();
+        for row in rows {
+            let (id, name, parent, builtin) = row.map_err(db)?;
+            groups.push(Group {
+                id: Guid::parse(&id)
+                    .ok_or_else(|| CatalogError::Store(format!("group {name}: bad id")))?,
+                name,
+                parent: parent.as_deref().and_then(Guid::parse),
+                builtin,
+            });
+        }
+        Ok(groups)
+    }
+
+    /// What GetDeployments answers for the window (`since`, `until`] of catalog versions:
+    /// deployments and dead deployments changed within it, or (`since` None) every live
+    /// deployment up to `until`; groups, declined updates and accepted EULAs whole.
+    pub fn deployment_set(
+        &self,
+        since: Option<i64>,
+        until: i64,
+    ) -> Result<DeploymentSet, CatalogError> {
+        let _snapshot = self.conn.unchecked_transaction().map_err(db)?;
+        let low = since.unwrap_or(i64::MIN);
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT d.guid, r.update_id, r.revision_number, d.action, d.admin_name,
+                 d.deadline, d.go_live, d.group_id, d.download_priority
+                 FROM deployments d JOIN revisions r ON r.id = d.revision_id
+                 WHERE d.change_seq > ?1 AND d.change_seq <= ?2 ORDER BY d.change_seq, d.id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![low, until], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, String>(7)?,
+                    r.get::<_, u8>(8)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut deployments = Vec::new();
+        for row in rows {
+            let (guid, update, number, action, admin, deadline, go_live, group, priority) =
+                row.map_err(db)?;
+            let corrupt = || CatalogError::Store(format!("deployment of {update}/{number}"));
+            deployments.push(ServerDeployment {
+                guid: guid.as_deref().and_then(Guid::parse).ok_or_else(corrupt)?,
+                update_id: Guid::parse(&update).ok_or_else(corrupt)?,
+                revision_number: number,
+                action: Action::parse_stored(&action).ok_or_else(corrupt)?,
+                admin_name: admin,
+                deadline,
+                go_live,
+                group: Guid::parse(&group).ok_or_else(corrupt)?,
+                download_priority: priority,
+            });
+        }
+        let guids = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<Guid>, CatalogError> {
+            let texts: Vec<String> = self
+                .conn
+                .prepare_cached(sql)
+                .and_then(|mut s| s.query_map(args, |r| r.get(0))?.collect())
+                .map_err(db)?;
+            texts
+                .iter()
+                .map(|t| Guid::parse(t).ok_or_else(|| CatalogError::Store(format!("bad GUID {t}"))))
+                .collect()
+        };
+        let dead = match since {
+            None => Vec::new(),
+            Some(since) => guids(
+                "SELECT guid FROM dead_deployments WHERE change_seq > ?1 AND change_seq <= ?2
+                 ORDER BY change_seq",
+                params![since, until],
+            )?,
+        };
+        Ok(DeploymentSet {
+            groups: self.groups()?,
+            deployments,
+            dead,
+            hidden: guids(
+                "SELECT update_id FROM hidden_updates ORDER BY update_id",
+                &[],
+            )?,
+            accepted_eulas: guids("SELECT eula_id FROM accepted_eulas ORDER BY eula_id", &[])?,
+        })
     }
 
     /// Everything clients are served from, in memory.
@@ -609,40 +734,16 @@ impl Store {
             })
             .collect();
 
-        let groups = {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT id, name, parent, builtin FROM groups")
-                .map_err(db)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, bool>(3)?,
-                    ))
-                })
-                .map_err(db)?;
-            let mut groups = Vec::new();
-            for row in rows {
-                let (id, name, parent, builtin) = row.map_err(db)?;
-                groups.push(Group {
-                    id: Guid::parse(&id)
-                        .ok_or_else(|| CatalogError::Store(format!("group {name}: bad id")))?,
-                    name,
-                    parent: parent.as_deref().and_then(Guid::parse),
-                    builtin,
-                });
-            }
-            groups
-        };
+        let groups = self.groups()?;
         let deployments = {
             let mut stmt = self
                 .conn
                 .prepare(
+                    // Declined updates are never offered, whatever was approved of them.
                     "SELECT id, revision_id, group_id, action, deadline, last_change,
-                     download_priority FROM deployments",
+                     download_priority, guid FROM deployments
+                     WHERE revision_id NOT IN (SELECT r.id FROM revisions r
+                        JOIN hidden_updates h ON h.update_id = r.update_id)",
                 )
                 .map_err(db)?;
             let rows = stmt
@@ -655,20 +756,25 @@ impl Store {
                         r.get::<_, Option<i64>>(4)?,
                         r.get::<_, i64>(5)?,
                         r.get::<_, u8>(6)?,
+                        r.get::<_, Option<String>>(7)?,
                     ))
                 })
                 .map_err(db)?;
             let mut deployments = Vec::new();
             for row in rows {
-                let (id, revision, group, action, deadline, last_change, priority) =
+                let (id, revision, group, action, deadline, last_change, priority, guid) =
                     row.map_err(db)?;
                 deployments.push(Deployment {
                     id,
+                    guid: guid
+                        .as_deref()
+                        .and_then(Guid::parse)
+                        .ok_or_else(|| CatalogError::Store(format!("deployment {id}: bad GUID")))?,
                     revision,
                     group: Guid::parse(&group).ok_or_else(|| {
                         CatalogError::Store(format!("deployment {id}: bad group"))
                     })?,
-                    action: Action::parse_approval(&action).ok_or_else(|| {
+                    action: Action::parse_stored(&action).ok_or_else(|| {
                         CatalogError::Store(format!("deployment {id}: action {action}"))
                     })?,
                     deadline,
@@ -686,6 +792,148 @@ impl Store {
         catalog.version = self.catalog_version()?;
         Ok(catalog)
     }
+}
+
+/// Remove the deployments `filter` selects (a WHERE clause over `deployments`), leaving each
+/// GUID dead at `seq` for downstream servers; how many went.
+fn bury(
+    tx: &Connection,
+    filter: &str,
+    args: &[&dyn rusqlite::ToSql],
+    seq: i64,
+) -> Result<usize, CatalogError> {
+    let guids: Vec<String> = tx
+        .prepare_cached(&format!(
+            "SELECT guid FROM deployments WHERE guid IS NOT NULL AND {filter}"
+        ))
+        .and_then(|mut s| s.query_map(args, |r| r.get(0))?.collect())
+        .map_err(db)?;
+    for guid in guids {
+        tx.execute(
+            "INSERT INTO dead_deployments (guid, change_seq) VALUES (?1, ?2)
+             ON CONFLICT (guid) DO UPDATE SET change_seq = excluded.change_seq",
+            params![guid, seq],
+        )
+        .map_err(db)?;
+    }
+    tx.execute(&format!("DELETE FROM deployments WHERE {filter}"), args)
+        .map_err(db)
+}
+
+/// Write parsed documents as revisions changed at `seq`; (new, updated). A document already
+/// present under the same (UpdateID, RevisionNumber) keeps its revision id, and its change_seq
+/// when the document is the same.
+fn import_parsed(
+    tx: &Connection,
+    parsed: Vec<(Parsed, &str)>,
+    seq: i64,
+) -> Result<(usize, usize), CatalogError> {
+    let (mut new, mut updated) = (0, 0);
+    for (p, xml) in parsed {
+        let relations = Relations {
+            prerequisites: p
+                .prerequisites
+                .iter()
+                .map(|c| StoredClause {
+                    ids: c.ids.iter().map(Guid::to_string).collect(),
+                    category: c.is_category,
+                })
+                .collect(),
+            bundled: p
+                .bundled
+                .iter()
+                .map(|g| g.iter().map(|(id, r)| (id.to_string(), *r)).collect())
+                .collect(),
+            superseded: p.superseded.iter().map(Guid::to_string).collect(),
+            files: p
+                .files
+                .iter()
+                .map(|f| StoredFile {
+                    sha1: hex::encode(f.sha1),
+                    sha256: f.sha256.map(hex::encode),
+                    name: f.name.clone(),
+                    size: f.size,
+                })
+                .collect(),
+            titles: p.titles.clone(),
+        };
+        let relations =
+            serde_json::to_string(&relations).map_err(|e| CatalogError::Store(e.to_string()))?;
+        let existing: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
+                params![p.update_id.to_string(), p.revision_number],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        let id = match existing {
+            Some(id) => {
+                tx.execute(
+                    "UPDATE revisions SET update_type = ?2, category_type = ?3,
+                     explicitly_deployable = ?4, relations = ?5, core = ?6, extended = ?7,
+                     change_seq = CASE WHEN xml = ?8 THEN change_seq ELSE ?9 END,
+                     xml = ?8 WHERE id = ?1",
+                    params![
+                        id,
+                        p.update_type.as_str(),
+                        p.category_type,
+                        p.explicitly_deployable,
+                        relations,
+                        p.fragments.core,
+                        p.fragments.extended,
+                        xml,
+                        seq
+                    ],
+                )
+                .map_err(db)?;
+                tx.execute("DELETE FROM fragments WHERE revision_id = ?1", [id])
+                    .map_err(db)?;
+                updated += 1;
+                id
+            }
+            None => {
+                tx.execute(
+                    "INSERT INTO revisions (update_id, revision_number, update_type,
+                     category_type, explicitly_deployable, relations, core, extended, xml,
+                     change_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![
+                        p.update_id.to_string(),
+                        p.revision_number,
+                        p.update_type.as_str(),
+                        p.category_type,
+                        p.explicitly_deployable,
+                        relations,
+                        p.fragments.core,
+                        p.fragments.extended,
+                        xml,
+                        seq
+                    ],
+                )
+                .map_err(db)?;
+                new += 1;
+                tx.last_insert_rowid()
+            }
+        };
+        for (lang, fragment) in &p.fragments.localized {
+            tx.execute(
+                "INSERT INTO fragments (revision_id, kind, lang, geo, fragment)
+                 VALUES (?1, 'lp', ?2, '', ?3)",
+                params![id, lang, fragment],
+            )
+            .map_err(db)?;
+        }
+        for (lang, geo, fragment) in &p.fragments.eula {
+            tx.execute(
+                "INSERT INTO fragments (revision_id, kind, lang, geo, fragment)
+                 VALUES (?1, 'eula', ?2, ?3, ?4)",
+                params![id, lang, geo, fragment],
+            )
+            .map_err(db)?;
+        }
+    }
+    Ok((new, updated))
 }
 
 pub fn unix_now() -> i64 {
@@ -847,6 +1095,79 @@ mod tests {
             catalog
                 .group(UNASSIGNED_COMPUTERS)
                 .is_some_and(|g| g.builtin)
+        );
+    }
+
+    /// What downstream servers are told of approvals: changes within an anchor window, a
+    /// changed approval as a new GUID with the old one dead, a taken-back approval dead, a
+    /// declined update hidden with its approvals dead and out of the clients' catalog.
+    #[test]
+    fn deployment_history_for_downstream_servers() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("payloads");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(6, 3, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&generated.documents).unwrap();
+        let (a, b) = (generated.deployable[0], generated.deployable[1]);
+        let catalog = store.load().unwrap();
+        let approve = Decision::Approve(Action::Install);
+        store
+            .decide(&catalog, Some(&[a, b]), "All Computers", approve, None)
+            .unwrap();
+        let v1 = store.catalog_version().unwrap();
+        let first = store.deployment_set(None, v1).unwrap();
+        assert_eq!(first.deployments.len(), 2);
+        assert!(first.dead.is_empty());
+        assert!(first.groups.iter().any(|g| g.id == ALL_COMPUTERS));
+        assert!(
+            store
+                .deployment_set(Some(v1), v1)
+                .unwrap()
+                .deployments
+                .is_empty()
+        );
+        // Optional instead: a new GUID, the old one dead.
+        let optional = Decision::Approve(Action::OptionalInstall);
+        store
+            .decide(&catalog, Some(&[a]), "All Computers", optional, None)
+            .unwrap();
+        let v2 = store.catalog_version().unwrap();
+        let delta = store.deployment_set(Some(v1), v2).unwrap();
+        assert_eq!(delta.deployments.len(), 1);
+        assert_eq!(delta.deployments[0].action, Action::OptionalInstall);
+        let old_a = first.deployments.iter().find(|d| d.update_id == a).unwrap();
+        assert_eq!(delta.dead, vec![old_a.guid]);
+        assert_ne!(delta.deployments[0].guid, old_a.guid);
+        // Taken back, then declined.
+        store
+            .decide(
+                &catalog,
+                Some(&[a]),
+                "All Computers",
+                Decision::NotApproved,
+                None,
+            )
+            .unwrap();
+        store.decline(&catalog, &[b], true).unwrap();
+        let v3 = store.catalog_version().unwrap();
+        let delta = store.deployment_set(Some(v2), v3).unwrap();
+        assert!(delta.deployments.is_empty());
+        assert_eq!(delta.dead.len(), 2);
+        assert_eq!(delta.hidden, vec![b]);
+        assert!(store.load().unwrap().deployments.is_empty());
+        // Undeclined and approved again: offered again.
+        store.decline(&catalog, &[b], false).unwrap();
+        store
+            .decide(&catalog, Some(&[b]), "All Computers", approve, None)
+            .unwrap();
+        assert_eq!(store.load().unwrap().deployments.len(), 1);
+        assert!(
+            store
+                .deployment_set(None, i64::MAX)
+                .unwrap()
+                .hidden
+                .is_empty()
         );
     }
 }

@@ -1,8 +1,9 @@
 //! The server-server protocol (MS-WSUSSS), upstream side: what a node answers its downstream
 //! servers at `/ServerSyncWebService/ServerSyncWebService.asmx` and
-//! `/DssAuthWebService/DssAuthWebService.asmx`. Today: authorization (GetAuthConfig,
+//! `/DssAuthWebService/DssAuthWebService.asmx`: authorization (GetAuthConfig,
 //! GetAuthorizationCookie, GetCookie), GetConfigData, the revision list (GetRevisionIdList),
-//! the update documents (GetUpdateData) and Ping; deployments come next.
+//! the update documents (GetUpdateData, GetUpdateDecryptionData), the approvals
+//! (GetDeployments), DownloadFiles and Ping.
 //!
 //! Anchors have the shape WSUS gives them, `<seq>,<yyyy-MM-dd HH:mm:ss.fff>`: `seq` is the
 //! catalog version (`meta.catalog_version`) the answer was cut at, and a revision is listed when
@@ -19,7 +20,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::catalog::{CatalogError, Guid, UpdateType, base64_decode, base64_encode};
+use crate::catalog::replica::DeploymentSet;
+use crate::catalog::{
+    ALL_COMPUTERS, Action, CatalogError, Guid, UpdateType, base64_decode, base64_encode,
+};
 use crate::report::{Downstream, DownstreamSeen, Journal};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element, Version};
@@ -150,6 +154,21 @@ impl Service {
             }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetUpdateData") => {
                 self.get_update_data(&op, now).await
+            }
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetDeployments") => {
+                self.get_deployments(&op, now).await
+            }
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetUpdateDecryptionData") => {
+                self.get_update_decryption_data(&op, now)
+            }
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "DownloadFiles") => {
+                self.download_files(&op, now)
+            }
+            // Never called by a downstream server (MS-WSUSSS §3.1.4.9): answered empty.
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetRelatedRevisionsForUpdates") => {
+                self.downstream_cookie(&op, now).map(|_| {
+                    format!("<GetRelatedRevisionsForUpdatesResponse xmlns=\"{SERVER_SYNC_NS}\"/>")
+                })
             }
             (Endpoint::DssAuth, DSS_AUTH_NS, "GetAuthorizationCookie") => {
                 self.get_authorization_cookie(&op, peer, now).await
@@ -437,29 +456,14 @@ impl Service {
     /// `/Content`, so no URL is given.
     async fn get_update_data(&self, op: &Element, now: i64) -> Result<String> {
         self.downstream_cookie(op, now)?;
-        let ids: Vec<&Element> = op
-            .child("updateIds")
-            .filter(|u| !u.is_nil())
-            .map(|u| u.children_named("UpdateIdentity").collect())
-            .unwrap_or_default();
-        if ids.is_empty() || ids.len() > MAX_UPDATES_PER_REQUEST as usize {
-            return Err(Fault::invalid("updateIds"));
-        }
         let catalog = self.wusp.catalog();
-        let mut revisions = Vec::with_capacity(ids.len());
-        for id in ids {
-            let identity = id.child_text("UpdateID").and_then(Guid::parse).zip(
-                id.child_text("RevisionNumber")
-                    .and_then(|r| r.trim().parse::<u32>().ok()),
-            );
-            let (update, number) = identity.ok_or_else(|| Fault::invalid("updateIds"))?;
-            if let Some(r) = catalog.by_identity(update, number) {
-                revisions.push(r);
-            }
-        }
+        let revisions: Vec<_> = identities(op, "updateIds")?
+            .into_iter()
+            .filter_map(|(update, number)| catalog.by_identity(update, number))
+            .collect();
         let wanted: Vec<u32> = revisions.iter().map(|r| r.id).collect();
         let wusp = self.wusp.clone();
-        let documents = tokio::task::spawn_blocking(move || wusp.documents(&wanted))
+        let documents = tokio::task::spawn_blocking(move || wusp.read(|s| s.documents(&wanted)))
             .await
             .map_err(Fault::internal)?
             .map_err(Fault::internal)?;
@@ -508,6 +512,110 @@ impl Service {
         out.push_str("</fileUrls></GetUpdateDataResult></GetUpdateDataResponse>");
         Ok(out)
     }
+
+    /// Approvals for the anchor window (`deploymentAnchor`, `syncAnchor`]: the downstream
+    /// never hears of a deployment before the revision list that named its revision. Without
+    /// a deploymentAnchor, every live deployment (the downstream replaces what it has). An
+    /// anchor beyond this catalog's version was made before this catalog was rebuilt:
+    /// ServerChanged, and the downstream starts over.
+    async fn get_deployments(&self, op: &Element, now: i64) -> Result<String> {
+        self.downstream_cookie(op, now)?;
+        let version = self.wusp.catalog().version;
+        let anchor = |name: &str| -> Result<Option<(i64, String)>> {
+            match op.child_text(name).map(str::trim) {
+                None | Some("") => Ok(None),
+                Some(text) => {
+                    let seq = parse_anchor(text).ok_or_else(|| Fault::invalid(name))?;
+                    if seq > version {
+                        return Err(Fault::new(
+                            ErrorCode::ServerChanged,
+                            "the anchor is from before this server's catalog was rebuilt",
+                        ));
+                    }
+                    Ok(Some((seq, text.to_owned())))
+                }
+            }
+        };
+        let (until, sync_anchor) =
+            anchor("syncAnchor")?.ok_or_else(|| Fault::invalid("syncAnchor"))?;
+        let since = anchor("deploymentAnchor")?.map(|(seq, _)| seq);
+        let wusp = self.wusp.clone();
+        let set =
+            tokio::task::spawn_blocking(move || wusp.read(|s| s.deployment_set(since, until)))
+                .await
+                .map_err(Fault::internal)?
+                .map_err(Fault::internal)?;
+        Ok(deployments_response(&sync_anchor, &set))
+    }
+
+    /// Decryption keys of the files of encrypted updates: this server holds none, so each
+    /// known identity gets its files' digests alone.
+    fn get_update_decryption_data(&self, op: &Element, now: i64) -> Result<String> {
+        self.downstream_cookie(op, now)?;
+        let catalog = self.wusp.catalog();
+        let mut out = format!(
+            "<GetUpdateDecryptionDataResponse xmlns=\"{SERVER_SYNC_NS}\">\
+             <GetUpdateDecryptionDataResult><UpdateFileDecryptionData>"
+        );
+        for (update, number) in identities(op, "updateIds")? {
+            let Some(r) = catalog.by_identity(update, number) else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "<ServerSyncUpdateFileDecryption><UpdateId><UpdateID>{update}</UpdateID>\
+                 <RevisionNumber>{number}</RevisionNumber></UpdateId><FileDecryptionData>"
+            );
+            for f in &r.files {
+                let _ = write!(
+                    out,
+                    "<ServerSyncFileDecryption><FileDigest>{}</FileDigest>\
+                     </ServerSyncFileDecryption>",
+                    base64_encode(&f.sha1)
+                );
+            }
+            out.push_str("</FileDecryptionData></ServerSyncUpdateFileDecryption>");
+        }
+        out.push_str(
+            "</UpdateFileDecryptionData></GetUpdateDecryptionDataResult>\
+             </GetUpdateDecryptionDataResponse>",
+        );
+        Ok(out)
+    }
+
+    /// A downstream server asks this one to get files it lacks (MS-WSUSSS §3.1.4.11). Every
+    /// file of the catalog is fetched on demand when a downstream asks for it by URL, so
+    /// there is nothing to start here; digests this catalog does not name are
+    /// FileDigestsMissing, joined by `|`.
+    fn download_files(&self, op: &Element, now: i64) -> Result<String> {
+        self.downstream_cookie(op, now)?;
+        let digests: Vec<&str> = op
+            .child("fileDigestList")
+            .filter(|l| !l.is_nil())
+            .map(|l| {
+                l.children_named("base64Binary")
+                    .map(|d| d.text.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if digests.is_empty() || digests.len() > MAX_UPDATES_PER_REQUEST as usize {
+            return Err(Fault::invalid("fileDigestList"));
+        }
+        let catalog = self.wusp.catalog();
+        let mut missing = Vec::new();
+        for text in digests {
+            let sha1: Option<[u8; 20]> = base64_decode(text).and_then(|d| d.try_into().ok());
+            if sha1.is_none_or(|d| catalog.file(&d).is_none()) {
+                missing.push(text.trim());
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Fault::new(ErrorCode::FileDigestsMissing, missing.join("|")));
+        }
+        Ok(format!(
+            "<DownloadFilesResponse xmlns=\"{SERVER_SYNC_NS}\"/>"
+        ))
+    }
 }
 
 /// `seq,yyyy-MM-dd HH:mm:ss.fff` (UTC), the shape WSUS anchors have.
@@ -538,4 +646,126 @@ fn ids_and_deltas(filter: &Element, name: &str) -> Result<Option<Vec<(Guid, bool
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// `name`'s ArrayOfUpdateIdentity: 1..=[`MAX_UPDATES_PER_REQUEST`] well-formed identities, or
+/// InvalidParameters naming it.
+fn identities(op: &Element, name: &str) -> Result<Vec<(Guid, u32)>> {
+    let items: Vec<&Element> = op
+        .child(name)
+        .filter(|u| !u.is_nil())
+        .map(|u| u.children_named("UpdateIdentity").collect())
+        .unwrap_or_default();
+    if items.is_empty() || items.len() > MAX_UPDATES_PER_REQUEST as usize {
+        return Err(Fault::invalid(name));
+    }
+    items
+        .into_iter()
+        .map(|id| {
+            id.child_text("UpdateID")
+                .and_then(Guid::parse)
+                .zip(
+                    id.child_text("RevisionNumber")
+                        .and_then(|r| r.trim().parse::<u32>().ok()),
+                )
+                .ok_or_else(|| Fault::invalid(name))
+        })
+        .collect()
+}
+
+/// MS-WSUSSS deployment actions: 0 Install, 1 Uninstall, 2 scan for presence (the client's
+/// PreDeploymentCheck), 3 Block. The protocol has no optional install: it travels as Install
+/// with IsAssigned false, which is what tells a client the update is optional.
+pub fn action_code(action: Action) -> (u8, bool) {
+    match action {
+        Action::OptionalInstall => (0, false),
+        Action::Uninstall => (1, true),
+        Action::PreDeploymentCheck => (2, true),
+        Action::Block => (3, true),
+        Action::Install | Action::Evaluate | Action::Bundle => (0, true),
+    }
+}
+
+/// The action of a received deployment.
+pub fn action_from_code(code: u8, assigned: bool) -> Option<Action> {
+    Some(match (code, assigned) {
+        (0, true) => Action::Install,
+        (0, false) => Action::OptionalInstall,
+        (1, _) => Action::Uninstall,
+        (2, _) => Action::PreDeploymentCheck,
+        (3, _) => Action::Block,
+        _ => return None,
+    })
+}
+
+/// "No deadline" on the wire (MS-WSUSSS §3.1.4.10.3.5).
+pub const NO_DEADLINE: &str = "9999-12-31T23:59:59.9999999";
+
+fn deployments_response(anchor: &str, set: &DeploymentSet) -> String {
+    let mut out = String::with_capacity(1024 + 600 * set.deployments.len());
+    let _ = write!(
+        out,
+        "<GetDeploymentsResponse xmlns=\"{SERVER_SYNC_NS}\"><GetDeploymentsResult>"
+    );
+    soap::text_element(&mut out, "Anchor", anchor);
+    out.push_str("<Groups>");
+    for g in &set.groups {
+        // The root's parent is the zero GUID; a group without one hangs under All Computers.
+        let parent = match g.parent {
+            Some(p) => p,
+            None if g.id == ALL_COMPUTERS => Guid::NIL,
+            None => ALL_COMPUTERS,
+        };
+        let _ = write!(
+            out,
+            "<ServerSyncTargetGroup><TargetGroupID>{}</TargetGroupID>\
+             <ParentGroupId>{parent}</ParentGroupId>",
+            g.id
+        );
+        soap::text_element(&mut out, "Name", &g.name);
+        let _ = write!(
+            out,
+            "<IsBuiltin>{}</IsBuiltin></ServerSyncTargetGroup>",
+            g.builtin
+        );
+    }
+    out.push_str("</Groups><Deployments>");
+    for d in &set.deployments {
+        let (code, assigned) = action_code(d.action);
+        let _ = write!(
+            out,
+            "<ServerSyncDeployment><UpdateId>{}</UpdateId><RevisionNumber>{}</RevisionNumber>\
+             <Action>{code}</Action>",
+            d.update_id, d.revision_number
+        );
+        soap::text_element(&mut out, "AdminName", &d.admin_name);
+        let deadline = d
+            .deadline
+            .map_or_else(|| NO_DEADLINE.to_owned(), format_datetime);
+        let _ = write!(
+            out,
+            "<Deadline>{deadline}</Deadline><IsAssigned>{assigned}</IsAssigned>\
+             <GoLiveTime>{}</GoLiveTime><DeploymentGuid>{}</DeploymentGuid>\
+             <TargetGroupId>{}</TargetGroupId><DownloadPriority>{}</DownloadPriority>\
+             </ServerSyncDeployment>",
+            format_datetime(d.go_live),
+            d.guid,
+            d.group,
+            d.download_priority.clamp(1, 3)
+        );
+    }
+    out.push_str("</Deployments>");
+    for (name, list) in [
+        ("DeadDeployments", &set.dead),
+        ("HiddenUpdates", &set.hidden),
+        ("AcceptedEulas", &set.accepted_eulas),
+    ] {
+        let _ = write!(out, "<{name}>");
+        for g in list {
+            let _ = write!(out, "<guid>{g}</guid>");
+        }
+        let _ = write!(out, "</{name}>");
+    }
+    out.push_str("</GetDeploymentsResult></GetDeploymentsResponse>");
+    out
 }

@@ -101,6 +101,8 @@ pub enum ErrorCode {
     FileLocationChanged,
     /// MS-WSUSSS only.
     IncompatibleProtocolVersion,
+    /// MS-WSUSSS DownloadFiles: digests the upstream does not know.
+    FileDigestsMissing,
 }
 
 impl ErrorCode {
@@ -118,7 +120,30 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "ServerBusy",
             ErrorCode::FileLocationChanged => "FileLocationChanged",
             ErrorCode::IncompatibleProtocolVersion => "IncompatibleProtocolVersion",
+            ErrorCode::FileDigestsMissing => "FileDigestsMissing",
         }
+    }
+
+    /// A fault's ErrorCode as an upstream sent it (case-sensitive, as the protocol says).
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            InvalidCookie,
+            ConfigChanged,
+            RegistrationRequired,
+            ServerChanged,
+            InternalServerError,
+            CookieExpired,
+            InvalidParameters,
+            InvalidAuthorizationCookie,
+            RegistrationNotRequired,
+            ServerBusy,
+            FileLocationChanged,
+            IncompatibleProtocolVersion,
+            FileDigestsMissing,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == text.trim())
     }
 }
 
@@ -232,9 +257,13 @@ impl Service {
         })
     }
 
-    /// The update documents of `revisions` as imported, from state.db. Blocking.
-    pub fn documents(&self, revisions: &[u32]) -> Result<Vec<(u32, String)>, CatalogError> {
-        lock(&self.store).documents(revisions)
+    /// Read from state.db what the catalog in memory does not keep (update documents,
+    /// deployment history). Blocking.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, CatalogError>,
+    ) -> Result<T, CatalogError> {
+        f(&lock(&self.store))
     }
 
     /// This server's identity (in every cookie it issues).

@@ -55,10 +55,12 @@ check("GetConfigData with the current anchor: no language",
       again.LanguageUpdateList is None or not again.LanguageUpdateList.ServerSyncLanguageData)
 
 revisions = {}
+anchors = {}
 for config in (True, False):
     ids = sync.GetRevisionIdList(cookie=cookie, filter={"GetConfig": config, "Get63LanguageOnly": False})
     validate(f"GetRevisionIdList (GetConfig={config})", sync_schema, history)
     revisions[config] = ids.NewRevisions.UpdateIdentity if ids.NewRevisions is not None else []
+    anchors[config] = ids.Anchor
     check(f"GetRevisionIdList (GetConfig={config}) lists revisions", len(revisions[config]) > 0)
     again = sync.GetRevisionIdList(cookie=cookie, filter={
         "Anchor": ids.Anchor, "GetConfig": config, "Get63LanguageOnly": False})
@@ -74,6 +76,40 @@ check("GetUpdateData gives every document asked for", len(got) == len(wanted), f
 check("GetUpdateData documents are update XML", all(u.XmlUpdateBlob.lstrip().startswith("<") for u in got))
 with_files = [u for u in got if u.FileDigestList is not None]
 check("GetUpdateData lists file digests", len(with_files) > 0)
+
+deployments = sync.GetDeployments(cookie=cookie, deploymentAnchor=None, syncAnchor=anchors[False])
+validate("GetDeployments", sync_schema, history)
+check("GetDeployments echoes the syncAnchor", deployments.Anchor == anchors[False])
+groups = {g.Name: g for g in deployments.Groups.ServerSyncTargetGroup}
+check("GetDeployments lists the built-in and the added groups",
+      {"All Computers", "Unassigned Computers", "Ring 1"} <= set(groups), f"{sorted(groups)}")
+check("GetDeployments: All Computers is the root",
+      groups["All Computers"].ParentGroupId == "00000000-0000-0000-0000-000000000000")
+live = deployments.Deployments.ServerSyncDeployment
+check("GetDeployments gives the approvals (4 + 6)", len(live) == 10, f"{len(live)}")
+check("GetDeployments: every approval installs, assigned, with a GUID",
+      all(d.Action == 0 and d.IsAssigned and d.DeploymentGuid for d in live))
+later = sync.GetDeployments(cookie=cookie, deploymentAnchor=deployments.Anchor, syncAnchor=anchors[False])
+validate("GetDeployments from its anchor", sync_schema, history)
+check("GetDeployments from its anchor: nothing new",
+      later.Deployments is None or not later.Deployments.ServerSyncDeployment)
+
+decryption = sync.GetUpdateDecryptionData(cookie=cookie, updateIds={"UpdateIdentity": wanted[:5]})
+validate("GetUpdateDecryptionData", sync_schema, history)
+check("GetUpdateDecryptionData: one entry per identity",
+      len(decryption.ServerSyncUpdateFileDecryption) == 5)
+
+digest = with_files[0].FileDigestList.base64Binary[0]
+sync.DownloadFiles(cookie=cookie, fileDigestList={"base64Binary": [digest]})
+validate("DownloadFiles", sync_schema, history)
+try:
+    sync.DownloadFiles(cookie=cookie, fileDigestList={"base64Binary": [b"\x01" * 20]})
+    check("DownloadFiles of an unknown digest faults", False, "no fault")
+except Exception as fault:  # zeep.exceptions.Fault
+    detail = fault.detail if hasattr(fault, "detail") else None
+    code = detail.findtext("ErrorCode") if detail is not None else None
+    check("DownloadFiles of an unknown digest faults FileDigestsMissing",
+          code == "FileDigestsMissing", f"{code}")
 
 sync.Ping(pingLevel=0)
 answer = history.last_received["envelope"].find(f"{{{SOAP11}}}Body")[0]
