@@ -85,6 +85,9 @@ pub enum Command {
         #[arg(long)]
         undo: bool,
     },
+    /// Sync now from the upstream (a downstream server): catalog, target groups, approvals
+    /// and declines; a node running on the same data_dir serves the result and prefetches.
+    Sync,
     /// Manage target groups.
     Group {
         #[command(subcommand)]
@@ -211,6 +214,10 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
             Some(config) => {
                 approve(&config, &updates, all, &group, &action, deadline.as_deref()).await
             }
+            None => Exit::Usage,
+        },
+        Command::Sync => match load(cli.config.as_deref(), &env) {
+            Some(config) => sync(&config).await,
             None => Exit::Usage,
         },
         Command::Decline { updates, undo } => match load(cli.config.as_deref(), &env) {
@@ -703,6 +710,61 @@ async fn approve(
     }
 }
 
+async fn sync(config: &Config) -> Exit {
+    let Some(up) = &config.upstream else {
+        eprintln!("wsus-edge sync: the configuration has no [upstream] to sync from");
+        return Exit::Usage;
+    };
+    let link = crate::upstream::Settings::from_config(up, &config.wan)
+        .and_then(|settings| crate::upstream::Upstream::new(settings, Arc::new(Metrics::new())));
+    let link = match link {
+        Ok(l) => Arc::new(l),
+        Err(e) => return report(Err(e)),
+    };
+    let syncer =
+        crate::wsusss::sync::Syncer::new(link, config.node.data_dir.clone(), &config.node.name);
+    match syncer.run().await {
+        Ok(done) => {
+            println!("synced from {}", up.url);
+            print_sync(&done);
+            Exit::Ok
+        }
+        Err(e) => report(Err(e.context(format!("syncing from {}", up.url)))),
+    }
+}
+
+/// What a sync did, one line per step.
+fn print_sync(r: &crate::wsusss::sync::SyncReport) {
+    println!(
+        "revision list       {} categories/classifications/detectoids, {} updates{}",
+        r.config_listed,
+        r.updates_listed,
+        if r.server_changed {
+            " (the upstream changed: full lists)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "update documents    {} fetched; {} new revisions, {} changed",
+        r.fetched, r.applied.new_revisions, r.applied.changed_revisions
+    );
+    println!(
+        "approvals           {} received, {} applied, {} removed, {} skipped; {} declined updates",
+        r.deployments_received,
+        r.applied.deployments,
+        r.applied.removed_deployments,
+        r.applied.skipped_deployments,
+        r.applied.hidden
+    );
+    println!(
+        "wire                {} SOAP calls, {} of answers, {}",
+        r.calls,
+        format_bytes(r.answer_bytes),
+        format_duration(Duration::from_millis(r.elapsed_ms))
+    );
+}
+
 async fn decline(config: &Config, updates: &[String], declined: bool) -> Exit {
     let Some(ids) = update_ids("decline", updates) else {
         return Exit::Usage;
@@ -820,6 +882,40 @@ fn print_fleet(r: &simulate::wua::FleetReport) {
     }
 }
 
+/// The branch's first sync and the prefetch after it, within a minute.
+async fn synced(node: &server::Running) -> Result<crate::wsusss::replica::ReplicaStatus, Error> {
+    let Some(replica) = &node.app.replica else {
+        return Err(Error::internal(Kind::Config, "the branch has no upstream"));
+    };
+    let mut status = replica.status();
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        status.wait_for(|s| {
+            s.failed_syncs > 0
+                || (s.syncs > 0
+                    && s.prefetches > 0
+                    && s.last_prefetch.as_ref().is_some_and(|p| p.files > 0))
+        }),
+    )
+    .await;
+    let status = match done {
+        Ok(Ok(s)) => s.clone(),
+        _ => {
+            return Err(Error::internal(
+                Kind::Io,
+                "the branch did not sync within a minute",
+            ));
+        }
+    };
+    match &status.last_error {
+        Some(e) => Err(Error::internal(
+            Kind::Io,
+            format!("the branch's sync failed: {e}"),
+        )),
+        None => Ok(status),
+    }
+}
+
 async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), Error> {
     let root_dir = base.node.data_dir.join("demo");
     let io = |what: &str| {
@@ -866,14 +962,27 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         branch_http,
         branch_node.listening().admin
     );
+    println!("the branch syncs from the root (MS-WSUSSS) and prefetches the approved content …");
+    let status = synced(&branch_node).await?;
+    let sync = status.last_sync.clone().unwrap_or_default();
+    print_sync(&sync);
+    if let Some(p) = &status.last_prefetch {
+        println!(
+            "prefetch            {} files of approved updates, {} fetched ({}) in {}",
+            p.files,
+            p.fetched,
+            format_bytes(p.bytes),
+            format_duration(Duration::from_millis(p.elapsed_ms))
+        );
+    }
+    let prefetched = branch_node.metrics().upstream_bytes.get();
     println!(
-        "{clients} Windows Update clients scan the root over SOAP, download what they are told \
-         to install from the branch (alternate download server) Delivery Optimization style, \
-         and report …"
+        "{clients} Windows Update clients scan the branch over SOAP, download what they are told \
+         to install from it Delivery Optimization style, and report …"
     );
     let fleet = simulate::wua::Fleet {
-        server: format!("http://{}", root_node.listening().http),
-        content_server: Some(format!("http://{branch_http}")),
+        server: format!("http://{branch_http}"),
+        content_server: None,
         clients,
         concurrency: clients,
         group: None,
@@ -904,7 +1013,9 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
     let m = branch_node.metrics();
     let hits = hits(m);
     let misses = m.cache_misses.get();
-    let upstream_bytes = m.upstream_bytes.get();
+    // Content only: the sync's SOAP answers crossed the same link.
+    let upstream_bytes = m.upstream_bytes.get().saturating_sub(sync.answer_bytes);
+    let during_scans = m.upstream_bytes.get().saturating_sub(prefetched);
     println!("\n── what happened ──────────────────────────────────────────");
     print_fleet(&outcome);
     println!("range requests      {requests} (every answer 206 with the exact Content-Range)");
@@ -923,6 +1034,10 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         format_bytes(upstream_bytes),
         upstream_bytes as f64 / total.max(1) as f64,
         format_bytes(total)
+    );
+    println!(
+        "during the scans    {} from upstream (the rest was prefetched)",
+        format_bytes(during_scans)
     );
     println!(
         "upstream requests   {}",

@@ -48,6 +48,7 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         "/api/v1/groups" => Change::AddGroup,
         "/api/v1/approvals" => Change::Approve,
         "/api/v1/declines" => Change::Decline,
+        "/api/v1/sync" => Change::Sync,
         "/api/v1/downstreams" if method == Method::GET || method == Method::HEAD => {
             return downstreams_json(app).await;
         }
@@ -67,7 +68,11 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     if let Some(refusal) = refuse(&app.admin_tokens, &parts.headers) {
         return refusal;
     }
-    if let Some(up) = &app.upstream {
+    if let Some(up) = app
+        .upstream
+        .as_ref()
+        .filter(|_| !matches!(change, Change::Sync))
+    {
         let refusal = crate::catalog::replica::replica_refusal(up.url());
         return text(StatusCode::CONFLICT, &refusal.to_string());
     }
@@ -80,6 +85,17 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     };
     let wusp = app.wusp.clone();
     let outcome = match change {
+        Change::Sync => {
+            return match &app.replica {
+                Some(replica) => {
+                    replica.sync_now();
+                    let mut r = with_type(r#"{"sync":"queued"}"#.into(), "application/json");
+                    *r.status_mut() = StatusCode::ACCEPTED;
+                    r
+                }
+                None => text(StatusCode::CONFLICT, "a root has no upstream to sync from"),
+            };
+        }
         Change::AddGroup => match serde_json::from_slice::<NewGroup>(&bytes) {
             Ok(g) => {
                 tokio::task::spawn_blocking(move || {
@@ -173,6 +189,8 @@ enum Change {
     AddGroup,
     Approve,
     Decline,
+    /// A downstream server syncs now.
+    Sync,
 }
 
 /// `POST /api/v1/declines`: the same choices as `wsus-edge decline`.
@@ -360,6 +378,8 @@ struct Status<'a> {
 struct UpstreamStatus<'a> {
     url: &'a str,
     transport: crate::upstream::TransportStatus,
+    /// The syncs and prefetches from it.
+    sync: Option<crate::wsusss::replica::ReplicaStatus>,
 }
 
 fn status(app: &App) -> Status<'_> {
@@ -374,6 +394,7 @@ fn status(app: &App) -> Status<'_> {
         upstream: app.upstream.as_ref().map(|u| UpstreamStatus {
             url: u.url(),
             transport: u.transport_status(),
+            sync: app.replica.as_ref().map(|r| r.status().borrow().clone()),
         }),
         uptime_seconds: app.started.elapsed().as_secs(),
         ready: app.ready.load(Ordering::Relaxed),

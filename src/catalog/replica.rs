@@ -57,7 +57,7 @@ pub struct Anchors {
 }
 
 /// What applying one sync changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Applied {
     /// Revisions imported as new, and imported again with a changed document.
     pub new_revisions: usize,

@@ -6,14 +6,14 @@
 //! Other processes (`wsus-edge approve`, `import`) write to the same file while a node runs;
 //! the node notices through [`Store::data_version`] and loads a new [`Catalog`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::replica::{DeploymentSet, ServerDeployment};
+use super::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
 use super::{
     ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Decision, Deployment, FileRef, Fragments,
     Group, Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
@@ -575,6 +575,205 @@ impl Store {
             )?,
             accepted_eulas: guids("SELECT eula_id FROM accepted_eulas ORDER BY eula_id", &[])?,
         })
+    }
+
+    /// The anchors of the last sync applied from the upstream (none before the first).
+    pub fn sync_anchors(&self) -> Result<Anchors, CatalogError> {
+        Ok(Anchors {
+            config: self.meta("sync.config_anchor")?,
+            config_sync: self.meta("sync.config_sync_anchor")?,
+            update_sync: self.meta("sync.update_sync_anchor")?,
+            deployment: self.meta("sync.deployment_anchor")?,
+        })
+    }
+
+    /// The (UpdateID, RevisionNumber) of every revision held (`staged` false), or of every
+    /// document fetched by a sync not yet applied (`staged` true).
+    pub fn identities(&self, staged: bool) -> Result<HashSet<(Guid, u32)>, CatalogError> {
+        let table = if staged { "sync_staged" } else { "revisions" };
+        let mut stmt = self
+            .conn
+            .prepare(&format!("SELECT update_id, revision_number FROM {table}"))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(db)?;
+        let mut out = HashSet::new();
+        for row in rows {
+            let (id, number) = row.map_err(db)?;
+            if let Some(id) = Guid::parse(&id) {
+                out.insert((id, number));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keep documents a sync fetched until the sync is applied: clients do not see them, and
+    /// a sync cut off (WAN drop, kill -9) does not fetch them again. Each must parse as an
+    /// update document; the first that does not is named in the error and nothing is kept.
+    pub fn stage(&mut self, documents: &[String]) -> Result<(), CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        for xml in documents {
+            let p = update::parse(xml)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO sync_staged (update_id, revision_number, xml)
+                 VALUES (?1, ?2, ?3)",
+                params![p.update_id.to_string(), p.revision_number, xml],
+            )
+            .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// Apply a sync in one transaction: the staged documents, the upstream's groups and
+    /// approvals (`complete`: `set` holds every live deployment, and others go), its declines
+    /// and accepted EULAs, and the anchors to continue from. Clients see all of it or, if
+    /// anything fails, none of it.
+    pub fn apply_sync(
+        &mut self,
+        set: &DeploymentSet,
+        complete: bool,
+        anchors: &Anchors,
+        now: i64,
+    ) -> Result<Applied, CatalogError> {
+        let staged: Vec<String> = self
+            .conn
+            .prepare("SELECT xml FROM sync_staged")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(db)?;
+        let parsed: Vec<(Parsed, &str)> = staged
+            .iter()
+            .map(|d| update::parse(d).map(|p| (p, d.as_str())))
+            .collect::<Result<_, _>>()?;
+        let tx = self.conn.transaction().map_err(db)?;
+        let seq = bump_catalog_version(&tx)?;
+        let mut applied = Applied::default();
+        (applied.new_revisions, applied.changed_revisions) = import_parsed(&tx, parsed, seq)?;
+        // Groups: the upstream's list is whole; a group it no longer has goes with its
+        // approvals.
+        let listed: HashSet<String> = set.groups.iter().map(|g| g.id.to_string()).collect();
+        let local: Vec<String> = tx
+            .prepare("SELECT id FROM groups WHERE builtin = 0")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(db)?;
+        for gone in local.iter().filter(|g| !listed.contains(*g)) {
+            applied.removed_deployments += bury(&tx, "group_id = ?1", params![gone], seq)?;
+            tx.execute("DELETE FROM groups WHERE id = ?1", [gone])
+                .map_err(db)?;
+        }
+        for g in &set.groups {
+            tx.execute(
+                "INSERT INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, parent = excluded.parent,
+                 builtin = excluded.builtin",
+                params![
+                    g.id.to_string(),
+                    g.name,
+                    g.parent.map(|p| p.to_string()),
+                    g.builtin
+                ],
+            )
+            .map_err(db)?;
+        }
+        for guid in &set.dead {
+            applied.removed_deployments += bury(&tx, "guid = ?1", params![guid.to_string()], seq)?;
+        }
+        if complete {
+            let kept: HashSet<String> =
+                set.deployments.iter().map(|d| d.guid.to_string()).collect();
+            let held: Vec<String> = tx
+                .prepare("SELECT guid FROM deployments WHERE guid IS NOT NULL")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(db)?;
+            for guid in held.iter().filter(|g| !kept.contains(*g)) {
+                applied.removed_deployments += bury(&tx, "guid = ?1", params![guid], seq)?;
+            }
+        }
+        for d in &set.deployments {
+            let revision: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
+                    params![d.update_id.to_string(), d.revision_number],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let group_known = listed.contains(&d.group.to_string())
+                || d.group == ALL_COMPUTERS
+                || d.group == UNASSIGNED_COMPUTERS;
+            let Some(revision) = revision.filter(|_| group_known) else {
+                applied.skipped_deployments += 1;
+                continue;
+            };
+            let guid = d.guid.to_string();
+            // Another approval of the same revision for the same group is replaced by this one.
+            applied.removed_deployments += bury(
+                &tx,
+                "revision_id = ?1 AND group_id = ?2 AND guid <> ?3",
+                params![revision, d.group.to_string(), guid],
+                seq,
+            )?;
+            applied.deployments += tx
+                .execute(
+                    "INSERT INTO deployments (revision_id, group_id, action, deadline,
+                     last_change, download_priority, guid, admin_name, go_live, change_seq)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT (guid) DO NOTHING",
+                    params![
+                        revision,
+                        d.group.to_string(),
+                        d.action.as_str(),
+                        d.deadline,
+                        now,
+                        d.download_priority,
+                        guid,
+                        d.admin_name,
+                        d.go_live,
+                        seq
+                    ],
+                )
+                .map_err(db)?;
+        }
+        for (table, column, ids) in [
+            ("hidden_updates", "update_id", &set.hidden),
+            ("accepted_eulas", "eula_id", &set.accepted_eulas),
+        ] {
+            tx.execute(&format!("DELETE FROM {table}"), [])
+                .map_err(db)?;
+            for id in ids {
+                tx.execute(
+                    &format!("INSERT OR IGNORE INTO {table} ({column}) VALUES (?1)"),
+                    [id.to_string()],
+                )
+                .map_err(db)?;
+            }
+        }
+        applied.hidden = set.hidden.len();
+        for (key, value) in [
+            ("sync.config_anchor", &anchors.config),
+            ("sync.config_sync_anchor", &anchors.config_sync),
+            ("sync.update_sync_anchor", &anchors.update_sync),
+            ("sync.deployment_anchor", &anchors.deployment),
+        ] {
+            match value {
+                Some(v) => tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    params![key, v],
+                ),
+                None => tx.execute("DELETE FROM meta WHERE key = ?1", [key]),
+            }
+            .map_err(db)?;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('sync.last_applied', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [now.to_string()],
+        )
+        .map_err(db)?;
+        tx.execute("DELETE FROM sync_staged", []).map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(applied)
     }
 
     /// Everything clients are served from, in memory.

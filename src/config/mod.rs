@@ -167,7 +167,8 @@ pub struct Upstream {
     pub client_key: Option<PathBuf>,
     /// File holding the bearer token this node presents to its upstream.
     pub token_file: Option<PathBuf>,
-    /// Time between metadata syncs. Default 15m.
+    /// Time between metadata syncs (the first at start). Default 15m; zero: only when asked
+    /// (`wsus-edge sync`, `POST /api/v1/sync`).
     pub sync_interval: Duration,
     /// Time allowed to establish a connection. Default 5s.
     pub connect_timeout: Duration,
@@ -847,7 +848,7 @@ impl Walk {
         let client_key = self.field(section, "client_key", as_path);
         let token_file = self.field(section, "token_file", as_path).set();
         let sync_interval = self
-            .field(section, "sync_interval", as_interval)
+            .field(section, "sync_interval", as_interval_or_off)
             .or(DEFAULT_SYNC_INTERVAL);
         let connect_timeout = self
             .field(section, "connect_timeout", as_interval)
@@ -1140,6 +1141,17 @@ fn as_slice_bytes(value: &Value) -> Result<u64, String> {
 }
 
 /// A positive duration up to [`MAX_INTERVAL`]: a TOML integer (seconds) or a string ("15m").
+/// An interval, or 0 ("0s") for never on its own.
+fn as_interval_or_off(value: &Value) -> Result<Duration, String> {
+    match value {
+        Value::Integer(0) => Ok(Duration::ZERO),
+        Value::String(s) if units::parse_duration(s).is_ok_and(|d| d.is_zero()) => {
+            Ok(Duration::ZERO)
+        }
+        other => as_interval(other),
+    }
+}
+
 fn as_interval(value: &Value) -> Result<Duration, String> {
     let duration = match value {
         Value::Integer(seconds) => u64::try_from(*seconds)

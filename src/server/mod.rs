@@ -44,6 +44,8 @@ pub struct App {
     pub downstream_tokens: crate::auth::Tokens,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<Arc<Upstream>>,
+    /// The syncs and prefetches of a downstream server (none on a root).
+    pub replica: Option<Arc<wsusss::replica::Replica>>,
     /// Who may change state through the admin API.
     pub admin_tokens: crate::auth::Tokens,
     pub started: Instant,
@@ -173,8 +175,21 @@ pub async fn start(config: &Config) -> Result<Running> {
         admin: local(&admin_listener)?,
     };
 
+    let replica = match (&config.upstream, &upstream) {
+        (Some(up), Some(link)) => Some(Arc::new(wsusss::replica::Replica::new(
+            wsusss::sync::Syncer::new(
+                link.clone(),
+                config.node.data_dir.clone(),
+                &config.node.name,
+            ),
+            up.sync_interval,
+            config.cache.prefetch == crate::config::Prefetch::Approved,
+        ))),
+        _ => None,
+    };
     let app = Arc::new(App {
         name: config.node.name.clone(),
+        replica: replica.clone(),
         store: store.clone(),
         wsusss,
         wusp,
@@ -188,7 +203,25 @@ pub async fn start(config: &Config) -> Result<Running> {
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    tasks.spawn(reload_catalog(app.wusp.clone(), shutdown_rx.clone()));
+    tasks.spawn(reload_catalog(
+        app.wusp.clone(),
+        replica.clone(),
+        shutdown_rx.clone(),
+    ));
+    if let Some(replica) = &replica {
+        tasks.spawn(
+            replica
+                .clone()
+                .run_syncs(app.wusp.clone(), shutdown_rx.clone()),
+        );
+        tasks.spawn(replica.clone().run_prefetches(
+            app.wusp.clone(),
+            store.clone(),
+            shutdown_rx.clone(),
+        ));
+        // What is approved already and not here yet (a restart, a sync made by the CLI).
+        replica.catalog_changed();
+    }
     let maintenance = store.spawn_maintenance();
     {
         let mut rx = shutdown_rx.clone();
@@ -562,7 +595,11 @@ fn content_base(app: &App, listener: Listener, parts: &http::request::Parts) -> 
 }
 
 /// Take a new catalog into service when state.db changed (an import, an approval, a sync).
-async fn reload_catalog(wusp: Arc<wusp::Service>, mut shutdown: watch::Receiver<bool>) {
+async fn reload_catalog(
+    wusp: Arc<wusp::Service>,
+    replica: Option<Arc<wsusss::replica::Replica>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -571,7 +608,12 @@ async fn reload_catalog(wusp: Arc<wusp::Service>, mut shutdown: watch::Receiver<
         }
         let service = wusp.clone();
         match tokio::task::spawn_blocking(move || service.reload_if_changed()).await {
-            Ok(Ok(true)) => tracing::info!("catalog reloaded"),
+            Ok(Ok(true)) => {
+                tracing::info!("catalog reloaded");
+                if let Some(replica) = &replica {
+                    replica.catalog_changed();
+                }
+            }
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "reloading the catalog failed"),
             Err(e) => tracing::warn!(error = %e, "reloading the catalog failed"),

@@ -166,13 +166,8 @@ impl Session<'_> {
             )
         })?;
         let op = envelope.operation;
-        if op.name == "Fault" {
-            let code = op
-                .child("detail")
-                .or_else(|| op.child("Detail"))
-                .and_then(|d| d.child_text("ErrorCode"))
-                .unwrap_or("(none)")
-                .to_owned();
+        if let Some((code, _)) = soap::fault_detail(&op) {
+            let code = if code.is_empty() { "(none)" } else { code }.to_owned();
             self.scan.faults.push((operation, code.clone()));
             return Err(Error::upstream(
                 Kind::BadUpstream,

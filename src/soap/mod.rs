@@ -391,6 +391,18 @@ pub fn text_element(out: &mut String, name: &str, text: &str) {
 }
 
 /// A whole response: `body` (already XML) inside an envelope of `version`.
+/// The ErrorCode and Message of a fault answer (the operation element of its envelope is
+/// `Fault`), from its `detail` (SOAP 1.1) or `Detail` (1.2); the code is "" when the detail
+/// has none. None when it is not a fault.
+pub fn fault_detail(op: &Element) -> Option<(&str, &str)> {
+    if op.name != "Fault" {
+        return None;
+    }
+    let detail = op.child("detail").or_else(|| op.child("Detail"));
+    let field = |name: &str| detail.and_then(|d| d.child_text(name)).unwrap_or("");
+    Some((field("ErrorCode"), field("Message")))
+}
+
 pub fn envelope(version: Version, body: &str) -> String {
     let mut out = String::with_capacity(body.len() + 300);
     out.push_str("<?xml version=\"1.0\" encoding=\"utf-8\"?>");

@@ -153,19 +153,23 @@ impl Http3 {
         Ok(conn)
     }
 
-    /// Send a bodiless request to `port` and wait for the response head. A failure to reach
+    /// Send a request (with `body` when not empty) to `port` and wait for the response head. A failure to reach
     /// the upstream at all is not retryable (the caller falls back or answers 504); a failure
     /// of an established exchange is.
     pub async fn request(
         &self,
         port: u16,
         request: Request<()>,
+        body: Bytes,
         handshake: Duration,
     ) -> Result<(Response<()>, Body)> {
         let conn = self.connection(port, handshake).await?;
         let mut send = conn.send.clone();
         let exchange = async {
             let mut stream = send.send_request(request).await?;
+            if !body.is_empty() {
+                stream.send_data(body).await?;
+            }
             stream.finish().await?;
             let head = stream.recv_response().await?;
             Ok::<_, h3::error::StreamError>((head, stream))

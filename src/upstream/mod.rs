@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, RANGE, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, Version};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RANGE, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -100,7 +100,7 @@ impl Settings {
     }
 }
 
-type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// HTTP/3 towards the upstream, and what `auto` knows of it.
 struct Quic {
@@ -268,6 +268,37 @@ impl Upstream {
     /// place under the concurrency limit, then for the response head (bounded by the stall
     /// timeout). Any status is returned as is; only transport failures are errors.
     pub async fn get(&self, path: &str, range: Option<(u64, u64)>) -> Result<Fetched> {
+        let mut headers = HeaderMap::new();
+        if let Some((first, last)) = range {
+            let value = HeaderValue::from_str(&format!("bytes={first}-{last}"))
+                .map_err(|e| Error::internal(Kind::Io, format!("range header: {e}")))?;
+            headers.insert(RANGE, value);
+        }
+        self.request(Method::GET, path, headers, Bytes::new()).await
+    }
+
+    /// POST `body` of `content_type` (with the other `headers` given) to `path`, as [`get`]
+    /// does a GET: the server-server protocol's SOAP calls.
+    ///
+    /// [`get`]: Upstream::get
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Fetched> {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        self.request(Method::POST, path, headers, body).await
+    }
+
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Fetched> {
         let permit = self
             .permits
             .clone()
@@ -277,13 +308,7 @@ impl Upstream {
         let uri: Uri = format!("{}{}", self.base, path)
             .parse()
             .map_err(|e| Error::internal(Kind::Config, format!("upstream URL for {path}: {e}")))?;
-        let mut headers = HeaderMap::new();
         headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
-        if let Some((first, last)) = range {
-            let value = HeaderValue::from_str(&format!("bytes={first}-{last}"))
-                .map_err(|e| Error::internal(Kind::Io, format!("range header: {e}")))?;
-            headers.insert(RANGE, value);
-        }
         if let Some(auth) = &self.authorization {
             headers.insert(AUTHORIZATION, auth.clone());
         }
@@ -292,11 +317,13 @@ impl Upstream {
                 Transport::Quic => self.connect_timeout,
                 _ => AUTO_HANDSHAKE.min(self.connect_timeout),
             };
-            let mut request = Request::get(uri.clone())
+            let mut request = Request::builder()
+                .method(method.clone())
+                .uri(uri.clone())
                 .body(())
                 .map_err(|e| Error::internal(Kind::Io, format!("building request: {e}")))?;
             *request.headers_mut() = headers.clone();
-            let exchange = quic.link.request(port, request, handshake);
+            let exchange = quic.link.request(port, request, body.clone(), handshake);
             match tokio::time::timeout(self.timeout, exchange).await {
                 Err(_) => return Err(no_response(self.timeout)),
                 Ok(Ok((head, body))) => {
@@ -325,8 +352,10 @@ impl Upstream {
                 "no transport to the upstream",
             ));
         };
-        let mut request = Request::get(uri)
-            .body(Empty::<Bytes>::new())
+        let mut request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Full::new(body))
             .map_err(|e| Error::internal(Kind::Io, format!("building request: {e}")))?;
         *request.headers_mut() = headers;
         let response = match tokio::time::timeout(self.timeout, client.request(request)).await {

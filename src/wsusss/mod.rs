@@ -15,6 +15,9 @@
 //! the two services. May call: `soap`, `wusp` (the catalog in service, the cookie key, faults),
 //! `catalog`. Knows no socket: the server hands it bytes.
 
+pub mod replica;
+pub mod sync;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -373,6 +373,10 @@ pub fn node_config(
     );
     if let Some(url) = upstream {
         text.push_str(&format!("[upstream]\nurl = {url:?}\n{upstream_extra}\n"));
+        // Most tests' upstreams serve content only: no metadata sync unless a test asks.
+        if !upstream_extra.contains("sync_interval") {
+            text.push_str("sync_interval = \"0s\"\n");
+        }
     }
     text.push_str(extra);
     Config::parse(&text, "test", &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))

@@ -1,0 +1,182 @@
+//! The schedule of a downstream server: a sync at start, every `upstream.sync_interval` and
+//! when asked (`POST /api/v1/sync`), with back-off after failures; and the prefetch of
+//! approved content whenever a new catalog comes into service (after this node's syncs and
+//! after `wsus-edge sync` run beside it).
+//!
+//! Owns: when to sync and prefetch, and what the last ones did (for status views and
+//! tests). Calls [`super::sync`] for both, `wusp` (to serve a synced catalog at once) and
+//! `content`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::sync::{PrefetchReport, SyncReport, Syncer, approved_files, next_attempt, prefetch};
+use crate::catalog::store::unix_now;
+
+/// What a replica's syncs and prefetches did so far.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// Syncs attempted and failed since start; failures in a row now.
+    pub syncs: u64,
+    pub failed_syncs: u64,
+    pub failures_in_a_row: u32,
+    /// Seconds since the epoch.
+    pub last_attempt: Option<i64>,
+    pub last_success: Option<i64>,
+    pub last_sync: Option<SyncReport>,
+    pub last_error: Option<String>,
+    pub prefetches: u64,
+    pub last_prefetch: Option<PrefetchReport>,
+}
+
+pub struct Replica {
+    syncer: Syncer,
+    /// Zero: only when asked.
+    interval: Duration,
+    prefetch: bool,
+    sync_now: Notify,
+    prefetch_now: Notify,
+    status: watch::Sender<ReplicaStatus>,
+}
+
+impl Replica {
+    pub fn new(syncer: Syncer, interval: Duration, prefetch: bool) -> Replica {
+        Replica {
+            syncer,
+            interval,
+            prefetch,
+            sync_now: Notify::new(),
+            prefetch_now: Notify::new(),
+            status: watch::Sender::new(ReplicaStatus::default()),
+        }
+    }
+
+    /// Sync as soon as the current one (if any) is done.
+    pub fn sync_now(&self) {
+        self.sync_now.notify_one();
+    }
+
+    /// A new catalog is in service: fetch what it approves that is not here yet.
+    pub fn catalog_changed(&self) {
+        if self.prefetch {
+            self.prefetch_now.notify_one();
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<ReplicaStatus> {
+        self.status.subscribe()
+    }
+
+    /// Sync on schedule until `shutdown`.
+    pub async fn run_syncs(
+        self: Arc<Self>,
+        wusp: Arc<crate::wusp::Service>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut failures = 0u32;
+        let mut wait = (!self.interval.is_zero()).then_some(Duration::ZERO);
+        loop {
+            let timer = async {
+                match wait {
+                    Some(w) => tokio::time::sleep(w).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = timer => {}
+                _ = self.sync_now.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = unix_now();
+            self.status.send_modify(|s| s.last_attempt = Some(now));
+            match self.syncer.run().await {
+                Ok(report) => {
+                    failures = 0;
+                    tracing::info!(
+                        listed = report.config_listed + report.updates_listed,
+                        fetched = report.fetched,
+                        new_revisions = report.applied.new_revisions,
+                        deployments = report.applied.deployments,
+                        removed_deployments = report.applied.removed_deployments,
+                        elapsed_ms = report.elapsed_ms,
+                        "synced from upstream"
+                    );
+                    let service = wusp.clone();
+                    match tokio::task::spawn_blocking(move || service.reload_if_changed()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "serving the synced catalog"),
+                        Err(e) => tracing::warn!(error = %e, "serving the synced catalog"),
+                    }
+                    self.status.send_modify(|s| {
+                        s.syncs += 1;
+                        s.failures_in_a_row = 0;
+                        s.last_success = Some(unix_now());
+                        s.last_sync = Some(report);
+                        s.last_error = None;
+                    });
+                    self.catalog_changed();
+                }
+                Err(e) => {
+                    failures += 1;
+                    let retry_in = next_attempt(self.retry_base(), failures);
+                    tracing::error!(error = %e, ?retry_in,
+                        "sync from upstream failed; the previous catalog stays in service");
+                    self.status.send_modify(|s| {
+                        s.syncs += 1;
+                        s.failed_syncs += 1;
+                        s.failures_in_a_row = failures;
+                        s.last_error = Some(e.to_string());
+                    });
+                }
+            }
+            wait = (failures > 0 || !self.interval.is_zero())
+                .then(|| next_attempt(self.retry_base(), failures));
+        }
+    }
+
+    /// The interval, or for a node that syncs only when asked, how far apart retries of a
+    /// failed sync may grow.
+    fn retry_base(&self) -> Duration {
+        if self.interval.is_zero() {
+            Duration::from_secs(15 * 60)
+        } else {
+            self.interval
+        }
+    }
+
+    /// Prefetch whenever told a new catalog is in service, until `shutdown`.
+    pub async fn run_prefetches(
+        self: Arc<Self>,
+        wusp: Arc<crate::wusp::Service>,
+        content: crate::content::Store,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        if !self.prefetch {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = self.prefetch_now.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            let files = approved_files(&wusp.catalog());
+            let report = prefetch(&content, files).await;
+            if report.fetched > 0 || report.failed > 0 {
+                tracing::info!(
+                    files = report.files,
+                    fetched = report.fetched,
+                    failed = report.failed,
+                    bytes = report.bytes,
+                    elapsed_ms = report.elapsed_ms,
+                    "prefetched approved content"
+                );
+            }
+            self.status.send_modify(|s| {
+                s.prefetches += 1;
+                s.last_prefetch = Some(report);
+            });
+        }
+    }
+}

@@ -1,0 +1,808 @@
+//! The server-server protocol, downstream side: a replica's sync from its upstream
+//! (MS-WSUSSS §3.2.4), and the prefetch of approved content that follows it.
+//!
+//! One sync: authorization (GetAuthConfig, GetAuthorizationCookie, GetCookie), GetConfigData,
+//! the revision list twice (categories, classifications and detectoids first, then software
+//! and drivers, each pass from its own anchor), GetUpdateData in batches of the upstream's
+//! maximum for the identities not held yet, GetDeployments; then everything is applied to
+//! state.db in one transaction. Fetched documents are staged in state.db as they arrive, so a
+//! sync cut off keeps serving the previous catalog and the next one fetches only the rest.
+//!
+//! Faults are met as the spec says: InvalidCookie or InvalidAuthorizationCookie → authorize
+//! again and repeat the call (twice at most per sync); ServerChanged → forget the anchors and
+//! start over with full lists; anything else ends the sync with an error naming the
+//! operation, and the scheduler tries again after a back-off (ServerBusy included).
+//!
+//! Owns: the requests a downstream sends and the reading of the answers. Calls `upstream`
+//! (the link), `soap`, `catalog` (staging and applying), `content` (prefetch).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::{DSS_AUTH_NS, NO_DEADLINE, PROTOCOL_VERSION, SERVER_SYNC_NS, action_from_code};
+use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
+use crate::catalog::store::{Store, unix_now};
+use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
+use crate::content::{ContentPath, Digest};
+use crate::error::{Error, Kind, Result};
+use crate::soap::xsd::{parse_bool, parse_datetime};
+use crate::soap::{self, Element, Limits, Version};
+use crate::upstream::Upstream;
+use crate::wusp::ErrorCode;
+
+const SYNC_PATH: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
+/// Where the DssAuth service is when GetAuthConfig does not say.
+const DEFAULT_AUTH_PATH: &str = "DssAuthWebService/DssAuthWebService.asmx";
+/// GetUpdateData calls in flight at once.
+const PARALLEL_BATCHES: usize = 4;
+/// A session cookie with less than this left (seconds) is renewed before the next call.
+const COOKIE_MARGIN: i64 = 300;
+/// Authorizations one sync may start over after InvalidCookie before it gives up.
+const MAX_REAUTHORIZATIONS: u32 = 2;
+/// The most one answer may be: the revision list is not paged, and a full Microsoft catalog
+/// lists hundreds of thousands of revisions.
+const ANSWER_LIMITS: Limits = Limits {
+    max_bytes: 256 << 20,
+    max_depth: 64,
+    max_elements: 4_000_000,
+};
+/// Years at or beyond this are the protocol's "no deadline" (9999-12-31).
+const NO_DEADLINE_AFTER: i64 = 253_370_764_800; // 9999-01-01T00:00:00Z
+
+/// What one sync did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SyncReport {
+    /// Identities the two passes of the revision list named.
+    pub config_listed: usize,
+    pub updates_listed: usize,
+    /// Documents fetched with GetUpdateData (held or staged ones are not fetched again).
+    pub fetched: usize,
+    /// SOAP calls made, and the bytes of their answers.
+    pub calls: usize,
+    pub answer_bytes: u64,
+    /// Deployments and dead deployments GetDeployments gave.
+    pub deployments_received: usize,
+    pub dead_received: usize,
+    /// The upstream said ServerChanged: anchors were reset and everything listed again.
+    pub server_changed: bool,
+    #[serde(flatten)]
+    pub applied: Applied,
+    pub elapsed_ms: u64,
+}
+
+/// A downstream server's sync from its upstream.
+pub struct Syncer {
+    upstream: Arc<Upstream>,
+    data_dir: PathBuf,
+    /// accountName: this node's name, cut to the characters the protocol allows.
+    account: String,
+}
+
+impl Syncer {
+    pub fn new(upstream: Arc<Upstream>, data_dir: PathBuf, node_name: &str) -> Syncer {
+        let account: String = node_name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(255)
+            .collect();
+        Syncer {
+            upstream,
+            data_dir,
+            account: if account.is_empty() {
+                "wsus-edge".into()
+            } else {
+                account
+            },
+        }
+    }
+
+    /// Run one sync to its end. On error nothing is applied (what was fetched stays staged).
+    pub async fn run(&self) -> Result<SyncReport> {
+        let started = Instant::now();
+        let (anchors, server_id) = self
+            .blocking(|s| Ok((s.sync_anchors()?, s.server_id()?)))
+            .await?;
+        let mut report = SyncReport::default();
+        let mut session = Session {
+            syncer: self,
+            server_id,
+            authorization: None,
+            cookie: None,
+            reauthorizations: 0,
+            report: &mut report,
+        };
+        match session.sync(&anchors).await {
+            Err(Failure::Fault(ErrorCode::ServerChanged, _)) => {
+                tracing::warn!(upstream = %self.upstream.url(),
+                    "upstream says ServerChanged: anchors reset, syncing everything again");
+                session.report.server_changed = true;
+                session
+                    .sync(&Anchors::default())
+                    .await
+                    .map_err(Failure::into_error)?;
+            }
+            other => other.map_err(Failure::into_error)?,
+        }
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> std::result::Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T> {
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = Store::open(&data_dir)?;
+            f(&mut store)
+        })
+        .await
+        .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
+        .map_err(|e| Error::internal(Kind::Io, e.to_string()))
+    }
+
+    /// POST one SOAP 1.1 call and read its answer: the operation's response element, or the
+    /// fault.
+    async fn post(
+        &self,
+        path: &str,
+        ns: &str,
+        operation: &str,
+        inner: &str,
+    ) -> std::result::Result<(Element, u64), Failure> {
+        let body = soap::envelope(
+            Version::Soap11,
+            &format!("<{operation} xmlns=\"{ns}\">{inner}</{operation}>"),
+        );
+        let mut headers = HeaderMap::new();
+        let action = HeaderValue::from_str(&format!("\"{ns}/{operation}\""))
+            .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        headers.insert("SOAPAction", action);
+        let mut fetched = self
+            .upstream
+            .post(
+                path,
+                Version::Soap11.content_type(),
+                headers,
+                Bytes::from(body),
+            )
+            .await?;
+        let status = fetched.status;
+        let mut answer = Vec::new();
+        while let Some(chunk) = self.upstream.next_chunk(&mut fetched).await? {
+            if answer.len() + chunk.len() > ANSWER_LIMITS.max_bytes {
+                return Err(Error::upstream(
+                    Kind::BadUpstream,
+                    format!("{operation}: answer over {} bytes", ANSWER_LIMITS.max_bytes),
+                )
+                .into());
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                format!(
+                    "{operation}: the upstream refused this server (HTTP {status}); check \
+                     upstream.token_file or the client certificate"
+                ),
+            )
+            .retryable(false)
+            .into());
+        }
+        let envelope = soap::parse(&answer, &ANSWER_LIMITS).map_err(|e| {
+            Error::upstream(
+                Kind::BadUpstream,
+                format!("{operation}: the answer (HTTP {status}) is not SOAP: {e}"),
+            )
+        })?;
+        let op = envelope.operation;
+        if let Some((code, message)) = soap::fault_detail(&op) {
+            let message = message.to_owned();
+            return Err(match ErrorCode::parse(code) {
+                Some(code) => Failure::Fault(code, format!("{operation}: {message}")),
+                None => Error::upstream(
+                    Kind::BadUpstream,
+                    format!("{operation}: fault {code:?} {message}"),
+                )
+                .into(),
+            });
+        }
+        if status != StatusCode::OK || op.name != format!("{operation}Response") {
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                format!("{operation}: HTTP {status} with <{}>", op.name),
+            )
+            .into());
+        }
+        Ok((op, answer.len() as u64))
+    }
+}
+
+/// Why a call failed: a protocol fault (the sync may recover), or anything else.
+enum Failure {
+    Fault(ErrorCode, String),
+    Other(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure::Other(e)
+    }
+}
+
+impl Failure {
+    fn into_error(self) -> Error {
+        match self {
+            Failure::Other(e) => e,
+            Failure::Fault(code, message) => {
+                let retry = matches!(
+                    code,
+                    ErrorCode::ServerBusy
+                        | ErrorCode::InternalServerError
+                        | ErrorCode::InvalidCookie
+                        | ErrorCode::ServerChanged
+                );
+                Error::upstream(Kind::BadUpstream, format!("{message} ({})", code.as_str()))
+                    .retryable(retry)
+            }
+        }
+    }
+}
+
+type Step<T> = std::result::Result<T, Failure>;
+
+/// The session cookie: its clear-text expiry and the sealed part, as the upstream sent them.
+struct Cookie {
+    expiration: String,
+    expires: i64,
+    data: String,
+}
+
+impl Cookie {
+    fn xml(&self, name: &str) -> String {
+        let mut out = format!("<{name}>");
+        soap::text_element(&mut out, "Expiration", &self.expiration);
+        soap::text_element(&mut out, "EncryptedData", &self.data);
+        let _ = write!(out, "</{name}>");
+        out
+    }
+}
+
+struct Session<'a> {
+    syncer: &'a Syncer,
+    server_id: Guid,
+    /// The authorization cookie's CookieData.
+    authorization: Option<String>,
+    cookie: Option<Cookie>,
+    reauthorizations: u32,
+    report: &'a mut SyncReport,
+}
+
+impl Session<'_> {
+    async fn post(&mut self, path: &str, ns: &str, operation: &str, inner: &str) -> Step<Element> {
+        let (op, bytes) = self.syncer.post(path, ns, operation, inner).await?;
+        self.report.calls += 1;
+        self.report.answer_bytes += bytes;
+        Ok(op)
+    }
+
+    /// A cookie good for a few more minutes: authorize first, or renew with GetCookie.
+    async fn cookie(&mut self) -> Step<String> {
+        let now = unix_now();
+        if let Some(c) = &self.cookie
+            && c.expires - now > COOKIE_MARGIN
+        {
+            return Ok(c.xml("cookie"));
+        }
+        if self.authorization.is_none() {
+            let config = self
+                .post(SYNC_PATH, SERVER_SYNC_NS, "GetAuthConfig", "")
+                .await?;
+            let service = result(&config, "GetAuthConfigResult")?
+                .child("AuthInfo")
+                .and_then(|a| a.child("AuthPlugInInfo"))
+                .and_then(|p| p.child_text("ServiceUrl"))
+                .filter(|u| !u.is_empty() && !u.contains("://"))
+                .unwrap_or(DEFAULT_AUTH_PATH)
+                .to_owned();
+            let mut inner = String::new();
+            soap::text_element(&mut inner, "accountName", &self.syncer.account);
+            soap::text_element(&mut inner, "accountGuid", &self.server_id.to_string());
+            let path = format!("/{}", service.trim_start_matches('/'));
+            let auth = self
+                .post(&path, DSS_AUTH_NS, "GetAuthorizationCookie", &inner)
+                .await?;
+            let data = result(&auth, "GetAuthorizationCookieResult")?
+                .child_text("CookieData")
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| malformed("GetAuthorizationCookie", "CookieData"))?;
+            self.authorization = Some(data.to_owned());
+        }
+        let mut inner = String::from("<authCookies><AuthorizationCookie>");
+        soap::text_element(&mut inner, "PlugInId", "DssTargeting");
+        soap::text_element(
+            &mut inner,
+            "CookieData",
+            self.authorization.as_deref().unwrap_or(""),
+        );
+        inner.push_str("</AuthorizationCookie></authCookies>");
+        if let Some(old) = &self.cookie {
+            inner.push_str(&old.xml("oldCookie"));
+        }
+        soap::text_element(&mut inner, "protocolVersion", PROTOCOL_VERSION);
+        let answer = match self
+            .post(SYNC_PATH, SERVER_SYNC_NS, "GetCookie", &inner)
+            .await
+        {
+            // The authorization expired: start from GetAuthConfig (once more at most).
+            Err(Failure::Fault(ErrorCode::InvalidAuthorizationCookie, m))
+                if self.reauthorizations < MAX_REAUTHORIZATIONS =>
+            {
+                tracing::info!(fault = %m, "authorizing at the upstream again");
+                self.reauthorizations += 1;
+                self.authorization = None;
+                self.cookie = None;
+                return Box::pin(self.cookie()).await;
+            }
+            other => other?,
+        };
+        let got = result(&answer, "GetCookieResult")?;
+        let expiration = got
+            .child_text("Expiration")
+            .ok_or_else(|| malformed("GetCookie", "Expiration"))?;
+        let cookie = Cookie {
+            expires: parse_datetime(expiration)
+                .ok_or_else(|| malformed("GetCookie", "Expiration"))?,
+            expiration: expiration.to_owned(),
+            data: got
+                .child_text("EncryptedData")
+                .ok_or_else(|| malformed("GetCookie", "EncryptedData"))?
+                .to_owned(),
+        };
+        let xml = cookie.xml("cookie");
+        self.cookie = Some(cookie);
+        Ok(xml)
+    }
+
+    /// A ServerSync call with the session cookie first; after InvalidCookie, authorize again
+    /// and repeat it.
+    async fn call(&mut self, operation: &str, rest: &str) -> Step<Element> {
+        loop {
+            let inner = format!("{}{rest}", self.cookie().await?);
+            match self
+                .post(SYNC_PATH, SERVER_SYNC_NS, operation, &inner)
+                .await
+            {
+                Err(Failure::Fault(ErrorCode::InvalidCookie, m))
+                    if self.reauthorizations < MAX_REAUTHORIZATIONS =>
+                {
+                    tracing::info!(fault = %m, "cookie refused; authorizing at the upstream again");
+                    self.reauthorizations += 1;
+                    self.authorization = None;
+                    self.cookie = None;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn sync(&mut self, anchors: &Anchors) -> Step<()> {
+        let syncer = self.syncer;
+        let config = self
+            .call("GetConfigData", &optional("configAnchor", &anchors.config))
+            .await?;
+        let config = result(&config, "GetConfigDataResult")?;
+        let per_request = config
+            .child_text("MaxNumberOfUpdatesPerRequest")
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(super::MAX_UPDATES_PER_REQUEST as usize)
+            .min(1000);
+        let config_anchor = config.child_text("NewConfigAnchor").map(str::to_owned);
+        let (config_sync, config_ids) = self.revision_list(true, &anchors.config_sync).await?;
+        let (update_sync, update_ids) = self.revision_list(false, &anchors.update_sync).await?;
+        self.report.config_listed = config_ids.len();
+        self.report.updates_listed = update_ids.len();
+        let (held, staged) = syncer
+            .blocking(|s| Ok((s.identities(false)?, s.identities(true)?)))
+            .await?;
+        // After a full listing (no anchor) what is held already is not fetched again; a
+        // listing from an anchor names what changed, which is fetched even when held.
+        let wanted = |ids: Vec<(Guid, u32)>, full: bool| {
+            ids.into_iter()
+                .filter(|id| !(staged.contains(id) || (full && held.contains(id))))
+                .collect::<Vec<_>>()
+        };
+        let mut wanted_ids = wanted(config_ids, anchors.config_sync.is_none());
+        wanted_ids.extend(wanted(update_ids, anchors.update_sync.is_none()));
+        // Categories first: an update's document names its categories.
+        for group in wanted_ids.chunks(per_request * PARALLEL_BATCHES) {
+            let documents = self.update_data(group, per_request).await?;
+            self.report.fetched += documents.len();
+            syncer.blocking(move |s| s.stage(&documents)).await?;
+        }
+        let mut rest = optional("deploymentAnchor", &anchors.deployment);
+        soap::text_element(
+            &mut rest,
+            "syncAnchor",
+            update_sync.as_deref().unwrap_or(""),
+        );
+        let answer = self.call("GetDeployments", &rest).await?;
+        let (deployment_anchor, set) = read_deployments(result(&answer, "GetDeploymentsResult")?)?;
+        self.report.deployments_received = set.deployments.len();
+        self.report.dead_received = set.dead.len();
+        let complete = anchors.deployment.is_none();
+        let next = Anchors {
+            config: config_anchor,
+            config_sync,
+            update_sync,
+            deployment: deployment_anchor,
+        };
+        self.report.applied = syncer
+            .blocking(move |s| s.apply_sync(&set, complete, &next, unix_now()))
+            .await?;
+        Ok(())
+    }
+
+    /// One pass of GetRevisionIdList: its new anchor and the identities it lists.
+    async fn revision_list(
+        &mut self,
+        config: bool,
+        anchor: &Option<String>,
+    ) -> Step<(Option<String>, Vec<(Guid, u32)>)> {
+        let mut filter = String::from("<filter>");
+        if let Some(a) = anchor {
+            soap::text_element(&mut filter, "Anchor", a);
+        }
+        let _ = write!(
+            filter,
+            "<GetConfig>{config}</GetConfig><Get63LanguageOnly>false</Get63LanguageOnly></filter>"
+        );
+        let answer = self.call("GetRevisionIdList", &filter).await?;
+        let list = result(&answer, "GetRevisionIdListResult")?;
+        let ids = list
+            .child("NewRevisions")
+            .map(|n| {
+                n.children_named("UpdateIdentity")
+                    .map(|i| {
+                        identity(i).ok_or_else(|| malformed("GetRevisionIdList", "UpdateIdentity"))
+                    })
+                    .collect::<Step<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        Ok((list.child_text("Anchor").map(str::to_owned), ids))
+    }
+
+    /// The documents of `ids`, in calls of at most `per_request` identities, several at once.
+    async fn update_data(&mut self, ids: &[(Guid, u32)], per_request: usize) -> Step<Vec<String>> {
+        let syncer = self.syncer;
+        loop {
+            let cookie = self.cookie().await?;
+            let calls = ids.chunks(per_request).map(|batch| {
+                let mut inner = cookie.clone();
+                inner.push_str("<updateIds>");
+                for (id, number) in batch {
+                    let _ = write!(
+                        inner,
+                        "<UpdateIdentity><UpdateID>{id}</UpdateID>\
+                         <RevisionNumber>{number}</RevisionNumber></UpdateIdentity>"
+                    );
+                }
+                inner.push_str("</updateIds>");
+                async move {
+                    let answered = syncer
+                        .post(SYNC_PATH, SERVER_SYNC_NS, "GetUpdateData", &inner)
+                        .await;
+                    (batch, answered)
+                }
+            });
+            let answers = futures_util::future::join_all(calls).await;
+            let mut documents = Vec::with_capacity(ids.len());
+            let mut refused = None;
+            for (batch, answered) in answers {
+                match answered {
+                    Ok((op, bytes)) => {
+                        self.report.calls += 1;
+                        self.report.answer_bytes += bytes;
+                        documents.extend(read_update_data(&op, batch)?);
+                    }
+                    Err(Failure::Fault(ErrorCode::InvalidCookie, m)) => refused = Some(m),
+                    Err(e) => return Err(e),
+                }
+            }
+            match refused {
+                None => return Ok(documents),
+                Some(m) if self.reauthorizations < MAX_REAUTHORIZATIONS => {
+                    tracing::info!(fault = %m, "cookie refused; authorizing at the upstream again");
+                    self.reauthorizations += 1;
+                    self.authorization = None;
+                    self.cookie = None;
+                }
+                Some(m) => return Err(Failure::Fault(ErrorCode::InvalidCookie, m)),
+            }
+        }
+    }
+}
+
+/// `<name>text</name>` when there is a text.
+fn optional(name: &str, value: &Option<String>) -> String {
+    let mut out = String::new();
+    if let Some(v) = value {
+        soap::text_element(&mut out, name, v);
+    }
+    out
+}
+
+fn malformed(operation: &str, what: &str) -> Failure {
+    Error::upstream(
+        Kind::BadUpstream,
+        format!("{operation}: the answer lacks a valid {what}"),
+    )
+    .into()
+}
+
+/// The `name` result inside a response element.
+fn result<'a>(op: &'a Element, name: &str) -> Step<&'a Element> {
+    op.child(name)
+        .ok_or_else(|| malformed(op.name.trim_end_matches("Response"), name))
+}
+
+fn identity(e: &Element) -> Option<(Guid, u32)> {
+    let id = e.child_text("UpdateID").and_then(Guid::parse)?;
+    let number = e.child_text("RevisionNumber")?.parse().ok()?;
+    Some((id, number))
+}
+
+/// The documents of a GetUpdateData answer, each of an identity asked for in `batch`; every
+/// one asked for must be there.
+fn read_update_data(op: &Element, batch: &[(Guid, u32)]) -> Step<Vec<String>> {
+    let updates = result(op, "GetUpdateDataResult")?
+        .child("updates")
+        .ok_or_else(|| malformed("GetUpdateData", "updates"))?;
+    let mut documents = Vec::with_capacity(batch.len());
+    let mut answered = HashSet::new();
+    for u in updates.children_named("ServerSyncUpdateData") {
+        let (id, number) = u
+            .child("Id")
+            .and_then(identity)
+            .ok_or_else(|| malformed("GetUpdateData", "Id"))?;
+        match u.child_text("XmlUpdateBlob").filter(|b| !b.is_empty()) {
+            Some(xml) => documents.push(xml.to_owned()),
+            None if u.child("XmlUpdateBlobCompressed").is_some() => {
+                return Err(Error::upstream(
+                    Kind::BadUpstream,
+                    format!(
+                        "GetUpdateData: update {id} revision {number} came as \
+                         XmlUpdateBlobCompressed (a CAB/LZX archive, as Microsoft WSUS sends \
+                         large documents), which this server does not decompress"
+                    ),
+                )
+                .retryable(false)
+                .into());
+            }
+            None => return Err(malformed("GetUpdateData", "XmlUpdateBlob")),
+        }
+        answered.insert((id, number));
+    }
+    if let Some((id, number)) = batch.iter().find(|i| !answered.contains(i)) {
+        return Err(Error::upstream(
+            Kind::BadUpstream,
+            format!(
+                "GetUpdateData: the upstream listed update {id} revision {number} but did not \
+                 give its document"
+            ),
+        )
+        .into());
+    }
+    Ok(documents)
+}
+
+/// GetDeploymentsResult: the new deployment anchor and what it holds.
+fn read_deployments(r: &Element) -> Step<(Option<String>, DeploymentSet)> {
+    let bad = |what: &str| malformed("GetDeployments", what);
+    let guid = |e: &Element, name: &str| {
+        e.child_text(name)
+            .and_then(Guid::parse)
+            .ok_or_else(|| bad(name))
+    };
+    let items = |list: &str, item: &str| -> Vec<Element> {
+        r.child(list)
+            .map(|l| l.children_named(item).cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut set = DeploymentSet::default();
+    for g in items("Groups", "ServerSyncTargetGroup") {
+        let id = guid(&g, "TargetGroupID")?;
+        // A group without a parent (seen in WSUS's examples) hangs under All Computers.
+        let parent = match g.child_text("ParentGroupId").and_then(Guid::parse) {
+            Some(Guid::NIL) => None,
+            Some(p) => Some(p),
+            None if id == ALL_COMPUTERS => None,
+            None => Some(ALL_COMPUTERS),
+        };
+        set.groups.push(Group {
+            id,
+            name: g
+                .child_text("Name")
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| bad("Name"))?
+                .to_owned(),
+            parent,
+            builtin: g
+                .child_text("IsBuiltin")
+                .and_then(parse_bool)
+                .unwrap_or(false),
+        });
+    }
+    for d in items("Deployments", "ServerSyncDeployment") {
+        let code: u8 = d
+            .child_text("Action")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| bad("Action"))?;
+        let assigned = d
+            .child_text("IsAssigned")
+            .and_then(parse_bool)
+            .unwrap_or(true);
+        let action: Action = action_from_code(code, assigned).ok_or_else(|| bad("Action"))?;
+        let deadline = match d.child_text("Deadline") {
+            None => None,
+            Some(t) if t.starts_with(&NO_DEADLINE[..4]) => None,
+            Some(t) => Some(parse_datetime(t).ok_or_else(|| bad("Deadline"))?),
+        }
+        .filter(|t| *t < NO_DEADLINE_AFTER);
+        set.deployments.push(ServerDeployment {
+            guid: guid(&d, "DeploymentGuid")?,
+            update_id: guid(&d, "UpdateId")?,
+            revision_number: d
+                .child_text("RevisionNumber")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| bad("RevisionNumber"))?,
+            action,
+            admin_name: d.child_text("AdminName").unwrap_or("").to_owned(),
+            deadline,
+            go_live: d
+                .child_text("GoLiveTime")
+                .and_then(parse_datetime)
+                .unwrap_or(0),
+            group: guid(&d, "TargetGroupId")?,
+            download_priority: d
+                .child_text("DownloadPriority")
+                .and_then(|p| p.parse::<u8>().ok())
+                .unwrap_or(2)
+                .clamp(1, 3),
+        });
+    }
+    let guids = |list: &str| -> Step<Vec<Guid>> {
+        items(list, "guid")
+            .iter()
+            .map(|g| Guid::parse(g.text()).ok_or_else(|| bad(list)))
+            .collect()
+    };
+    set.dead = guids("DeadDeployments")?;
+    set.hidden = guids("HiddenUpdates")?;
+    set.accepted_eulas = guids("AcceptedEulas")?;
+    Ok((r.child_text("Anchor").map(str::to_owned), set))
+}
+
+/// What a prefetch did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PrefetchReport {
+    /// Files of updates approved for install, and how many of them were already here.
+    pub files: usize,
+    pub present: usize,
+    pub fetched: usize,
+    pub failed: usize,
+    pub bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Objects prefetched at the same time: the WAN is shared with clients' misses.
+const PREFETCH_PARALLEL: usize = 2;
+
+/// The payload files of every update approved for install (with those of the updates it
+/// bundles), highest download priority first, each once.
+pub fn approved_files(catalog: &Catalog) -> Vec<(ContentPath, u64)> {
+    let mut deployments: Vec<_> = catalog
+        .deployments
+        .iter()
+        .filter(|d| d.action == Action::Install)
+        .collect();
+    deployments.sort_by_key(|d| std::cmp::Reverse(d.download_priority));
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for d in deployments {
+        let Some(r) = catalog.revision(d.revision) else {
+            continue;
+        };
+        let members = r.bundled.iter().filter_map(|m| catalog.revision(*m));
+        for f in std::iter::once(r).chain(members).flat_map(|r| &r.files) {
+            if seen.insert(f.sha1) {
+                out.push((
+                    ContentPath {
+                        digest: Digest(f.sha1),
+                        ext: f.extension(),
+                    },
+                    f.size,
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Fetch `files` through the content path: the same fill clients use, so a client asking for
+/// one of them meanwhile shares its fetch, and the WAN limit applies. A file that fails is
+/// counted and logged; the others go on.
+pub async fn prefetch(
+    content: &crate::content::Store,
+    files: Vec<(ContentPath, u64)>,
+) -> PrefetchReport {
+    use futures_util::StreamExt as _;
+    let started = Instant::now();
+    let mut report = PrefetchReport {
+        files: files.len(),
+        ..PrefetchReport::default()
+    };
+    let mut outcomes = futures_util::stream::iter(files.into_iter().map(|(path, _)| async move {
+        let outcome = fetch_whole(content, &path).await;
+        (path, outcome)
+    }))
+    .buffer_unordered(PREFETCH_PARALLEL);
+    while let Some((path, outcome)) = outcomes.next().await {
+        match outcome {
+            Ok(None) => report.present += 1,
+            Ok(Some(bytes)) => {
+                report.fetched += 1;
+                report.bytes += bytes;
+            }
+            Err(e) => {
+                report.failed += 1;
+                tracing::warn!(file = %path.url_path(), error = %e, "prefetch failed");
+            }
+        }
+    }
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+/// Every slice of one object, then its verification; None when it was complete already.
+async fn fetch_whole(content: &crate::content::Store, path: &ContentPath) -> Result<Option<u64>> {
+    if content
+        .describe(&path.digest)
+        .is_some_and(|i| i.state == "committed")
+    {
+        return Ok(None);
+    }
+    let handle = content.lookup(path, Some(0)).await?;
+    let slices = handle.size().div_ceil(handle.slice_bytes().max(1));
+    for index in 0..slices {
+        handle.slice(index).await?;
+    }
+    handle.await_verdict(true).await?;
+    Ok(Some(handle.size()))
+}
+
+/// When the next sync is due after `failures` failed ones in a row: the interval after a
+/// success; after a failure 30 s, doubling, at most 15 minutes and never later than the
+/// interval.
+pub fn next_attempt(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let backoff = Duration::from_secs(30).saturating_mul(1 << (failures - 1).min(5));
+    backoff.min(Duration::from_secs(15 * 60)).min(interval)
+}

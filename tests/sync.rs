@@ -1,0 +1,302 @@
+//! Downstream servers sync from their upstream with MS-WSUSSS, in three tiers on loopback
+//! (root → regional → branch): the catalog, groups and approvals arrive with the same ids,
+//! approved content is prefetched before any client asks, later syncs carry only the changes,
+//! and taken-back approvals and declines stop the offers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use wsus_edge::catalog::generate::{self, Generated};
+use wsus_edge::catalog::store::Store;
+use wsus_edge::catalog::{Action, Catalog, Decision, Guid};
+use wsus_edge::server::Running;
+use wsus_edge::simulate::{self, wua};
+use wsus_edge::wsusss::replica::ReplicaStatus;
+use wsus_edge::wsusss::sync::approved_files;
+
+/// A root with a generated catalog and its payloads: the first 4 deployable updates approved
+/// for All Computers, the next 6 for "Ring 1".
+async fn root(dir: &Path, extra: &str) -> (Running, Generated) {
+    let data = dir.join("root");
+    let payloads = dir.join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let g = generate::generate(40, 7, 16 << 20, &payloads).unwrap();
+    wsus_edge::content::import_dir(&data, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&g.documents).unwrap();
+    store.add_group("Ring 1", None).unwrap();
+    let catalog = store.load().unwrap();
+    let install = Decision::Approve(Action::Install);
+    store
+        .decide(
+            &catalog,
+            Some(&g.deployable[..4]),
+            "All Computers",
+            install,
+            None,
+        )
+        .unwrap();
+    store
+        .decide(
+            &catalog,
+            Some(&g.deployable[4..10]),
+            "Ring 1",
+            install,
+            None,
+        )
+        .unwrap();
+    drop(store);
+    (start(&node_config(&data, None, "", extra)).await, g)
+}
+
+/// A replica of `upstream` that syncs at start (and hourly).
+async fn replica(dir: &Path, name: &str, upstream: &Running, extra: &str) -> Running {
+    branch_with(
+        &dir.join(name),
+        &format!("http://{}", upstream.listening().http),
+        "sync_interval = \"1h\"\ntimeout = \"10s\"\nconnect_timeout = \"1s\"",
+        extra,
+    )
+    .await
+}
+
+/// Wait (bounded) until the node's replica status satisfies `done`.
+async fn until(node: &Running, done: impl Fn(&ReplicaStatus) -> bool) -> ReplicaStatus {
+    let replica = node.app.replica.as_ref().expect("a replica");
+    let mut rx = replica.status();
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
+    })
+    .await;
+    match got {
+        Ok(status) => status.expect("status channel"),
+        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
+    }
+}
+
+/// Synced `n` times with success, and the approved content all present after that.
+async fn synced(node: &Running, n: u64) -> ReplicaStatus {
+    until(node, |s| {
+        s.syncs - s.failed_syncs >= n
+            && s.last_prefetch
+                .as_ref()
+                .is_some_and(|p| p.failed == 0 && p.present + p.fetched == p.files)
+            && s.last_prefetch.as_ref().map(|p| p.files)
+                == Some(approved_files(&s_catalog(node)).len())
+    })
+    .await
+}
+
+fn s_catalog(node: &Running) -> std::sync::Arc<Catalog> {
+    node.app.wusp.catalog()
+}
+
+fn identities(c: &Catalog) -> BTreeSet<(Guid, u32)> {
+    c.revisions()
+        .iter()
+        .map(|r| (r.update_id, r.revision_number))
+        .collect()
+}
+
+/// Every approval as servers share it: GUID, update, revision, group, action.
+fn approvals(c: &Catalog) -> BTreeSet<(Guid, Guid, u32, Guid, &'static str)> {
+    c.deployments
+        .iter()
+        .map(|d| {
+            let r = c.revision(d.revision).unwrap();
+            (
+                d.guid,
+                r.update_id,
+                r.revision_number,
+                d.group,
+                d.action.as_str(),
+            )
+        })
+        .collect()
+}
+
+fn offered(scan: &wua::Scan) -> BTreeSet<Guid> {
+    scan.offered.iter().map(|o| o.update_id).collect()
+}
+
+fn base(node: &Running) -> String {
+    format!("http://{}", node.listening().http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tiers_replicate_the_catalog_and_prefetch_approved_content() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, g) = root(dir.path(), "").await;
+    let regional = replica(dir.path(), "regional", &root, "").await;
+    let first = synced(&regional, 1).await;
+    let branch = replica(dir.path(), "branch", &regional, "").await;
+    let status = synced(&branch, 1).await;
+
+    // The same revisions, groups and approvals (GUIDs included) at every tier.
+    let (r, m, b) = (s_catalog(&root), s_catalog(&regional), s_catalog(&branch));
+    assert_eq!(identities(&m), identities(&r));
+    assert_eq!(identities(&b), identities(&r));
+    assert_eq!(approvals(&b), approvals(&r));
+    assert_eq!(approvals(&r).len(), 10);
+    let groups = |c: &Catalog| -> BTreeSet<(Guid, String)> {
+        c.groups.iter().map(|g| (g.id, g.name.clone())).collect()
+    };
+    assert_eq!(groups(&b), groups(&r));
+    let sync = status.last_sync.unwrap();
+    assert_eq!(sync.fetched, r.len(), "{sync:?}");
+    assert_eq!(sync.applied.new_revisions, r.len());
+    assert_eq!(sync.applied.deployments, 10);
+    assert!(first.last_sync.unwrap().calls >= 8);
+
+    // Approved content is at the branch before any client asked; it crossed each tier once.
+    let files = approved_files(&b);
+    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    assert!(files.len() >= 4 && total > 0);
+    for (path, _) in &files {
+        let info = branch.store().describe(&path.digest).expect("prefetched");
+        assert_eq!(info.state, "committed", "{}", path.url_path());
+    }
+    let from_upstream = |n: &Running| n.metrics().upstream_bytes.get();
+    assert!(from_upstream(&branch) >= total);
+    assert!(
+        from_upstream(&branch) < total + total / 10 + (1 << 20),
+        "{} bytes for {total}",
+        from_upstream(&branch)
+    );
+    assert!(from_upstream(&regional) >= total);
+
+    // Clients of the branch are offered what the root approved and download it from the
+    // branch's cache, without another byte from upstream.
+    let before = from_upstream(&branch);
+    let soap = wua::soap_client();
+    let http = simulate::http_client();
+    let mut scan = wua::scan(&soap, &base(&branch), &wua::Machine::new(1, None))
+        .await
+        .unwrap();
+    assert_eq!(offered(&scan), g.deployable[..4].iter().copied().collect());
+    let ring_machine = wua::Machine::new(2, Some("Ring 1"));
+    let ring = wua::scan(&soap, &base(&branch), &ring_machine)
+        .await
+        .unwrap();
+    let at_root = wua::scan(&soap, &base(&root), &ring_machine).await.unwrap();
+    assert_eq!(offered(&ring), offered(&at_root));
+    assert!(offered(&ring).len() > 4);
+    // The same revision numbers as the root, under the branch's own revision ids.
+    for o in &scan.offered {
+        assert!(r.by_identity(o.update_id, o.revision_number).is_some());
+    }
+    wua::download(&http, &mut scan, 1, None).await.unwrap();
+    assert_eq!(scan.downloads_verified, scan.files.len());
+    assert!(!scan.files.is_empty());
+    assert_eq!(
+        from_upstream(&branch),
+        before,
+        "served from the prefetched cache"
+    );
+
+    // Each upstream recorded its downstream server and its sync.
+    let seen = root.app.wsusss.downstreams().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].last_sync.is_some());
+    assert_eq!(regional.app.wsusss.downstreams().unwrap().len(), 1);
+
+    for n in [branch, regional, root] {
+        n.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, g) = root(dir.path(), "").await;
+    let branch = replica(
+        dir.path(),
+        "branch",
+        &root,
+        "[cache]\nprefetch = \"none\"\n",
+    )
+    .await;
+    until(&branch, |s| s.syncs >= 1).await;
+    let scan = |n: u64| {
+        let base = base(&branch);
+        async move {
+            let soap = wua::soap_client();
+            offered(
+                &wua::scan(&soap, &base, &wua::Machine::new(n, None))
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    assert_eq!(scan(1).await, g.deployable[..4].iter().copied().collect());
+
+    // One more approval at the root: the next sync fetches no document, one deployment.
+    let extra = g.deployable[12];
+    root.app
+        .wusp
+        .change(|s, c| {
+            s.decide(
+                c,
+                Some(&[extra]),
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
+        })
+        .unwrap();
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = until(&branch, |s| s.syncs >= 2).await;
+    let sync = s.last_sync.unwrap();
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    assert_eq!(
+        (sync.updates_listed, sync.fetched, sync.deployments_received),
+        (0, 0, 1),
+        "{sync:?}"
+    );
+    assert_eq!(sync.applied.deployments, 1);
+    let mut want: BTreeSet<Guid> = g.deployable[..4].iter().copied().collect();
+    want.insert(extra);
+    assert_eq!(scan(2).await, want);
+
+    // An approval taken back and an update declined at the root: the branch stops offering
+    // both, and knows the decline.
+    let (revoked, declined) = (g.deployable[0], g.deployable[1]);
+    root.app
+        .wusp
+        .change(|s, c| {
+            s.decide(
+                c,
+                Some(&[revoked]),
+                "All Computers",
+                Decision::NotApproved,
+                None,
+            )?;
+            s.decline(c, &[declined], true)
+        })
+        .unwrap();
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = until(&branch, |s| s.syncs >= 3).await;
+    let sync = s.last_sync.unwrap();
+    assert_eq!(sync.dead_received, 2, "{sync:?}");
+    assert_eq!(sync.applied.removed_deployments, 2);
+    assert_eq!(sync.applied.hidden, 1);
+    want.remove(&revoked);
+    want.remove(&declined);
+    assert_eq!(scan(3).await, want);
+    let store = Store::open(&dir.path().join("branch")).unwrap();
+    assert_eq!(
+        store.deployment_set(None, i64::MAX).unwrap().hidden,
+        vec![declined]
+    );
+    // The branch serves its own downstream servers what it was given (GUIDs unchanged).
+    assert_eq!(approvals(&s_catalog(&branch)), approvals(&s_catalog(&root)));
+
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
+}
