@@ -178,10 +178,16 @@ impl Syncer {
                 headers,
                 Bytes::from(body),
             )
-            .await?;
+            .await
+            .map_err(|e| e.context(operation))?;
         let status = fetched.status;
         let mut answer = Vec::new();
-        while let Some(chunk) = self.upstream.next_chunk(&mut fetched).await? {
+        while let Some(chunk) = self
+            .upstream
+            .next_chunk(&mut fetched)
+            .await
+            .map_err(|e| e.context(operation))?
+        {
             if answer.len() + chunk.len() > ANSWER_LIMITS.max_bytes {
                 return Err(Error::upstream(
                     Kind::BadUpstream,
@@ -263,6 +269,9 @@ impl Failure {
 }
 
 type Step<T> = std::result::Result<T, Failure>;
+
+/// A revision list's new anchor and the (UpdateID, RevisionNumber) it names.
+type Listed = (Option<String>, Vec<(Guid, u32)>);
 
 /// The session cookie: its clear-text expiry and the sealed part, as the upstream sent them.
 struct Cookie {
@@ -458,11 +467,7 @@ impl Session<'_> {
     }
 
     /// One pass of GetRevisionIdList: its new anchor and the identities it lists.
-    async fn revision_list(
-        &mut self,
-        config: bool,
-        anchor: &Option<String>,
-    ) -> Step<(Option<String>, Vec<(Guid, u32)>)> {
+    async fn revision_list(&mut self, config: bool, anchor: &Option<String>) -> Step<Listed> {
         let mut filter = String::from("<filter>");
         if let Some(a) = anchor {
             soap::text_element(&mut filter, "Anchor", a);
@@ -472,19 +477,7 @@ impl Session<'_> {
             "<GetConfig>{config}</GetConfig><Get63LanguageOnly>false</Get63LanguageOnly></filter>"
         );
         let answer = self.call("GetRevisionIdList", &filter).await?;
-        let list = result(&answer, "GetRevisionIdListResult")?;
-        let ids = list
-            .child("NewRevisions")
-            .map(|n| {
-                n.children_named("UpdateIdentity")
-                    .map(|i| {
-                        identity(i).ok_or_else(|| malformed("GetRevisionIdList", "UpdateIdentity"))
-                    })
-                    .collect::<Step<Vec<_>>>()
-            })
-            .transpose()?
-            .unwrap_or_default();
-        Ok((list.child_text("Anchor").map(str::to_owned), ids))
+        read_revision_list(result(&answer, "GetRevisionIdListResult")?)
     }
 
     /// The documents of `ids`, in calls of at most `per_request` identities, several at once.
@@ -565,6 +558,23 @@ fn identity(e: &Element) -> Option<(Guid, u32)> {
     let id = e.child_text("UpdateID").and_then(Guid::parse)?;
     let number = e.child_text("RevisionNumber")?.parse().ok()?;
     Some((id, number))
+}
+
+/// GetRevisionIdListResult: the new anchor and the identities listed (WSUS may list several
+/// revisions of one update: each is kept).
+fn read_revision_list(list: &Element) -> Step<Listed> {
+    let ids = list
+        .child("NewRevisions")
+        .map(|n| {
+            n.children_named("UpdateIdentity")
+                .map(|i| {
+                    identity(i).ok_or_else(|| malformed("GetRevisionIdList", "UpdateIdentity"))
+                })
+                .collect::<Step<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok((list.child_text("Anchor").map(str::to_owned), ids))
 }
 
 /// The documents of a GetUpdateData answer, each of an identity asked for in `batch`; every
@@ -805,4 +815,140 @@ pub fn next_attempt(interval: Duration, failures: u32) -> Duration {
     }
     let backoff = Duration::from_secs(30).saturating_mul(1 << (failures - 1).min(5));
     backoff.min(Duration::from_secs(15 * 60)).min(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> String {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/protocol/samples/spec-examples/"
+        );
+        std::fs::read_to_string(format!("{dir}{name}")).expect("the example messages")
+    }
+
+    fn ok<T>(step: Step<T>) -> T {
+        match step {
+            Ok(v) => v,
+            Err(Failure::Other(e)) => panic!("{e}"),
+            Err(Failure::Fault(c, m)) => panic!("{} {m}", c.as_str()),
+        }
+    }
+
+    /// Microsoft's example answers read as a downstream server reads them. Example 14 has
+    /// prose after its body (cut off here) and omits ParentGroupId for Unassigned Computers.
+    #[test]
+    fn microsofts_examples_read() {
+        let tree = |xml: &str| soap::parse_tree(xml.as_bytes(), &ANSWER_LIMITS).unwrap();
+        let list = tree(&example(
+            "wsusss-10-META-DATA-SYNC-PHASE-GetRevisionIdList-Response.xml",
+        ));
+        let (anchor, ids) = ok(read_revision_list(
+            list.child("GetRevisionIdListResult").unwrap(),
+        ));
+        assert_eq!(anchor.as_deref(), Some("4742,2006-05-26 18:59:26.192"));
+        assert!(ids.len() >= 2, "{ids:?}");
+        let config = tree(&example(
+            "wsusss-08-META-DATA-SYNC-PHASE-GetConfigData-Response.xml",
+        ));
+        let config = config.child("GetConfigDataResult").unwrap();
+        assert_eq!(
+            config.child_text("MaxNumberOfUpdatesPerRequest"),
+            Some("100")
+        );
+        assert!(config.child_text("NewConfigAnchor").is_some());
+
+        let text = example("wsusss-14-DEPLOYMENTS-SYNC-PHASE-GetDeployments-Response.xml");
+        let end = text.find("</GetDeploymentsResponse>").unwrap() + 25;
+        let answer = tree(&text[..end]);
+        let (anchor, set) = ok(read_deployments(
+            answer.child("GetDeploymentsResult").unwrap(),
+        ));
+        assert_eq!(anchor.as_deref(), Some("4742,2006-05-26 18:59:26.192"));
+        let unassigned = set
+            .groups
+            .iter()
+            .find(|g| g.id == crate::catalog::UNASSIGNED_COMPUTERS)
+            .unwrap();
+        assert_eq!(unassigned.parent, Some(ALL_COMPUTERS));
+        assert_eq!(set.groups[0].parent, None);
+        assert_eq!(set.deployments.len(), 2);
+        let d = &set.deployments[0];
+        assert_eq!(
+            (d.action, d.deadline, d.download_priority),
+            (Action::Install, None, 1)
+        );
+        assert_eq!(d.admin_name, "WUS Server");
+        assert_eq!(d.go_live, parse_datetime("2006-05-24T15:37:08Z").unwrap());
+        assert!(!set.hidden.is_empty());
+        assert!(set.dead.is_empty() && set.accepted_eulas.is_empty());
+
+        // Every well-formed example of the sync reads with the SOAP codec.
+        for name in [
+            "wsusss-01-AUTHORIZATION-PHASE-GetAuthConfig-Request.xml",
+            "wsusss-02-AUTHORIZATION-PHASE-GetAuthConfig-Response-Success.xml",
+            "wsusss-09-META-DATA-SYNC-PHASE-GetRevisionIdList-Request.xml",
+            "wsusss-11-META-DATA-SYNC-PHASE-GetUpdateData-Request.xml",
+            "wsusss-13-DEPLOYMENTS-SYNC-PHASE-GetDeployments-Request.xml",
+        ] {
+            let xml = example(name);
+            let parsed = soap::parse(xml.as_bytes(), &ANSWER_LIMITS)
+                .map(|e| e.operation)
+                .or_else(|_| soap::parse_tree(xml.as_bytes(), &ANSWER_LIMITS));
+            assert!(parsed.is_ok(), "{name}: {:?}", parsed.err());
+        }
+    }
+
+    #[test]
+    fn retries_back_off_from_30_s_to_15_min_within_the_interval() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(next_attempt(hour, 0), hour);
+        let waits: Vec<u64> = (1..=7).map(|n| next_attempt(hour, n).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 900, 900]);
+        assert_eq!(
+            next_attempt(Duration::from_secs(45), 3),
+            Duration::from_secs(45)
+        );
+    }
+
+    /// An answer that lacks a document asked for, or brings it compressed, names the update.
+    #[test]
+    fn update_data_answers_are_checked() {
+        let a = Guid::parse("4b62aa32-52f6-4c15-b739-1c8e696eb33e").unwrap();
+        let b = Guid::parse("52bdd083-4169-4094-8eea-6230c7c1520d").unwrap();
+        let answer = |items: &str| {
+            let xml = format!(
+                "<GetUpdateDataResponse xmlns=\"{SERVER_SYNC_NS}\"><GetUpdateDataResult>\
+                 <updates>{items}</updates><fileUrls/></GetUpdateDataResult>\
+                 </GetUpdateDataResponse>"
+            );
+            soap::parse_tree(xml.as_bytes(), &ANSWER_LIMITS).unwrap()
+        };
+        let item = |id: Guid, blob: &str| {
+            format!(
+                "<ServerSyncUpdateData><Id><UpdateID>{id}</UpdateID><RevisionNumber>100\
+                 </RevisionNumber></Id>{blob}</ServerSyncUpdateData>"
+            )
+        };
+        let message = |step: Step<Vec<String>>| match step {
+            Err(Failure::Other(e)) => e.to_string(),
+            _ => panic!("not refused"),
+        };
+        let plain = item(a, "<XmlUpdateBlob>&lt;upd:Update/&gt;</XmlUpdateBlob>");
+        let docs = ok(read_update_data(&answer(&plain), &[(a, 100)]));
+        assert_eq!(docs, vec!["<upd:Update/>".to_owned()]);
+        let missing = message(read_update_data(&answer(&plain), &[(a, 100), (b, 100)]));
+        assert!(missing.contains(&b.to_string()), "{missing}");
+        let cab = item(
+            b,
+            "<XmlUpdateBlobCompressed>TVNDRg==</XmlUpdateBlobCompressed>",
+        );
+        let compressed = message(read_update_data(&answer(&cab), &[(b, 100)]));
+        assert!(
+            compressed.contains(&b.to_string()) && compressed.contains("XmlUpdateBlobCompressed"),
+            "{compressed}"
+        );
+    }
 }

@@ -1,0 +1,303 @@
+//! A downstream server's sync when things go wrong: the upstream down, a wrong token, a
+//! malformed GetUpdateData answer, the node stopped mid-sync. Each time the previous catalog
+//! stays in service, one clear error is logged, and a later sync completes (a stopped one
+//! without fetching again what it had staged).
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use wsus_edge::catalog::generate;
+use wsus_edge::catalog::store::Store;
+use wsus_edge::catalog::{Action, Catalog, Decision};
+use wsus_edge::server::Running;
+use wsus_edge::wsusss::replica::ReplicaStatus;
+
+/// A root with `n` generated updates, the first 4 approved for All Computers.
+async fn root(dir: &Path, n: usize, extra: &str) -> Running {
+    let data = dir.join("root");
+    let payloads = dir.join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let g = generate::generate(n, 3, 4 << 20, &payloads).unwrap();
+    wsus_edge::content::import_dir(&data, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&g.documents).unwrap();
+    let catalog = store.load().unwrap();
+    store
+        .decide(
+            &catalog,
+            Some(&g.deployable[..4]),
+            "All Computers",
+            Decision::Approve(Action::Install),
+            None,
+        )
+        .unwrap();
+    drop(store);
+    start(&node_config(&data, None, "", extra)).await
+}
+
+async fn replica(dir: &Path, upstream: &str, upstream_extra: &str) -> Running {
+    branch_with(
+        &dir.join("branch"),
+        upstream,
+        &format!(
+            "sync_interval = \"1h\"\ntimeout = \"5s\"\nconnect_timeout = \"1s\"\n{upstream_extra}"
+        ),
+        "[cache]\nprefetch = \"none\"\n",
+    )
+    .await
+}
+
+async fn until(node: &Running, done: impl Fn(&ReplicaStatus) -> bool) -> ReplicaStatus {
+    let replica = node.app.replica.as_ref().expect("a replica");
+    let mut rx = replica.status();
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
+    })
+    .await;
+    match got {
+        Ok(status) => status.expect("status channel"),
+        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
+    }
+}
+
+fn catalog(node: &Running) -> Arc<Catalog> {
+    node.app.wusp.catalog()
+}
+
+fn failures_logged(mark: usize) -> usize {
+    logged_since(mark, &["sync from upstream failed"]).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_leaves_the_previous_catalog_in_service() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let root = root(dir.path(), 20, "").await;
+    let upstream = format!("http://{}", root.listening().http);
+    let branch = replica(dir.path(), &upstream, "").await;
+    until(&branch, |s| s.syncs == 1 && s.failed_syncs == 0).await;
+    let before = catalog(&branch);
+    assert_eq!(before.len(), catalog(&root).len());
+
+    root.shutdown(Duration::from_secs(1)).await;
+    let mark = log_mark();
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = until(&branch, |s| s.failed_syncs == 1).await;
+    let error = s.last_error.unwrap();
+    assert!(error.contains("GetAuthConfig"), "{error}");
+    assert_eq!(failures_logged(mark), 1);
+    assert_eq!(s.failures_in_a_row, 1);
+    // Still serving what it had.
+    assert_eq!(catalog(&branch).version, before.version);
+    let soap = wsus_edge::simulate::wua::soap_client();
+    let scan = wsus_edge::simulate::wua::scan(
+        &soap,
+        &format!("http://{}", branch.listening().http),
+        &wsus_edge::simulate::wua::Machine::new(1, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(scan.offered.len(), 4);
+    branch.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_is_said_clearly() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("downstream.tokens");
+    std::fs::write(&tokens, "right-token\n").unwrap();
+    let root = root(
+        dir.path(),
+        10,
+        &format!(
+            "[downstream]\ntoken_file = {:?}\n",
+            tokens.to_string_lossy()
+        ),
+    )
+    .await;
+    let wrong = dir.path().join("upstream.token");
+    std::fs::write(&wrong, "wrong-token\n").unwrap();
+    let mark = log_mark();
+    let branch = replica(
+        dir.path(),
+        &format!("http://{}", root.listening().http),
+        &format!("token_file = {:?}", wrong.to_string_lossy()),
+    )
+    .await;
+    let s = until(&branch, |s| s.failed_syncs == 1).await;
+    let error = s.last_error.unwrap();
+    assert!(error.contains("refused this server (HTTP 401"), "{error}");
+    assert_eq!(failures_logged(mark), 1);
+    assert!(catalog(&branch).is_empty());
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
+}
+
+/// What the proxy does to GetUpdateData calls.
+const PASS: u8 = 0;
+const CORRUPT: u8 = 1;
+/// The first [`STALL_AFTER`] go through; the others never get an answer.
+const STALL: u8 = 2;
+const STALL_AFTER: usize = 4;
+
+/// A proxy in front of the root that can spoil GetUpdateData answers.
+struct Proxy {
+    addr: SocketAddr,
+    mode: Arc<AtomicU8>,
+    update_data_calls: Arc<AtomicUsize>,
+    stalled: Arc<Notify>,
+}
+
+impl Proxy {
+    async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mode = Arc::new(AtomicU8::new(PASS));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let stalled = Arc::new(Notify::new());
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let (m, c, st) = (mode.clone(), calls.clone(), stalled.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (m, c, st, client) = (m.clone(), c.clone(), st.clone(), client.clone());
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                            let (m, c, st, client) =
+                                (m.clone(), c.clone(), st.clone(), client.clone());
+                            async move {
+                                let (parts, body) = req.into_parts();
+                                let body = body.collect().await.unwrap().to_bytes();
+                                let is_update_data =
+                                    body.windows(15).any(|w| w == b"<GetUpdateData ");
+                                let n = if is_update_data {
+                                    c.fetch_add(1, Ordering::SeqCst) + 1
+                                } else {
+                                    0
+                                };
+                                let mode = m.load(Ordering::SeqCst);
+                                if is_update_data && mode == STALL && n > STALL_AFTER {
+                                    st.notify_one();
+                                    std::future::pending::<()>().await;
+                                }
+                                let mut forward = http::Request::builder()
+                                    .method(parts.method)
+                                    .uri(format!("http://{target}{}", parts.uri.path()));
+                                for (k, v) in &parts.headers {
+                                    forward = forward.header(k, v);
+                                }
+                                let answer = client
+                                    .request(forward.body(Full::new(body)).unwrap())
+                                    .await
+                                    .unwrap();
+                                let (parts, body) = answer.into_parts();
+                                let mut body = body.collect().await.unwrap().to_bytes();
+                                if is_update_data && mode == CORRUPT {
+                                    let text = String::from_utf8_lossy(&body).replacen(
+                                        "&lt;upd:Update",
+                                        "&lt;upd:Broken",
+                                        1,
+                                    );
+                                    body = Bytes::from(text);
+                                }
+                                let mut out = http::Response::builder().status(parts.status);
+                                for (k, v) in &parts.headers {
+                                    if k != http::header::CONTENT_LENGTH {
+                                        out = out.header(k, v);
+                                    }
+                                }
+                                Ok::<_, Infallible>(out.body(Full::new(body)).unwrap())
+                            }
+                        });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Proxy {
+            addr,
+            mode,
+            update_data_calls: calls,
+            stalled,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    // Enough updates for several rounds of GetUpdateData batches.
+    let root = root(dir.path(), 520, "").await;
+    let total = catalog(&root).len();
+    assert!(total > 500);
+    let proxy = Proxy::start(root.listening().http).await;
+    let upstream = format!("http://{}", proxy.addr);
+
+    // A document spoilt on the way: nothing applied, the update named, one error logged.
+    proxy.mode.store(CORRUPT, Ordering::SeqCst);
+    let mark = log_mark();
+    let branch = replica(dir.path(), &upstream, "").await;
+    let s = until(&branch, |s| s.failed_syncs == 1).await;
+    let error = s.last_error.unwrap();
+    assert!(error.contains("upd:Update"), "{error}");
+    assert_eq!(failures_logged(mark), 1);
+    assert!(catalog(&branch).is_empty());
+
+    // Stopped mid-sync (the connection hangs, the node goes away): what arrived is staged,
+    // clients still see the previous (empty) catalog.
+    proxy.mode.store(STALL, Ordering::SeqCst);
+    proxy.update_data_calls.store(0, Ordering::SeqCst);
+    let stalled = proxy.stalled.notified();
+    branch.app.replica.as_ref().unwrap().sync_now();
+    tokio::time::timeout(Duration::from_secs(60), stalled)
+        .await
+        .expect("the sync reached the stalled call");
+    branch.shutdown(Duration::from_millis(100)).await;
+    let staged = Store::open(&dir.path().join("branch"))
+        .unwrap()
+        .identities(true)
+        .unwrap()
+        .len();
+    assert!(staged >= 100, "{staged} staged");
+    assert!(staged < total);
+    assert!(
+        Store::open(&dir.path().join("branch"))
+            .unwrap()
+            .load()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Started again: the sync completes and fetches only what was not staged.
+    proxy.mode.store(PASS, Ordering::SeqCst);
+    let branch = replica(dir.path(), &upstream, "").await;
+    let s = until(&branch, |s| s.syncs == 1).await;
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    let sync = s.last_sync.unwrap();
+    assert_eq!(sync.fetched, total - staged, "{sync:?}");
+    assert_eq!(sync.applied.new_revisions, total);
+    assert_eq!(catalog(&branch).len(), total);
+    assert_eq!(catalog(&branch).deployments.len(), 4);
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
+}
