@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use common::pki::{ca, leaf};
 use common::*;
 use wsus_edge::catalog::generate::{self, Generated};
 use wsus_edge::catalog::store::Store;
@@ -21,6 +22,11 @@ use wsus_edge::wsusss::sync::approved_files;
 /// A root with a generated catalog and its payloads: the first 4 deployable updates approved
 /// for All Computers, the next 6 for "Ring 1".
 async fn root(dir: &Path, extra: &str) -> (Running, Generated) {
+    root_with(dir, extra, false).await
+}
+
+/// [`root`], with an HTTPS (and HTTP/3) listener when `https`.
+async fn root_with(dir: &Path, extra: &str, https: bool) -> (Running, Generated) {
     let data = dir.join("root");
     let payloads = dir.join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
@@ -50,7 +56,11 @@ async fn root(dir: &Path, extra: &str) -> (Running, Generated) {
         )
         .unwrap();
     drop(store);
-    (start(&node_config(&data, None, "", extra)).await, g)
+    let mut config = node_config(&data, None, "", extra);
+    if https {
+        config.listen.https = Some("127.0.0.1:0".parse().unwrap());
+    }
+    (start(&config).await, g)
 }
 
 /// A replica of `upstream` that syncs at start (and hourly).
@@ -169,6 +179,10 @@ async fn three_tiers_replicate_the_catalog_and_prefetch_approved_content() {
         from_upstream(&branch)
     );
     assert!(from_upstream(&regional) >= total);
+    assert!(
+        root.metrics().served_bytes.get() >= total,
+        "the root served it once"
+    );
 
     // Clients of the branch are offered what the root approved and download it from the
     // branch's cache, without another byte from upstream.
@@ -297,6 +311,64 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     // The branch serves its own downstream servers what it was given (GUIDs unchanged).
     assert_eq!(approvals(&s_catalog(&branch)), approvals(&s_catalog(&root)));
 
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Between wsus-edge nodes the sync and the prefetch travel over HTTP/3 as well, and a root
+/// with mutual TLS refuses a branch without a certificate of its CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_over_http3_with_mutual_tls() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let authority = ca(dir.path(), "estate-ca");
+    let (cert, key) = leaf(dir.path(), &authority, "root");
+    let (branch_cert, branch_key) = leaf(dir.path(), &authority, "branch");
+    let tls = format!(
+        "[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+        cert.to_string_lossy(),
+        key.to_string_lossy(),
+        authority.pem.to_string_lossy()
+    );
+    let (root, _) = root_with(dir.path(), &tls, true).await;
+    let upstream = format!("https://{}", root.listening().https.unwrap());
+    let keys = |with_cert: bool| {
+        let mut k = format!(
+            "sync_interval = \"1h\"\ntimeout = \"5s\"\nconnect_timeout = \"2s\"\n\
+             transport = \"quic\"\nca = {:?}\n",
+            authority.pem.to_string_lossy()
+        );
+        if with_cert {
+            k.push_str(&format!(
+                "client_cert = {:?}\nclient_key = {:?}\n",
+                branch_cert.to_string_lossy(),
+                branch_key.to_string_lossy()
+            ));
+        }
+        k
+    };
+
+    let stranger = branch_with(&dir.path().join("stranger"), &upstream, &keys(false), "").await;
+    let s = until(&stranger, |s| s.failed_syncs == 1).await;
+    assert!(s.last_error.unwrap().contains("GetAuthConfig"));
+    assert!(s_catalog(&stranger).is_empty());
+    stranger.shutdown(Duration::from_secs(1)).await;
+
+    let branch = branch_with(&dir.path().join("branch"), &upstream, &keys(true), "").await;
+    synced(&branch, 1).await;
+    assert_eq!(
+        identities(&s_catalog(&branch)),
+        identities(&s_catalog(&root))
+    );
+    assert_eq!(approvals(&s_catalog(&branch)), approvals(&s_catalog(&root)));
+    let link = branch.app.upstream.as_ref().unwrap().transport_status();
+    assert_eq!(link.last_used, Some("http3"));
+    for (path, _) in approved_files(&s_catalog(&branch)) {
+        assert_eq!(
+            branch.store().describe(&path.digest).unwrap().state,
+            "committed"
+        );
+    }
     branch.shutdown(Duration::from_secs(1)).await;
     root.shutdown(Duration::from_secs(1)).await;
 }

@@ -1,7 +1,7 @@
 //! A downstream server's sync when things go wrong: the upstream down, a wrong token, a
-//! malformed GetUpdateData answer, the node stopped mid-sync. Each time the previous catalog
-//! stays in service, one clear error is logged, and a later sync completes (a stopped one
-//! without fetching again what it had staged).
+//! malformed GetUpdateData answer, `wsus-edge sync` killed (SIGKILL) mid-sync. Each time the previous catalog
+//! stays in service, one clear error is logged, and a later sync completes (after the kill
+//! without fetching again what was staged).
 
 mod common;
 
@@ -266,30 +266,43 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
     assert_eq!(failures_logged(mark), 1);
     assert!(catalog(&branch).is_empty());
 
-    // Stopped mid-sync (the connection hangs, the node goes away): what arrived is staged,
-    // clients still see the previous (empty) catalog.
+    // `wsus-edge sync` killed (SIGKILL) mid-sync, its GetUpdateData calls hanging: what
+    // arrived is staged, clients still see the previous (empty) catalog.
+    branch.shutdown(Duration::from_secs(1)).await;
     proxy.mode.store(STALL, Ordering::SeqCst);
     proxy.update_data_calls.store(0, Ordering::SeqCst);
+    let config = dir.path().join("branch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"branch\"\ndata_dir = {:?}\n[upstream]\nurl = {upstream:?}\n\
+             timeout = \"60s\"\n",
+            dir.path().join("branch").to_string_lossy()
+        ),
+    )
+    .unwrap();
     let stalled = proxy.stalled.notified();
-    branch.app.replica.as_ref().unwrap().sync_now();
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args(["--config", &config.to_string_lossy(), "sync"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(60), stalled)
         .await
         .expect("the sync reached the stalled call");
-    branch.shutdown(Duration::from_millis(100)).await;
-    let staged = Store::open(&dir.path().join("branch"))
-        .unwrap()
-        .identities(true)
-        .unwrap()
-        .len();
+    cli.kill().unwrap();
+    let killed = cli.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&killed),
+        Some(9)
+    );
+    let store = Store::open(&dir.path().join("branch")).unwrap();
+    let staged = store.identities(true).unwrap().len();
     assert!(staged >= 100, "{staged} staged");
     assert!(staged < total);
-    assert!(
-        Store::open(&dir.path().join("branch"))
-            .unwrap()
-            .load()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.load().unwrap().is_empty());
+    drop(store);
 
     // Started again: the sync completes and fetches only what was not staged.
     proxy.mode.store(PASS, Ordering::SeqCst);
