@@ -1,7 +1,7 @@
 //! A downstream server's sync when things go wrong: the upstream down, a wrong token, a
-//! malformed GetUpdateData answer, `wsus-edge sync` killed (SIGKILL) mid-sync. Each time the previous catalog
-//! stays in service, one clear error is logged, and a later sync completes (after the kill
-//! without fetching again what was staged).
+//! malformed GetUpdateData answer, `wsus-edge sync` killed (SIGKILL) mid-sync. Each time the
+//! previous catalog stays in service, one clear error is logged, and a later sync completes
+//! (after the kill without fetching again what was staged).
 
 mod common;
 
