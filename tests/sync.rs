@@ -74,34 +74,20 @@ async fn replica(dir: &Path, name: &str, upstream: &Running, extra: &str) -> Run
     .await
 }
 
-/// Wait (bounded) until the node's replica status satisfies `done`.
-async fn until(node: &Running, done: impl Fn(&ReplicaStatus) -> bool) -> ReplicaStatus {
-    let replica = node.app.replica.as_ref().expect("a replica");
-    let mut rx = replica.status();
-    let got = tokio::time::timeout(Duration::from_secs(60), async {
-        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
-    })
-    .await;
-    match got {
-        Ok(status) => status.expect("status channel"),
-        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
-    }
-}
-
 /// Synced `n` times with success, and the approved content all present after that.
 async fn synced(node: &Running, n: u64) -> ReplicaStatus {
-    until(node, |s| {
+    replica_until(node, |s| {
         s.syncs - s.failed_syncs >= n
             && s.last_prefetch
                 .as_ref()
                 .is_some_and(|p| p.failed == 0 && p.present + p.fetched == p.files)
             && s.last_prefetch.as_ref().map(|p| p.files)
-                == Some(approved_files(&s_catalog(node)).len())
+                == Some(approved_files(&catalog_of(node)).len())
     })
     .await
 }
 
-fn s_catalog(node: &Running) -> std::sync::Arc<Catalog> {
+fn catalog_of(node: &Running) -> std::sync::Arc<Catalog> {
     node.app.wusp.catalog()
 }
 
@@ -148,7 +134,11 @@ async fn three_tiers_replicate_the_catalog_and_prefetch_approved_content() {
     let status = synced(&branch, 1).await;
 
     // The same revisions, groups and approvals (GUIDs included) at every tier.
-    let (r, m, b) = (s_catalog(&root), s_catalog(&regional), s_catalog(&branch));
+    let (r, m, b) = (
+        catalog_of(&root),
+        catalog_of(&regional),
+        catalog_of(&branch),
+    );
     assert_eq!(identities(&m), identities(&r));
     assert_eq!(identities(&b), identities(&r));
     assert_eq!(approvals(&b), approvals(&r));
@@ -236,7 +226,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
         "[cache]\nprefetch = \"none\"\n",
     )
     .await;
-    until(&branch, |s| s.syncs >= 1).await;
+    replica_until(&branch, |s| s.syncs >= 1).await;
     let scan = |n: u64| {
         let base = base(&branch);
         async move {
@@ -265,7 +255,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
         })
         .unwrap();
     branch.app.replica.as_ref().unwrap().sync_now();
-    let s = until(&branch, |s| s.syncs >= 2).await;
+    let s = replica_until(&branch, |s| s.syncs >= 2).await;
     let sync = s.last_sync.unwrap();
     assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
     assert_eq!(
@@ -295,7 +285,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
         })
         .unwrap();
     branch.app.replica.as_ref().unwrap().sync_now();
-    let s = until(&branch, |s| s.syncs >= 3).await;
+    let s = replica_until(&branch, |s| s.syncs >= 3).await;
     let sync = s.last_sync.unwrap();
     assert_eq!(sync.dead_received, 2, "{sync:?}");
     assert_eq!(sync.applied.removed_deployments, 2);
@@ -309,7 +299,10 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
         vec![declined]
     );
     // The branch serves its own downstream servers what it was given (GUIDs unchanged).
-    assert_eq!(approvals(&s_catalog(&branch)), approvals(&s_catalog(&root)));
+    assert_eq!(
+        approvals(&catalog_of(&branch)),
+        approvals(&catalog_of(&root))
+    );
 
     branch.shutdown(Duration::from_secs(1)).await;
     root.shutdown(Duration::from_secs(1)).await;
@@ -349,21 +342,24 @@ async fn sync_over_http3_with_mutual_tls() {
     };
 
     let stranger = branch_with(&dir.path().join("stranger"), &upstream, &keys(false), "").await;
-    let s = until(&stranger, |s| s.failed_syncs == 1).await;
+    let s = replica_until(&stranger, |s| s.failed_syncs == 1).await;
     assert!(s.last_error.unwrap().contains("GetAuthConfig"));
-    assert!(s_catalog(&stranger).is_empty());
+    assert!(catalog_of(&stranger).is_empty());
     stranger.shutdown(Duration::from_secs(1)).await;
 
     let branch = branch_with(&dir.path().join("branch"), &upstream, &keys(true), "").await;
     synced(&branch, 1).await;
     assert_eq!(
-        identities(&s_catalog(&branch)),
-        identities(&s_catalog(&root))
+        identities(&catalog_of(&branch)),
+        identities(&catalog_of(&root))
     );
-    assert_eq!(approvals(&s_catalog(&branch)), approvals(&s_catalog(&root)));
+    assert_eq!(
+        approvals(&catalog_of(&branch)),
+        approvals(&catalog_of(&root))
+    );
     let link = branch.app.upstream.as_ref().unwrap().transport_status();
     assert_eq!(link.last_used, Some("http3"));
-    for (path, _) in approved_files(&s_catalog(&branch)) {
+    for (path, _) in approved_files(&catalog_of(&branch)) {
         assert_eq!(
             branch.store().describe(&path.digest).unwrap().state,
             "committed"

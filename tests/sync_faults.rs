@@ -24,7 +24,6 @@ use wsus_edge::catalog::generate;
 use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{Action, Catalog, Decision};
 use wsus_edge::server::Running;
-use wsus_edge::wsusss::replica::ReplicaStatus;
 
 /// A root with `n` generated updates, the first 4 approved for All Computers.
 async fn root(dir: &Path, n: usize, extra: &str) -> Running {
@@ -61,19 +60,6 @@ async fn replica(dir: &Path, upstream: &str, upstream_extra: &str) -> Running {
     .await
 }
 
-async fn until(node: &Running, done: impl Fn(&ReplicaStatus) -> bool) -> ReplicaStatus {
-    let replica = node.app.replica.as_ref().expect("a replica");
-    let mut rx = replica.status();
-    let got = tokio::time::timeout(Duration::from_secs(60), async {
-        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
-    })
-    .await;
-    match got {
-        Ok(status) => status.expect("status channel"),
-        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
-    }
-}
-
 fn catalog(node: &Running) -> Arc<Catalog> {
     node.app.wusp.catalog()
 }
@@ -89,14 +75,14 @@ async fn an_unreachable_upstream_leaves_the_previous_catalog_in_service() {
     let root = root(dir.path(), 20, "").await;
     let upstream = format!("http://{}", root.listening().http);
     let branch = replica(dir.path(), &upstream, "").await;
-    until(&branch, |s| s.syncs == 1 && s.failed_syncs == 0).await;
+    replica_until(&branch, |s| s.syncs == 1 && s.failed_syncs == 0).await;
     let before = catalog(&branch);
     assert_eq!(before.len(), catalog(&root).len());
 
     root.shutdown(Duration::from_secs(1)).await;
     let mark = log_mark();
     branch.app.replica.as_ref().unwrap().sync_now();
-    let s = until(&branch, |s| s.failed_syncs == 1).await;
+    let s = replica_until(&branch, |s| s.failed_syncs == 1).await;
     let error = s.last_error.unwrap();
     assert!(error.contains("GetAuthConfig"), "{error}");
     assert_eq!(failures_logged(mark), 1);
@@ -139,7 +125,7 @@ async fn a_refused_token_is_said_clearly() {
         &format!("token_file = {:?}", wrong.to_string_lossy()),
     )
     .await;
-    let s = until(&branch, |s| s.failed_syncs == 1).await;
+    let s = replica_until(&branch, |s| s.failed_syncs == 1).await;
     let error = s.last_error.unwrap();
     assert!(error.contains("refused this server (HTTP 401"), "{error}");
     assert_eq!(failures_logged(mark), 1);
@@ -260,7 +246,7 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
     proxy.mode.store(CORRUPT, Ordering::SeqCst);
     let mark = log_mark();
     let branch = replica(dir.path(), &upstream, "").await;
-    let s = until(&branch, |s| s.failed_syncs == 1).await;
+    let s = replica_until(&branch, |s| s.failed_syncs == 1).await;
     let error = s.last_error.unwrap();
     assert!(error.contains("upd:Update"), "{error}");
     assert_eq!(failures_logged(mark), 1);
@@ -307,7 +293,7 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
     // Started again: the sync completes and fetches only what was not staged.
     proxy.mode.store(PASS, Ordering::SeqCst);
     let branch = replica(dir.path(), &upstream, "").await;
-    let s = until(&branch, |s| s.syncs == 1).await;
+    let s = replica_until(&branch, |s| s.syncs == 1).await;
     assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
     let sync = s.last_sync.unwrap();
     assert_eq!(sync.fetched, total - staged, "{sync:?}");

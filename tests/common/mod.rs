@@ -599,3 +599,20 @@ pub async fn zeep_checks(script: &str, args: Vec<String>) -> String {
 pub fn shared_protocol() -> String {
     format!("{}/../shared/protocol", env!("CARGO_MANIFEST_DIR"))
 }
+
+/// Wait (at most a minute) until a downstream node's sync status satisfies `done`.
+pub async fn replica_until(
+    node: &Running,
+    done: impl Fn(&wsus_edge::wsusss::replica::ReplicaStatus) -> bool,
+) -> wsus_edge::wsusss::replica::ReplicaStatus {
+    let replica = node.app.replica.as_ref().expect("a replica");
+    let mut rx = replica.status();
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
+    })
+    .await;
+    match got {
+        Ok(status) => status.expect("status channel"),
+        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
+    }
+}
