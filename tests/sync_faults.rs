@@ -24,6 +24,9 @@ use wsus_edge::catalog::generate;
 use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{Action, Catalog, Decision};
 use wsus_edge::server::Running;
+use wsus_edge::soap::Version;
+use wsus_edge::wsusss::SERVER_SYNC_NS;
+use wsus_edge::wusp::{ErrorCode, Fault, fault_in};
 
 /// A root with `n` generated updates, the first 4 approved for All Computers.
 async fn root(dir: &Path, n: usize, extra: &str) -> Running {
@@ -141,94 +144,155 @@ const CORRUPT: u8 = 1;
 const STALL: u8 = 2;
 const STALL_AFTER: usize = 4;
 
-/// A proxy in front of the root that can spoil GetUpdateData answers.
+/// What the proxy does, shared with the test.
+#[derive(Default)]
+struct Tamper {
+    mode: AtomicU8,
+    update_data_calls: AtomicUsize,
+    stalled: Notify,
+    /// Answer the next call of this operation with this fault instead of passing it on.
+    fault_once: std::sync::Mutex<Option<(&'static str, ErrorCode)>>,
+}
+
+/// A proxy in front of the root that can spoil answers.
 struct Proxy {
     addr: SocketAddr,
-    mode: Arc<AtomicU8>,
-    update_data_calls: Arc<AtomicUsize>,
-    stalled: Arc<Notify>,
+    tamper: Arc<Tamper>,
 }
 
 impl Proxy {
     async fn start(target: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mode = Arc::new(AtomicU8::new(PASS));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let stalled = Arc::new(Notify::new());
+        let tamper = Arc::new(Tamper::default());
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let (m, c, st) = (mode.clone(), calls.clone(), stalled.clone());
+        let shared = tamper.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (m, c, st, client) = (m.clone(), c.clone(), st.clone(), client.clone());
+                let (t, client) = (shared.clone(), client.clone());
                 tokio::spawn(async move {
-                    let service =
-                        hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                            let (m, c, st, client) =
-                                (m.clone(), c.clone(), st.clone(), client.clone());
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let body = body.collect().await.unwrap().to_bytes();
-                                let is_update_data =
-                                    body.windows(15).any(|w| w == b"<GetUpdateData ");
-                                let n = if is_update_data {
-                                    c.fetch_add(1, Ordering::SeqCst) + 1
-                                } else {
-                                    0
-                                };
-                                let mode = m.load(Ordering::SeqCst);
-                                if is_update_data && mode == STALL && n > STALL_AFTER {
-                                    st.notify_one();
-                                    std::future::pending::<()>().await;
-                                }
-                                let mut forward = http::Request::builder()
-                                    .method(parts.method)
-                                    .uri(format!("http://{target}{}", parts.uri.path()));
-                                // Uncompressed answers, so that they can be spoilt.
-                                for (k, v) in &parts.headers {
-                                    if k != http::header::ACCEPT_ENCODING {
-                                        forward = forward.header(k, v);
-                                    }
-                                }
-                                let answer = client
-                                    .request(forward.body(Full::new(body)).unwrap())
-                                    .await
-                                    .unwrap();
-                                let (parts, body) = answer.into_parts();
-                                let mut body = body.collect().await.unwrap().to_bytes();
-                                if is_update_data && mode == CORRUPT {
-                                    let text = String::from_utf8_lossy(&body).replacen(
-                                        "&lt;upd:Update",
-                                        "&lt;upd:Broken",
-                                        1,
-                                    );
-                                    body = Bytes::from(text);
-                                }
-                                let mut out = http::Response::builder().status(parts.status);
-                                for (k, v) in &parts.headers {
-                                    if k != http::header::CONTENT_LENGTH {
-                                        out = out.header(k, v);
-                                    }
-                                }
-                                Ok::<_, Infallible>(out.body(Full::new(body)).unwrap())
-                            }
-                        });
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<Incoming>| {
+                            let (t, client) = (t.clone(), client.clone());
+                            async move { Ok::<_, Infallible>(relay(&t, &client, target, req).await) }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        Proxy {
-            addr,
-            mode,
-            update_data_calls: calls,
-            stalled,
+        Proxy { addr, tamper }
+    }
+}
+
+async fn relay(
+    t: &Tamper,
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    target: SocketAddr,
+    req: http::Request<Incoming>,
+) -> http::Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    let calls = |op: &str| {
+        let tag = format!("<{op} ");
+        body.windows(tag.len()).any(|w| w == tag.as_bytes())
+    };
+    let planted = {
+        let mut slot = t.fault_once.lock().unwrap();
+        match *slot {
+            Some((op, code)) if calls(op) => slot.take().map(|_| (op, code)),
+            _ => None,
+        }
+    };
+    if let Some((op, code)) = planted {
+        let reply = fault_in(
+            Version::Soap11,
+            SERVER_SYNC_NS,
+            op,
+            &Fault::new(code, "planted"),
+        );
+        return http::Response::builder()
+            .status(reply.status)
+            .header(http::header::CONTENT_TYPE, reply.content_type)
+            .body(Full::new(Bytes::from(reply.body)))
+            .unwrap();
+    }
+    let is_update_data = calls("GetUpdateData");
+    let n = if is_update_data {
+        t.update_data_calls.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        0
+    };
+    let mode = t.mode.load(Ordering::SeqCst);
+    if is_update_data && mode == STALL && n > STALL_AFTER {
+        t.stalled.notify_one();
+        std::future::pending::<()>().await;
+    }
+    let mut forward = http::Request::builder()
+        .method(parts.method)
+        .uri(format!("http://{target}{}", parts.uri.path()));
+    // Uncompressed answers, so that they can be spoilt.
+    for (k, v) in &parts.headers {
+        if k != http::header::ACCEPT_ENCODING {
+            forward = forward.header(k, v);
         }
     }
+    let answer = client
+        .request(forward.body(Full::new(body)).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = answer.into_parts();
+    let mut body = body.collect().await.unwrap().to_bytes();
+    if is_update_data && mode == CORRUPT {
+        let text = String::from_utf8_lossy(&body).replacen("&lt;upd:Update", "&lt;upd:Broken", 1);
+        body = Bytes::from(text);
+    }
+    let mut out = http::Response::builder().status(parts.status);
+    for (k, v) in &parts.headers {
+        if k != http::header::CONTENT_LENGTH {
+            out = out.header(k, v);
+        }
+    }
+    out.body(Full::new(body)).unwrap()
+}
+
+/// InvalidCookie mid-sync: authorize again and go on. ServerChanged: start over with full
+/// lists, and take the upstream's approvals as the whole set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_cookies_and_a_changed_server_are_recovered_within_the_sync() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let root = root(dir.path(), 20, "").await;
+    let proxy = Proxy::start(root.listening().http).await;
+    *proxy.tamper.fault_once.lock().unwrap() =
+        Some(("GetRevisionIdList", ErrorCode::InvalidCookie));
+    let branch = replica(dir.path(), &format!("http://{}", proxy.addr), "").await;
+    let s = replica_until(&branch, |s| s.syncs == 1).await;
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    let first = s.last_sync.unwrap();
+    // GetAuthConfig, GetAuthorizationCookie, GetCookie twice; 1 GetConfigData, 3 revision
+    // lists (one refused), 1 GetUpdateData, 1 GetDeployments.
+    assert_eq!(first.calls, 12, "{first:?}");
+    assert_eq!(catalog(&branch).len(), catalog(&root).len());
+
+    *proxy.tamper.fault_once.lock().unwrap() = Some(("GetDeployments", ErrorCode::ServerChanged));
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = replica_until(&branch, |s| s.syncs == 2).await;
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    let again = s.last_sync.unwrap();
+    assert!(again.server_changed);
+    // Full lists again, but nothing held is fetched again; the approvals arrive whole.
+    assert_eq!(again.updates_listed, first.updates_listed);
+    assert_eq!(again.fetched, 0);
+    assert_eq!(again.deployments_received, 4);
+    assert_eq!(catalog(&branch).deployments.len(), 4);
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,7 +307,7 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
     let upstream = format!("http://{}", proxy.addr);
 
     // A document spoilt on the way: nothing applied, the update named, one error logged.
-    proxy.mode.store(CORRUPT, Ordering::SeqCst);
+    proxy.tamper.mode.store(CORRUPT, Ordering::SeqCst);
     let mark = log_mark();
     let branch = replica(dir.path(), &upstream, "").await;
     let s = replica_until(&branch, |s| s.failed_syncs == 1).await;
@@ -255,8 +319,8 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
     // `wsus-edge sync` killed (SIGKILL) mid-sync, its GetUpdateData calls hanging: what
     // arrived is staged, clients still see the previous (empty) catalog.
     branch.shutdown(Duration::from_secs(1)).await;
-    proxy.mode.store(STALL, Ordering::SeqCst);
-    proxy.update_data_calls.store(0, Ordering::SeqCst);
+    proxy.tamper.mode.store(STALL, Ordering::SeqCst);
+    proxy.tamper.update_data_calls.store(0, Ordering::SeqCst);
     let config = dir.path().join("branch.toml");
     std::fs::write(
         &config,
@@ -267,7 +331,7 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
         ),
     )
     .unwrap();
-    let stalled = proxy.stalled.notified();
+    let stalled = proxy.tamper.stalled.notified();
     let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
         .args(["--config", &config.to_string_lossy(), "sync"])
         .stdout(std::process::Stdio::null())
@@ -291,7 +355,7 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
     drop(store);
 
     // Started again: the sync completes and fetches only what was not staged.
-    proxy.mode.store(PASS, Ordering::SeqCst);
+    proxy.tamper.mode.store(PASS, Ordering::SeqCst);
     let branch = replica(dir.path(), &upstream, "").await;
     let s = replica_until(&branch, |s| s.syncs == 1).await;
     assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);

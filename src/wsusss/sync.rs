@@ -63,8 +63,8 @@ pub struct SyncReport {
     pub updates_listed: usize,
     /// Documents fetched with GetUpdateData (held or staged ones are not fetched again).
     pub fetched: usize,
-    /// SOAP calls made, and the bytes of their answers as they crossed the link (compressed
-    /// when the upstream compresses).
+    /// SOAP calls made (faulted ones too), and the bytes of their answers as they crossed
+    /// the link (compressed when the upstream compresses).
     pub calls: usize,
     pub answer_bytes: u64,
     /// Deployments and dead deployments GetDeployments gave.
@@ -335,10 +335,23 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn post(&mut self, path: &str, ns: &str, operation: &str, inner: &str) -> Step<Element> {
-        let (op, bytes) = self.syncer.post(path, ns, operation, inner).await?;
         self.report.calls += 1;
+        let (op, bytes) = self.syncer.post(path, ns, operation, inner).await?;
         self.report.answer_bytes += bytes;
         Ok(op)
+    }
+
+    /// After the upstream refused a cookie: forget it and the authorization, to start again
+    /// from GetAuthConfig; false when this sync has done so often enough.
+    fn start_over(&mut self, fault: &str) -> bool {
+        if self.reauthorizations >= MAX_REAUTHORIZATIONS {
+            return false;
+        }
+        tracing::info!(fault, "cookie refused; authorizing at the upstream again");
+        self.reauthorizations += 1;
+        self.authorization = None;
+        self.cookie = None;
+        true
     }
 
     /// A cookie good for a few more minutes: authorize first, or renew with GetCookie.
@@ -391,12 +404,8 @@ impl Session<'_> {
         {
             // The authorization expired: start from GetAuthConfig (once more at most).
             Err(Failure::Fault(ErrorCode::InvalidAuthorizationCookie, m))
-                if self.reauthorizations < MAX_REAUTHORIZATIONS =>
+                if self.start_over(&m) =>
             {
-                tracing::info!(fault = %m, "authorizing at the upstream again");
-                self.reauthorizations += 1;
-                self.authorization = None;
-                self.cookie = None;
                 return Box::pin(self.cookie()).await;
             }
             other => other?,
@@ -428,14 +437,7 @@ impl Session<'_> {
                 .post(SYNC_PATH, SERVER_SYNC_NS, operation, &inner)
                 .await
             {
-                Err(Failure::Fault(ErrorCode::InvalidCookie, m))
-                    if self.reauthorizations < MAX_REAUTHORIZATIONS =>
-                {
-                    tracing::info!(fault = %m, "cookie refused; authorizing at the upstream again");
-                    self.reauthorizations += 1;
-                    self.authorization = None;
-                    self.cookie = None;
-                }
+                Err(Failure::Fault(ErrorCode::InvalidCookie, m)) if self.start_over(&m) => {}
                 other => return other,
             }
         }
@@ -540,9 +542,9 @@ impl Session<'_> {
             let mut documents = Vec::with_capacity(ids.len());
             let mut refused = None;
             for (batch, answered) in answers {
+                self.report.calls += 1;
                 match answered {
                     Ok((op, bytes)) => {
-                        self.report.calls += 1;
                         self.report.answer_bytes += bytes;
                         documents.extend(read_update_data(&op, batch)?);
                     }
@@ -552,12 +554,7 @@ impl Session<'_> {
             }
             match refused {
                 None => return Ok(documents),
-                Some(m) if self.reauthorizations < MAX_REAUTHORIZATIONS => {
-                    tracing::info!(fault = %m, "cookie refused; authorizing at the upstream again");
-                    self.reauthorizations += 1;
-                    self.authorization = None;
-                    self.cookie = None;
-                }
+                Some(m) if self.start_over(&m) => {}
                 Some(m) => return Err(Failure::Fault(ErrorCode::InvalidCookie, m)),
             }
         }
