@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::*;
 use wsus_edge::catalog::Guid;
 use wsus_edge::catalog::store::Store;
-use wsus_edge::report::Journal;
+use wsus_edge::report::{Journal, UpdateState};
 use wsus_edge::server::Running;
 use wsus_edge::simulate::{self, wua};
 
@@ -86,9 +86,68 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
     let sent = wua::report(&soap, &base(&node), &ring_machine, &mut ring_scan, 3)
         .await
         .unwrap();
-    assert_eq!(sent, 1 + want.len());
+    assert_eq!(sent, 2 + want.len());
     let journal = Journal::open(&dir.path().join("root")).unwrap();
     assert_eq!(journal.event_count().unwrap(), sent as u64);
+    // Its install events and its status event set each update's state (every third failed).
+    let states = journal.computer_updates(&ring_machine.client_id).unwrap();
+    let count = |state| states.iter().filter(|(_, s, _)| *s == state).count();
+    let failed = want.len() / 3;
+    assert_eq!(count(UpdateState::Failed), failed);
+    assert_eq!(count(UpdateState::Installed), want.len() - failed);
+
+    // The admin views say the same.
+    let admin = |p: &str| format!("http://{}{p}", node.listening().admin);
+    let json = |got: &Got| -> serde_json::Value {
+        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+        serde_json::from_slice(&got.body).unwrap()
+    };
+    let all = json(&get(&admin("/api/v1/computers"), &[]).await);
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    let failing = json(&get(&admin("/api/v1/computers?state=failed"), &[]).await);
+    let failing = failing.as_array().unwrap();
+    assert_eq!(failing.len(), 1);
+    assert_eq!(failing[0]["client_id"], ring_machine.client_id.as_str());
+    assert_eq!(failing[0]["updates"]["failed"], failed);
+    assert_eq!(failing[0]["updates"]["installed"], want.len() - failed);
+    assert_eq!(failing[0]["up_to_date"], false);
+    assert!(failing[0]["last_status"].as_i64().is_some());
+    let one = json(
+        &get(
+            &admin(&format!("/api/v1/computers/{}", ring_machine.client_id)),
+            &[],
+        )
+        .await,
+    );
+    let states = one["update_states"].as_array().unwrap();
+    assert_eq!(states.len(), want.len());
+    let failed_update = states.iter().find(|u| u["state"] == "failed").unwrap();
+    let update = json(
+        &get(
+            &admin(&format!(
+                "/api/v1/updates/{}/status",
+                failed_update["update"].as_str().unwrap()
+            )),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(update["computers"]["failed"], 1);
+    let csv = get(&admin("/api/v1/computers.csv"), &[]).await;
+    let csv = String::from_utf8_lossy(&csv.body).into_owned();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("client_id,dns_name,"));
+    assert!(csv.contains(&ring_machine.dns_name));
+    assert_eq!(
+        get(&admin("/api/v1/computers?state=bogus"), &[])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        get(&admin("/api/v1/computers/nobody"), &[]).await.status,
+        404
+    );
     node.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -20,7 +20,10 @@ use crate::config::units::format_bytes;
 use crate::content::Digest;
 use crate::content::response::{Body, full_body, text};
 use crate::error::Result;
+
+mod reports;
 use crate::server::{App, BodyError, RequestBody, read_body};
+pub use reports::open as open_reports;
 
 /// The most a change request's JSON may be.
 const MAX_BODY: usize = 64 << 10;
@@ -44,6 +47,9 @@ fn refuse(tokens: &Tokens, headers: &http::HeaderMap) -> Option<Response<Body>> 
 pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody) -> Response<Body> {
     let path = parts.uri.path();
     let method = &parts.method;
+    if let Some(answer) = reports::respond(app, method, path, parts.uri.query()).await {
+        return answer;
+    }
     let change = match path {
         "/api/v1/groups" => Change::AddGroup,
         "/api/v1/approvals" => Change::Approve,

@@ -1,9 +1,11 @@
 //! What clients tell a node about themselves: the computers that registered (RegisterComputer)
 //! and the events they report (ReportEventBatch), kept in `data_dir/state.db` before a client is
-//! told they were received; and the downstream servers that sync from it (MS-WSUSSS). The
-//! status rollup upstream builds on this journal later.
+//! told they were received, and what those events say of each computer's updates (the
+//! per-computer, per-update state WSUS calls SummarizationState, with when it changed); and the
+//! downstream servers that sync from it (MS-WSUSSS). The status rollup upstream builds on this
+//! journal.
 //!
-//! Owns the `computers`, `events` and `downstreams` tables. Blocking: call it off the async workers. May call
+//! Owns the `computers`, `events`, `update_status` and `downstreams` tables. Blocking: call it off the async workers. May call
 //! `catalog` (ids), `error`.
 
 use std::collections::HashSet;
@@ -27,8 +29,17 @@ CREATE TABLE IF NOT EXISTS computers (
     client_version TEXT NOT NULL,
     groups TEXT NOT NULL,
     registered_at INTEGER NOT NULL,
-    last_sync INTEGER
+    last_sync INTEGER,
+    last_status INTEGER
 );
+CREATE TABLE IF NOT EXISTS update_status (
+    client_id TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL,
+    PRIMARY KEY (client_id, update_id)
+);
+CREATE INDEX IF NOT EXISTS update_status_by_update ON update_status (update_id, state);
 CREATE TABLE IF NOT EXISTS events (
     client_id TEXT NOT NULL,
     event_instance_id TEXT NOT NULL,
@@ -114,6 +125,146 @@ pub struct Event {
     pub misc: Vec<String>,
 }
 
+/// What an update is on a computer (MS-WSUSSS SummarizationState).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    NotApplicable = 0,
+    /// Needed: applicable, not installed.
+    NotInstalled = 2,
+    Downloaded = 3,
+    Installed = 4,
+    Failed = 5,
+    InstalledPendingReboot = 6,
+}
+
+impl UpdateState {
+    pub const ALL: [UpdateState; 6] = [
+        UpdateState::NotApplicable,
+        UpdateState::NotInstalled,
+        UpdateState::Downloaded,
+        UpdateState::Installed,
+        UpdateState::Failed,
+        UpdateState::InstalledPendingReboot,
+    ];
+
+    /// The protocol's number.
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    pub fn from_code(code: i32) -> Option<UpdateState> {
+        UpdateState::ALL.into_iter().find(|s| s.code() == code)
+    }
+
+    /// The name the admin API uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateState::NotApplicable => "not_applicable",
+            UpdateState::NotInstalled => "needed",
+            UpdateState::Downloaded => "downloaded",
+            UpdateState::Installed => "installed",
+            UpdateState::Failed => "failed",
+            UpdateState::InstalledPendingReboot => "installed_pending_reboot",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UpdateState> {
+        UpdateState::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Still to be done on the computer: needed, downloaded, failed or waiting for a restart.
+    pub fn is_outstanding(self) -> bool {
+        !matches!(self, UpdateState::NotApplicable | UpdateState::Installed)
+    }
+}
+
+/// What an event says of the state of updates on its computer (MS-WUSP §2.2.2.3.1): a status
+/// event (156) lists updates by state in its MiscData tags; download and install events name
+/// one update. Other events say nothing of it.
+pub fn states_of(event: &Event) -> Vec<(Guid, UpdateState)> {
+    if event.event_id == 156 {
+        let mut out = Vec::new();
+        for item in &event.misc {
+            let Some((tag, list)) = item.split_once('=') else {
+                continue;
+            };
+            let state = match tag {
+                "U" => UpdateState::NotInstalled,
+                "V" => UpdateState::Installed,
+                "W" => UpdateState::InstalledPendingReboot,
+                "g" => UpdateState::Failed,
+                "h" => UpdateState::Downloaded,
+                _ => continue,
+            };
+            out.extend(
+                list.split(';')
+                    .filter_map(Guid::parse)
+                    .map(|id| (id, state)),
+            );
+        }
+        return out;
+    }
+    let state = match event.event_id {
+        162 | 164 => UpdateState::Downloaded,
+        183 => UpdateState::Installed,
+        184 => UpdateState::InstalledPendingReboot,
+        161 | 182 | 187 | 200 | 203 | 204 => UpdateState::Failed,
+        _ => return Vec::new(),
+    };
+    event
+        .update
+        .map(|(id, _)| vec![(id, state)])
+        .unwrap_or_default()
+}
+
+/// A computer with its last contacts and how many of its updates are in each state.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ComputerStatus {
+    pub client_id: String,
+    pub dns_name: String,
+    pub os_version: String,
+    pub manufacturer: String,
+    pub model: String,
+    /// Seconds since the epoch.
+    pub registered_at: i64,
+    pub last_sync: Option<i64>,
+    pub last_status: Option<i64>,
+    /// Updates per state (by [`UpdateState::name`]).
+    pub updates: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl ComputerStatus {
+    /// No update still to be done.
+    pub fn up_to_date(&self) -> bool {
+        UpdateState::ALL
+            .iter()
+            .filter(|s| s.is_outstanding())
+            .all(|s| self.updates.get(s.name()).copied().unwrap_or(0) == 0)
+    }
+}
+
+/// Which computers a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComputerFilter {
+    All,
+    /// With at least one update in this state.
+    With(UpdateState),
+    /// Nothing outstanding.
+    UpToDate,
+}
+
+impl ComputerFilter {
+    /// `state=` of the admin API: a state name, `up_to_date`, or nothing.
+    pub fn parse(text: Option<&str>) -> Option<ComputerFilter> {
+        match text {
+            None | Some("") | Some("all") => Some(ComputerFilter::All),
+            Some("up_to_date") => Some(ComputerFilter::UpToDate),
+            Some(name) => UpdateState::from_name(name).map(ComputerFilter::With),
+        }
+    }
+}
+
 fn db(e: rusqlite::Error) -> CatalogError {
     CatalogError::Store(e.to_string())
 }
@@ -128,6 +279,17 @@ impl Journal {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
+        let has_status: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('computers') WHERE name = 'last_status'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if has_status == 0 {
+            conn.execute_batch("ALTER TABLE computers ADD COLUMN last_status INTEGER")
+                .map_err(db)?;
+        }
         Ok(Journal { conn })
     }
 
@@ -258,8 +420,24 @@ impl Journal {
                      received_at, misc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 )
                 .map_err(db)?;
+            let mut state = tx
+                .prepare(
+                    "INSERT INTO update_status (client_id, update_id, state, changed_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (client_id, update_id) DO UPDATE SET state = excluded.state,
+                     changed_at = excluded.changed_at
+                     WHERE excluded.changed_at >= update_status.changed_at
+                       AND excluded.state <> update_status.state",
+                )
+                .map_err(db)?;
+            let mut status_report = tx
+                .prepare(
+                    "UPDATE computers SET last_status = MAX(COALESCE(last_status, 0), ?2)
+                     WHERE client_id = ?1",
+                )
+                .map_err(db)?;
             for e in events {
-                new += stmt
+                let inserted = stmt
                     .execute(params![
                         e.client_id,
                         e.instance.to_string(),
@@ -273,10 +451,153 @@ impl Journal {
                         e.misc.join("\n"),
                     ])
                     .map_err(db)?;
+                new += inserted;
+                // A duplicate told its news already; an older event does not undo a newer one.
+                if inserted == 0 {
+                    continue;
+                }
+                for (update, s) in states_of(e) {
+                    state
+                        .execute(params![e.client_id, update.to_string(), s.code(), e.time])
+                        .map_err(db)?;
+                }
+                if e.event_id == 156 {
+                    status_report
+                        .execute(params![e.client_id, e.time])
+                        .map_err(db)?;
+                }
             }
         }
         tx.commit().map_err(db)?;
         Ok(new)
+    }
+
+    /// Computers with their update counts per state, `filter`ed, by name.
+    pub fn computers(&self, filter: ComputerFilter) -> Result<Vec<ComputerStatus>, CatalogError> {
+        let mut counts: std::collections::HashMap<String, Vec<(i32, u64)>> =
+            std::collections::HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT client_id, state, COUNT(*) FROM update_status
+                     GROUP BY client_id, state",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i32>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in rows {
+                let (client, state, n) = row.map_err(db)?;
+                counts
+                    .entry(client)
+                    .or_default()
+                    .push((state, n.max(0) as u64));
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT client_id, dns_name, os_version, manufacturer, model, registered_at,
+                 last_sync, last_status FROM computers ORDER BY dns_name, client_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ComputerStatus {
+                    client_id: r.get(0)?,
+                    dns_name: r.get(1)?,
+                    os_version: r.get(2)?,
+                    manufacturer: r.get(3)?,
+                    model: r.get(4)?,
+                    registered_at: r.get(5)?,
+                    last_sync: r.get(6)?,
+                    last_status: r.get(7)?,
+                    updates: Default::default(),
+                })
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let mut c = row.map_err(db)?;
+            for (code, n) in counts.remove(&c.client_id).unwrap_or_default() {
+                if let Some(state) = UpdateState::from_code(code) {
+                    c.updates.insert(state.name(), n);
+                }
+            }
+            let keep = match filter {
+                ComputerFilter::All => true,
+                ComputerFilter::UpToDate => c.up_to_date(),
+                ComputerFilter::With(s) => c.updates.get(s.name()).is_some_and(|n| *n > 0),
+            };
+            if keep {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each update's state on one computer, with when it changed (seconds since the epoch).
+    pub fn computer_updates(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(Guid, UpdateState, i64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT update_id, state, changed_at FROM update_status WHERE client_id = ?1
+                 ORDER BY update_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([client_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (update, state, at) = row.map_err(db)?;
+            if let (Some(u), Some(s)) = (Guid::parse(&update), UpdateState::from_code(state)) {
+                out.push((u, s, at));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many computers have `update` in each state.
+    pub fn update_counts(
+        &self,
+        update: Guid,
+    ) -> Result<std::collections::BTreeMap<&'static str, u64>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT state, COUNT(*) FROM update_status WHERE update_id = ?1 GROUP BY state",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([update.to_string()], |r| {
+                Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(db)?;
+        let mut out = std::collections::BTreeMap::new();
+        for row in rows {
+            let (state, n) = row.map_err(db)?;
+            if let Some(s) = UpdateState::from_code(state) {
+                out.insert(s.name(), n.max(0) as u64);
+            }
+        }
+        Ok(out)
     }
 
     /// How many events are kept (all clients).
@@ -371,5 +692,94 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         assert_eq!(j.event_count().unwrap(), 1, "kept across a reopen");
         assert!(j.registered().unwrap().contains("c1"));
+    }
+
+    /// Status events and install events set each update's state on the computer, with the
+    /// time it changed; a redelivered or older event changes nothing; the lists and counts
+    /// of the admin views follow.
+    #[test]
+    fn events_move_update_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        for id in ["c1", "c2"] {
+            let c = Computer {
+                client_id: id.into(),
+                dns_name: format!("{id}.branch.example"),
+                ..Computer::default()
+            };
+            j.register(&c, 10).unwrap();
+        }
+        let (a, b, c) = (Guid(0xa), Guid(0xb), Guid(0xc));
+        let event =
+            |client: &str, n: u128, id: i32, update: Option<Guid>, time: i64, misc: &[&str]| {
+                Event {
+                    client_id: client.into(),
+                    instance: Guid(n),
+                    event_id: id,
+                    source_id: 101,
+                    update: update.map(|u| (u, 100)),
+                    hresult: 0,
+                    time,
+                    misc: misc.iter().map(|m| m.to_string()).collect(),
+                }
+            };
+        let status = event(
+            "c1",
+            1,
+            156,
+            None,
+            100,
+            &[&format!("U={a};{b}"), &format!("V={c}"), "Q=1"],
+        );
+        assert_eq!(
+            states_of(&status),
+            vec![
+                (a, UpdateState::NotInstalled),
+                (b, UpdateState::NotInstalled),
+                (c, UpdateState::Installed)
+            ]
+        );
+        j.append(&[status], 1000).unwrap();
+        j.append(
+            &[
+                event("c1", 2, 183, Some(a), 200, &[]),
+                event("c1", 3, 182, Some(b), 200, &[]),
+                // Older than what is known of c: ignored.
+                event("c1", 4, 182, Some(c), 50, &[]),
+                event("c2", 5, 184, Some(a), 300, &[]),
+            ],
+            1000,
+        )
+        .unwrap();
+        let states = j.computer_updates("c1").unwrap();
+        assert_eq!(
+            states,
+            vec![
+                (a, UpdateState::Installed, 200),
+                (b, UpdateState::Failed, 200),
+                (c, UpdateState::Installed, 100)
+            ]
+        );
+        let all = j.computers(ComputerFilter::All).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].last_status, Some(100));
+        assert_eq!(all[0].updates.get("installed"), Some(&2));
+        assert_eq!(all[0].updates.get("failed"), Some(&1));
+        let failing = j
+            .computers(ComputerFilter::parse(Some("failed")).unwrap())
+            .unwrap();
+        assert_eq!(
+            failing
+                .iter()
+                .map(|c| c.client_id.as_str())
+                .collect::<Vec<_>>(),
+            ["c1"]
+        );
+        let done = j.computers(ComputerFilter::UpToDate).unwrap();
+        assert_eq!(done.len(), 0, "c2 waits for a restart");
+        let counts = j.update_counts(a).unwrap();
+        assert_eq!(counts.get("installed"), Some(&1));
+        assert_eq!(counts.get("installed_pending_reboot"), Some(&1));
+        assert_eq!(ComputerFilter::parse(Some("bogus")), None);
     }
 }

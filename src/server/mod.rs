@@ -46,6 +46,8 @@ pub struct App {
     pub upstream: Option<Arc<Upstream>>,
     /// The syncs and prefetches of a downstream server (none on a root).
     pub replica: Option<Arc<wsusss::replica::Replica>>,
+    /// A connection to the report journal for the admin views.
+    pub reports: Arc<std::sync::Mutex<crate::report::Journal>>,
     /// Who may change state through the admin API.
     pub admin_tokens: crate::auth::Tokens,
     pub started: Instant,
@@ -122,12 +124,13 @@ pub async fn start(config: &Config) -> Result<Running> {
     .await?;
 
     // Both protocols serve the same catalog; opening them reads state.db.
-    let (wusp, wsusss) = {
+    let (wusp, wsusss, reports) = {
         let data_dir = config.node.data_dir.clone();
         tokio::task::spawn_blocking(move || {
             let wusp = Arc::new(wusp::Service::open(&data_dir, wusp::Settings::default())?);
             let wsusss = Arc::new(wsusss::Service::open(wusp.clone(), &data_dir)?);
-            Ok::<_, crate::catalog::CatalogError>((wusp, wsusss))
+            let reports = admin::open_reports(&data_dir)?;
+            Ok::<_, crate::catalog::CatalogError>((wusp, wsusss, reports))
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("opening state.db: {e}")))?
@@ -190,6 +193,7 @@ pub async fn start(config: &Config) -> Result<Running> {
     let app = Arc::new(App {
         name: config.node.name.clone(),
         replica: replica.clone(),
+        reports,
         store: store.clone(),
         wsusss,
         wusp,

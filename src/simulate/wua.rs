@@ -641,7 +641,7 @@ pub async fn report(
     let (cookie, _) = s.handshake(machine).await?;
     let now = crate::catalog::store::unix_now();
 
-    let event = |id: u16, update: Option<&Offered>, hresult: i32| {
+    let event = |id: u16, update: Option<&Offered>, hresult: i32, misc: &str| {
         let (uid, rev) = update.map_or((Guid::NIL, 0), |u| (u.update_id, u.revision_number));
         format!(
             "<ReportingEvent><BasicData><TargetID><Sid>{}</Sid></TargetID>\
@@ -650,7 +650,7 @@ pub async fn report(
              <EventID>{id}</EventID><SourceID>101</SourceID><UpdateID><UpdateID>{uid}</UpdateID>\
              <RevisionNumber>{rev}</RevisionNumber></UpdateID><Win32HResult>{hresult}\
              </Win32HResult><AppName>AutomaticUpdates</AppName></BasicData><ExtendedData>\
-             <MiscData><string>A=1</string></MiscData><ComputerBrand>Contoso</ComputerBrand>\
+             <MiscData><string>A=1</string>{misc}</MiscData><ComputerBrand>Contoso</ComputerBrand>\
              <ComputerModel>Simulated</ComputerModel><BiosRevision>1</BiosRevision>\
              <ProcessorArchitecture>Amd64Compatible</ProcessorArchitecture><OSVersion>\
              <Major>10</Major><Minor>0</Minor><Build>26200</Build><Revision>0</Revision>\
@@ -662,16 +662,33 @@ pub async fn report(
             Guid::random()
         )
     };
-    let mut batch = event(147, None, 0);
+    let mut batch = event(147, None, 0, "");
     let offered = s.scan.offered.clone();
+    let (mut installed, mut failures) = (Vec::new(), Vec::new());
     for (i, o) in offered.iter().enumerate() {
         let failed = fail_every > 0 && (i + 1) % fail_every == 0;
         batch.push_str(&event(
             if failed { 182 } else { 183 },
             Some(o),
             if failed { -2_145_099_769 } else { 0 },
+            "",
         ));
+        let list = if failed {
+            &mut failures
+        } else {
+            &mut installed
+        };
+        list.push(o.update_id.to_string().to_uppercase());
     }
+    // The status of every update deployed to it, as Windows sends it after installing:
+    // V = installed, g = failed (MS-WUSP §2.2.2.3.1).
+    let mut lists = String::new();
+    for (tag, ids) in [("V", &installed), ("g", &failures)] {
+        if !ids.is_empty() {
+            let _ = write!(lists, "<string>{tag}={}</string>", ids.join(";"));
+        }
+    }
+    batch.push_str(&event(156, None, 0, &lists));
     let answer = s
         .call(
             REPORTING,
@@ -690,7 +707,7 @@ pub async fn report(
             "ReportEventBatch not accepted",
         ));
     }
-    s.scan.events_reported = 1 + offered.len();
+    s.scan.events_reported = 2 + offered.len();
     *scan = s.scan;
     Ok(scan.events_reported)
 }

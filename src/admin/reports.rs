@@ -1,0 +1,237 @@
+//! What clients reported, as the admin API shows it: the computers of this node with their
+//! update counts per state (`/api/v1/computers?state=`, also as CSV), one computer's updates
+//! (`/api/v1/computers/{id}`), and one update across computers (`/api/v1/updates/{id}/status`).
+//! Read-only; reads `report` on its own connection, off the async workers.
+
+use std::sync::{Arc, Mutex};
+
+use http::{Method, Response, StatusCode};
+
+use super::with_type;
+use crate::catalog::{CatalogError, Guid};
+use crate::content::response::{Body, text};
+use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
+use crate::server::App;
+
+/// The answer to a GET under `/api/v1/computers` or `/api/v1/updates/`; None when `path` is
+/// neither.
+pub async fn respond(
+    app: &App,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Response<Body>> {
+    let view = if path == "/api/v1/computers" || path == "/api/v1/computers.csv" {
+        let Some(filter) = ComputerFilter::parse(param(query, "state").as_deref()) else {
+            return Some(text(
+                StatusCode::BAD_REQUEST,
+                "state: needed, downloaded, installed, failed, installed_pending_reboot, \
+                 not_applicable, up_to_date or all",
+            ));
+        };
+        View::Computers {
+            filter,
+            csv: path.ends_with(".csv"),
+        }
+    } else if let Some(id) = path.strip_prefix("/api/v1/computers/") {
+        View::Computer(id.to_owned())
+    } else if let Some(rest) = path.strip_prefix("/api/v1/updates/") {
+        match rest.strip_suffix("/status").map(Guid::parse) {
+            Some(Some(id)) => View::Update(id),
+            _ => return Some(text(StatusCode::NOT_FOUND, "/api/v1/updates/{GUID}/status")),
+        }
+    } else {
+        return None;
+    };
+    if method != Method::GET && method != Method::HEAD {
+        return Some(text(StatusCode::METHOD_NOT_ALLOWED, "read-only"));
+    }
+    let journal = app.reports.clone();
+    let catalog = app.wusp.catalog();
+    let title = move |id: Guid| catalog.latest(id).map(|r| r.title().to_owned());
+    let answer = tokio::task::spawn_blocking(move || view.answer(&journal, title)).await;
+    Some(match answer {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    })
+}
+
+enum View {
+    Computers { filter: ComputerFilter, csv: bool },
+    Computer(String),
+    Update(Guid),
+}
+
+impl View {
+    fn answer(
+        self,
+        journal: &Mutex<Journal>,
+        title: impl Fn(Guid) -> Option<String>,
+    ) -> Result<Response<Body>, CatalogError> {
+        let journal = crate::wusp::lock(journal);
+        Ok(match self {
+            View::Computers { filter, csv } => {
+                let computers = journal.computers(filter)?;
+                if csv {
+                    with_type(computers_csv(&computers), "text/csv; charset=utf-8")
+                } else {
+                    let list: Vec<_> = computers.iter().map(computer_json).collect();
+                    json(&serde_json::Value::Array(list))
+                }
+            }
+            View::Computer(id) => {
+                let computer = journal
+                    .computers(ComputerFilter::All)?
+                    .into_iter()
+                    .find(|c| c.client_id.eq_ignore_ascii_case(&id));
+                let Some(computer) = computer else {
+                    return Ok(text(StatusCode::NOT_FOUND, "no computer of that id"));
+                };
+                let updates: Vec<_> = journal
+                    .computer_updates(&computer.client_id)?
+                    .into_iter()
+                    .map(|(update, state, changed)| {
+                        serde_json::json!({
+                            "update": update.to_string(),
+                            "title": title(update),
+                            "state": state.name(),
+                            "changed": changed,
+                        })
+                    })
+                    .collect();
+                let mut body = computer_json(&computer);
+                body["update_states"] = serde_json::Value::Array(updates);
+                json(&body)
+            }
+            View::Update(id) => json(&serde_json::json!({
+                "update": id.to_string(),
+                "title": title(id),
+                "computers": journal.update_counts(id)?,
+            })),
+        })
+    }
+}
+
+fn json(value: &serde_json::Value) -> Response<Body> {
+    with_type(
+        serde_json::to_string_pretty(value).unwrap_or_default(),
+        "application/json",
+    )
+}
+
+fn computer_json(c: &ComputerStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    v["up_to_date"] = serde_json::Value::Bool(c.up_to_date());
+    v
+}
+
+/// One line per computer, the update counts in [`UpdateState::ALL`] order.
+fn computers_csv(computers: &[ComputerStatus]) -> String {
+    let mut out = String::from(
+        "client_id,dns_name,os_version,manufacturer,model,registered_at,last_sync,last_status",
+    );
+    for s in UpdateState::ALL {
+        out.push(',');
+        out.push_str(s.name());
+    }
+    out.push_str(",up_to_date\n");
+    let time = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_default();
+    for c in computers {
+        let fields = [
+            c.client_id.clone(),
+            c.dns_name.clone(),
+            c.os_version.clone(),
+            c.manufacturer.clone(),
+            c.model.clone(),
+            c.registered_at.to_string(),
+            time(c.last_sync),
+            time(c.last_status),
+        ];
+        let counts = UpdateState::ALL
+            .iter()
+            .map(|s| c.updates.get(s.name()).copied().unwrap_or(0).to_string());
+        let line: Vec<String> = fields
+            .iter()
+            .map(|f| csv_field(f))
+            .chain(counts)
+            .chain(std::iter::once(c.up_to_date().to_string()))
+            .collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// RFC 4180: quoted when it holds a comma, quote or line break; a leading `=`, `+`, `-` or `@`
+/// is prefixed with `'` so that a spreadsheet does not run it as a formula.
+fn csv_field(f: &str) -> String {
+    let f = if f.starts_with(['=', '+', '-', '@']) {
+        format!("'{f}")
+    } else {
+        f.to_owned()
+    };
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f
+    }
+}
+
+/// A query parameter's value (`+` and `%XX` decoded); None when absent.
+fn param(query: Option<&str>, key: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| decode(v))
+    })
+}
+
+fn decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => hex(h).zip(hex(l)).map(|(h, l)| (h * 16 + l) as u8),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// For the admin state: a journal connection of its own for these reads.
+pub fn open(data_dir: &std::path::Path) -> Result<Arc<Mutex<Journal>>, CatalogError> {
+    Ok(Arc::new(Mutex::new(Journal::open(data_dir)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_and_csv_fields() {
+        assert_eq!(
+            param(Some("state=failed&x=1"), "state").as_deref(),
+            Some("failed")
+        );
+        assert_eq!(param(Some("a=b%20c+d"), "a").as_deref(), Some("b c d"));
+        assert_eq!(param(Some("a=%zz%4"), "a").as_deref(), Some("%zz%4"));
+        assert_eq!(param(None, "state"), None);
+        assert_eq!(param(Some("state"), "state").as_deref(), Some(""));
+        assert_eq!(csv_field("pc1"), "pc1");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+}
