@@ -5,59 +5,13 @@
 mod common;
 
 use common::*;
-use http_body_util::BodyExt;
-use hyper::Request;
 use wsus_edge::catalog::Guid;
 use wsus_edge::server::Running;
-use wsus_edge::soap::{self, Element, Limits};
+use wsus_edge::soap::{self, Element};
 use wsus_edge::wsusss::{DSS_AUTH_NS, MONITORABLE_NS, SERVER_SYNC_NS};
 
 const SYNC: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
 const AUTH: &str = "/DssAuthWebService/DssAuthWebService.asmx";
-
-fn envelope(ns: &str, operation: &str, inner: &str) -> String {
-    format!(
-        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope \
-         xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>\
-         <{operation} xmlns=\"{ns}\">{inner}</{operation}></soap:Body></soap:Envelope>"
-    )
-}
-
-/// POST a SOAP 1.1 call; (status, WWW-Authenticate, the answer's operation element or fault
-/// detail, as a tree when it is SOAP).
-async fn call(
-    node: &Running,
-    path: &str,
-    ns: &str,
-    operation: &str,
-    inner: &str,
-    token: Option<&str>,
-) -> (u16, Option<String>, Option<Element>) {
-    let mut builder = Request::post(url(node, path))
-        .header("content-type", "text/xml; charset=utf-8")
-        .header("soapaction", format!("\"{ns}/{operation}\""));
-    if let Some(t) = token {
-        builder = builder.header("authorization", format!("Bearer {t}"));
-    }
-    let request = builder
-        .body(http_body_util::Full::new(bytes::Bytes::from(envelope(
-            ns, operation, inner,
-        ))))
-        .unwrap();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let challenge = response
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    let tree = soap::parse(&body, &Limits::default())
-        .ok()
-        .map(|e| e.operation);
-    (status, challenge, tree)
-}
 
 fn error_code(fault: &Element) -> String {
     fault
@@ -75,7 +29,7 @@ fn result<'a>(op: &'a Element, name: &str) -> &'a Element {
 /// DssAuth then GetCookie: the session cookie's (Expiration, EncryptedData).
 async fn authorize(node: &Running, token: Option<&str>) -> (String, String) {
     let id = Guid::random();
-    let (status, _, op) = call(
+    let (status, _, op) = soap_call(
         node,
         AUTH,
         DSS_AUTH_NS,
@@ -89,7 +43,7 @@ async fn authorize(node: &Running, token: Option<&str>) -> (String, String) {
     let auth = result(&op, "GetAuthorizationCookieResult");
     assert_eq!(auth.child_text("PlugInId"), Some("DssTargeting"));
     let data = auth.child_text("CookieData").unwrap().to_owned();
-    let (status, _, op) = call(
+    let (status, _, op) = soap_call(
         node,
         SYNC,
         SERVER_SYNC_NS,
@@ -123,7 +77,7 @@ async fn a_downstream_server_authorizes_and_reads_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let (node, _, _) = catalog_root(dir.path()).await;
 
-    let (status, _, op) = call(&node, SYNC, SERVER_SYNC_NS, "GetAuthConfig", "", None).await;
+    let (status, _, op) = soap_call(&node, SYNC, SERVER_SYNC_NS, "GetAuthConfig", "", None).await;
     assert_eq!(status, 200);
     let op = op.unwrap();
     let config = result(&op, "GetAuthConfigResult");
@@ -146,7 +100,7 @@ async fn a_downstream_server_authorizes_and_reads_the_configuration() {
         cookie.0
     );
 
-    let (status, _, op) = call(
+    let (status, _, op) = soap_call(
         &node,
         SYNC,
         SERVER_SYNC_NS,
@@ -168,7 +122,7 @@ async fn a_downstream_server_authorizes_and_reads_the_configuration() {
     assert_eq!(languages(data), Some(1), "the one entry \"all\"");
     let anchor = data.child_text("NewConfigAnchor").unwrap().to_owned();
     // With the current anchor: nothing changed, an empty list.
-    let (status, _, op) = call(
+    let (status, _, op) = soap_call(
         &node,
         SYNC,
         SERVER_SYNC_NS,
@@ -188,7 +142,7 @@ async fn a_downstream_server_authorizes_and_reads_the_configuration() {
 
     // Ping at both services; paths in any case, with the doubled slash WSUS downstreams send.
     for path in [SYNC, "//dssauthwebservice/DSSAUTHWEBSERVICE.asmx"] {
-        let (status, _, op) = call(
+        let (status, _, op) = soap_call(
             &node,
             path,
             MONITORABLE_NS,
@@ -222,7 +176,7 @@ async fn every_fault_of_authorization_and_configuration() {
     };
 
     for name in ["", "bad name!", &"a".repeat(300)] {
-        let got = call(
+        let got = soap_call(
             &node,
             AUTH,
             DSS_AUTH_NS,
@@ -239,7 +193,7 @@ async fn every_fault_of_authorization_and_configuration() {
             ("InvalidParameters".into(), "accountName".into())
         );
     }
-    let got = call(
+    let got = soap_call(
         &node,
         AUTH,
         DSS_AUTH_NS,
@@ -253,7 +207,7 @@ async fn every_fault_of_authorization_and_configuration() {
         ("InvalidParameters".into(), "accountGuid".into())
     );
 
-    let (status, _, op) = call(
+    let (status, _, op) = soap_call(
         &node,
         AUTH,
         DSS_AUTH_NS,
@@ -307,7 +261,7 @@ async fn every_fault_of_authorization_and_configuration() {
         (get_cookie(vec![], "1.20"), "InvalidParameters"),
     ];
     for (inner, want) in cases {
-        let got = call(&node, SYNC, SERVER_SYNC_NS, "GetCookie", &inner, None).await;
+        let got = soap_call(&node, SYNC, SERVER_SYNC_NS, "GetCookie", &inner, None).await;
         assert_eq!(fault(got).0, want, "{inner}");
     }
 
@@ -319,11 +273,11 @@ async fn every_fault_of_authorization_and_configuration() {
         cookie_xml(&(now.clone(), data.clone())),
         cookie_xml(&(now.clone(), "AAAA".into())),
     ] {
-        let got = call(&node, SYNC, SERVER_SYNC_NS, "GetConfigData", &inner, None).await;
+        let got = soap_call(&node, SYNC, SERVER_SYNC_NS, "GetConfigData", &inner, None).await;
         assert_eq!(fault(got).0, "InvalidCookie", "{inner}");
     }
     // An operation of the other service.
-    let got = call(
+    let got = soap_call(
         &node,
         SYNC,
         DSS_AUTH_NS,
@@ -350,10 +304,10 @@ async fn downstream_servers_need_an_accepted_token_when_tokens_are_configured() 
     let mark = log_mark();
     for token in [None, Some("wrong")] {
         let (status, challenge, _) =
-            call(&node, SYNC, SERVER_SYNC_NS, "GetAuthConfig", "", token).await;
+            soap_call(&node, SYNC, SERVER_SYNC_NS, "GetAuthConfig", "", token).await;
         assert_eq!(status, 401, "{token:?}");
         assert!(challenge.unwrap().starts_with("Bearer"));
-        let (status, _, _) = call(
+        let (status, _, _) = soap_call(
             &node,
             AUTH,
             DSS_AUTH_NS,
@@ -365,7 +319,7 @@ async fn downstream_servers_need_an_accepted_token_when_tokens_are_configured() 
         assert_eq!(status, 401);
     }
     assert!(!logged_since(mark, &["downstream server refused"]).is_empty());
-    let (status, _, _) = call(
+    let (status, _, _) = soap_call(
         &node,
         SYNC,
         SERVER_SYNC_NS,
@@ -376,7 +330,7 @@ async fn downstream_servers_need_an_accepted_token_when_tokens_are_configured() 
     .await;
     assert_eq!(status, 200);
     let cookie = authorize(&node, Some("branch-one-secret")).await;
-    let (status, _, _) = call(
+    let (status, _, _) = soap_call(
         &node,
         SYNC,
         SERVER_SYNC_NS,
@@ -387,7 +341,7 @@ async fn downstream_servers_need_an_accepted_token_when_tokens_are_configured() 
     .await;
     assert_eq!(status, 200);
     // Windows clients are not asked for a token.
-    let (status, _, _) = call(
+    let (status, _, _) = soap_call(
         &node,
         "/ClientWebService/client.asmx",
         wsus_edge::wusp::CLIENT_NS,
@@ -456,7 +410,7 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
         );
         let node = &node;
         async move {
-            let (status, _, op) = call(
+            let (status, _, op) = soap_call(
                 node,
                 SYNC,
                 SERVER_SYNC_NS,
@@ -565,7 +519,7 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
             )
         })
         .collect();
-    let (status, _, op) = call(
+    let (status, _, op) = soap_call(
         &node,
         SYNC,
         SERVER_SYNC_NS,
@@ -645,7 +599,7 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
             "filter",
         ),
     ] {
-        let (status, _, op) = call(&node, SYNC, SERVER_SYNC_NS, operation, &inner, None).await;
+        let (status, _, op) = soap_call(&node, SYNC, SERVER_SYNC_NS, operation, &inner, None).await;
         assert_eq!(status, 500);
         let op = op.unwrap();
         assert_eq!(error_code(&op), "InvalidParameters");

@@ -150,21 +150,7 @@ impl Store {
         // Older files lack columns the schema's indexes need: add those first.
         conn.execute_batch(&SCHEMA[..SCHEMA.find("CREATE UNIQUE INDEX").unwrap_or(SCHEMA.len())])
             .map_err(db)?;
-        for (table, column, declaration) in ADDED_COLUMNS {
-            let present: i64 = conn
-                .query_row(
-                    "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
-                    [table, column],
-                    |r| r.get(0),
-                )
-                .map_err(db)?;
-            if present == 0 {
-                conn.execute_batch(&format!(
-                    "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-                ))
-                .map_err(db)?;
-            }
-        }
+        add_missing_columns(&conn, &ADDED_COLUMNS)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         // Deployments from before GUIDs: each gets one, as the protocol names them by it.
         let unnamed: Vec<i64> = conn
@@ -991,6 +977,30 @@ impl Store {
         catalog.version = self.catalog_version()?;
         Ok(catalog)
     }
+}
+
+/// Add the columns of `added` (table, column, declaration) that a state.db from an older
+/// version lacks.
+pub(crate) fn add_missing_columns(
+    conn: &Connection,
+    added: &[(&str, &str, &str)],
+) -> Result<(), CatalogError> {
+    for (table, column, declaration) in added {
+        let present: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
+                [table, column],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if present == 0 {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
+            ))
+            .map_err(db)?;
+        }
+    }
+    Ok(())
 }
 
 /// Remove the deployments `filter` selects (a WHERE clause over `deployments`), leaving each

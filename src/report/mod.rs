@@ -15,6 +15,9 @@ use rusqlite::{Connection, params};
 
 use crate::catalog::{CatalogError, Guid};
 
+mod rollup;
+pub use rollup::{RolledComputer, RolledServer, RolledStatus};
+
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = FULL;
@@ -64,6 +67,23 @@ CREATE TABLE IF NOT EXISTS downstreams (
 );
 ";
 
+/// Columns added since the first state.db files: (table, column, declaration).
+const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
+    ("computers", "last_status", "INTEGER"),
+    // The server a rolled-up computer reports to (none: this one).
+    ("computers", "parent_server", "TEXT"),
+    ("computers", "rollup_number", "INTEGER"),
+    ("computers", "detection", "INTEGER"),
+    ("downstreams", "parent", "TEXT"),
+    ("downstreams", "is_replica", "INTEGER"),
+    ("downstreams", "version", "TEXT"),
+    ("downstreams", "last_rollup", "INTEGER"),
+    ("downstreams", "computers", "INTEGER"),
+    ("downstreams", "needing", "INTEGER"),
+    ("downstreams", "with_errors", "INTEGER"),
+    ("downstreams", "up_to_date", "INTEGER"),
+];
+
 /// A downstream server as this node knows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Downstream {
@@ -80,6 +100,14 @@ pub struct Downstream {
     pub last_seen: i64,
     /// When it last listed updates (GetRevisionIdList, updates pass).
     pub last_sync: Option<i64>,
+    /// What its rollup said (RollupDownstreamServers): the server it syncs from, when, and
+    /// its computers: all, needing updates, with errors, up to date.
+    pub parent: Option<String>,
+    pub last_rollup: Option<i64>,
+    pub computers: Option<i64>,
+    pub needing_updates: Option<i64>,
+    pub with_errors: Option<i64>,
+    pub up_to_date: Option<i64>,
 }
 
 /// What a downstream server's call tells of it.
@@ -279,17 +307,7 @@ impl Journal {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
-        let has_status: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info('computers') WHERE name = 'last_status'",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        if has_status == 0 {
-            conn.execute_batch("ALTER TABLE computers ADD COLUMN last_status INTEGER")
-                .map_err(db)?;
-        }
+        crate::catalog::store::add_missing_columns(&conn, &ADDED_COLUMNS)?;
         Ok(Journal { conn })
     }
 
@@ -376,7 +394,8 @@ impl Journal {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, name, address, protocol, first_seen, last_seen, last_sync
+                "SELECT id, name, address, protocol, first_seen, last_seen, last_sync, parent,
+                 last_rollup, computers, needing, with_errors, up_to_date
                  FROM downstreams ORDER BY last_seen DESC, id",
             )
             .map_err(db)?;
@@ -389,6 +408,12 @@ impl Journal {
                 first_seen: r.get(4)?,
                 last_seen: r.get(5)?,
                 last_sync: r.get(6)?,
+                parent: r.get(7)?,
+                last_rollup: r.get(8)?,
+                computers: r.get(9)?,
+                needing_updates: r.get(10)?,
+                with_errors: r.get(11)?,
+                up_to_date: r.get(12)?,
             })
         })
         .map_err(db)?
@@ -643,6 +668,12 @@ mod tests {
                 first_seen: 10,
                 last_seen: 13,
                 last_sync: Some(13),
+                parent: None,
+                last_rollup: None,
+                computers: None,
+                needing_updates: None,
+                with_errors: None,
+                up_to_date: None,
             }
         );
         assert_eq!(

@@ -477,15 +477,40 @@ async fn soap(
             .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    if matches!(service, SoapService::Server(_))
-        && !app.downstream_tokens.is_empty()
-        && !app.downstream_tokens.accepts(&parts.headers)
-    {
+    let refused = |service: SoapService| {
+        matches!(service, SoapService::Server(_))
+            && !app.downstream_tokens.is_empty()
+            && !app.downstream_tokens.accepts(&parts.headers)
+    };
+    let refusal = || {
         tracing::warn!(path = %parts.uri.path(), "downstream server refused: no accepted bearer token");
-        return crate::auth::unauthorized("Bearer realm=\"wsus-edge downstream\"");
+        crate::auth::unauthorized("Bearer realm=\"wsus-edge downstream\"")
+    };
+    if refused(service) {
+        return refusal();
     }
-    let limit = app.wusp.max_body();
-    let reply = match (read_body(&parts.headers, body, limit).await, service) {
+    // Downstream servers roll up on the clients' Reporting path: a larger body, their own
+    // service and gate, told apart by the operation.
+    let reporting = matches!(service, SoapService::Client(wusp::Endpoint::Reporting));
+    let limit = if reporting {
+        wsusss::rollup::LIMITS.max_bytes
+    } else {
+        app.wusp.max_body()
+    };
+    let mut read = read_body(&parts.headers, body, limit).await;
+    let mut service = service;
+    if let Ok(bytes) = &read {
+        let operation = reporting.then(|| soap::operation_name(bytes)).flatten();
+        if operation.is_some_and(|op| wsusss::rollup::OPERATIONS.contains(&op.as_str())) {
+            service = SoapService::Server(wsusss::Endpoint::Reporting);
+            if refused(service) {
+                return refusal();
+            }
+        } else if reporting && bytes.len() > app.wusp.max_body() {
+            read = Err(BodyError::TooLarge);
+        }
+    }
+    let reply = match (read, service) {
         (Err(BodyError::TooLarge), SoapService::Client(endpoint)) => {
             wusp::oversized(endpoint, limit)
         }

@@ -177,6 +177,33 @@ pub fn parse(xml: &[u8], limits: &Limits) -> Result<Envelope, ParseError> {
     Ok(Envelope { version, operation })
 }
 
+/// The local name of a SOAP call's operation (the first element in its Body), read without
+/// building the tree: to pick the service before parsing under that service's limits. None
+/// when the document does not get that far (the parse proper says why).
+pub fn operation_name(xml: &[u8]) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_reader(xml);
+    let mut buf = Vec::new();
+    let mut depth = 0usize;
+    let mut in_body = false;
+    // Envelope, Header/Body, the operation: a few dozen events unless the Header is long.
+    for _ in 0..10_000 {
+        buf.clear();
+        match reader.read_event_into(&mut buf).ok()? {
+            Event::Start(e) | Event::Empty(e) if in_body && depth == 2 => {
+                return Some(e.local_name().as_ref().to_owned());
+            }
+            Event::Start(e) => {
+                depth += 1;
+                in_body = depth == 2 && e.local_name().as_ref() == "Body";
+            }
+            Event::End(_) => depth = depth.checked_sub(1)?,
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Parse any XML document into its root element under `limits` (for SOAP bodies, and for the
 /// update documents of the catalog).
 pub fn parse_tree(xml: &[u8], limits: &Limits) -> Result<Element, ParseError> {

@@ -16,6 +16,7 @@
 //! `catalog`. Knows no socket: the server hands it bytes.
 
 pub mod replica;
+pub mod rollup;
 pub mod sync;
 
 use std::fmt::Write as _;
@@ -57,6 +58,9 @@ pub const MAX_UPDATES_PER_REQUEST: u32 = 100;
 pub enum Endpoint {
     ServerSync,
     DssAuth,
+    /// The rollup operations posted to the client protocol's Reporting path
+    /// ([`rollup::OPERATIONS`]); the server picks this by the operation's name.
+    Reporting,
 }
 
 impl Endpoint {
@@ -71,7 +75,7 @@ impl Endpoint {
 
     pub fn namespace(self) -> &'static str {
         match self {
-            Endpoint::ServerSync => SERVER_SYNC_NS,
+            Endpoint::ServerSync | Endpoint::Reporting => SERVER_SYNC_NS,
             Endpoint::DssAuth => DSS_AUTH_NS,
         }
     }
@@ -128,7 +132,11 @@ impl Service {
         peer: Option<SocketAddr>,
         now: i64,
     ) -> Reply {
-        let envelope = match soap::parse(body, self.wusp.limits()) {
+        let limits = match endpoint {
+            Endpoint::Reporting => &rollup::LIMITS,
+            _ => self.wusp.limits(),
+        };
+        let envelope = match soap::parse(body, limits) {
             Ok(e) => e,
             Err(e) => {
                 return fault_in(
@@ -172,6 +180,14 @@ impl Service {
                 self.downstream_cookie(&op, now).map(|_| {
                     format!("<GetRelatedRevisionsForUpdatesResponse xmlns=\"{SERVER_SYNC_NS}\"/>")
                 })
+            }
+            (Endpoint::Reporting, SERVER_SYNC_NS, name) if rollup::OPERATIONS.contains(&name) => {
+                let (journal, server_id) = (self.journal.clone(), self.wusp.server_id());
+                let op = op.clone();
+                tokio::task::spawn_blocking(move || rollup::answer(&journal, server_id, &op, now))
+                    .await
+                    .map_err(Fault::internal)
+                    .and_then(|answer| answer)
             }
             (Endpoint::DssAuth, DSS_AUTH_NS, "GetAuthorizationCookie") => {
                 self.get_authorization_cookie(&op, peer, now).await

@@ -616,3 +616,48 @@ pub async fn replica_until(
         Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
     }
 }
+
+/// A SOAP 1.1 envelope around one operation element.
+pub fn soap_envelope(ns: &str, operation: &str, inner: &str) -> String {
+    format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?><soap:Envelope \
+         xmlns:soap=\"http://schemas.xmlsoap.org/soap/envelope/\"><soap:Body>\
+         <{operation} xmlns=\"{ns}\">{inner}</{operation}></soap:Body></soap:Envelope>"
+    )
+}
+
+/// POST a SOAP 1.1 call; (status, WWW-Authenticate, the answer's operation element or fault
+/// detail, as a tree when it is SOAP).
+pub async fn soap_call(
+    node: &Running,
+    path: &str,
+    ns: &str,
+    operation: &str,
+    inner: &str,
+    token: Option<&str>,
+) -> (u16, Option<String>, Option<wsus_edge::soap::Element>) {
+    let mut builder = http::Request::post(url(node, path))
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("soapaction", format!("\"{ns}/{operation}\""));
+    if let Some(t) = token {
+        builder = builder.header("authorization", format!("Bearer {t}"));
+    }
+    let request = builder
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            soap_envelope(ns, operation, inner),
+        )))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let tree = wsus_edge::soap::parse(&body, &wsus_edge::soap::Limits::default())
+        .ok()
+        .map(|e| e.operation);
+    (status, challenge, tree)
+}
