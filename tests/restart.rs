@@ -95,7 +95,8 @@ fn write_config(dir: &Path, origin: &str) -> PathBuf {
     let path = dir.join("node.toml");
     let text = format!(
         "[node]\ndata_dir = {:?}\n[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         [upstream]\nurl = {origin:?}\ntimeout = \"2s\"\nconnect_timeout = \"1s\"\nsync_interval = \"0s\"\n",
+         [upstream]\nurl = {origin:?}\ntimeout = \"2s\"\nconnect_timeout = \"1s\"\nsync_interval = \"0s\"\n\
+         [reports]\nrollup_interval = \"0s\"\n",
         dir.join("data").to_string_lossy()
     );
     std::fs::write(&path, text).unwrap();

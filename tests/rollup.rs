@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use wsus_edge::server::Running;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_rollups_are_kept_and_shown() {
@@ -157,4 +158,192 @@ async fn rollups_are_gated_and_bounded() {
             .starts_with("computers")
     );
     node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A downstream of `upstream` that syncs at start and rolls up when asked.
+async fn downstream(dir: &std::path::Path, name: &str, upstream: &Running) -> Running {
+    branch_with(
+        &dir.join(name),
+        &format!("http://{}", upstream.listening().http),
+        "sync_interval = \"1h\"\ntimeout = \"10s\"\nconnect_timeout = \"1s\"",
+        "",
+    )
+    .await
+}
+
+/// What one client reported: its id, its branch, (update, state) of each offered update.
+struct Reported {
+    client: String,
+    branch: &'static str,
+    states: Vec<(String, &'static str)>,
+}
+
+/// Roll up now and wait (bounded) for it to succeed.
+async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::RollupReport {
+    let rollup = node.app.rollup.as_ref().expect("a downstream");
+    let before = rollup.status().borrow().rollups;
+    rollup.rollup_now();
+    let mut rx = rollup.status();
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| s.rollups > before).await.map(|s| s.clone())
+    })
+    .await
+    .expect("rollup within a minute")
+    .unwrap();
+    assert_eq!(status.last_error, None);
+    status.last.unwrap()
+}
+
+/// Clients of two branches (one under a regional node) scan, install and report; the rollups
+/// carry every computer with exactly its states to the root, the server counts add up, and
+/// when the root loses its data (a new RollupResetGuid) a branch sends everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_status_rolls_up_three_tiers() {
+    use wsus_edge::simulate::wua;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _, _) = catalog_root(dir.path()).await;
+    let regional = downstream(dir.path(), "regional", &root).await;
+    replica_until(&regional, |s| s.syncs >= 1 && s.failed_syncs == 0).await;
+    let (a, b) = (
+        downstream(dir.path(), "branch-a", &regional).await,
+        downstream(dir.path(), "branch-b", &root).await,
+    );
+    for n in [&a, &b] {
+        replica_until(n, |s| s.syncs >= 1 && s.failed_syncs == 0).await;
+    }
+
+    // Ground truth: what each client reported (every third offered update failed).
+    let soap = wua::soap_client();
+    let mut truth: Vec<Reported> = Vec::new();
+    for (node, branch, clients) in [(&a, "a", 3u64), (&b, "b", 2)] {
+        let base = format!("http://{}", node.listening().http);
+        for n in 0..clients {
+            let machine = wua::Machine::new(100 * clients + n, None);
+            let mut scan = wua::scan(&soap, &base, &machine).await.unwrap();
+            assert!(!scan.offered.is_empty());
+            wua::report(&soap, &base, &machine, &mut scan, 3)
+                .await
+                .unwrap();
+            let states = scan
+                .offered
+                .iter()
+                .enumerate()
+                .map(|(i, o)| {
+                    let state = if (i + 1) % 3 == 0 {
+                        "failed"
+                    } else {
+                        "installed"
+                    };
+                    (o.update_id.to_string(), state)
+                })
+                .collect();
+            truth.push(Reported {
+                client: machine.client_id.clone(),
+                branch,
+                states,
+            });
+        }
+    }
+
+    let first = rolled_up(&a).await;
+    assert_eq!((first.computers, first.statuses), (3, 3));
+    let via = rolled_up(&regional).await;
+    assert_eq!(
+        (via.computers, via.statuses),
+        (3, 3),
+        "the regional node passes them on"
+    );
+    let direct = rolled_up(&b).await;
+    assert_eq!((direct.computers, direct.statuses), (2, 2));
+
+    let admin = |p: &str| format!("http://{}{p}", root.listening().admin);
+    let json = |got: &Got| -> serde_json::Value {
+        assert_eq!(got.status, 200, "{}", String::from_utf8_lossy(&got.body));
+        serde_json::from_slice(&got.body).unwrap()
+    };
+    let computers = json(&get(&admin("/api/v1/computers"), &[]).await);
+    assert_eq!(
+        computers.as_array().unwrap().len(),
+        truth.len(),
+        "{computers}"
+    );
+    let server_id = |n: &Running| n.app.wusp.server_id().to_string();
+    for Reported {
+        client,
+        branch,
+        states,
+    } in &truth
+    {
+        let got = json(&get(&admin(&format!("/api/v1/computers/{client}")), &[]).await);
+        let parent = if *branch == "a" {
+            server_id(&a)
+        } else {
+            server_id(&b)
+        };
+        assert_eq!(got["parent_server"], parent.as_str(), "{got}");
+        let mut kept: Vec<(String, String)> = got["update_states"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["update"].as_str().unwrap().to_owned(),
+                    u["state"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        kept.sort();
+        let mut want: Vec<(String, String)> = states
+            .iter()
+            .map(|(u, s)| (u.clone(), s.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(kept, want, "computer {client} of branch {branch}");
+    }
+    let servers = json(&get(&admin("/api/v1/downstreams"), &[]).await);
+    let count = |id: &str| {
+        servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {servers}"))["computers"]
+            .as_i64()
+            .unwrap()
+    };
+    assert_eq!(
+        (
+            count(&server_id(&a)),
+            count(&server_id(&b)),
+            count(&server_id(&regional))
+        ),
+        (3, 2, 0)
+    );
+
+    // Nothing new: the next rollup sends no status again.
+    let quiet = rolled_up(&b).await;
+    assert_eq!(
+        (quiet.computers, quiet.statuses, quiet.reset),
+        (0, 0, false)
+    );
+
+    // The root loses what it had (a restored database): a new reset GUID, and branch B
+    // sends everything again.
+    let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
+    db.execute_batch(
+        "DELETE FROM update_status WHERE client_id IN
+            (SELECT client_id FROM computers WHERE parent_server IS NOT NULL);
+         DELETE FROM computers WHERE parent_server IS NOT NULL;
+         DELETE FROM rollup_meta WHERE key = 'reset_guid';",
+    )
+    .unwrap();
+    drop(db);
+    let again = rolled_up(&b).await;
+    assert!(again.reset);
+    assert_eq!((again.computers, again.statuses), (2, 2));
+
+    for n in [a, b, regional, root] {
+        n.shutdown(Duration::from_secs(1)).await;
+    }
 }

@@ -273,7 +273,7 @@ class Edge:
                 f'[node]\nname = "bench-{name}"\ndata_dir = "{self.dir}/data"\n\n'
                 f'[listen]\nhttp = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n\n'
                 f'[upstream]\nurl = "http://127.0.0.1:{upstream_port}"\nsync_interval = "0s"\n\n'
-                f'[cache]\nmemory_bytes = "1GiB"\nprefetch = "none"\n'
+                f'[cache]\nmemory_bytes = "1GiB"\nprefetch = "none"\n[reports]\nrollup_interval = "0s"\n'
             )
         self.proc = None
         self.port = self.admin = None

@@ -41,7 +41,7 @@ def write_config(path, name, data, http, admin, upstream=None):
             f'[listen]\nhttp = "127.0.0.1:{http}"\nadmin = "127.0.0.1:{admin}"\n')
     if upstream:
         text += (f'[upstream]\nurl = "{upstream}"\nsync_interval = "0s"\ntimeout = "120s"\n'
-                 f'[cache]\nprefetch = "none"\n')
+                 f'[cache]\nprefetch = "none"\n[reports]\nrollup_interval = "0s"\n')
     with open(path, "w") as f:
         f.write(text)
 

@@ -190,7 +190,7 @@ class Bench:
             f.write(f'[node]\nname = "bench-branch"\ndata_dir = "{data}"\n'
                     f'[listen]\nhttp = "127.0.0.1:8530"\nadmin = "127.0.0.1:8540"\n'
                     f'[upstream]\nurl = "https://{IP_UP}:8531"\ntransport = "{transport}"\nca = "{self.ca}"\nsync_interval = "0s"\n'
-                    f'[cache]\nmemory_bytes = "256MiB"\nprefetch = "none"\n')
+                    f'[cache]\nmemory_bytes = "256MiB"\nprefetch = "none"\n[reports]\nrollup_interval = "0s"\n')
         branch, _ = self.spawn(in_ns(NS_BR, [self.bin, "--config", conf, "serve"]), f"branch-{key}",
                                r"wsus-edge ready")
         body = os.path.join(self.tmp, "body")

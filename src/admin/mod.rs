@@ -386,6 +386,8 @@ struct UpstreamStatus<'a> {
     transport: crate::upstream::TransportStatus,
     /// The syncs and prefetches from it.
     sync: Option<crate::wsusss::replica::ReplicaStatus>,
+    /// The rollups of client status to it.
+    rollup: Option<crate::wsusss::rollup_client::RollupStatus>,
 }
 
 fn status(app: &App) -> Status<'_> {
@@ -401,6 +403,7 @@ fn status(app: &App) -> Status<'_> {
             url: u.url(),
             transport: u.transport_status(),
             sync: app.replica.as_ref().map(|r| r.status().borrow().clone()),
+            rollup: app.rollup.as_ref().map(|r| r.status().borrow().clone()),
         }),
         uptime_seconds: app.started.elapsed().as_secs(),
         ready: app.ready.load(Ordering::Relaxed),

@@ -732,7 +732,7 @@ impl Walk {
         let reports = self.section(root, "reports");
         let reports = Reports {
             rollup_interval: self
-                .field(reports, "rollup_interval", as_interval)
+                .field(reports, "rollup_interval", as_interval_or_off)
                 .or(DEFAULT_ROLLUP_INTERVAL),
         };
         Some(Config {

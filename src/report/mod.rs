@@ -258,6 +258,8 @@ pub struct ComputerStatus {
     pub registered_at: i64,
     pub last_sync: Option<i64>,
     pub last_status: Option<i64>,
+    /// The downstream server it reports to; none: this one.
+    pub parent_server: Option<String>,
     /// Updates per state (by [`UpdateState::name`]).
     pub updates: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -455,6 +457,12 @@ impl Journal {
                        AND excluded.state <> update_status.state",
                 )
                 .map_err(db)?;
+            let mut next_number = tx
+                .prepare(
+                    "UPDATE computers SET rollup_number = COALESCE(rollup_number, 0) + 1
+                     WHERE client_id = ?1",
+                )
+                .map_err(db)?;
             let mut status_report = tx
                 .prepare(
                     "UPDATE computers SET last_status = MAX(COALESCE(last_status, 0), ?2)
@@ -481,10 +489,15 @@ impl Journal {
                 if inserted == 0 {
                     continue;
                 }
+                let mut moved = 0;
                 for (update, s) in states_of(e) {
-                    state
+                    moved += state
                         .execute(params![e.client_id, update.to_string(), s.code(), e.time])
                         .map_err(db)?;
+                }
+                // A new status to roll up: its number moves (GetOutOfSyncComputers).
+                if moved > 0 {
+                    next_number.execute([&e.client_id]).map_err(db)?;
                 }
                 if e.event_id == 156 {
                     status_report
@@ -530,7 +543,8 @@ impl Journal {
             .conn
             .prepare(
                 "SELECT client_id, dns_name, os_version, manufacturer, model, registered_at,
-                 last_sync, last_status FROM computers ORDER BY dns_name, client_id",
+                 last_sync, last_status, parent_server FROM computers
+                 ORDER BY dns_name, client_id",
             )
             .map_err(db)?;
         let rows = stmt
@@ -544,6 +558,7 @@ impl Journal {
                     registered_at: r.get(5)?,
                     last_sync: r.get(6)?,
                     last_status: r.get(7)?,
+                    parent_server: r.get(8)?,
                     updates: Default::default(),
                 })
             })

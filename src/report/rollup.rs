@@ -297,4 +297,180 @@ impl Journal {
         }
         tx.commit().map_err(db)
     }
+
+    /// What this server last heard from its own upstream as RollupResetGuid, and where its
+    /// computers rollup got to (seconds since the epoch; acknowledged by the upstream).
+    pub fn rollup_position(&mut self) -> Result<(Option<Guid>, i64), CatalogError> {
+        self.rollup_reset_guid()?;
+        let get = |key: &str| -> Result<Option<String>, CatalogError> {
+            self.conn
+                .query_row("SELECT value FROM rollup_meta WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(db)
+        };
+        Ok((
+            get("upstream_reset_guid")?.as_deref().and_then(Guid::parse),
+            get("computers_sent_until")?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        ))
+    }
+
+    /// Keep what the upstream acknowledged (see [`Journal::rollup_position`]).
+    pub fn set_rollup_position(
+        &mut self,
+        reset: Guid,
+        sent_until: i64,
+    ) -> Result<(), CatalogError> {
+        for (key, value) in [
+            ("upstream_reset_guid", reset.to_string()),
+            ("computers_sent_until", sent_until.to_string()),
+        ] {
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO rollup_meta (key, value) VALUES (?1, ?2)",
+                    params![key, value],
+                )
+                .map_err(db)?;
+        }
+        Ok(())
+    }
+
+    /// The computers (this server's own, under `own_id`, and those rolled up from below)
+    /// that synced, reported or arrived after `since`, with their details.
+    pub fn computers_to_roll(
+        &self,
+        since: i64,
+        own_id: Guid,
+    ) -> Result<Vec<RolledComputer>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT client_id, dns_name, os_version, os_locale, manufacturer, model,
+                 processor, client_version, groups, last_sync, last_status, parent_server
+                 FROM computers WHERE registered_at > ?1 OR COALESCE(last_sync, 0) > ?1
+                 OR COALESCE(last_status, 0) > ?1 ORDER BY client_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([since], |r| {
+                let groups: String = r.get(8)?;
+                let parent: Option<String> = r.get(11)?;
+                Ok(RolledComputer {
+                    id: r.get(0)?,
+                    parent: parent.as_deref().and_then(Guid::parse).unwrap_or(own_id),
+                    last_sync: r.get(9)?,
+                    last_status: r.get(10)?,
+                    details: Some(Computer {
+                        client_id: r.get(0)?,
+                        dns_name: r.get(1)?,
+                        os_version: r.get(2)?,
+                        os_locale: r.get(3)?,
+                        manufacturer: r.get(4)?,
+                        model: r.get(5)?,
+                        processor: r.get(6)?,
+                        client_version: r.get(7)?,
+                        groups: groups.split(';').filter_map(Guid::parse).collect(),
+                    }),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// Every computer with a status to roll up, and its number.
+    pub fn rollup_numbers(&self) -> Result<Vec<(String, i64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT client_id, rollup_number FROM computers WHERE rollup_number IS NOT NULL
+                 ORDER BY client_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// The whole update status of `computers`, to send as full rollups.
+    pub fn statuses(&self, computers: &[String]) -> Result<Vec<RolledStatus>, CatalogError> {
+        let mut number = self
+            .conn
+            .prepare_cached("SELECT rollup_number, detection FROM computers WHERE client_id = ?1")
+            .map_err(db)?;
+        let mut out = Vec::with_capacity(computers.len());
+        for id in computers {
+            let Some((rollup_number, detection)) = number
+                .query_row([id], |r| Ok((r.get::<_, Option<i64>>(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db)?
+            else {
+                continue;
+            };
+            out.push(RolledStatus {
+                id: id.clone(),
+                rollup_number: rollup_number.unwrap_or(0),
+                full: true,
+                detection,
+                updates: self.computer_updates(id)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The servers below that rolled up here (to pass on up with this server's own summary).
+    pub fn servers_below(&self) -> Result<Vec<RolledServer>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, name, parent, is_replica, version, last_sync, computers, needing,
+                 with_errors, up_to_date FROM downstreams WHERE last_rollup IS NOT NULL
+                 ORDER BY id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<bool>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
+                    [
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, Option<i64>>(9)?,
+                    ],
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, parent, replica, version, last_sync, counts) = row.map_err(db)?;
+            let (Some(id), Some(parent)) =
+                (Guid::parse(&id), parent.as_deref().and_then(Guid::parse))
+            else {
+                continue;
+            };
+            let [computers, needing, with_errors, up_to_date] = counts.map(|c| c.unwrap_or(0));
+            out.push(RolledServer {
+                id,
+                name,
+                parent,
+                is_replica: replica.unwrap_or(false),
+                version: version.unwrap_or_default(),
+                last_sync,
+                computers,
+                needing,
+                with_errors,
+                up_to_date,
+            });
+        }
+        Ok(out)
+    }
 }

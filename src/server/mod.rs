@@ -46,6 +46,8 @@ pub struct App {
     pub upstream: Option<Arc<Upstream>>,
     /// The syncs and prefetches of a downstream server (none on a root).
     pub replica: Option<Arc<wsusss::replica::Replica>>,
+    /// The rollup of client status to the upstream (none on a root).
+    pub rollup: Option<Arc<wsusss::rollup_client::Rollup>>,
     /// A connection to the report journal for the admin views.
     pub reports: Arc<std::sync::Mutex<crate::report::Journal>>,
     /// Who may change state through the admin API.
@@ -190,9 +192,19 @@ pub async fn start(config: &Config) -> Result<Running> {
         ))),
         _ => None,
     };
+    let rollup = upstream.as_ref().map(|link| {
+        Arc::new(wsusss::rollup_client::Rollup::new(
+            link.clone(),
+            config.node.data_dir.clone(),
+            wusp.server_id(),
+            &config.node.name,
+            config.reports.rollup_interval,
+        ))
+    });
     let app = Arc::new(App {
         name: config.node.name.clone(),
         replica: replica.clone(),
+        rollup: rollup.clone(),
         reports,
         store: store.clone(),
         wsusss,
@@ -225,6 +237,9 @@ pub async fn start(config: &Config) -> Result<Running> {
         ));
         // What is approved already and not here yet (a restart, a sync made by the CLI).
         replica.catalog_changed();
+    }
+    if let Some(rollup) = &rollup {
+        tasks.spawn(rollup.clone().run(shutdown_rx.clone()));
     }
     let maintenance = store.spawn_maintenance();
     {

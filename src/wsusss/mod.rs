@@ -17,6 +17,7 @@
 
 pub mod replica;
 pub mod rollup;
+pub mod rollup_client;
 pub mod sync;
 
 use std::fmt::Write as _;

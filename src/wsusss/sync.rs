@@ -153,105 +153,102 @@ impl Syncer {
         .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))
     }
+}
 
-    /// POST one SOAP 1.1 call and read its answer: the operation's response element, or the
-    /// fault.
-    async fn post(
-        &self,
-        path: &str,
-        ns: &str,
-        operation: &str,
-        inner: &str,
-    ) -> std::result::Result<(Element, u64), Failure> {
-        let body = soap::envelope(
-            Version::Soap11,
-            &format!("<{operation} xmlns=\"{ns}\">{inner}</{operation}>"),
-        );
-        let mut headers = HeaderMap::new();
-        let action = HeaderValue::from_str(&format!("\"{ns}/{operation}\""))
-            .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
-        headers.insert("SOAPAction", action);
-        // A wsus-edge upstream compresses (answers are mostly update XML: ~8x smaller); a
-        // Microsoft one offers only xpress and answers this uncompressed.
-        headers.insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
-        let mut fetched = self
-            .upstream
-            .post(
-                path,
-                Version::Soap11.content_type(),
-                headers,
-                Bytes::from(body),
-            )
-            .await
-            .map_err(|e| e.context(operation))?;
-        let status = fetched.status;
-        let mut answer = Vec::new();
-        while let Some(chunk) = self
-            .upstream
-            .next_chunk(&mut fetched)
-            .await
-            .map_err(|e| e.context(operation))?
-        {
-            if answer.len() + chunk.len() > ANSWER_LIMITS.max_bytes {
-                return Err(Error::upstream(
-                    Kind::BadUpstream,
-                    format!("{operation}: answer over {} bytes", ANSWER_LIMITS.max_bytes),
-                )
-                .into());
-            }
-            answer.extend_from_slice(&chunk);
-        }
-        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+/// POST one SOAP 1.1 call and read its answer: the operation's response element, or the
+/// fault.
+pub(super) async fn post(
+    upstream: &Upstream,
+    path: &str,
+    ns: &str,
+    operation: &str,
+    inner: &str,
+) -> std::result::Result<(Element, u64), Failure> {
+    let body = soap::envelope(
+        Version::Soap11,
+        &format!("<{operation} xmlns=\"{ns}\">{inner}</{operation}>"),
+    );
+    let mut headers = HeaderMap::new();
+    let action = HeaderValue::from_str(&format!("\"{ns}/{operation}\""))
+        .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+    headers.insert("SOAPAction", action);
+    // A wsus-edge upstream compresses (answers are mostly update XML: ~8x smaller); a
+    // Microsoft one offers only xpress and answers this uncompressed.
+    headers.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("gzip"),
+    );
+    let mut fetched = upstream
+        .post(
+            path,
+            Version::Soap11.content_type(),
+            headers,
+            Bytes::from(body),
+        )
+        .await
+        .map_err(|e| e.context(operation))?;
+    let status = fetched.status;
+    let mut answer = Vec::new();
+    while let Some(chunk) = upstream
+        .next_chunk(&mut fetched)
+        .await
+        .map_err(|e| e.context(operation))?
+    {
+        if answer.len() + chunk.len() > ANSWER_LIMITS.max_bytes {
             return Err(Error::upstream(
                 Kind::BadUpstream,
-                format!(
-                    "{operation}: the upstream refused this server (HTTP {status}); check \
-                     upstream.token_file or the client certificate"
-                ),
-            )
-            .retryable(false)
-            .into());
-        }
-        let wire = answer.len() as u64;
-        let gzipped = fetched
-            .headers
-            .get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-        if gzipped {
-            answer = gunzip(&answer).map_err(|e| {
-                Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}"))
-            })?;
-        }
-        let envelope = soap::parse(&answer, &ANSWER_LIMITS).map_err(|e| {
-            Error::upstream(
-                Kind::BadUpstream,
-                format!("{operation}: the answer (HTTP {status}) is not SOAP: {e}"),
-            )
-        })?;
-        let op = envelope.operation;
-        if let Some((code, message)) = soap::fault_detail(&op) {
-            let message = message.to_owned();
-            return Err(match ErrorCode::parse(code) {
-                Some(code) => Failure::Fault(code, format!("{operation}: {message}")),
-                None => Error::upstream(
-                    Kind::BadUpstream,
-                    format!("{operation}: fault {code:?} {message}"),
-                )
-                .into(),
-            });
-        }
-        if status != StatusCode::OK || op.name != format!("{operation}Response") {
-            return Err(Error::upstream(
-                Kind::BadUpstream,
-                format!("{operation}: HTTP {status} with <{}>", op.name),
+                format!("{operation}: answer over {} bytes", ANSWER_LIMITS.max_bytes),
             )
             .into());
         }
-        Ok((op, wire))
+        answer.extend_from_slice(&chunk);
     }
+    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+        return Err(Error::upstream(
+            Kind::BadUpstream,
+            format!(
+                "{operation}: the upstream refused this server (HTTP {status}); check \
+                 upstream.token_file or the client certificate"
+            ),
+        )
+        .retryable(false)
+        .into());
+    }
+    let wire = answer.len() as u64;
+    let gzipped = fetched
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if gzipped {
+        answer = gunzip(&answer)
+            .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}")))?;
+    }
+    let envelope = soap::parse(&answer, &ANSWER_LIMITS).map_err(|e| {
+        Error::upstream(
+            Kind::BadUpstream,
+            format!("{operation}: the answer (HTTP {status}) is not SOAP: {e}"),
+        )
+    })?;
+    let op = envelope.operation;
+    if let Some((code, message)) = soap::fault_detail(&op) {
+        let message = message.to_owned();
+        return Err(match ErrorCode::parse(code) {
+            Some(code) => Failure::Fault(code, format!("{operation}: {message}")),
+            None => Error::upstream(
+                Kind::BadUpstream,
+                format!("{operation}: fault {code:?} {message}"),
+            )
+            .into(),
+        });
+    }
+    if status != StatusCode::OK || op.name != format!("{operation}Response") {
+        return Err(Error::upstream(
+            Kind::BadUpstream,
+            format!("{operation}: HTTP {status} with <{}>", op.name),
+        )
+        .into());
+    }
+    Ok((op, wire))
 }
 
 /// Decompress a gzip answer, no larger than the answer limit.
@@ -271,7 +268,7 @@ fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 }
 
 /// Why a call failed: a protocol fault (the sync may recover), or anything else.
-enum Failure {
+pub(super) enum Failure {
     Fault(ErrorCode, String),
     Other(Error),
 }
@@ -283,7 +280,7 @@ impl From<Error> for Failure {
 }
 
 impl Failure {
-    fn into_error(self) -> Error {
+    pub(super) fn into_error(self) -> Error {
         match self {
             Failure::Other(e) => e,
             Failure::Fault(code, message) => {
@@ -336,7 +333,7 @@ struct Session<'a> {
 impl Session<'_> {
     async fn post(&mut self, path: &str, ns: &str, operation: &str, inner: &str) -> Step<Element> {
         self.report.calls += 1;
-        let (op, bytes) = self.syncer.post(path, ns, operation, inner).await?;
+        let (op, bytes) = post(&self.syncer.upstream, path, ns, operation, inner).await?;
         self.report.answer_bytes += bytes;
         Ok(op)
     }
@@ -532,9 +529,14 @@ impl Session<'_> {
                 }
                 inner.push_str("</updateIds>");
                 async move {
-                    let answered = syncer
-                        .post(SYNC_PATH, SERVER_SYNC_NS, "GetUpdateData", &inner)
-                        .await;
+                    let answered = post(
+                        &syncer.upstream,
+                        SYNC_PATH,
+                        SERVER_SYNC_NS,
+                        "GetUpdateData",
+                        &inner,
+                    )
+                    .await;
                     (batch, answered)
                 }
             });

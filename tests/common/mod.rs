@@ -379,6 +379,10 @@ pub fn node_config(
         }
     }
     text.push_str(extra);
+    // Nor a rollup of client status.
+    if upstream.is_some() && !extra.contains("rollup_interval") {
+        text.push_str("\n[reports]\nrollup_interval = \"0s\"\n");
+    }
     Config::parse(&text, "test", &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
