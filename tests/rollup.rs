@@ -321,6 +321,36 @@ async fn client_status_rolls_up_three_tiers() {
         (3, 2, 0)
     );
 
+    // By branch, and one update across branches.
+    let in_a = json(
+        &get(
+            &admin(&format!("/api/v1/computers?branch={}", server_id(&a))),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(in_a.as_array().unwrap().len(), 3);
+    assert_eq!(
+        get(&admin("/api/v1/computers?branch=nowhere"), &[])
+            .await
+            .status,
+        404
+    );
+    let update = &truth[0].states[0].0;
+    let offered = truth
+        .iter()
+        .filter(|r| r.states.iter().any(|(u, _)| u == update))
+        .count() as u64;
+    let status = json(&get(&admin(&format!("/api/v1/updates/{update}/status")), &[]).await);
+    let total: u64 = status["computers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, offered, "{status}");
+    assert_eq!(status["branches"].as_object().unwrap().len(), 2, "{status}");
+
     // Nothing new: the next rollup sends no status again.
     let quiet = rolled_up(&b).await;
     assert_eq!(

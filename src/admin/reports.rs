@@ -1,6 +1,7 @@
-//! What clients reported, as the admin API shows it: the computers of this node with their
-//! update counts per state (`/api/v1/computers?state=`, also as CSV), one computer's updates
-//! (`/api/v1/computers/{id}`), and one update across computers (`/api/v1/updates/{id}/status`).
+//! What clients reported, as the admin API shows it: the computers of this node and of every
+//! server below with their update counts per state (`/api/v1/computers?state=&branch=`, also
+//! as CSV), one computer's updates (`/api/v1/computers/{id}`), and one update across computers
+//! and branches (`/api/v1/updates/{id}/status`).
 //! Read-only; reads `report` on its own connection, off the async workers.
 
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ pub async fn respond(
         };
         View::Computers {
             filter,
+            branch: param(query, "branch").filter(|b| !b.is_empty()),
             csv: path.ends_with(".csv"),
         }
     } else if let Some(id) = path.strip_prefix("/api/v1/computers/") {
@@ -58,7 +60,12 @@ pub async fn respond(
 }
 
 enum View {
-    Computers { filter: ComputerFilter, csv: bool },
+    Computers {
+        filter: ComputerFilter,
+        /// A server below (its id or name), or `local` for this node's own computers.
+        branch: Option<String>,
+        csv: bool,
+    },
     Computer(String),
     Update(Guid),
 }
@@ -71,8 +78,24 @@ impl View {
     ) -> Result<Response<Body>, CatalogError> {
         let journal = crate::wusp::lock(journal);
         Ok(match self {
-            View::Computers { filter, csv } => {
-                let computers = journal.computers(filter)?;
+            View::Computers {
+                filter,
+                branch,
+                csv,
+            } => {
+                let mut computers = journal.computers(filter)?;
+                if let Some(branch) = branch {
+                    let server = match branch.as_str() {
+                        "local" => None,
+                        b => match server_id(&journal, b)? {
+                            Some(id) => Some(id),
+                            None => return Ok(text(StatusCode::NOT_FOUND, "no such branch")),
+                        },
+                    };
+                    computers.retain(|c| {
+                        c.parent_server.as_deref().map(str::to_ascii_lowercase) == server
+                    });
+                }
                 if csv {
                     with_type(computers_csv(&computers), "text/csv; charset=utf-8")
                 } else {
@@ -104,13 +127,49 @@ impl View {
                 body["update_states"] = serde_json::Value::Array(updates);
                 json(&body)
             }
-            View::Update(id) => json(&serde_json::json!({
-                "update": id.to_string(),
-                "title": title(id),
-                "computers": journal.update_counts(id)?,
-            })),
+            View::Update(id) => {
+                let names: std::collections::HashMap<String, String> = journal
+                    .downstreams()?
+                    .into_iter()
+                    .map(|d| (d.id.to_ascii_lowercase(), d.name))
+                    .collect();
+                let mut all = serde_json::Map::new();
+                let mut branches = serde_json::Map::new();
+                for (server, state, n) in journal.update_counts(id)? {
+                    let total = all.entry(state.name()).or_insert(serde_json::json!(0));
+                    *total = serde_json::json!(total.as_u64().unwrap_or(0) + n);
+                    // By server id (names need not be unique), with the name beside.
+                    let (key, name) = match server {
+                        None => ("local".to_owned(), None),
+                        Some(s) => {
+                            let id = s.to_ascii_lowercase();
+                            let name = names.get(&id).cloned();
+                            (id, name)
+                        }
+                    };
+                    let entry = branches
+                        .entry(key)
+                        .or_insert(serde_json::json!({ "name": name }));
+                    entry[state.name()] = serde_json::json!(n);
+                }
+                json(&serde_json::json!({
+                    "update": id.to_string(),
+                    "title": title(id),
+                    "computers": all,
+                    "branches": branches,
+                }))
+            }
         })
     }
+}
+
+/// The id (lower case) of the server below named `branch` by id or name.
+fn server_id(journal: &Journal, branch: &str) -> Result<Option<String>, CatalogError> {
+    Ok(journal
+        .downstreams()?
+        .into_iter()
+        .find(|d| d.id.eq_ignore_ascii_case(branch) || d.name.eq_ignore_ascii_case(branch))
+        .map(|d| d.id.to_ascii_lowercase()))
 }
 
 fn json(value: &serde_json::Value) -> Response<Body> {

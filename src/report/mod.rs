@@ -614,27 +614,35 @@ impl Journal {
         Ok(out)
     }
 
-    /// How many computers have `update` in each state.
+    /// How many computers have `update` in each state, per server they report to (None:
+    /// this one).
+    #[allow(clippy::type_complexity)]
     pub fn update_counts(
         &self,
         update: Guid,
-    ) -> Result<std::collections::BTreeMap<&'static str, u64>, CatalogError> {
+    ) -> Result<Vec<(Option<String>, UpdateState, u64)>, CatalogError> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT state, COUNT(*) FROM update_status WHERE update_id = ?1 GROUP BY state",
+                "SELECT c.parent_server, s.state, COUNT(*) FROM update_status s
+                 LEFT JOIN computers c ON c.client_id = s.client_id
+                 WHERE s.update_id = ?1 GROUP BY c.parent_server, s.state",
             )
             .map_err(db)?;
         let rows = stmt
             .query_map([update.to_string()], |r| {
-                Ok((r.get::<_, i32>(0)?, r.get::<_, i64>(1)?))
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, i32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
             })
             .map_err(db)?;
-        let mut out = std::collections::BTreeMap::new();
+        let mut out = Vec::new();
         for row in rows {
-            let (state, n) = row.map_err(db)?;
+            let (server, state, n) = row.map_err(db)?;
             if let Some(s) = UpdateState::from_code(state) {
-                out.insert(s.name(), n.max(0) as u64);
+                out.push((server, s, n.max(0) as u64));
             }
         }
         Ok(out)
@@ -823,9 +831,15 @@ mod tests {
         );
         let done = j.computers(ComputerFilter::UpToDate).unwrap();
         assert_eq!(done.len(), 0, "c2 waits for a restart");
-        let counts = j.update_counts(a).unwrap();
-        assert_eq!(counts.get("installed"), Some(&1));
-        assert_eq!(counts.get("installed_pending_reboot"), Some(&1));
+        let mut counts = j.update_counts(a).unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                (None, UpdateState::Installed, 1),
+                (None, UpdateState::InstalledPendingReboot, 1)
+            ]
+        );
         assert_eq!(ComputerFilter::parse(Some("bogus")), None);
     }
 }
