@@ -160,38 +160,11 @@ async fn rollups_are_gated_and_bounded() {
     node.shutdown(Duration::from_secs(1)).await;
 }
 
-/// A downstream of `upstream` that syncs at start and rolls up when asked.
-async fn downstream(dir: &std::path::Path, name: &str, upstream: &Running) -> Running {
-    branch_with(
-        &dir.join(name),
-        &format!("http://{}", upstream.listening().http),
-        "sync_interval = \"1h\"\ntimeout = \"10s\"\nconnect_timeout = \"1s\"",
-        "",
-    )
-    .await
-}
-
 /// What one client reported: its id, its branch, (update, state) of each offered update.
 struct Reported {
     client: String,
     branch: &'static str,
     states: Vec<(String, &'static str)>,
-}
-
-/// Roll up now and wait (bounded) for it to succeed.
-async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::RollupReport {
-    let rollup = node.app.rollup.as_ref().expect("a downstream");
-    let before = rollup.status().borrow().rollups;
-    rollup.rollup_now();
-    let mut rx = rollup.status();
-    let status = tokio::time::timeout(Duration::from_secs(60), async {
-        rx.wait_for(|s| s.rollups > before).await.map(|s| s.clone())
-    })
-    .await
-    .expect("rollup within a minute")
-    .unwrap();
-    assert_eq!(status.last_error, None);
-    status.last.unwrap()
 }
 
 /// Clients of two branches (one under a regional node) scan, install and report; the rollups

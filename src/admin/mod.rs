@@ -1,7 +1,7 @@
 //! The admin listener: `/livez`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/status`
 //! (JSON), `/api/v1/content/<sha1>` (what the cache holds of one object), the target groups and
-//! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`, `/api/v1/declines`), and the
-//! status page under `/`.
+//! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`, `/api/v1/declines`), what
+//! clients reported ([`reports`]), and the status pages ([`pages`]).
 //!
 //! Reading needs nothing; a change (POST) needs a bearer token from `admin.token_file`, and
 //! without that file the listener is read-only. Accepted tokens are kept as SHA-256 digests and
@@ -21,6 +21,7 @@ use crate::content::Digest;
 use crate::content::response::{Body, full_body, text};
 use crate::error::Result;
 
+mod pages;
 mod reports;
 use crate::server::{App, BodyError, RequestBody, read_body};
 pub use reports::open as open_reports;
@@ -48,6 +49,9 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     let path = parts.uri.path();
     let method = &parts.method;
     if let Some(answer) = reports::respond(app, method, path, parts.uri.query()).await {
+        return answer;
+    }
+    if let Some(answer) = pages::respond(app, method, path).await {
         return answer;
     }
     let change = match path {
@@ -292,7 +296,6 @@ fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
         "/api/v1/status" => with_type(status_json(app), "application/json"),
         "/api/v1/groups" => with_type(groups_json(app), "application/json"),
         "/api/v1/approvals" => with_type(approvals_json(app), "application/json"),
-        "/" => with_type(status_page(app), "text/html; charset=utf-8"),
         _ => match path.strip_prefix("/api/v1/content/").map(Digest::from_hex) {
             Some(Some(digest)) => match app.store.describe(&digest) {
                 Some(info) => with_type(
@@ -416,19 +419,13 @@ fn status_json(app: &App) -> String {
     serde_json::to_string_pretty(&status(app)).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn status_page(app: &App) -> String {
+/// The node in a table: role, upstream, uptime, cache.
+fn node_summary(app: &App) -> String {
     let s = status(app);
     let upstream = match &s.upstream {
         Some(u) => format!(
             "{} (transport {}: last used {}, QUIC {})",
-            escape(u.url),
+            crate::soap::escape(u.url),
             u.transport.mode,
             u.transport.last_used.unwrap_or("none yet"),
             u.transport.quic
@@ -436,18 +433,14 @@ fn status_page(app: &App) -> String {
         None => "none (root)".into(),
     };
     format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>wsus-edge {name}</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}</style></head>\
-         <body><h1>wsus-edge: {name}</h1><table>\
+        "<table>\
          <tr><th>Role</th><td>{role}</td></tr>\
          <tr><th>Upstream</th><td>{upstream}</td></tr>\
          <tr><th>Uptime</th><td>{uptime} s</td></tr>\
          <tr><th>Clients</th><td>http://{http}/</td></tr>\
          <tr><th>Cached objects</th><td>{objects} ({disk} on disk, {filling} filling)</td></tr>\
          <tr><th>Memory tier</th><td>{memory}</td></tr>\
-         </table><p><a href=\"/metrics\">metrics</a> · <a href=\"/api/v1/status\">status (JSON)</a></p>\
-         </body></html>\n",
-        name = escape(s.name),
+         </table>",
         role = s.role,
         uptime = s.uptime_seconds,
         http = s.listen.http,

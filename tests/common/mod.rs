@@ -579,7 +579,13 @@ pub fn logged_since(mark: usize, words: &[&str]) -> Vec<String> {
 /// Run a check script of tests/zeep (python3 with zeep, which `.ci/run` installs) with `args`;
 /// asserts it passed with no failure and returns its output, one line per check.
 pub async fn zeep_checks(script: &str, args: Vec<String>) -> String {
-    let path = format!("{}/tests/zeep/{script}", env!("CARGO_MANIFEST_DIR"));
+    python_checks("zeep", script, args).await
+}
+
+/// Run `tests/{dir}/{script}` (a Python check printing one line per check and "0 failures");
+/// its output.
+pub async fn python_checks(dir: &str, script: &str, args: Vec<String>) -> String {
+    let path = format!("{}/tests/{dir}/{script}", env!("CARGO_MANIFEST_DIR"));
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("python3")
             .arg(path)
@@ -588,12 +594,12 @@ pub async fn zeep_checks(script: &str, args: Vec<String>) -> String {
     })
     .await
     .unwrap()
-    .expect("python3 runs (.ci/run installs it with zeep)");
+    .expect("python3 runs (.ci/run installs it with zeep, websocket-client and chromium)");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "zeep checks failed:\n{stdout}\n{stderr}"
+        "{script} failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains("\n0 failures"), "{stdout}");
     stdout
@@ -664,4 +670,31 @@ pub async fn soap_call(
         .ok()
         .map(|e| e.operation);
     (status, challenge, tree)
+}
+
+/// A downstream of `upstream` that syncs at start and rolls up when asked.
+pub async fn downstream(dir: &std::path::Path, name: &str, upstream: &Running) -> Running {
+    branch_with(
+        &dir.join(name),
+        &format!("http://{}", upstream.listening().http),
+        "sync_interval = \"1h\"\ntimeout = \"10s\"\nconnect_timeout = \"1s\"",
+        "",
+    )
+    .await
+}
+
+/// Roll up now and wait (bounded) for it to succeed.
+pub async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::RollupReport {
+    let rollup = node.app.rollup.as_ref().expect("a downstream");
+    let before = rollup.status().borrow().rollups;
+    rollup.rollup_now();
+    let mut rx = rollup.status();
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| s.rollups > before).await.map(|s| s.clone())
+    })
+    .await
+    .expect("rollup within a minute")
+    .unwrap();
+    assert_eq!(status.last_error, None);
+    status.last.unwrap()
 }

@@ -1,0 +1,55 @@
+//! The status pages as a person sees them: headless Chromium (Debian's package, driven over the
+//! DevTools protocol by tests/browser/check_pages.py) opens a root's branch list, follows the
+//! links to a branch's computers, a computer's updates and the update compliance view, and a
+//! branch not heard from for hours shows as stale.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use wsus_edge::catalog::Guid;
+use wsus_edge::simulate::wua;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_browses_branches_computers_and_updates() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _, _) = catalog_root(dir.path()).await;
+    let branch = downstream(dir.path(), "branch", &root).await;
+    replica_until(&branch, |s| s.syncs >= 1 && s.failed_syncs == 0).await;
+    let soap = wua::soap_client();
+    let base = format!("http://{}", branch.listening().http);
+    let machine = wua::Machine::new(7, None);
+    let mut scan = wua::scan(&soap, &base, &machine).await.unwrap();
+    // Every third update fails: the computer has installed and failed updates.
+    wua::report(&soap, &base, &machine, &mut scan, 3)
+        .await
+        .unwrap();
+    rolled_up(&branch).await;
+
+    // A branch last heard of long ago.
+    let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
+    db.execute(
+        "INSERT INTO downstreams (id, name, address, first_seen, last_seen)
+         VALUES (?1, 'old-branch.example', '10.9.9.9', 1000, 1000)",
+        [Guid::random().to_string()],
+    )
+    .unwrap();
+    drop(db);
+
+    let stdout = python_checks(
+        "browser",
+        "check_pages.py",
+        vec![
+            format!("http://{}", root.listening().admin),
+            branch.app.wusp.server_id().to_string(),
+            machine.dns_name.clone(),
+            "old-branch.example".into(),
+        ],
+    )
+    .await;
+    assert!(stdout.matches("ok   ").count() >= 10, "{stdout}");
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
+}
