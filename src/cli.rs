@@ -272,6 +272,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
                 report: send_reports,
                 seed,
                 rescans,
+                fail_every: 0,
             };
             let outcome = simulate::wua::run(&fleet).await;
             print_fleet(&outcome);
@@ -990,6 +991,8 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         report: true,
         seed: 1,
         rescans: 0,
+        // Some installs fail, so that the status at the root has something to show.
+        fail_every: 5,
     };
     let started = Instant::now();
     let outcome = simulate::wua::run(&fleet).await;
@@ -1057,6 +1060,46 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         branch_node.listening().admin
     );
     let ok = verified == downloads;
+
+    // The status goes up: the branch rolls up its computers and their updates to the root.
+    if let Some(rollup) = &branch_node.app.rollup {
+        let mut status = rollup.status();
+        rollup.rollup_now();
+        let done =
+            tokio::time::timeout(Duration::from_secs(60), status.wait_for(|s| s.rollups > 0)).await;
+        match done.ok().and_then(|d| d.ok()).map(|s| s.clone()) {
+            Some(s) if s.last_error.is_none() => {
+                let r = s.last.unwrap_or_default();
+                println!(
+                    "\n── status at the root (rollup: {} computers, {} with their update states, \
+                     {} SOAP calls) ──",
+                    r.computers, r.statuses, r.calls
+                );
+            }
+            Some(s) => println!("rollup failed: {}", s.last_error.unwrap_or_default()),
+            None => println!("rollup did not finish within a minute"),
+        }
+        let reports = root_node.app.reports.clone();
+        let servers =
+            tokio::task::spawn_blocking(move || crate::wusp::lock(&reports).downstreams())
+                .await
+                .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
+                .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        for d in servers.iter().filter(|d| d.last_rollup.is_some()) {
+            println!(
+                "branch {:<14} {} computers: {} up to date, {} needing updates, {} with errors",
+                d.name,
+                d.computers.unwrap_or(0),
+                d.up_to_date.unwrap_or(0),
+                d.needing_updates.unwrap_or(0),
+                d.with_errors.unwrap_or(0),
+            );
+        }
+        println!(
+            "root status page    http://{}/  (branches, computers, updates)",
+            root_node.listening().admin
+        );
+    }
     if keep_running {
         println!("nodes keep running; Ctrl-C stops them");
         wait_for_signal().await;

@@ -108,6 +108,13 @@ fn demo_tells_its_story() {
         "{stdout}"
     );
     assert!(stdout.contains("admin (branch)      http://127.0.0.1:"));
+    // The status reached the root: one line for the branch with both clients.
+    let branch = stdout
+        .lines()
+        .find(|l| l.starts_with("branch demo-branch"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(branch.contains(" 2 computers:"), "{branch}");
+    assert!(stdout.contains("root status page    http://127.0.0.1:"));
 }
 
 /// The emulator as the benchmarks drive it: a ready line, commands on stdin, counters at the end.

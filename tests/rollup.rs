@@ -324,12 +324,11 @@ async fn client_status_rolls_up_three_tiers() {
     assert_eq!(total, offered, "{status}");
     assert_eq!(status["branches"].as_object().unwrap().len(), 2, "{status}");
 
-    // Nothing new: the next rollup sends no status again.
+    // Nothing new: the next rollup sends no status again (computers of the last rollup's
+    // second may go again: the cursor counts seconds).
     let quiet = rolled_up(&b).await;
-    assert_eq!(
-        (quiet.computers, quiet.statuses, quiet.reset),
-        (0, 0, false)
-    );
+    assert_eq!((quiet.statuses, quiet.reset), (0, false));
+    assert!(quiet.computers <= 2);
 
     // The root loses what it had (a restored database): a new reset GUID, and branch B
     // sends everything again.

@@ -3,8 +3,9 @@
 //! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`, `/api/v1/declines`), what
 //! clients reported ([`reports`]), and the status pages ([`pages`]).
 //!
-//! Reading needs nothing; a change (POST) needs a bearer token from `admin.token_file`, and
-//! without that file the listener is read-only. Accepted tokens are kept as SHA-256 digests and
+//! Reading is open from loopback and from `admin.read_networks` (elsewhere it needs a token;
+//! `/livez` and `/readyz` are open to all); a change (POST) needs a bearer token from
+//! `admin.token_file`, and without that file the listener is read-only. Accepted tokens are kept as SHA-256 digests and
 //! compared as such, so comparison time tells nothing about a token.
 //! Calls `server` (the node's shared state, request bodies), `wusp` (the catalog in service and
 //! changes to it), `catalog`, `content` (stats and response helpers), `config` and `metrics`.
@@ -34,6 +35,13 @@ pub fn tokens(admin: &crate::config::Admin) -> Result<Tokens> {
     Tokens::from_file("admin.token_file", admin.token_file.as_deref())
 }
 
+/// Whether a peer may read the admin views without a token: loopback, or one of `networks`.
+fn may_read(peer: Option<std::net::IpAddr>, networks: &[crate::config::Network]) -> bool {
+    peer.is_some_and(|ip| {
+        ip.to_canonical().is_loopback() || networks.iter().any(|n| n.contains(ip))
+    })
+}
+
 /// The refusal to send when `headers` carry no token that may change state.
 fn refuse(tokens: &Tokens, headers: &http::HeaderMap) -> Option<Response<Body>> {
     if tokens.is_empty() {
@@ -48,6 +56,18 @@ fn refuse(tokens: &Tokens, headers: &http::HeaderMap) -> Option<Response<Body>> 
 pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody) -> Response<Body> {
     let path = parts.uri.path();
     let method = &parts.method;
+    // Reading is open to loopback and the configured networks (and to a token); health
+    // probes to anyone who reaches the listener.
+    let reading = method == Method::GET || method == Method::HEAD;
+    if reading && !matches!(path, "/livez" | "/readyz") {
+        let peer = parts
+            .extensions
+            .get::<crate::server::Peer>()
+            .map(|p| p.0.ip());
+        if !may_read(peer, &app.admin_read_networks) && !app.admin_tokens.accepts(&parts.headers) {
+            return unauthorized("Bearer realm=\"wsus-edge admin\"");
+        }
+    }
     if let Some(answer) = reports::respond(app, method, path, parts.uri.query()).await {
         return answer;
     }
@@ -449,4 +469,38 @@ fn node_summary(app: &App) -> String {
         filling = s.cache.filling,
         memory = format_bytes(s.cache.memory_bytes),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Network;
+
+    #[test]
+    fn reading_is_open_to_loopback_and_the_configured_networks() {
+        let nets = [
+            Network::parse("10.20.0.0/16").unwrap(),
+            Network::parse("fd00::/8").unwrap(),
+            Network::parse("192.168.1.7").unwrap(),
+        ];
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        assert!(may_read(ip("127.0.0.1"), &[]));
+        assert!(may_read(ip("::1"), &[]));
+        assert!(may_read(ip("::ffff:127.0.0.1"), &[]));
+        assert!(may_read(ip("10.20.3.4"), &nets));
+        assert!(may_read(ip("::ffff:10.20.3.4"), &nets));
+        assert!(may_read(ip("fd12::1"), &nets));
+        assert!(may_read(ip("192.168.1.7"), &nets));
+        assert!(!may_read(ip("192.168.1.8"), &nets));
+        assert!(!may_read(ip("10.21.0.1"), &nets));
+        assert!(!may_read(ip("10.20.3.4"), &[]));
+        assert!(!may_read(None, &nets));
+        assert_eq!(Network::parse("10.0.0.0/33"), None);
+        assert_eq!(Network::parse("nonsense"), None);
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+    }
 }

@@ -48,7 +48,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
         ],
     ),
     ("downstream", &["token_file"]),
-    ("admin", &["token_file"]),
+    ("admin", &["token_file", "read_networks"]),
     (
         "cache",
         &[
@@ -195,6 +195,49 @@ pub struct Admin {
     /// The bearer tokens the admin API accepts for changes (approvals, groups), one per line;
     /// none: the admin listener is read-only.
     pub token_file: Option<PathBuf>,
+    /// Who may read the admin views (status pages, computers, metrics) without a token:
+    /// loopback always, and these networks. Default: none besides loopback.
+    pub read_networks: Vec<Network>,
+}
+
+/// An IP network, `10.0.0.0/8` or `fd00::/8` (a bare address is one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    pub fn parse(text: &str) -> Option<Network> {
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a.parse().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (text.trim().parse().ok()?, None),
+        };
+        let bits = match addr {
+            std::net::IpAddr::V4(_) => 32,
+            std::net::IpAddr::V6(_) => 128,
+        };
+        let prefix = prefix.unwrap_or(bits);
+        (prefix <= bits).then_some(Network { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        let masked = |a: u128, bits: u32| {
+            let host = bits - u32::from(self.prefix);
+            if host >= 128 { 0 } else { (a >> host) << host }
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(i)) => {
+                masked(u128::from(u32::from(n)), 32) == masked(u128::from(u32::from(i)), 32)
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(i)) => {
+                masked(u128::from(n), 128) == masked(u128::from(i), 128)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Which content is fetched before a client asks for it.
@@ -293,7 +336,10 @@ impl Default for Config {
             tls: None,
             upstream: None,
             downstream: Downstream { token_file: None },
-            admin: Admin { token_file: None },
+            admin: Admin {
+                token_file: None,
+                read_networks: Vec::new(),
+            },
             cache: Cache {
                 memory_bytes: DEFAULT_MEMORY_BYTES,
                 disk_bytes: DEFAULT_DISK_BYTES,
@@ -723,6 +769,9 @@ impl Walk {
         let admin = self.section(root, "admin");
         let admin = Admin {
             token_file: self.field(admin, "token_file", as_path).set(),
+            read_networks: self
+                .field(admin, "read_networks", as_networks)
+                .or(Vec::new()),
         };
         let cache = self.cache(root);
         let wan = self.section(root, "wan");
@@ -1188,6 +1237,27 @@ fn as_transport(value: &Value) -> Result<Transport, String> {
             "\"{name}\" is not one of \"auto\", \"tcp\", \"quic\""
         )),
     }
+}
+
+/// Networks as a list of strings, or one string of comma-separated networks (the form an
+/// environment variable can give).
+fn as_networks(value: &Value) -> Result<Vec<Network>, String> {
+    let items: Vec<&str> = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| text(v, "networks such as \"10.0.0.0/8\""))
+            .collect::<Result<_, _>>()?,
+        other => text(other, "networks such as [\"10.0.0.0/8\"]")?
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .collect(),
+    };
+    items
+        .into_iter()
+        .map(|n| {
+            Network::parse(n).ok_or_else(|| format!("{n:?} is not a network such as 10.0.0.0/8"))
+        })
+        .collect()
 }
 
 fn as_prefetch(value: &Value) -> Result<Prefetch, String> {

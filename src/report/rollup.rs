@@ -339,7 +339,8 @@ impl Journal {
     }
 
     /// The computers (this server's own, under `own_id`, and those rolled up from below)
-    /// that synced, reported or arrived after `since`, with their details.
+    /// that synced, reported or arrived at or after `since` (seconds: a computer of the same
+    /// second as the last rollup may have come after it, so it goes again), with details.
     pub fn computers_to_roll(
         &self,
         since: i64,
@@ -350,8 +351,8 @@ impl Journal {
             .prepare(
                 "SELECT client_id, dns_name, os_version, os_locale, manufacturer, model,
                  processor, client_version, groups, last_sync, last_status, parent_server
-                 FROM computers WHERE registered_at > ?1 OR COALESCE(last_sync, 0) > ?1
-                 OR COALESCE(last_status, 0) > ?1 ORDER BY client_id",
+                 FROM computers WHERE registered_at >= ?1 OR COALESCE(last_sync, 0) >= ?1
+                 OR COALESCE(last_status, 0) >= ?1 ORDER BY client_id",
             )
             .map_err(db)?;
         let rows = stmt

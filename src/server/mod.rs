@@ -50,8 +50,10 @@ pub struct App {
     pub rollup: Option<Arc<wsusss::rollup_client::Rollup>>,
     /// A connection to the report journal for the admin views.
     pub reports: Arc<std::sync::Mutex<crate::report::Journal>>,
-    /// Who may change state through the admin API.
+    /// Who may change state through the admin API (and read it from afar).
     pub admin_tokens: crate::auth::Tokens,
+    /// Who may read the admin views without a token, besides loopback.
+    pub admin_read_networks: Vec<crate::config::Network>,
     pub started: Instant,
     pub ready: AtomicBool,
     pub listen: Listening,
@@ -212,6 +214,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         metrics,
         upstream,
         admin_tokens,
+        admin_read_networks: config.admin.read_networks.clone(),
         downstream_tokens,
         started: Instant::now(),
         ready: AtomicBool::new(false),

@@ -730,6 +730,8 @@ pub struct Fleet {
     /// Scans each client makes after the first, once every first scan is done, with the cache
     /// its previous scan left (the steady state of a branch).
     pub rescans: usize,
+    /// With `report`: every this-many-th offered update is reported failed (0: none).
+    pub fail_every: usize,
 }
 
 /// What a fleet did.
@@ -800,7 +802,7 @@ pub async fn run(fleet: &Fleet) -> FleetReport {
                     download(&http, &mut scan, n as u64, fleet.content_server.as_deref()).await?;
             }
             if fleet.report {
-                report(&soap, &fleet.server, &machine, &mut scan, 0).await?;
+                report(&soap, &fleet.server, &machine, &mut scan, fleet.fail_every).await?;
             }
             Ok::<_, Error>((machine, scan, downloads))
         });

@@ -1,0 +1,216 @@
+//! Nothing a client was told is accepted is lost: 1,000 simulated clients report to a branch
+//! whose upstream is unreachable (the WAN relay between them stopped), the branch is killed
+//! (SIGKILL) during the outage and started again, and once the WAN is back the root holds
+//! every computer with exactly the states the branch acknowledged, none twice.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http_body_util::BodyExt;
+use wsus_edge::report::{ComputerFilter, Journal, UpdateState};
+use wsus_edge::simulate::wan::{Link, Relay};
+use wsus_edge::simulate::wua;
+
+const CLIENTS: usize = 1000;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The branch as a process of its own (so that it can be killed), started from `config`.
+fn spawn(config: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args(["--config", &config.to_string_lossy(), "serve"])
+        .env("WSUS_EDGE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the binary runs")
+}
+
+/// Poll `admin`'s status (bounded) until `done` says so.
+async fn status_until(admin: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Not listening yet is no failure: the process is starting.
+        let asked = client()
+            .request(
+                http::Request::get(format!("{admin}/api/v1/status"))
+                    .body(http_body_util::Empty::new())
+                    .unwrap(),
+            )
+            .await;
+        if let Ok(response) = asked {
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body)
+                && done(&status)
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// (computers, installed, failed) a journal holds.
+fn totals(journal: &Journal) -> (usize, u64, u64) {
+    let computers = journal.computers(ComputerFilter::All).unwrap();
+    let sum = |state: UpdateState| {
+        computers
+            .iter()
+            .map(|c| c.updates.get(state.name()).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    (
+        computers.len(),
+        sum(UpdateState::Installed),
+        sum(UpdateState::Failed),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_survive_a_wan_outage_and_a_kill() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, approved, _) = catalog_root(dir.path()).await;
+    // The WAN: a relay between the branch and the root; stopped, nothing gets through.
+    let wan = Relay::start(
+        "127.0.0.1:0".parse().unwrap(),
+        root.listening().http,
+        Link::default(),
+    )
+    .await
+    .unwrap();
+    let wan_addr = wan.addr();
+    let (http, admin) = (free_port(), free_port());
+    let config = dir.path().join("branch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"branch\"\ndata_dir = {:?}\n\
+             [listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             [upstream]\nurl = \"http://{wan_addr}\"\nsync_interval = \"1h\"\n\
+             timeout = \"2s\"\nconnect_timeout = \"1s\"\n\
+             [cache]\nprefetch = \"none\"\n[reports]\nrollup_interval = \"2s\"\n",
+            dir.path().join("branch").to_string_lossy()
+        ),
+    )
+    .unwrap();
+    let admin = format!("http://127.0.0.1:{admin}");
+    let mut branch = spawn(&config);
+    status_until(&admin, "first sync", |s| {
+        s["upstream"]["sync"]["syncs"].as_u64() >= Some(1)
+            && s["upstream"]["sync"]["failed_syncs"] == 0
+    })
+    .await;
+
+    // The WAN goes down; clients report to the branch all the same.
+    wan.stop().await;
+    let fleet = wua::Fleet {
+        server: format!("http://127.0.0.1:{http}"),
+        content_server: None,
+        clients: CLIENTS,
+        concurrency: 32,
+        group: None,
+        download: false,
+        report: true,
+        seed: 7,
+        rescans: 0,
+        fail_every: 4,
+    };
+    let outcome = wua::run(&fleet).await;
+    assert!(outcome.failures.is_empty(), "{:?}", &outcome.failures[..1]);
+    assert_eq!(outcome.scans, CLIENTS);
+    // Each client was offered the approved updates and reported every fourth failed.
+    assert_eq!(outcome.offered, CLIENTS * approved.len());
+
+    // Killed during the outage, started again.
+    branch.kill().unwrap();
+    branch.wait().unwrap();
+    let acknowledged = totals(&Journal::open(&dir.path().join("branch")).unwrap());
+    let per_client = approved.len() as u64;
+    assert_eq!(
+        acknowledged,
+        (
+            CLIENTS,
+            CLIENTS as u64 * (per_client - per_client / 4),
+            CLIENTS as u64 * (per_client / 4)
+        )
+    );
+    // Nothing crossed the WAN while it was down.
+    let reports = root.app.reports.clone();
+    let at_root = tokio::task::spawn_blocking(move || totals(&reports.lock().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(at_root, (0, 0, 0));
+    let mut branch = spawn(&config);
+    let wan = Relay::start(wan_addr, root.listening().http, Link::default())
+        .await
+        .unwrap();
+
+    // The WAN is back: the rollup brings everything, once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let reports = root.app.reports.clone();
+    loop {
+        let at_root = {
+            let journal = reports.clone();
+            tokio::task::spawn_blocking(move || totals(&journal.lock().unwrap()))
+                .await
+                .unwrap()
+        };
+        if at_root == acknowledged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the root holds {at_root:?} of {acknowledged:?}; the branch said:\n{}",
+            std::fs::read_to_string(config.with_extension("log"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| !l.contains("wsus_edge::access"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Per update, the same numbers at both ends.
+    let branch_journal = Journal::open(&dir.path().join("branch")).unwrap();
+    let root_journal = Journal::open(&dir.path().join("root")).unwrap();
+    for update in &approved {
+        let count = |j: &Journal| {
+            let mut c: Vec<(UpdateState, u64)> = j
+                .update_counts(*update)
+                .unwrap()
+                .into_iter()
+                .map(|(_, s, n)| (s, n))
+                .collect();
+            c.sort();
+            c
+        };
+        assert_eq!(
+            count(&root_journal),
+            count(&branch_journal),
+            "update {update}"
+        );
+    }
+    branch.kill().unwrap();
+    branch.wait().unwrap();
+    wan.stop().await;
+    root.shutdown(Duration::from_secs(1)).await;
+}
