@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::sync::{PrefetchReport, SyncReport, Syncer, approved_files, next_attempt, prefetch};
+use super::sync::{PrefetchReport, Schedule, SyncReport, Syncer, approved_files, prefetch};
 use crate::catalog::store::unix_now;
 
 /// What a replica's syncs and prefetches did so far.
@@ -75,25 +75,13 @@ impl Replica {
         wusp: Arc<crate::wusp::Service>,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        let mut failures = 0u32;
-        let mut wait = (!self.interval.is_zero()).then_some(Duration::ZERO);
-        loop {
-            let timer = async {
-                match wait {
-                    Some(w) => tokio::time::sleep(w).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = timer => {}
-                _ = self.sync_now.notified() => {}
-                _ = shutdown.changed() => return,
-            }
+        let mut schedule = Schedule::new(self.interval);
+        while schedule.next(&self.sync_now, &mut shutdown).await {
             let now = unix_now();
             self.status.send_modify(|s| s.last_attempt = Some(now));
             match self.syncer.run().await {
                 Ok(report) => {
-                    failures = 0;
+                    schedule.done(true);
                     tracing::info!(
                         listed = report.config_listed + report.updates_listed,
                         fetched = report.fetched,
@@ -119,8 +107,7 @@ impl Replica {
                     self.catalog_changed();
                 }
                 Err(e) => {
-                    failures += 1;
-                    let retry_in = next_attempt(self.retry_base(), failures);
+                    let (failures, retry_in) = schedule.done(false);
                     tracing::error!(error = %e, ?retry_in,
                         "sync from upstream failed; the previous catalog stays in service");
                     self.status.send_modify(|s| {
@@ -131,18 +118,6 @@ impl Replica {
                     });
                 }
             }
-            wait = (failures > 0 || !self.interval.is_zero())
-                .then(|| next_attempt(self.retry_base(), failures));
-        }
-    }
-
-    /// The interval, or for a node that syncs only when asked, how far apart retries of a
-    /// failed sync may grow.
-    fn retry_base(&self) -> Duration {
-        if self.interval.is_zero() {
-            Duration::from_secs(15 * 60)
-        } else {
-            self.interval
         }
     }
 

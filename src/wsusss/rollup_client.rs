@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 use super::SERVER_SYNC_NS;
-use super::sync::{Failure, next_attempt, post};
+use super::sync::{Failure, Schedule, post};
 use crate::catalog::Guid;
 use crate::catalog::store::unix_now;
 use crate::error::{Error, Kind, Result};
@@ -119,28 +119,11 @@ impl Rollup {
 
     /// Roll up on schedule until `shutdown`.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let base = if self.interval.is_zero() {
-            Duration::from_secs(15 * 60)
-        } else {
-            self.interval
-        };
-        let mut failures = 0u32;
-        let mut wait = (!self.interval.is_zero()).then_some(Duration::ZERO);
-        loop {
-            let timer = async {
-                match wait {
-                    Some(w) => tokio::time::sleep(w).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = timer => {}
-                _ = self.now.notified() => {}
-                _ = shutdown.changed() => return,
-            }
+        let mut schedule = Schedule::new(self.interval);
+        while schedule.next(&self.now, &mut shutdown).await {
             match self.once().await {
                 Ok(report) => {
-                    failures = 0;
+                    schedule.done(true);
                     tracing::info!(
                         servers = report.servers,
                         computers = report.computers,
@@ -157,8 +140,7 @@ impl Rollup {
                     });
                 }
                 Err(e) => {
-                    failures += 1;
-                    let retry_in = next_attempt(base, failures);
+                    let (failures, retry_in) = schedule.done(false);
                     tracing::error!(error = %e, ?retry_in,
                         "rollup to upstream failed; what was not acknowledged is kept");
                     self.status.send_modify(|s| {
@@ -169,7 +151,6 @@ impl Rollup {
                     });
                 }
             }
-            wait = (failures > 0 || !self.interval.is_zero()).then(|| next_attempt(base, failures));
         }
     }
 

@@ -849,6 +849,57 @@ pub fn next_attempt(interval: Duration, failures: u32) -> Duration {
     backoff.min(Duration::from_secs(15 * 60)).min(interval)
 }
 
+/// When a periodic job of a downstream server (the sync, the rollup) runs: at start and then
+/// every `interval` (zero: only when asked), and after failures sooner, by [`next_attempt`]
+/// (an interval of zero backs off as 15 minutes would).
+pub(super) struct Schedule {
+    interval: Duration,
+    failures: u32,
+    wait: Option<Duration>,
+}
+
+impl Schedule {
+    pub(super) fn new(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            failures: 0,
+            wait: (!interval.is_zero()).then_some(Duration::ZERO),
+        }
+    }
+
+    /// Wait until the next run is due or `asked` is notified; false on shutdown.
+    pub(super) async fn next(
+        &self,
+        asked: &tokio::sync::Notify,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        let timer = async {
+            match self.wait {
+                Some(w) => tokio::time::sleep(w).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = timer => true,
+            _ = asked.notified() => true,
+            _ = shutdown.changed() => false,
+        }
+    }
+
+    /// Note how a run ended; the failures in a row and when the next run is due.
+    pub(super) fn done(&mut self, ok: bool) -> (u32, Duration) {
+        self.failures = if ok { 0 } else { self.failures + 1 };
+        let base = if self.interval.is_zero() {
+            Duration::from_secs(15 * 60)
+        } else {
+            self.interval
+        };
+        let next = next_attempt(base, self.failures);
+        self.wait = (self.failures > 0 || !self.interval.is_zero()).then_some(next);
+        (self.failures, next)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
