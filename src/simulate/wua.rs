@@ -253,6 +253,33 @@ pub mod request {
         )
     }
 
+    /// One ReportingEvent as Windows writes it; `misc` is MiscData's `<string>` items.
+    pub fn reporting_event(
+        client_id: &str,
+        time: &str,
+        instance: &str,
+        id: u16,
+        (update, revision): (crate::catalog::Guid, u32),
+        hresult: i32,
+        misc: &str,
+    ) -> String {
+        format!(
+            "<ReportingEvent><BasicData><TargetID><Sid>{client_id}</Sid></TargetID>\
+             <SequenceNumber>0</SequenceNumber><TimeAtTarget>{time}</TimeAtTarget>\
+             <EventInstanceID>{instance}</EventInstanceID><NamespaceID>1</NamespaceID>\
+             <EventID>{id}</EventID><SourceID>101</SourceID><UpdateID><UpdateID>{update}\
+             </UpdateID><RevisionNumber>{revision}</RevisionNumber></UpdateID><Win32HResult>\
+             {hresult}</Win32HResult><AppName>AutomaticUpdates</AppName></BasicData>\
+             <ExtendedData><MiscData><string>A=1</string>{misc}</MiscData><ComputerBrand>\
+             Contoso</ComputerBrand><ComputerModel>Simulated</ComputerModel><BiosRevision>1\
+             </BiosRevision><ProcessorArchitecture>Amd64Compatible</ProcessorArchitecture>\
+             <OSVersion><Major>10</Major><Minor>0</Minor><Build>26200</Build><Revision>0\
+             </Revision><ServicePackMajor>0</ServicePackMajor><ServicePackMinor>0\
+             </ServicePackMinor></OSVersion><OSLocaleID>1033</OSLocaleID></ExtendedData>\
+             <PrivateData/></ReportingEvent>"
+        )
+    }
+
     pub fn cookie_xml(name: &str, cookie: &Cookie) -> String {
         format!(
             "<{name}><Expiration>{}</Expiration><EncryptedData>{}</EncryptedData></{name}>",
@@ -625,6 +652,20 @@ pub async fn download(
 
 /// Report what a scan led to: a scan-success event, then an install event per offered update
 /// (success, or failure for every `fail_every`th), as ReportEventBatch.
+/// A fresh client cookie of a registered `machine` (the scan's handshake again).
+pub async fn client_cookie(
+    http: &SoapClient,
+    base: &str,
+    machine: &Machine,
+) -> Result<request::Cookie> {
+    let mut s = Session {
+        http,
+        base,
+        scan: Scan::default(),
+    };
+    Ok(s.handshake(machine).await?.0)
+}
+
 pub async fn report(
     http: &SoapClient,
     base: &str,
@@ -641,25 +682,18 @@ pub async fn report(
     let (cookie, _) = s.handshake(machine).await?;
     let now = crate::catalog::store::unix_now();
 
+    let time = format_datetime(now);
     let event = |id: u16, update: Option<&Offered>, hresult: i32, misc: &str| {
-        let (uid, rev) = update.map_or((Guid::NIL, 0), |u| (u.update_id, u.revision_number));
-        format!(
-            "<ReportingEvent><BasicData><TargetID><Sid>{}</Sid></TargetID>\
-             <SequenceNumber>0</SequenceNumber><TimeAtTarget>{}</TimeAtTarget>\
-             <EventInstanceID>{}</EventInstanceID><NamespaceID>1</NamespaceID>\
-             <EventID>{id}</EventID><SourceID>101</SourceID><UpdateID><UpdateID>{uid}</UpdateID>\
-             <RevisionNumber>{rev}</RevisionNumber></UpdateID><Win32HResult>{hresult}\
-             </Win32HResult><AppName>AutomaticUpdates</AppName></BasicData><ExtendedData>\
-             <MiscData><string>A=1</string>{misc}</MiscData><ComputerBrand>Contoso</ComputerBrand>\
-             <ComputerModel>Simulated</ComputerModel><BiosRevision>1</BiosRevision>\
-             <ProcessorArchitecture>Amd64Compatible</ProcessorArchitecture><OSVersion>\
-             <Major>10</Major><Minor>0</Minor><Build>26200</Build><Revision>0</Revision>\
-             <ServicePackMajor>0</ServicePackMajor><ServicePackMinor>0</ServicePackMinor>\
-             </OSVersion><OSLocaleID>1033</OSLocaleID></ExtendedData><PrivateData/>\
-             </ReportingEvent>",
-            machine.client_id,
-            format_datetime(now),
-            Guid::random()
+        let update = update.map_or((Guid::NIL, 0), |u| (u.update_id, u.revision_number));
+        let instance = Guid::random().to_string();
+        request::reporting_event(
+            &machine.client_id,
+            &time,
+            &instance,
+            id,
+            update,
+            hresult,
+            misc,
         )
     };
     let mut batch = event(147, None, 0, "");
