@@ -51,6 +51,8 @@ pub struct RollupReport {
     /// Computers whose update states the upstream lacked, and were sent.
     pub statuses: usize,
     pub calls: usize,
+    /// Bytes of the requests' SOAP bodies (what crossed the link up, before compression).
+    pub sent_bytes: u64,
     /// The upstream's RollupResetGuid changed since the last rollup: everything was sent.
     pub reset: bool,
     pub elapsed_ms: u64,
@@ -174,6 +176,7 @@ impl Rollup {
         inner: &str,
     ) -> Result<Element> {
         report.calls += 1;
+        report.sent_bytes += inner.len() as u64;
         let answer = post(
             &self.upstream,
             REPORTING_PATH,
