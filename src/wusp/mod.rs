@@ -106,6 +106,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::InvalidCookie,
+        ErrorCode::ConfigChanged,
+        ErrorCode::RegistrationRequired,
+        ErrorCode::ServerChanged,
+        ErrorCode::InternalServerError,
+        ErrorCode::CookieExpired,
+        ErrorCode::InvalidParameters,
+        ErrorCode::InvalidAuthorizationCookie,
+        ErrorCode::RegistrationNotRequired,
+        ErrorCode::ServerBusy,
+        ErrorCode::FileLocationChanged,
+        ErrorCode::IncompatibleProtocolVersion,
+        ErrorCode::FileDigestsMissing,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidCookie => "InvalidCookie",
@@ -126,24 +142,7 @@ impl ErrorCode {
 
     /// A fault's ErrorCode as an upstream sent it (case-sensitive, as the protocol says).
     pub fn parse(text: &str) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            InvalidCookie,
-            ConfigChanged,
-            RegistrationRequired,
-            ServerChanged,
-            InternalServerError,
-            CookieExpired,
-            InvalidParameters,
-            InvalidAuthorizationCookie,
-            RegistrationNotRequired,
-            ServerBusy,
-            FileLocationChanged,
-            IncompatibleProtocolVersion,
-            FileDigestsMissing,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == text.trim())
+        Self::ALL.into_iter().find(|c| c.as_str() == text.trim())
     }
 }
 
