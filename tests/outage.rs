@@ -5,68 +5,14 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use http_body_util::BodyExt;
 use wsus_edge::report::{ComputerFilter, Journal, UpdateState};
 use wsus_edge::simulate::wan::{Link, Relay};
 use wsus_edge::simulate::wua;
 
 const CLIENTS: usize = 1000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The branch as a process of its own (so that it can be killed), started from `config`.
-fn spawn(config: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_extension("log"))
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
-        .args(["--config", &config.to_string_lossy(), "serve"])
-        .env("WSUS_EDGE_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("the binary runs")
-}
-
-/// Poll `admin`'s status (bounded) until `done` says so.
-async fn status_until(admin: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // Not listening yet is no failure: the process is starting.
-        let asked = client()
-            .request(
-                http::Request::get(format!("{admin}/api/v1/status"))
-                    .body(http_body_util::Empty::new())
-                    .unwrap(),
-            )
-            .await;
-        if let Ok(response) = asked {
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body)
-                && done(&status)
-            {
-                return;
-            }
-        }
-        assert!(Instant::now() < deadline, "{what}: not within a minute");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// (computers, installed, failed) a journal holds.
 fn totals(journal: &Journal) -> (usize, u64, u64) {

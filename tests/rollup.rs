@@ -157,6 +157,76 @@ async fn rollups_are_gated_and_bounded() {
             .unwrap()
             .starts_with("computers")
     );
+
+    // Servers: a parent that is neither this node, one below it, nor one in the request is
+    // refused; a summary older than the one kept is ignored (LastRollupTime).
+    let now = wsus_edge::catalog::store::unix_now();
+    let at = wsus_edge::soap::xsd::format_datetime;
+    let server = |id: &str, parent: &str, rolled: i64, computers: u32| {
+        format!(
+            "<DownstreamServerRollupInfo><ServerId>{id}</ServerId>\
+             <FullDomainName>s{computers}.example</FullDomainName>\
+             <LastSyncTime>{}</LastSyncTime><ParentServerId>{parent}</ParentServerId>\
+             <Version>1</Version><IsReplica>true</IsReplica>\
+             <LastRollupTime>{}</LastRollupTime><ServerSummary><UpdateCount>7</UpdateCount>\
+             <ComputerTargetCount>{computers}</ComputerTargetCount></ServerSummary>\
+             <ClientSummaries/></DownstreamServerRollupInfo>",
+            at(rolled),
+            at(rolled)
+        )
+    };
+    let roll = |servers: String| {
+        let node = &node;
+        async move {
+            soap_call(
+                node,
+                REPORTING,
+                NS,
+                "RollupDownstreamServers",
+                &format!(
+                    "{COOKIE}<clientTime>{}</clientTime><downstreamServers>{servers}\
+                     </downstreamServers>",
+                    at(now)
+                ),
+                Some("rollup-token"),
+            )
+            .await
+            .0
+        }
+    };
+    const NIL: &str = "00000000-0000-0000-0000-000000000000";
+    let (branch, child, stranger) = (
+        "b0a08746-4dbe-4a37-9adf-9e7652c0b421",
+        "c0a08746-4dbe-4a37-9adf-9e7652c0b421",
+        "d0a08746-4dbe-4a37-9adf-9e7652c0b421",
+    );
+    assert_eq!(roll(server(child, stranger, now, 1)).await, 500);
+    // A child before its parent, in one request.
+    let both = server(child, branch, now - 60, 3) + &server(branch, NIL, now - 60, 5);
+    assert_eq!(roll(both).await, 200);
+    assert_eq!(roll(server(branch, NIL, now - 3600, 9)).await, 200);
+    let listed = get(
+        &format!("http://{}/api/v1/downstreams", node.listening().admin),
+        &[],
+    )
+    .await;
+    let listed: serde_json::Value = serde_json::from_slice(&listed.body).unwrap();
+    let find = |id: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .cloned()
+    };
+    let kept = find(branch).unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(kept["computers"], 5, "the older summary is ignored: {kept}");
+    assert_eq!(kept["summary"]["UpdateCount"], 7);
+    assert_eq!(
+        kept["parent"],
+        node.app.wusp.server_id().to_string().as_str()
+    );
+    assert_eq!(find(child).unwrap()["parent"], branch);
     node.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -293,6 +363,54 @@ async fn client_status_rolls_up_three_tiers() {
         ),
         (3, 2, 0)
     );
+    // Each branch's summary: its catalog's updates as the root counts its own (the same
+    // catalog, synced), and its computers' updates as the clients reported them.
+    let mine = root
+        .app
+        .wusp
+        .catalog()
+        .update_counts(&Default::default(), |_| {
+            wsus_edge::catalog::FileState::Present
+        });
+    for (node, branch) in [(&a, "a"), (&b, "b")] {
+        let summary = &servers
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == server_id(node).as_str())
+            .unwrap()["summary"];
+        let reported: Vec<&Reported> = truth.iter().filter(|r| r.branch == branch).collect();
+        let updates = |state: &str| -> std::collections::BTreeSet<&str> {
+            reported
+                .iter()
+                .flat_map(|r| r.states.iter())
+                .filter(|(_, s)| *s == state)
+                .map(|(u, _)| u.as_str())
+                .collect()
+        };
+        let failed = updates("failed");
+        let done_everywhere = updates("installed").difference(&failed).count();
+        let with_errors = reported
+            .iter()
+            .filter(|r| r.states.iter().any(|(_, s)| *s == "failed"))
+            .count();
+        for (name, want) in [
+            ("UpdateCount", mine.updates as usize),
+            ("ApprovedUpdateCount", mine.approved as usize),
+            ("NotApprovedUpdateCount", mine.not_approved as usize),
+            ("DeclinedUpdateCount", 0),
+            ("ComputerTargetCount", reported.len()),
+            ("ComputerTargetsWithUpdateErrorsCount", with_errors),
+            ("ComputerTargetsNeedingUpdatesCount", with_errors),
+            ("ComputersUpToDateCount", reported.len() - with_errors),
+            ("UpdatesWithClientErrorsCount", failed.len()),
+            ("UpdatesNeededByComputersCount", failed.len()),
+            ("UpdatesUpToDateCount", done_everywhere),
+        ] {
+            assert_eq!(summary[name], want, "{name} of branch {branch}: {summary}");
+        }
+        assert!(mine.approved > 0 && mine.updates > mine.approved);
+    }
 
     // By branch, and one update across branches.
     let in_a = json(

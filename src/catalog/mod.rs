@@ -11,6 +11,7 @@ pub mod generate;
 pub mod replica;
 pub mod scope;
 pub mod store;
+pub mod summary;
 pub mod update;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 
+pub use summary::{FileState, UpdateCounts};
 pub use update::{Clause, Fragments, Parsed};
 
 /// A GUID, compared by value (text case varies in real metadata).

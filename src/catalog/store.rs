@@ -532,20 +532,9 @@ impl Store {
                 download_priority: priority,
             });
         }
-        let guids = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<Vec<Guid>, CatalogError> {
-            let texts: Vec<String> = self
-                .conn
-                .prepare_cached(sql)
-                .and_then(|mut s| s.query_map(args, |r| r.get(0))?.collect())
-                .map_err(db)?;
-            texts
-                .iter()
-                .map(|t| Guid::parse(t).ok_or_else(|| CatalogError::Store(format!("bad GUID {t}"))))
-                .collect()
-        };
         let dead = match since {
             None => Vec::new(),
-            Some(since) => guids(
+            Some(since) => self.guids(
                 "SELECT guid FROM dead_deployments WHERE change_seq > ?1 AND change_seq <= ?2
                  ORDER BY change_seq",
                 params![since, until],
@@ -555,12 +544,31 @@ impl Store {
             groups: self.groups()?,
             deployments,
             dead,
-            hidden: guids(
-                "SELECT update_id FROM hidden_updates ORDER BY update_id",
-                &[],
-            )?,
-            accepted_eulas: guids("SELECT eula_id FROM accepted_eulas ORDER BY eula_id", &[])?,
+            hidden: self.hidden()?,
+            accepted_eulas: self
+                .guids("SELECT eula_id FROM accepted_eulas ORDER BY eula_id", &[])?,
         })
+    }
+
+    /// The declined (hidden) updates.
+    pub fn hidden(&self) -> Result<Vec<Guid>, CatalogError> {
+        self.guids(
+            "SELECT update_id FROM hidden_updates ORDER BY update_id",
+            &[],
+        )
+    }
+
+    /// The GUIDs a query's first column holds.
+    fn guids(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Guid>, CatalogError> {
+        let texts: Vec<String> = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.query_map(args, |r| r.get(0))?.collect())
+            .map_err(db)?;
+        texts
+            .iter()
+            .map(|t| Guid::parse(t).ok_or_else(|| CatalogError::Store(format!("bad GUID {t}"))))
+            .collect()
     }
 
     /// The anchors of the last sync applied from the upstream (none before the first).

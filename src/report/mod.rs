@@ -5,7 +5,8 @@
 //! downstream servers that sync from it (MS-WSUSSS). The status rollup upstream builds on this
 //! journal.
 //!
-//! Owns the `computers`, `events`, `update_status` and `downstreams` tables. Blocking: call it off the async workers. May call
+//! Owns the `computers`, `events`, `update_status`, `downstreams`, `client_groups`,
+//! `client_activity` and `rollup_meta` tables. Blocking: call it off the async workers. May call
 //! `catalog` (ids), `error`.
 
 use std::collections::HashSet;
@@ -16,7 +17,10 @@ use rusqlite::{Connection, params};
 use crate::catalog::{CatalogError, Guid};
 
 mod rollup;
-pub use rollup::{RolledComputer, RolledServer, RolledStatus};
+pub use rollup::{
+    Activity, ClientSummary, ComputerCounts, OsGroup, RolledComputer, RolledServer, RolledStatus,
+    ServerSummary,
+};
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -56,6 +60,30 @@ CREATE TABLE IF NOT EXISTS events (
     misc TEXT NOT NULL,
     PRIMARY KEY (client_id, event_instance_id)
 );
+-- What the status rollup keeps between runs: this node's reset GUID, its position upstream.
+CREATE TABLE IF NOT EXISTS rollup_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- What servers below roll up of their computers by operating system (MS-WSUSSS client
+-- summaries): how many, when the sender summed them (its clock: a summary is applied once),
+-- and per update revision the installs that succeeded and failed, in total and not yet passed
+-- on to this node's own upstream.
+CREATE TABLE IF NOT EXISTS client_groups (
+    server_id TEXT NOT NULL,
+    os TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (server_id, os)
+);
+CREATE TABLE IF NOT EXISTS client_activity (
+    server_id TEXT NOT NULL,
+    os TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    revision_number INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    unsent_succeeded INTEGER NOT NULL,
+    unsent_failed INTEGER NOT NULL,
+    PRIMARY KEY (server_id, os, update_id, revision_number)
+);
 CREATE TABLE IF NOT EXISTS downstreams (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -68,7 +96,7 @@ CREATE TABLE IF NOT EXISTS downstreams (
 ";
 
 /// Columns added since the first state.db files: (table, column, declaration).
-const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
     ("computers", "last_status", "INTEGER"),
     // The server a rolled-up computer reports to (none: this one).
     ("computers", "parent_server", "TEXT"),
@@ -82,6 +110,8 @@ const ADDED_COLUMNS: [(&str, &str, &str); 12] = [
     ("downstreams", "needing", "INTEGER"),
     ("downstreams", "with_errors", "INTEGER"),
     ("downstreams", "up_to_date", "INTEGER"),
+    // Its last DownstreamServerRollupServerSummary, as JSON (supersedes the four above).
+    ("downstreams", "summary", "TEXT"),
 ];
 
 /// A downstream server as this node knows it.
@@ -101,13 +131,15 @@ pub struct Downstream {
     /// When it last listed updates (GetRevisionIdList, updates pass).
     pub last_sync: Option<i64>,
     /// What its rollup said (RollupDownstreamServers): the server it syncs from, when, and
-    /// its computers: all, needing updates, with errors, up to date.
+    /// its computers: all, needing updates, with errors, up to date (from `summary`).
     pub parent: Option<String>,
     pub last_rollup: Option<i64>,
     pub computers: Option<i64>,
     pub needing_updates: Option<i64>,
     pub with_errors: Option<i64>,
     pub up_to_date: Option<i64>,
+    /// Everything its rollup counted.
+    pub summary: Option<ServerSummary>,
 }
 
 /// What a downstream server's call tells of it.
@@ -207,6 +239,11 @@ impl UpdateState {
     }
 }
 
+/// The events of an install that succeeded (with or without a restart to come), and of one
+/// that failed (MS-WUSP §2.2.2.3.1): what client activity summaries count.
+pub const INSTALL_SUCCEEDED: [i32; 2] = [183, 184];
+pub const INSTALL_FAILED: [i32; 5] = [182, 187, 200, 203, 204];
+
 /// What an event says of the state of updates on its computer (MS-WUSP §2.2.2.3.1): a status
 /// event (156) lists updates by state in its MiscData tags; download and install events name
 /// one update. Other events say nothing of it.
@@ -237,7 +274,9 @@ pub fn states_of(event: &Event) -> Vec<(Guid, UpdateState)> {
         162 | 164 => UpdateState::Downloaded,
         183 => UpdateState::Installed,
         184 => UpdateState::InstalledPendingReboot,
-        161 | 182 | 187 | 200 | 203 | 204 => UpdateState::Failed,
+        // A failed download, or a failed install.
+        161 => UpdateState::Failed,
+        id if INSTALL_FAILED.contains(&id) => UpdateState::Failed,
         _ => return Vec::new(),
     };
     event
@@ -397,11 +436,13 @@ impl Journal {
             .conn
             .prepare(
                 "SELECT id, name, address, protocol, first_seen, last_seen, last_sync, parent,
-                 last_rollup, computers, needing, with_errors, up_to_date
-                 FROM downstreams ORDER BY last_seen DESC, id",
+                 last_rollup, summary FROM downstreams ORDER BY last_seen DESC, id",
             )
             .map_err(db)?;
         stmt.query_map([], |r| {
+            let summary = r
+                .get::<_, Option<String>>(9)?
+                .map(|kept| rollup::summary_of(Some(&kept)));
             Ok(Downstream {
                 id: r.get(0)?,
                 name: r.get(1)?,
@@ -412,10 +453,11 @@ impl Journal {
                 last_sync: r.get(6)?,
                 parent: r.get(7)?,
                 last_rollup: r.get(8)?,
-                computers: r.get(9)?,
-                needing_updates: r.get(10)?,
-                with_errors: r.get(11)?,
-                up_to_date: r.get(12)?,
+                computers: summary.map(|m| m.computers),
+                needing_updates: summary.map(|m| m.computers_needing),
+                with_errors: summary.map(|m| m.computers_with_errors),
+                up_to_date: summary.map(|m| m.computers_up_to_date),
+                summary,
             })
         })
         .map_err(db)?
@@ -697,6 +739,7 @@ mod tests {
                 needing_updates: None,
                 with_errors: None,
                 up_to_date: None,
+                summary: None,
             }
         );
         assert_eq!(

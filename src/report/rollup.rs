@@ -23,10 +23,164 @@ pub struct RolledServer {
     pub version: String,
     /// Seconds since the epoch.
     pub last_sync: Option<i64>,
+    /// When it rolled this up (seconds since the epoch, this server's clock); none: never.
+    pub last_rollup: Option<i64>,
+    /// Its LastRollupTime as sent (the sender's clock): what its client summaries are applied
+    /// once by.
+    pub sent_at: i64,
+    pub summary: ServerSummary,
+    /// Its computers by operating system, with the installs since its last summary.
+    pub clients: Vec<ClientSummary>,
+}
+
+/// The operating system a group of computers runs, as client summaries tell it apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct OsGroup {
+    /// Major, minor, build, service pack major, service pack minor.
+    pub version: [i64; 5],
+    pub locale: String,
+    pub processor: String,
+}
+
+impl OsGroup {
+    /// Of a computer as it registered (`os_version` "10.0.26200.0": what is missing is 0).
+    pub fn of(os_version: &str, locale: &str, processor: &str) -> OsGroup {
+        let mut parts = os_version.split('.').map(|p| p.trim().parse().unwrap_or(0));
+        OsGroup {
+            version: std::array::from_fn(|_| parts.next().unwrap_or(0)),
+            locale: locale.to_owned(),
+            processor: processor.to_owned(),
+        }
+    }
+
+    /// How state.db keys it: "10.0.26200.0.0|en-US|x64".
+    fn key(&self) -> String {
+        let v = self.version.map(|n| n.to_string()).join(".");
+        format!("{v}|{}|{}", self.locale, self.processor)
+    }
+
+    fn from_key(key: &str) -> OsGroup {
+        let mut parts = key.splitn(3, '|');
+        let mut next = || parts.next().unwrap_or("");
+        let (version, locale, processor) = (next(), next(), next());
+        OsGroup::of(version, locale, processor)
+    }
+}
+
+/// DownstreamServerRollupClientSummary: the computers of one operating system that report to
+/// a server, and what they installed since the server's last summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSummary {
+    pub os: OsGroup,
+    pub count: i64,
+    pub activity: Vec<Activity>,
+}
+
+/// Installs of one update revision by a group of computers (each attempt counts, not each
+/// computer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    pub update: Guid,
+    pub revision: u32,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+/// A server's computers of one operating system with all their installs, as the admin API
+/// shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientGroupTotals {
+    pub os: OsGroup,
     pub computers: i64,
+    pub installs_succeeded: i64,
+    pub installs_failed: i64,
+}
+
+/// Defines [`ServerSummary`]: each field with the name the protocol gives it, once.
+macro_rules! server_summary {
+    ($($(#[$doc:meta])* $field:ident = $name:literal,)*) => {
+        /// DownstreamServerRollupServerSummary (MS-WSUSSS §3.1.4.14.3.3): what a server rolls
+        /// up of its updates and computers. Counts, never negative.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        pub struct ServerSummary {
+            $($(#[$doc])* pub $field: i64,)*
+        }
+
+        impl ServerSummary {
+            /// (protocol name, count), in the protocol's order.
+            pub fn counts(&self) -> Vec<(&'static str, i64)> {
+                vec![$(($name, self.$field)),*]
+            }
+
+            /// Built from counts by protocol name (a missing count is 0).
+            pub fn from_counts(mut count: impl FnMut(&str) -> Option<i64>) -> ServerSummary {
+                ServerSummary {
+                    $($field: count($name).unwrap_or(0).max(0),)*
+                }
+            }
+        }
+    };
+}
+
+server_summary! {
+    updates = "UpdateCount",
+    declined = "DeclinedUpdateCount",
+    approved = "ApprovedUpdateCount",
+    not_approved = "NotApprovedUpdateCount",
+    stale_approvals = "UpdatesWithStaleUpdateApprovalsCount",
+    expired = "ExpiredUpdateCount",
+    critical_not_approved = "CriticalOrSecurityUpdatesNotApprovedForInstallCount",
+    infrastructure_not_approved = "WsusInfrastructureUpdatesNotApprovedForInstallCount",
+    updates_with_client_errors = "UpdatesWithClientErrorsCount",
+    updates_with_server_errors = "UpdatesWithServerErrorsCount",
+    updates_needing_files = "UpdatesNeedingFilesCount",
+    updates_needed = "UpdatesNeededByComputersCount",
+    updates_up_to_date = "UpdatesUpToDateCount",
+    custom_groups = "CustomComputerTargetGroupCount",
+    computers = "ComputerTargetCount",
+    /// Computers with an update still to be done.
+    computers_needing = "ComputerTargetsNeedingUpdatesCount",
+    computers_with_errors = "ComputerTargetsWithUpdateErrorsCount",
+    computers_up_to_date = "ComputersUpToDateCount",
+}
+
+impl ServerSummary {
+    /// As kept in state.db and shown by the admin API: an object by protocol name.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.counts()
+                .into_iter()
+                .map(|(name, n)| (name.to_owned(), n.into()))
+                .collect(),
+        )
+    }
+
+    pub fn from_json(value: &serde_json::Value) -> ServerSummary {
+        ServerSummary::from_counts(|name| value.get(name).and_then(serde_json::Value::as_i64))
+    }
+}
+
+impl serde::Serialize for ServerSummary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+/// What this server's own computers say of their updates: the computer half of its
+/// [`ServerSummary`] (MS-WSUSSS §3.2.4.5).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ComputerCounts {
+    pub computers: i64,
+    /// With an update still to be done ([`UpdateState::is_outstanding`]).
     pub needing: i64,
+    /// With an update that failed.
     pub with_errors: i64,
-    pub up_to_date: i64,
+    /// Updates that failed on a computer.
+    pub updates_with_errors: i64,
+    /// Updates still to be done on a computer.
+    pub updates_needed: i64,
+    /// Updates applicable to a computer and done on every computer they apply to.
+    pub updates_up_to_date: i64,
 }
 
 /// A computer as RollupComputers describes it; `details` only when it is new to this server
@@ -56,30 +210,11 @@ impl Journal {
     /// The GUID that, when it changes, tells downstream servers this one lost what they sent
     /// (made once, kept in state.db).
     pub fn rollup_reset_guid(&mut self) -> Result<Guid, CatalogError> {
-        self.conn
-            .execute_batch(
-                "CREATE TABLE IF NOT EXISTS rollup_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-            )
-            .map_err(db)?;
-        let known: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM rollup_meta WHERE key = 'reset_guid'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        if let Some(guid) = known.as_deref().and_then(Guid::parse) {
+        if let Some(guid) = self.meta("reset_guid")?.as_deref().and_then(Guid::parse) {
             return Ok(guid);
         }
         let guid = Guid::random();
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO rollup_meta (key, value) VALUES ('reset_guid', ?1)",
-                [guid.to_string()],
-            )
-            .map_err(db)?;
+        self.set_meta("reset_guid", &guid.to_string())?;
         Ok(guid)
     }
 
@@ -95,21 +230,22 @@ impl Journal {
             .map_err(db)
     }
 
-    /// Keep the summaries of the servers below (one transaction).
+    /// Keep the summaries of the servers below (one transaction), unless what is kept of a
+    /// server was rolled up later (a relayed old summary).
     pub fn roll_servers(&mut self, servers: &[RolledServer], now: i64) -> Result<(), CatalogError> {
         let tx = self.conn.transaction().map_err(db)?;
         for s in servers {
             tx.execute(
                 "INSERT INTO downstreams (id, name, address, first_seen, last_seen, last_sync,
-                 parent, is_replica, version, last_rollup, computers, needing, with_errors,
-                 up_to_date)
-                 VALUES (?1, ?2, '', ?3, ?3, ?4, ?5, ?6, ?7, ?3, ?8, ?9, ?10, ?11)
+                 parent, is_replica, version, last_rollup, summary)
+                 VALUES (?1, ?2, '', ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name,
                  last_sync = COALESCE(excluded.last_sync, downstreams.last_sync),
                  parent = excluded.parent, is_replica = excluded.is_replica,
                  version = excluded.version, last_rollup = excluded.last_rollup,
-                 computers = excluded.computers, needing = excluded.needing,
-                 with_errors = excluded.with_errors, up_to_date = excluded.up_to_date",
+                 summary = excluded.summary
+                 WHERE downstreams.last_rollup IS NULL
+                 OR excluded.last_rollup >= downstreams.last_rollup",
                 params![
                     s.id.to_string(),
                     s.name,
@@ -118,15 +254,337 @@ impl Journal {
                     s.parent.to_string(),
                     s.is_replica,
                     s.version,
-                    s.computers,
-                    s.needing,
-                    s.with_errors,
-                    s.up_to_date
+                    s.last_rollup.unwrap_or(now),
+                    s.summary.to_json().to_string()
                 ],
             )
             .map_err(db)?;
+            let server = s.id.to_string();
+            for c in &s.clients {
+                let os = c.os.key();
+                // Applied already (a request sent again after its answer was lost)?
+                let applied: Option<i64> = tx
+                    .query_row(
+                        "SELECT sent_at FROM client_groups WHERE server_id = ?1 AND os = ?2",
+                        params![server, os],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(db)?;
+                if applied.is_some_and(|at| at >= s.sent_at) {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT OR REPLACE INTO client_groups (server_id, os, count, sent_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![server, os, c.count, s.sent_at],
+                )
+                .map_err(db)?;
+                for a in &c.activity {
+                    tx.execute(
+                        "INSERT INTO client_activity (server_id, os, update_id, revision_number,
+                         succeeded, failed, unsent_succeeded, unsent_failed)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6)
+                         ON CONFLICT (server_id, os, update_id, revision_number) DO UPDATE SET
+                         succeeded = succeeded + excluded.succeeded,
+                         failed = failed + excluded.failed,
+                         unsent_succeeded = unsent_succeeded + excluded.succeeded,
+                         unsent_failed = unsent_failed + excluded.failed",
+                        params![
+                            server,
+                            os,
+                            a.update.to_string(),
+                            a.revision,
+                            a.succeeded,
+                            a.failed
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+            }
         }
         tx.commit().map_err(db)
+    }
+
+    /// This server's own computers by operating system, with their installs reported in the
+    /// events after row `after` up to row `upto` of the journal.
+    pub fn own_clients(&self, after: i64, upto: i64) -> Result<Vec<ClientSummary>, CatalogError> {
+        let mut groups: std::collections::BTreeMap<OsGroup, ClientSummary> = Default::default();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT os_version, os_locale, processor, COUNT(*) FROM computers
+                 WHERE parent_server IS NULL GROUP BY 1, 2, 3",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (version, locale, processor, count) = row.map_err(db)?;
+            let os = OsGroup::of(&version, &locale, &processor);
+            let group = groups.entry(os.clone()).or_insert(ClientSummary {
+                os,
+                count: 0,
+                activity: Vec::new(),
+            });
+            // Registrations that differ only in how they spell the version are one group.
+            group.count += count;
+        }
+        let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+        let (succeeded, failed) = (list(&super::INSTALL_SUCCEEDED), list(&super::INSTALL_FAILED));
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT c.os_version, c.os_locale, c.processor, e.update_id, e.revision_number,
+                 SUM(e.event_id IN ({succeeded})), SUM(e.event_id IN ({failed}))
+                 FROM events e JOIN computers c ON c.client_id = e.client_id
+                 WHERE e.rowid > ?1 AND e.rowid <= ?2 AND c.parent_server IS NULL
+                 AND e.update_id IS NOT NULL AND e.event_id IN ({succeeded}, {failed})
+                 GROUP BY 1, 2, 3, 4, 5 ORDER BY 4, 5"
+            ))
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([after, upto], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (version, locale, processor, update, revision, succeeded, failed) =
+                row.map_err(db)?;
+            let (Some(update), Some(group)) = (
+                Guid::parse(&update),
+                groups.get_mut(&OsGroup::of(&version, &locale, &processor)),
+            ) else {
+                continue;
+            };
+            group.activity.push(Activity {
+                update,
+                revision,
+                succeeded,
+                failed,
+            });
+        }
+        Ok(groups.into_values().collect())
+    }
+
+    /// The last journal row whose installs the upstream acknowledged, and the rollup under
+    /// way, if one was sent without an acknowledgement: (last row it covers, its
+    /// LastRollupTime), to be sent again as it was.
+    pub fn activity_position(&self) -> Result<(i64, Option<(i64, i64)>), CatalogError> {
+        let sent: i64 = self
+            .meta("activity_sent_until")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let pending = self.meta("activity_pending")?.and_then(|v| {
+            let (upto, at) = v.split_once(' ')?;
+            Some((upto.parse().ok()?, at.parse().ok()?))
+        });
+        Ok((sent, pending))
+    }
+
+    /// Start a rollup of the installs up to the newest journal row, stamped `at`; returns the
+    /// row.
+    pub fn begin_activity(&mut self, at: i64) -> Result<i64, CatalogError> {
+        let upto: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| r.get(0))
+            .map_err(db)?;
+        self.set_meta("activity_pending", &format!("{upto} {at}"))?;
+        Ok(upto)
+    }
+
+    /// The upstream acknowledged the installs up to row `upto`.
+    pub fn activity_acknowledged(&mut self, upto: i64) -> Result<(), CatalogError> {
+        self.set_meta("activity_sent_until", &upto.to_string())?;
+        self.conn
+            .execute("DELETE FROM rollup_meta WHERE key = 'activity_pending'", [])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The upstream acknowledged the client summaries of servers below that this server
+    /// passed on: they are no longer owed.
+    pub fn forwarded(&mut self, servers: &[RolledServer]) -> Result<(), CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        for s in servers {
+            for c in &s.clients {
+                for a in &c.activity {
+                    tx.execute(
+                        "UPDATE client_activity SET unsent_succeeded = unsent_succeeded - ?5,
+                         unsent_failed = unsent_failed - ?6
+                         WHERE server_id = ?1 AND os = ?2 AND update_id = ?3
+                         AND revision_number = ?4",
+                        params![
+                            s.id.to_string(),
+                            c.os.key(),
+                            a.update.to_string(),
+                            a.revision,
+                            a.succeeded,
+                            a.failed
+                        ],
+                    )
+                    .map_err(db)?;
+                }
+            }
+        }
+        tx.commit().map_err(db)
+    }
+
+    /// Each operating system group of a server below, with all its installs.
+    pub fn client_groups(&self, server: &str) -> Result<Vec<ClientGroupTotals>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT g.os, g.count, COALESCE(SUM(a.succeeded), 0), COALESCE(SUM(a.failed), 0)
+                 FROM client_groups g LEFT JOIN client_activity a
+                 ON a.server_id = g.server_id AND a.os = g.os
+                 WHERE g.server_id = ?1 GROUP BY g.os ORDER BY g.os",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([server], |r| {
+                Ok(ClientGroupTotals {
+                    os: OsGroup::from_key(&r.get::<_, String>(0)?),
+                    computers: r.get(1)?,
+                    installs_succeeded: r.get(2)?,
+                    installs_failed: r.get(3)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// What a server below rolled up of its computers by operating system, with the installs
+    /// not yet passed on (to pass on).
+    fn unsent_clients(&self, server: &str) -> Result<Vec<ClientSummary>, CatalogError> {
+        let mut groups: Vec<ClientSummary> = {
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "SELECT os, count FROM client_groups WHERE server_id = ?1 ORDER BY os",
+                )
+                .map_err(db)?;
+            stmt.query_map([server], |r| {
+                Ok(ClientSummary {
+                    os: OsGroup::from_key(&r.get::<_, String>(0)?),
+                    count: r.get(1)?,
+                    activity: Vec::new(),
+                })
+            })
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT os, update_id, revision_number, unsent_succeeded, unsent_failed
+                 FROM client_activity WHERE server_id = ?1
+                 AND (unsent_succeeded != 0 OR unsent_failed != 0) ORDER BY os",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([server], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        for row in rows {
+            let (os, update, revision, succeeded, failed) = row.map_err(db)?;
+            let os = OsGroup::from_key(&os);
+            if let (Some(update), Some(group)) =
+                (Guid::parse(&update), groups.iter_mut().find(|g| g.os == os))
+            {
+                group.activity.push(Activity {
+                    update,
+                    revision,
+                    succeeded,
+                    failed,
+                });
+            }
+        }
+        Ok(groups)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
+        self.conn
+            .query_row("SELECT value FROM rollup_meta WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(db)
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO rollup_meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// The computer half of this server's own summary (its own computers, not those rolled
+    /// up from below).
+    pub fn computer_counts(&self) -> Result<ComputerCounts, CatalogError> {
+        let outstanding = UpdateState::ALL
+            .iter()
+            .filter(|s| s.is_outstanding())
+            .map(|s| s.code().to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let failed = UpdateState::Failed.code();
+        let not_applicable = UpdateState::NotApplicable.code();
+        let own = "FROM update_status s JOIN computers c ON c.client_id = s.client_id
+                   WHERE c.parent_server IS NULL";
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT
+                     (SELECT COUNT(*) FROM computers WHERE parent_server IS NULL),
+                     (SELECT COUNT(DISTINCT s.client_id) {own} AND s.state IN ({outstanding})),
+                     (SELECT COUNT(DISTINCT s.client_id) {own} AND s.state = {failed}),
+                     (SELECT COUNT(DISTINCT s.update_id) {own} AND s.state = {failed}),
+                     (SELECT COUNT(DISTINCT s.update_id) {own} AND s.state IN ({outstanding})),
+                     (SELECT COUNT(*) FROM (SELECT s.update_id {own} GROUP BY s.update_id
+                      HAVING SUM(s.state IN ({outstanding})) = 0
+                      AND SUM(s.state != {not_applicable}) > 0))"
+                ),
+                [],
+                |r| {
+                    Ok(ComputerCounts {
+                        computers: r.get(0)?,
+                        needing: r.get(1)?,
+                        with_errors: r.get(2)?,
+                        updates_with_errors: r.get(3)?,
+                        updates_needed: r.get(4)?,
+                        updates_up_to_date: r.get(5)?,
+                    })
+                },
+            )
+            .map_err(db)
     }
 
     /// Keep what downstream servers say of their computers (one transaction): a computer is
@@ -301,18 +759,11 @@ impl Journal {
     /// What this server last heard from its own upstream as RollupResetGuid, and where its
     /// computers rollup got to (seconds since the epoch; acknowledged by the upstream).
     pub fn rollup_position(&mut self) -> Result<(Option<Guid>, i64), CatalogError> {
-        self.rollup_reset_guid()?;
-        let get = |key: &str| -> Result<Option<String>, CatalogError> {
-            self.conn
-                .query_row("SELECT value FROM rollup_meta WHERE key = ?1", [key], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .map_err(db)
-        };
         Ok((
-            get("upstream_reset_guid")?.as_deref().and_then(Guid::parse),
-            get("computers_sent_until")?
+            self.meta("upstream_reset_guid")?
+                .as_deref()
+                .and_then(Guid::parse),
+            self.meta("computers_sent_until")?
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0),
         ))
@@ -324,18 +775,8 @@ impl Journal {
         reset: Guid,
         sent_until: i64,
     ) -> Result<(), CatalogError> {
-        for (key, value) in [
-            ("upstream_reset_guid", reset.to_string()),
-            ("computers_sent_until", sent_until.to_string()),
-        ] {
-            self.conn
-                .execute(
-                    "INSERT OR REPLACE INTO rollup_meta (key, value) VALUES (?1, ?2)",
-                    params![key, value],
-                )
-                .map_err(db)?;
-        }
-        Ok(())
+        self.set_meta("upstream_reset_guid", &reset.to_string())?;
+        self.set_meta("computers_sent_until", &sent_until.to_string())
     }
 
     /// The computers (this server's own, under `own_id`, and those rolled up from below)
@@ -427,9 +868,8 @@ impl Journal {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT id, name, parent, is_replica, version, last_sync, computers, needing,
-                 with_errors, up_to_date FROM downstreams WHERE last_rollup IS NOT NULL
-                 ORDER BY id",
+                "SELECT id, name, parent, is_replica, version, last_sync, last_rollup, summary
+                 FROM downstreams WHERE last_rollup IS NOT NULL ORDER BY id",
             )
             .map_err(db)?;
         let rows = stmt
@@ -441,37 +881,40 @@ impl Journal {
                     r.get::<_, Option<bool>>(3)?,
                     r.get::<_, Option<String>>(4)?,
                     r.get::<_, Option<i64>>(5)?,
-                    [
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
-                        r.get::<_, Option<i64>>(8)?,
-                        r.get::<_, Option<i64>>(9)?,
-                    ],
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })
             .map_err(db)?;
         let mut out = Vec::new();
-        for row in rows {
-            let (id, name, parent, replica, version, last_sync, counts) = row.map_err(db)?;
-            let (Some(id), Some(parent)) =
+        for row in rows.collect::<Result<Vec<_>, _>>().map_err(db)? {
+            let (id, name, parent, replica, version, last_sync, last_rollup, summary) = row;
+            let (Some(guid), Some(parent)) =
                 (Guid::parse(&id), parent.as_deref().and_then(Guid::parse))
             else {
                 continue;
             };
-            let [computers, needing, with_errors, up_to_date] = counts.map(|c| c.unwrap_or(0));
             out.push(RolledServer {
-                id,
+                id: guid,
                 name,
                 parent,
                 is_replica: replica.unwrap_or(false),
                 version: version.unwrap_or_default(),
                 last_sync,
-                computers,
-                needing,
-                with_errors,
-                up_to_date,
+                last_rollup,
+                // Passed on as received: a summary the upstream has is applied once.
+                sent_at: last_rollup.unwrap_or(0),
+                summary: summary_of(summary.as_deref()),
+                clients: self.unsent_clients(&id)?,
             });
         }
         Ok(out)
     }
+}
+
+/// A kept summary (none, or unreadable: all zeros, as before the first rollup).
+pub(super) fn summary_of(kept: Option<&str>) -> ServerSummary {
+    kept.and_then(|text| serde_json::from_str(text).ok())
+        .map(|v| ServerSummary::from_json(&v))
+        .unwrap_or_default()
 }

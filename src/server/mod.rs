@@ -197,6 +197,11 @@ pub async fn start(config: &Config) -> Result<Running> {
     let rollup = upstream.as_ref().map(|link| {
         Arc::new(wsusss::rollup_client::Rollup::new(
             link.clone(),
+            wsusss::rollup_client::Sources {
+                wusp: wusp.clone(),
+                content: store.clone(),
+                replica: replica.clone(),
+            },
             config.node.data_dir.clone(),
             wusp.server_id(),
             &config.node.name,

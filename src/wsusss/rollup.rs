@@ -8,11 +8,15 @@
 //! other server-server ones, by `downstream.token_file` or mutual TLS. Faults carry no
 //! defined cause (§3.1.4.13): ours say which parameter was wrong.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use super::SERVER_SYNC_NS;
 use crate::catalog::{CatalogError, Guid};
-use crate::report::{Computer, Journal, RolledComputer, RolledServer, RolledStatus, UpdateState};
+use crate::report::{
+    Activity, ClientSummary, Computer, Journal, OsGroup, RolledComputer, RolledServer,
+    RolledStatus, ServerSummary, UpdateState,
+};
 use crate::soap::Element;
 use crate::soap::xsd::{parse_bool, parse_datetime};
 use crate::wusp::{Fault, lock};
@@ -72,7 +76,24 @@ pub fn answer(
             ))
         }
         "RollupDownstreamServers" => {
-            let servers = read_servers(op)?;
+            let mut servers = read_servers(op, now)?;
+            // A server's parent is this one (the nil GUID), one below it, or one in this
+            // request (parents and children may come in either order).
+            let in_request: HashSet<Guid> = servers.iter().map(|s| s.id).collect();
+            for s in &mut servers {
+                if s.parent == Guid::NIL {
+                    s.parent = server_id;
+                }
+                if s.parent != server_id
+                    && !in_request.contains(&s.parent)
+                    && !journal.knows_server(s.parent).map_err(store)?
+                {
+                    return Err(Fault::new(
+                        crate::wusp::ErrorCode::InternalServerError,
+                        format!("ParentServerId {} is no server below this one", s.parent),
+                    ));
+                }
+            }
             journal.roll_servers(&servers, now).map_err(store)?;
             Ok(format!(
                 "<RollupDownstreamServersResponse xmlns=\"{SERVER_SYNC_NS}\"/>"
@@ -172,7 +193,9 @@ fn time(text: Option<&str>) -> Option<i64> {
     text.and_then(parse_datetime).filter(|t| *t > 0)
 }
 
-fn read_servers(op: &Element) -> Result<Vec<RolledServer>> {
+/// The servers of a RollupDownstreamServers, their LastRollupTime moved to this server's
+/// clock by how far the sender's (clientTime) is off (MS-WSUSSS §3.1.4.14).
+fn read_servers(op: &Element, now: i64) -> Result<Vec<RolledServer>> {
     let list = items(
         op,
         "downstreamServers",
@@ -192,14 +215,11 @@ fn read_servers(op: &Element) -> Result<Vec<RolledServer>> {
             "downstreamServers: too many client summaries",
         ));
     }
+    let skew = time(op.child_text("clientTime")).map_or(0, |sent| now - sent);
     list.into_iter()
         .map(|s| {
-            let count = |name: &str| {
-                s.child("ServerSummary")
-                    .and_then(|m| m.child_text(name))
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .unwrap_or(0)
-            };
+            let counts = s.child("ServerSummary");
+            let sent_at = time(s.child_text("LastRollupTime"));
             Ok(RolledServer {
                 id: guid(s, "ServerId")?,
                 name: s.child_text("FullDomainName").unwrap_or("").to_owned(),
@@ -210,13 +230,82 @@ fn read_servers(op: &Element) -> Result<Vec<RolledServer>> {
                     .unwrap_or(false),
                 version: s.child_text("Version").unwrap_or("").to_owned(),
                 last_sync: time(s.child_text("LastSyncTime")),
-                computers: count("ComputerTargetCount"),
-                needing: count("ComputerTargetsNeedingUpdatesCount"),
-                with_errors: count("ComputerTargetsWithUpdateErrorsCount"),
-                up_to_date: count("ComputersUpToDateCount"),
+                last_rollup: sent_at.map(|t| t + skew),
+                sent_at: sent_at.unwrap_or(0),
+                summary: ServerSummary::from_counts(|name| {
+                    counts
+                        .and_then(|m| m.child_text(name))
+                        .and_then(|n| n.parse().ok())
+                }),
+                clients: s
+                    .child("ClientSummaries")
+                    .map(|c| {
+                        c.children_named("DownstreamServerRollupClientSummary")
+                            .map(read_client_summary)
+                            .collect::<Result<_>>()
+                    })
+                    .transpose()?
+                    .unwrap_or_default(),
             })
         })
         .collect()
+}
+
+fn read_client_summary(c: &Element) -> Result<ClientSummary> {
+    let bad = |what: &str| Fault::invalid(format!("ClientSummaries: {what}"));
+    let int = |name: &str| -> Result<i64> {
+        c.child_text(name)
+            .and_then(|n| n.parse::<i64>().ok())
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| bad(name))
+    };
+    let mut version = [0; 5];
+    for (slot, name) in version.iter_mut().zip([
+        "OSMajorVersion",
+        "OSMinorVersion",
+        "OSBuildNumber",
+        "OSServicePackMajorNumber",
+        "OSServicePackMinorNumber",
+    ]) {
+        *slot = int(name)?;
+    }
+    let activity = c
+        .child("ActivitySummaries")
+        .map(|a| {
+            a.children_named("DownstreamServerRollupClientActivitySummary")
+                .map(|a| {
+                    let count = |name: &str| {
+                        a.child_text(name)
+                            .and_then(|n| n.parse::<i64>().ok())
+                            .filter(|n| *n >= 0)
+                            .ok_or_else(|| bad(name))
+                    };
+                    Ok(Activity {
+                        update: a
+                            .child_text("UpdateId")
+                            .and_then(Guid::parse)
+                            .ok_or_else(|| bad("UpdateId"))?,
+                        revision: a
+                            .child_text("RevisionNumber")
+                            .and_then(|n| n.parse().ok())
+                            .ok_or_else(|| bad("RevisionNumber"))?,
+                        succeeded: count("InstallSuccessCount")?,
+                        failed: count("InstallFailureCount")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    Ok(ClientSummary {
+        os: OsGroup {
+            version,
+            locale: c.child_text("OSLocale").unwrap_or("").to_owned(),
+            processor: c.child_text("ProcessorArchitecture").unwrap_or("").to_owned(),
+        },
+        count: int("Count")?,
+        activity,
+    })
 }
 
 fn read_computers(op: &Element) -> Result<Vec<RolledComputer>> {

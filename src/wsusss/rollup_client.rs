@@ -26,8 +26,11 @@ use super::SERVER_SYNC_NS;
 use super::sync::{Failure, Schedule, post};
 use crate::catalog::Guid;
 use crate::catalog::store::unix_now;
+use crate::catalog::{FileState, UpdateCounts};
 use crate::error::{Error, Kind, Result};
-use crate::report::{ComputerFilter, Journal, RolledComputer, RolledServer, RolledStatus};
+use crate::report::{
+    ComputerCounts, Journal, OsGroup, RolledComputer, RolledServer, RolledStatus, ServerSummary,
+};
 use crate::soap::xsd::format_datetime;
 use crate::soap::{self, Element};
 use crate::upstream::Upstream;
@@ -36,8 +39,8 @@ const REPORTING_PATH: &str = "/ReportingWebService/ReportingWebService.asmx";
 /// The rollup cookie is fixed (MS-WSUSSS §3.1.4.13.2.1).
 const COOKIE: &str =
     "<cookie><Expiration>9999-12-31T23:59:59.9999999</Expiration><EncryptedData/></cookie>";
-/// "No time" on the wire.
-const NEVER: &str = "0001-01-01T00:00:00";
+/// "No time" on the wire (MS-WSUSSS §3.2.4.5: a NULL time stamp is sent as 1753-01-01).
+const NEVER: &str = "1753-01-01T00:00:00";
 /// How long to wait after the upstream said it is busy, and how often to try before giving
 /// the rest to the next rollup.
 const BUSY_WAIT: Duration = Duration::from_secs(60);
@@ -69,8 +72,19 @@ pub struct RollupStatus {
     pub last_error: Option<String>,
 }
 
+/// What the update half of this server's summary is counted from.
+pub struct Sources {
+    /// The catalog clients are served from.
+    pub wusp: Arc<crate::wusp::Service>,
+    /// Where payload files are (or are not yet).
+    pub content: crate::content::Store,
+    /// The prefetches, whose failures are the server errors (none: a node without sync).
+    pub replica: Option<Arc<super::replica::Replica>>,
+}
+
 pub struct Rollup {
     upstream: Arc<Upstream>,
+    sources: Sources,
     data_dir: PathBuf,
     server_id: Guid,
     name: String,
@@ -83,8 +97,6 @@ pub struct Rollup {
 /// The limits the upstream gave in GetRollupConfiguration.
 struct Config {
     reset: Guid,
-    /// The upstream's ServerId: this server's parent in what it rolls up.
-    upstream_id: Guid,
     servers: usize,
     computers: usize,
     out_of_sync: usize,
@@ -94,6 +106,7 @@ struct Config {
 impl Rollup {
     pub fn new(
         upstream: Arc<Upstream>,
+        sources: Sources,
         data_dir: PathBuf,
         server_id: Guid,
         name: &str,
@@ -101,6 +114,7 @@ impl Rollup {
     ) -> Rollup {
         Rollup {
             upstream,
+            sources,
             data_dir,
             server_id,
             name: name.to_owned(),
@@ -169,6 +183,45 @@ impl Rollup {
             .map_err(|e| Error::internal(Kind::Io, e.to_string()))
     }
 
+    /// The catalog's update counts, with each approved file as the content store and the
+    /// last prefetch know it.
+    async fn update_counts(&self) -> Result<UpdateCounts> {
+        let catalog = self.sources.wusp.catalog();
+        let content = self.sources.content.clone();
+        let failed = self
+            .sources
+            .replica
+            .as_ref()
+            .and_then(|r| {
+                r.status()
+                    .borrow()
+                    .last_prefetch
+                    .as_ref()
+                    .map(|p| p.failed_files.clone())
+            })
+            .unwrap_or_default();
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let hidden = crate::catalog::store::Store::open(&data_dir)?.hidden()?;
+            Ok(catalog.update_counts(&hidden.into_iter().collect(), |f| {
+                let digest = crate::content::path::Digest(f.sha1);
+                if content
+                    .describe(&digest)
+                    .is_some_and(|i| i.state == "committed")
+                {
+                    FileState::Present
+                } else if failed.contains(&f.sha1) {
+                    FileState::Failed
+                } else {
+                    FileState::Missing
+                }
+            }))
+        })
+        .await
+        .map_err(|e| Error::internal(Kind::Io, format!("rollup task: {e}")))?
+        .map_err(|e: crate::catalog::CatalogError| Error::internal(Kind::Io, e.to_string()))
+    }
+
     async fn call(
         &self,
         report: &mut RollupReport,
@@ -203,42 +256,59 @@ impl Rollup {
 
         // This server, then every server below that rolled up here.
         let own = self.server_id;
-        let name = self.name.clone();
-        let (mine, below) = self
-            .journal(move |j| {
-                let computers = j.computers(ComputerFilter::All)?;
-                let local: Vec<_> = computers
-                    .iter()
-                    .filter(|c| c.parent_server.is_none())
-                    .collect();
-                let count = |f: &dyn Fn(&crate::report::ComputerStatus) -> bool| {
-                    local.iter().filter(|c| f(c)).count() as i64
-                };
-                let mine = RolledServer {
-                    id: own,
-                    name,
-                    parent: Guid::NIL,
-                    is_replica: true,
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    last_sync: None,
-                    computers: local.len() as i64,
-                    needing: count(&|c| !c.up_to_date()),
-                    with_errors: count(&|c| c.updates.get("failed").is_some_and(|n| *n > 0)),
-                    up_to_date: count(&|c| c.up_to_date()),
-                };
-                Ok((mine, j.servers_below()?))
+        let updates = self.update_counts().await?;
+        let (computers, below, (activity_sent, pending)) = self
+            .journal(|j| {
+                Ok((
+                    j.computer_counts()?,
+                    j.servers_below()?,
+                    j.activity_position()?,
+                ))
             })
             .await?;
+        // The installs since the last acknowledged summary. One sent without an answer goes
+        // again as it was, under the same LastRollupTime: the upstream applies it once.
+        let (upto, stamp) = match pending {
+            Some(pending) => pending,
+            None => (
+                self.journal(move |j| j.begin_activity(rollup_started))
+                    .await?,
+                rollup_started,
+            ),
+        };
+        let clients = self
+            .journal(move |j| j.own_clients(activity_sent, upto))
+            .await?;
         let mut servers = vec![RolledServer {
-            parent: config.upstream_id,
-            ..mine
+            id: own,
+            name: self.name.clone(),
+            // The nil GUID: the server receiving this (MS-WSUSSS §3.2.4.5).
+            parent: Guid::NIL,
+            is_replica: true,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            last_sync: self
+                .sources
+                .replica
+                .as_ref()
+                .and_then(|r| r.status().borrow().last_success),
+            last_rollup: Some(stamp),
+            sent_at: stamp,
+            summary: summary(&updates, &computers),
+            clients,
         }];
         servers.extend(below);
-        for batch in servers.chunks(config.servers.max(1)) {
-            self.call(&mut report, "RollupDownstreamServers", &servers_xml(batch))
+        let mut sent = std::collections::HashSet::new();
+        for batch in server_batches(servers, config.servers) {
+            self.call(&mut report, "RollupDownstreamServers", &servers_xml(&batch))
                 .await?;
-            report.servers += batch.len();
+            sent.extend(batch.iter().map(|s| s.id));
+            let passed_on: Vec<RolledServer> =
+                batch.into_iter().filter(|s| s.id != own).collect();
+            self.journal(move |j| j.forwarded(&passed_on)).await?;
         }
+        report.servers = sent.len();
+        self.journal(move |j| j.activity_acknowledged(upto))
+            .await?;
 
         // Computers changed since the last acknowledged rollup.
         let computers = self
@@ -318,10 +388,6 @@ impl Rollup {
                 .child_text("RollupResetGuid")
                 .and_then(Guid::parse)
                 .ok_or_else(|| bad("RollupResetGuid"))?,
-            upstream_id: r
-                .child_text("ServerId")
-                .and_then(Guid::parse)
-                .ok_or_else(|| bad("ServerId"))?,
             servers: size("RollupDownstreamServersMaxBatchSize")?,
             computers: size("RollupComputersMaxBatchSize")?,
             out_of_sync: size("GetOutOfSyncComputersMaxBatchSize")?,
@@ -361,9 +427,70 @@ fn time(t: Option<i64>) -> String {
     t.map_or_else(|| NEVER.to_owned(), format_datetime)
 }
 
+/// This server's [`ServerSummary`]: the update counts of its catalog, the computer counts
+/// of its own computers.
+fn summary(u: &UpdateCounts, c: &ComputerCounts) -> ServerSummary {
+    ServerSummary {
+        updates: u.updates,
+        declined: u.declined,
+        approved: u.approved,
+        not_approved: u.not_approved,
+        stale_approvals: u.stale_approvals,
+        // Nothing expires in this catalog: updates are declined or kept.
+        expired: 0,
+        critical_not_approved: u.critical_not_approved,
+        infrastructure_not_approved: u.infrastructure_not_approved,
+        updates_with_client_errors: c.updates_with_errors,
+        updates_with_server_errors: u.with_server_errors,
+        updates_needing_files: u.needing_files,
+        updates_needed: c.updates_needed,
+        updates_up_to_date: c.updates_up_to_date,
+        custom_groups: u.custom_groups,
+        computers: c.computers,
+        computers_needing: c.needing,
+        computers_with_errors: c.with_errors,
+        computers_up_to_date: c.computers - c.needing,
+    }
+}
+
+/// RollupDownstreamServers requests, in order: at most `max` client summaries in each
+/// (summed over its servers) and at most `max` servers; a server with more summaries than fit
+/// goes as several entries, each with a share of them (MS-WSUSSS §3.2.4.5).
+fn server_batches(servers: Vec<RolledServer>, max: usize) -> Vec<Vec<RolledServer>> {
+    let max = max.max(1);
+    let mut batches = Vec::new();
+    let mut batch: Vec<RolledServer> = Vec::new();
+    let mut used = 0;
+    for mut server in servers {
+        let mut clients = std::mem::take(&mut server.clients);
+        loop {
+            if batch.len() == max || (used == max && !clients.is_empty()) {
+                batches.push(std::mem::take(&mut batch));
+                used = 0;
+            }
+            let rest = clients.split_off(clients.len().min(max - used));
+            used += clients.len();
+            batch.push(RolledServer {
+                clients,
+                ..server.clone()
+            });
+            if rest.is_empty() {
+                break;
+            }
+            clients = rest;
+        }
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
 fn servers_xml(servers: &[RolledServer]) -> String {
-    let now = format_datetime(unix_now());
-    let mut out = format!("{COOKIE}<clientTime>{now}</clientTime><downstreamServers>");
+    let mut out = format!(
+        "{COOKIE}<clientTime>{}</clientTime><downstreamServers>",
+        format_datetime(unix_now())
+    );
     for s in servers {
         let _ = write!(
             out,
@@ -380,32 +507,45 @@ fn servers_xml(servers: &[RolledServer]) -> String {
         soap::text_element(&mut out, "Version", &s.version);
         let _ = write!(
             out,
-            "<IsReplica>{}</IsReplica><LastRollupTime>{now}</LastRollupTime><ServerSummary>",
-            s.is_replica
+            "<IsReplica>{}</IsReplica><LastRollupTime>{}</LastRollupTime><ServerSummary>",
+            s.is_replica,
+            time(s.last_rollup)
         );
-        for (name, value) in [
-            ("UpdateCount", 0),
-            ("DeclinedUpdateCount", 0),
-            ("ApprovedUpdateCount", 0),
-            ("NotApprovedUpdateCount", 0),
-            ("UpdatesWithStaleUpdateApprovalsCount", 0),
-            ("ExpiredUpdateCount", 0),
-            ("CriticalOrSecurityUpdatesNotApprovedForInstallCount", 0),
-            ("WsusInfrastructureUpdatesNotApprovedForInstallCount", 0),
-            ("UpdatesWithClientErrorsCount", 0),
-            ("UpdatesWithServerErrorsCount", 0),
-            ("UpdatesNeedingFilesCount", 0),
-            ("UpdatesNeededByComputersCount", 0),
-            ("UpdatesUpToDateCount", 0),
-            ("CustomComputerTargetGroupCount", 0),
-            ("ComputerTargetCount", s.computers),
-            ("ComputerTargetsNeedingUpdatesCount", s.needing),
-            ("ComputerTargetsWithUpdateErrorsCount", s.with_errors),
-            ("ComputersUpToDateCount", s.up_to_date),
-        ] {
+        for (name, value) in s.summary.counts() {
             let _ = write!(out, "<{name}>{value}</{name}>");
         }
-        out.push_str("</ServerSummary><ClientSummaries/></DownstreamServerRollupInfo>");
+        out.push_str("</ServerSummary><ClientSummaries>");
+        for c in &s.clients {
+            let [major, minor, build, sp_major, sp_minor] = c.os.version;
+            let _ = write!(
+                out,
+                "<DownstreamServerRollupClientSummary><OSMajorVersion>{major}</OSMajorVersion>\
+                 <OSMinorVersion>{minor}</OSMinorVersion><OSBuildNumber>{build}</OSBuildNumber>\
+                 <OSServicePackMajorNumber>{sp_major}</OSServicePackMajorNumber>\
+                 <OSServicePackMinorNumber>{sp_minor}</OSServicePackMinorNumber>"
+            );
+            soap::text_element(&mut out, "OSLocale", &c.os.locale);
+            let _ = write!(
+                out,
+                "<SuiteMask>0</SuiteMask><OldProductType>1</OldProductType>\
+                 <NewProductType>1</NewProductType><SystemMetrics>0</SystemMetrics>"
+            );
+            soap::text_element(&mut out, "ProcessorArchitecture", &c.os.processor);
+            let _ = write!(out, "<Count>{}</Count><ActivitySummaries>", c.count);
+            for a in &c.activity {
+                let _ = write!(
+                    out,
+                    "<DownstreamServerRollupClientActivitySummary><UpdateId>{}</UpdateId>\
+                     <RevisionNumber>{}</RevisionNumber>\
+                     <InstallSuccessCount>{}</InstallSuccessCount>\
+                     <InstallFailureCount>{}</InstallFailureCount>\
+                     </DownstreamServerRollupClientActivitySummary>",
+                    a.update, a.revision, a.succeeded, a.failed
+                );
+            }
+            out.push_str("</ActivitySummaries></DownstreamServerRollupClientSummary>");
+        }
+        out.push_str("</ClientSummaries></DownstreamServerRollupInfo>");
     }
     out.push_str("</downstreamServers>");
     out
@@ -428,12 +568,7 @@ fn computers_xml(computers: &[RolledComputer]) -> String {
             c.parent
         );
         if let Some(d) = &c.details {
-            let mut version = d
-                .os_version
-                .split('.')
-                .map(|p| p.parse::<i64>().unwrap_or(0));
-            let mut next = || version.next().unwrap_or(0);
-            let (major, minor, build, sp) = (next(), next(), next(), next());
+            let [major, minor, build, sp, _] = OsGroup::of(&d.os_version, "", "").version;
             let _ = write!(
                 out,
                 "<Details FullDomainName=\"{}\" OSMajorVersion=\"{major}\" \

@@ -750,6 +750,9 @@ pub struct PrefetchReport {
     pub failed: usize,
     pub bytes: u64,
     pub elapsed_ms: u64,
+    /// The SHA-1 of each file that failed (what the rollup counts as server errors).
+    #[serde(skip)]
+    pub failed_files: HashSet<[u8; 20]>,
 }
 
 /// Objects prefetched at the same time: the WAN is shared with clients' misses.
@@ -813,6 +816,7 @@ pub async fn prefetch(
             }
             Err(e) => {
                 report.failed += 1;
+                report.failed_files.insert(path.digest.0);
                 tracing::warn!(file = %path.url_path(), error = %e, "prefetch failed");
             }
         }

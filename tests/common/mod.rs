@@ -646,7 +646,18 @@ pub async fn soap_call(
     inner: &str,
     token: Option<&str>,
 ) -> (u16, Option<String>, Option<wsus_edge::soap::Element>) {
-    let mut builder = http::Request::post(url(node, path))
+    soap_call_to(&url(node, path), ns, operation, inner, token).await
+}
+
+/// [`soap_call`] to a URL (a node that is a process of its own).
+pub async fn soap_call_to(
+    url: &str,
+    ns: &str,
+    operation: &str,
+    inner: &str,
+    token: Option<&str>,
+) -> (u16, Option<String>, Option<wsus_edge::soap::Element>) {
+    let mut builder = http::Request::post(url)
         .header("content-type", "text/xml; charset=utf-8")
         .header("soapaction", format!("\"{ns}/{operation}\""));
     if let Some(t) = token {
@@ -697,4 +708,57 @@ pub async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::Roll
     .unwrap();
     assert_eq!(status.last_error, None);
     status.last.unwrap()
+}
+
+/// A port free on loopback now (for a node that is a process of its own and must be told
+/// its ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node as a process of its own (to kill it, to measure its memory), started from
+/// `config`; its log goes beside `config`.
+pub fn spawn(config: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args(["--config", &config.to_string_lossy(), "serve"])
+        .env("WSUS_EDGE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the binary runs")
+}
+
+/// Poll `admin`'s status (bounded) until `done` says so.
+pub async fn status_until(admin: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Not listening yet is no failure: the process is starting.
+        let asked = client()
+            .request(
+                http::Request::get(format!("{admin}/api/v1/status"))
+                    .body(http_body_util::Empty::new())
+                    .unwrap(),
+            )
+            .await;
+        if let Ok(response) = asked {
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body)
+                && done(&status)
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
