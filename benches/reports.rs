@@ -170,12 +170,14 @@ fn main() {
         let answers = branch.metrics().upstream_bytes.get();
         println!(
             "rollup: {} computers, {} with their states, in {:.1} s over {} SOAP calls; \
-             {:.1} MiB up (request bodies), {:.2} MiB down; peak RSS of both nodes {:.0} MiB",
+             {:.1} MiB up ({:.1} MiB of SOAP before gzip), {:.2} MiB down; \
+             peak RSS of both nodes {:.0} MiB",
             report.computers,
             report.statuses,
             elapsed.as_secs_f64(),
             report.calls,
             report.sent_bytes as f64 / (1 << 20) as f64,
+            report.body_bytes as f64 / (1 << 20) as f64,
             answers as f64 / (1 << 20) as f64,
             peak_rss_mib()
         );

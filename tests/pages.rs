@@ -27,6 +27,15 @@ async fn a_person_browses_branches_computers_and_updates() {
         .await
         .unwrap();
     rolled_up(&branch).await;
+    let offered = scan.offered.len();
+    let approved = root
+        .app
+        .wusp
+        .catalog()
+        .update_counts(&Default::default(), |_| {
+            wsus_edge::catalog::FileState::Present
+        })
+        .approved;
 
     // A branch last heard of long ago.
     let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
@@ -46,10 +55,13 @@ async fn a_person_browses_branches_computers_and_updates() {
             branch.app.wusp.server_id().to_string(),
             machine.dns_name.clone(),
             "old-branch.example".into(),
+            approved.to_string(),
+            (offered - offered / 3).to_string(),
+            (offered / 3).to_string(),
         ],
     )
     .await;
-    assert!(stdout.matches("ok   ").count() >= 10, "{stdout}");
+    assert!(stdout.matches("ok   ").count() >= 12, "{stdout}");
     branch.shutdown(Duration::from_secs(1)).await;
     root.shutdown(Duration::from_secs(1)).await;
 }

@@ -158,6 +158,26 @@ async fn rollups_are_gated_and_bounded() {
             .starts_with("computers")
     );
 
+    // Request bodies in gzip are read (up to the same limit decompressed); another coding
+    // is refused with 415 naming gzip, a broken one with 400, a bomb as too large.
+    let configuration = soap_envelope(NS, "GetRollupConfiguration", COOKIE);
+    let packed = |text: &[u8]| wsus_edge::soap::coding::gzip(text).unwrap();
+    let (status, accepts) = post_coded(&node, "gzip", packed(configuration.as_bytes())).await;
+    assert_eq!((status, accepts.as_deref()), (200, Some("gzip")));
+    let (status, accepts) = post_coded(&node, "br", configuration.clone().into_bytes()).await;
+    assert_eq!((status, accepts.as_deref()), (415, Some("gzip")));
+    let broken = packed(configuration.as_bytes());
+    assert_eq!(
+        post_coded(&node, "gzip", broken[..broken.len() / 2].to_vec())
+            .await
+            .0,
+        400
+    );
+    let bomb = packed(&vec![b' '; 64 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let (status, _) = post_coded(&node, "gzip", bomb).await;
+    assert_eq!(status, 500, "refused as over the limit, with a fault");
+
     // Servers: a parent that is neither this node, one below it, nor one in the request is
     // refused; a summary older than the one kept is ignored (LastRollupTime).
     let now = wsus_edge::catalog::store::unix_now();
@@ -230,6 +250,59 @@ async fn rollups_are_gated_and_bounded() {
     node.shutdown(Duration::from_secs(1)).await;
 }
 
+/// POST a rollup body in a content coding (with the downstream token of
+/// `rollups_are_gated_and_bounded`): the status and the Accept-Encoding of the answer.
+async fn post_coded(node: &Running, coding: &str, body: Vec<u8>) -> (u16, Option<String>) {
+    let request = http::Request::post(url(node, REPORTING))
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("content-encoding", coding)
+        .header("authorization", "Bearer rollup-token")
+        .header("soapaction", format!("\"{NS}/GetRollupConfiguration\""))
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response = client.request(request).await.unwrap();
+    let accepts = response
+        .headers()
+        .get("accept-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (response.status().as_u16(), accepts)
+}
+
+/// (computers, installs that succeeded, installs that failed) of a server in the list of
+/// `/api/v1/downstreams`, summed over its operating systems.
+fn installs(servers: &serde_json::Value, id: &str) -> (i64, i64, i64) {
+    let server = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {servers}"));
+    let sum = |field: &str| -> i64 {
+        server["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[field].as_i64().unwrap())
+            .sum()
+    };
+    (
+        sum("computers"),
+        sum("installs_succeeded"),
+        sum("installs_failed"),
+    )
+}
+
+/// How many (computer, update) pairs of `reported` are in `state`.
+fn updates_reported(reported: &[&Reported], state: &str) -> i64 {
+    reported
+        .iter()
+        .flat_map(|r| r.states.iter())
+        .filter(|(_, s)| *s == state)
+        .count() as i64
+}
+
 /// What one client reported: its id, its branch, (update, state) of each offered update.
 struct Reported {
     client: String,
@@ -291,6 +364,14 @@ async fn client_status_rolls_up_three_tiers() {
 
     let first = rolled_up(&a).await;
     assert_eq!((first.computers, first.statuses), (3, 3));
+    // The upstream said it reads gzip (RFC 7694): the rollup went compressed (as it is, with
+    // its envelopes, it would be more than the operations alone).
+    assert!(
+        first.sent_bytes * 2 < first.body_bytes,
+        "{} bytes sent for {} of SOAP",
+        first.sent_bytes,
+        first.body_bytes
+    );
     let via = rolled_up(&regional).await;
     assert_eq!(
         (via.computers, via.statuses),
@@ -410,6 +491,15 @@ async fn client_status_rolls_up_three_tiers() {
             assert_eq!(summary[name], want, "{name} of branch {branch}: {summary}");
         }
         assert!(mine.approved > 0 && mine.updates > mine.approved);
+        assert_eq!(
+            installs(&servers, &server_id(node)),
+            (
+                reported.len() as i64,
+                updates_reported(&reported, "installed"),
+                updates_reported(&reported, "failed")
+            ),
+            "the install events of branch {branch}'s clients, by operating system"
+        );
     }
 
     // By branch, and one update across branches.
@@ -443,10 +533,20 @@ async fn client_status_rolls_up_three_tiers() {
     assert_eq!(status["branches"].as_object().unwrap().len(), 2, "{status}");
 
     // Nothing new: the next rollup sends no status again (computers of the last rollup's
-    // second may go again: the cursor counts seconds).
+    // second may go again: the cursor counts seconds), and no install is counted twice, even
+    // through the regional node.
     let quiet = rolled_up(&b).await;
     assert_eq!((quiet.statuses, quiet.reset), (0, false));
     assert!(quiet.computers <= 2);
+    rolled_up(&a).await;
+    rolled_up(&regional).await;
+    let again = json(&get(&admin("/api/v1/downstreams"), &[]).await);
+    for node in [&a, &b] {
+        assert_eq!(
+            installs(&again, &server_id(node)),
+            installs(&servers, &server_id(node))
+        );
+    }
 
     // The root loses what it had (a restored database): a new reset GUID, and branch B
     // sends everything again.

@@ -198,9 +198,16 @@ async fn relay(
 ) -> http::Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
+    // The downstream compresses what it posts once the upstream said it reads gzip.
+    let text = match parts.headers.get(http::header::CONTENT_ENCODING) {
+        Some(coding) if coding == "gzip" => {
+            wsus_edge::soap::coding::gunzip(&body, 64 << 20).unwrap()
+        }
+        _ => body.to_vec(),
+    };
     let calls = |op: &str| {
         let tag = format!("<{op} ");
-        body.windows(tag.len()).any(|w| w == tag.as_bytes())
+        text.windows(tag.len()).any(|w| w == tag.as_bytes())
     };
     let planted = {
         let mut slot = t.fault_once.lock().unwrap();

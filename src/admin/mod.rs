@@ -111,7 +111,9 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         Err(BodyError::TooLarge) => {
             return text(StatusCode::PAYLOAD_TOO_LARGE, "at most 64 KiB of JSON");
         }
-        Err(BodyError::Broken) => return text(StatusCode::BAD_REQUEST, "request body broken"),
+        Err(BodyError::Broken | BodyError::UnsupportedCoding) => {
+            return text(StatusCode::BAD_REQUEST, "request body broken");
+        }
     };
     let wusp = app.wusp.clone();
     let outcome = match change {

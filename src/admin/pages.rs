@@ -213,6 +213,9 @@ impl Page {
                     );
                 }
                 body.push_str("</table>");
+                if let Some(d) = &server {
+                    body.push_str(&rolled_up(d));
+                }
                 page(node, &format!("Computers of {heading}"), &body)
             }
             Page::Computer(id) => {
@@ -299,4 +302,37 @@ impl Page {
             }
         }))
     }
+}
+
+/// What a branch's last rollup said of itself: its summary and its computers by operating
+/// system, with the installs they reported.
+fn rolled_up(d: &crate::report::Downstream) -> String {
+    let mut out = String::new();
+    if let Some(summary) = &d.summary {
+        out.push_str("<h2>Its last rollup</h2><table>");
+        for (label, n) in summary.labelled() {
+            let _ = write!(out, "<tr><th>{label}</th><td>{n}</td></tr>");
+        }
+        out.push_str("</table>");
+    }
+    if !d.clients.is_empty() {
+        out.push_str(
+            "<h2>Computers by operating system</h2><table><tr><th>Version</th><th>Locale</th>\
+             <th>Architecture</th><th>Computers</th><th>Installs</th><th>Failed installs</th></tr>",
+        );
+        for c in &d.clients {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                c.os.version.map(|n| n.to_string()).join("."),
+                escape(&c.os.locale),
+                escape(&c.os.processor),
+                c.computers,
+                c.installs_succeeded,
+                c.installs_failed
+            );
+        }
+        out.push_str("</table>");
+    }
+    out
 }

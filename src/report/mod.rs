@@ -18,8 +18,8 @@ use crate::catalog::{CatalogError, Guid};
 
 mod rollup;
 pub use rollup::{
-    Activity, ClientSummary, ComputerCounts, OsGroup, RolledComputer, RolledServer, RolledStatus,
-    ServerSummary,
+    Activity, ClientGroupTotals, ClientSummary, ComputerCounts, OsGroup, RolledComputer,
+    RolledServer, RolledStatus, ServerSummary,
 };
 
 const SCHEMA: &str = "
@@ -140,6 +140,8 @@ pub struct Downstream {
     pub up_to_date: Option<i64>,
     /// Everything its rollup counted.
     pub summary: Option<ServerSummary>,
+    /// Its computers by operating system, with every install they reported.
+    pub clients: Vec<ClientGroupTotals>,
 }
 
 /// What a downstream server's call tells of it.
@@ -439,30 +441,36 @@ impl Journal {
                  last_rollup, summary FROM downstreams ORDER BY last_seen DESC, id",
             )
             .map_err(db)?;
-        stmt.query_map([], |r| {
-            let summary = r
-                .get::<_, Option<String>>(9)?
-                .map(|kept| rollup::summary_of(Some(&kept)));
-            Ok(Downstream {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                address: r.get(2)?,
-                protocol: r.get(3)?,
-                first_seen: r.get(4)?,
-                last_seen: r.get(5)?,
-                last_sync: r.get(6)?,
-                parent: r.get(7)?,
-                last_rollup: r.get(8)?,
-                computers: summary.map(|m| m.computers),
-                needing_updates: summary.map(|m| m.computers_needing),
-                with_errors: summary.map(|m| m.computers_with_errors),
-                up_to_date: summary.map(|m| m.computers_up_to_date),
-                summary,
+        let mut listed: Vec<Downstream> = stmt
+            .query_map([], |r| {
+                let summary = r
+                    .get::<_, Option<String>>(9)?
+                    .map(|kept| rollup::summary_of(Some(&kept)));
+                Ok(Downstream {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    address: r.get(2)?,
+                    protocol: r.get(3)?,
+                    first_seen: r.get(4)?,
+                    last_seen: r.get(5)?,
+                    last_sync: r.get(6)?,
+                    parent: r.get(7)?,
+                    last_rollup: r.get(8)?,
+                    computers: summary.map(|m| m.computers),
+                    needing_updates: summary.map(|m| m.computers_needing),
+                    with_errors: summary.map(|m| m.computers_with_errors),
+                    up_to_date: summary.map(|m| m.computers_up_to_date),
+                    summary,
+                    clients: Vec::new(),
+                })
             })
-        })
-        .map_err(db)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db)
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        for d in &mut listed {
+            d.clients = self.client_groups(&d.id)?;
+        }
+        Ok(listed)
     }
 
     /// When a computer last scanned.
@@ -740,6 +748,7 @@ mod tests {
                 with_errors: None,
                 up_to_date: None,
                 summary: None,
+                clients: Vec::new(),
             }
         );
         assert_eq!(

@@ -76,6 +76,23 @@ pub struct ClientSummary {
     pub activity: Vec<Activity>,
 }
 
+impl ClientSummary {
+    /// Count `more` installs in (with those of the same update revision, if any).
+    fn add(&mut self, more: Activity) {
+        match self
+            .activity
+            .iter_mut()
+            .find(|a| a.update == more.update && a.revision == more.revision)
+        {
+            Some(a) => {
+                a.succeeded += more.succeeded;
+                a.failed += more.failed;
+            }
+            None => self.activity.push(more),
+        }
+    }
+}
+
 /// Installs of one update revision by a group of computers (each attempt counts, not each
 /// computer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,9 +113,10 @@ pub struct ClientGroupTotals {
     pub installs_failed: i64,
 }
 
-/// Defines [`ServerSummary`]: each field with the name the protocol gives it, once.
+/// Defines [`ServerSummary`]: each field with the name the protocol gives it and the label the
+/// status pages show, once.
 macro_rules! server_summary {
-    ($($(#[$doc:meta])* $field:ident = $name:literal,)*) => {
+    ($($(#[$doc:meta])* $field:ident = $name:literal / $label:literal,)*) => {
         /// DownstreamServerRollupServerSummary (MS-WSUSSS §3.1.4.14.3.3): what a server rolls
         /// up of its updates and computers. Counts, never negative.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -112,6 +130,11 @@ macro_rules! server_summary {
                 vec![$(($name, self.$field)),*]
             }
 
+            /// (what a person reads, count), in the protocol's order.
+            pub fn labelled(&self) -> Vec<(&'static str, i64)> {
+                vec![$(($label, self.$field)),*]
+            }
+
             /// Built from counts by protocol name (a missing count is 0).
             pub fn from_counts(mut count: impl FnMut(&str) -> Option<i64>) -> ServerSummary {
                 ServerSummary {
@@ -123,25 +146,25 @@ macro_rules! server_summary {
 }
 
 server_summary! {
-    updates = "UpdateCount",
-    declined = "DeclinedUpdateCount",
-    approved = "ApprovedUpdateCount",
-    not_approved = "NotApprovedUpdateCount",
-    stale_approvals = "UpdatesWithStaleUpdateApprovalsCount",
-    expired = "ExpiredUpdateCount",
-    critical_not_approved = "CriticalOrSecurityUpdatesNotApprovedForInstallCount",
-    infrastructure_not_approved = "WsusInfrastructureUpdatesNotApprovedForInstallCount",
-    updates_with_client_errors = "UpdatesWithClientErrorsCount",
-    updates_with_server_errors = "UpdatesWithServerErrorsCount",
-    updates_needing_files = "UpdatesNeedingFilesCount",
-    updates_needed = "UpdatesNeededByComputersCount",
-    updates_up_to_date = "UpdatesUpToDateCount",
-    custom_groups = "CustomComputerTargetGroupCount",
-    computers = "ComputerTargetCount",
+    updates = "UpdateCount" / "Updates",
+    declined = "DeclinedUpdateCount" / "Declined updates",
+    approved = "ApprovedUpdateCount" / "Approved updates",
+    not_approved = "NotApprovedUpdateCount" / "Updates not approved",
+    stale_approvals = "UpdatesWithStaleUpdateApprovalsCount" / "Updates approved in an older revision",
+    expired = "ExpiredUpdateCount" / "Expired updates",
+    critical_not_approved = "CriticalOrSecurityUpdatesNotApprovedForInstallCount" / "Critical or security updates not approved for install",
+    infrastructure_not_approved = "WsusInfrastructureUpdatesNotApprovedForInstallCount" / "Mandatory updates not approved for install",
+    updates_with_client_errors = "UpdatesWithClientErrorsCount" / "Updates that failed on a computer",
+    updates_with_server_errors = "UpdatesWithServerErrorsCount" / "Updates whose files failed to download",
+    updates_needing_files = "UpdatesNeedingFilesCount" / "Updates whose files are still to come",
+    updates_needed = "UpdatesNeededByComputersCount" / "Updates needed by computers",
+    updates_up_to_date = "UpdatesUpToDateCount" / "Updates installed wherever needed",
+    custom_groups = "CustomComputerTargetGroupCount" / "Computer groups",
+    computers = "ComputerTargetCount" / "Computers",
     /// Computers with an update still to be done.
-    computers_needing = "ComputerTargetsNeedingUpdatesCount",
-    computers_with_errors = "ComputerTargetsWithUpdateErrorsCount",
-    computers_up_to_date = "ComputersUpToDateCount",
+    computers_needing = "ComputerTargetsNeedingUpdatesCount" / "Computers needing updates",
+    computers_with_errors = "ComputerTargetsWithUpdateErrorsCount" / "Computers with errors",
+    computers_up_to_date = "ComputersUpToDateCount" / "Computers up to date",
 }
 
 impl ServerSummary {
@@ -339,7 +362,10 @@ impl Journal {
             group.count += count;
         }
         let list = |ids: &[i32]| ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
-        let (succeeded, failed) = (list(&super::INSTALL_SUCCEEDED), list(&super::INSTALL_FAILED));
+        let (succeeded, failed) = (
+            list(&super::INSTALL_SUCCEEDED),
+            list(&super::INSTALL_FAILED),
+        );
         let mut stmt = self
             .conn
             .prepare(&format!(
@@ -373,7 +399,7 @@ impl Journal {
             ) else {
                 continue;
             };
-            group.activity.push(Activity {
+            group.add(Activity {
                 update,
                 revision,
                 succeeded,
@@ -403,7 +429,9 @@ impl Journal {
     pub fn begin_activity(&mut self, at: i64) -> Result<i64, CatalogError> {
         let upto: i64 = self
             .conn
-            .query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| r.get(0))
+            .query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
+                r.get(0)
+            })
             .map_err(db)?;
         self.set_meta("activity_pending", &format!("{upto} {at}"))?;
         Ok(upto)
@@ -516,7 +544,7 @@ impl Journal {
             if let (Some(update), Some(group)) =
                 (Guid::parse(&update), groups.iter_mut().find(|g| g.os == os))
             {
-                group.activity.push(Activity {
+                group.add(Activity {
                     update,
                     revision,
                     succeeded,
@@ -917,4 +945,158 @@ pub(super) fn summary_of(kept: Option<&str>) -> ServerSummary {
     kept.and_then(|text| serde_json::from_str(text).ok())
         .map(|v| ServerSummary::from_json(&v))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Event;
+    use super::*;
+
+    fn server(id: Guid, sent_at: i64, clients: Vec<ClientSummary>) -> RolledServer {
+        RolledServer {
+            id,
+            name: "branch".into(),
+            parent: Guid::NIL,
+            is_replica: true,
+            version: "1".into(),
+            last_sync: None,
+            last_rollup: Some(sent_at),
+            sent_at,
+            summary: ServerSummary::default(),
+            clients,
+        }
+    }
+
+    fn group(count: i64, update: Guid, succeeded: i64, failed: i64) -> ClientSummary {
+        ClientSummary {
+            os: OsGroup::of("10.0.26200.0", "en-US", "x64"),
+            count,
+            activity: vec![Activity {
+                update,
+                revision: 200,
+                succeeded,
+                failed,
+            }],
+        }
+    }
+
+    /// Client summaries are increments: one sent again (its answer lost) under the same
+    /// LastRollupTime is applied once, the next one adds; what a regional node passes on is
+    /// owed until its upstream acknowledged it.
+    #[test]
+    fn client_summaries_are_applied_once_and_owed_until_passed_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let (branch, update) = (Guid::random(), Guid::random());
+        let first = server(branch, 100, vec![group(3, update, 2, 1)]);
+        j.roll_servers(std::slice::from_ref(&first), 100).unwrap();
+        j.roll_servers(std::slice::from_ref(&first), 101).unwrap();
+        let totals = |j: &Journal| {
+            let t = j.client_groups(&branch.to_string()).unwrap();
+            assert_eq!(t.len(), 1);
+            (
+                t[0].computers,
+                t[0].installs_succeeded,
+                t[0].installs_failed,
+            )
+        };
+        assert_eq!(totals(&j), (3, 2, 1));
+        j.roll_servers(&[server(branch, 200, vec![group(4, update, 5, 0)])], 200)
+            .unwrap();
+        assert_eq!(totals(&j), (4, 7, 1));
+        // An older summary relayed late changes nothing.
+        j.roll_servers(&[server(branch, 150, vec![group(9, update, 9, 9)])], 201)
+            .unwrap();
+        assert_eq!(totals(&j), (4, 7, 1));
+
+        // Passing on: everything is owed, then what was acknowledged is not.
+        let owed = |j: &Journal| {
+            let below = j.servers_below().unwrap();
+            let s = below.iter().find(|s| s.id == branch).unwrap();
+            s.clients[0]
+                .activity
+                .iter()
+                .map(|a| (a.succeeded, a.failed))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(owed(&j), vec![(7, 1)]);
+        let passed = j.servers_below().unwrap();
+        assert_eq!(
+            passed[0].sent_at, 200,
+            "passed on under its own LastRollupTime"
+        );
+        j.roll_servers(&[server(branch, 300, vec![group(4, update, 1, 1)])], 300)
+            .unwrap();
+        j.forwarded(&passed).unwrap();
+        assert_eq!(owed(&j), vec![(1, 1)], "what came meanwhile is still owed");
+        assert_eq!(totals(&j), (4, 8, 2));
+    }
+
+    /// This server's own installs: counted from the journal between two rows, by operating
+    /// system; a rollup begun and not acknowledged is found again as it was.
+    #[test]
+    fn own_installs_are_counted_between_acknowledgements() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let update = Guid::random();
+        for (id, os) in [
+            ("pc1", "10.0.26200.0"),
+            ("pc2", "10.0.26200"),
+            ("pc3", "6.3.9600.0"),
+        ] {
+            let computer = Computer {
+                client_id: id.into(),
+                os_version: os.into(),
+                os_locale: "en-US".into(),
+                processor: "x64".into(),
+                ..Computer::default()
+            };
+            j.register(&computer, 1).unwrap();
+        }
+        let event = |client: &str, event_id: i32| Event {
+            client_id: client.into(),
+            instance: Guid::random(),
+            event_id,
+            source_id: 1,
+            update: Some((update, 200)),
+            hresult: 0,
+            time: 5,
+            misc: Vec::new(),
+        };
+        let events = [
+            event("pc1", 183),
+            event("pc2", 182),
+            event("pc3", 184),
+            event("pc1", 162),
+        ];
+        j.append(&events, 5).unwrap();
+        assert_eq!(j.activity_position().unwrap(), (0, None));
+        let upto = j.begin_activity(50).unwrap();
+        assert_eq!(j.activity_position().unwrap(), (0, Some((upto, 50))));
+        j.append(&[event("pc3", 183)], 6).unwrap();
+        let clients = j.own_clients(0, upto).unwrap();
+        let by_os = |version: [i64; 5]| {
+            let c = clients.iter().find(|c| c.os.version == version).unwrap();
+            let a = c
+                .activity
+                .iter()
+                .map(|a| (a.succeeded, a.failed))
+                .collect::<Vec<_>>();
+            (c.count, a)
+        };
+        // pc1 and pc2 are one group however they spelled their version; the download (162)
+        // and the event after `upto` are not counted.
+        assert_eq!(clients.len(), 2);
+        assert_eq!(by_os([10, 0, 26200, 0, 0]), (2, vec![(1, 1)]));
+        assert_eq!(by_os([6, 3, 9600, 0, 0]), (1, vec![(1, 0)]));
+        j.activity_acknowledged(upto).unwrap();
+        assert_eq!(j.activity_position().unwrap(), (upto, None));
+        let until = j.begin_activity(60).unwrap();
+        let next = j.own_clients(upto, until).unwrap();
+        assert_eq!(
+            next.iter().map(|c| c.activity.len()).sum::<usize>(),
+            1,
+            "only the event after the acknowledged row"
+        );
+    }
 }

@@ -441,8 +441,33 @@ async fn route(
 pub(crate) enum BodyError {
     /// Over the limit (declared or sent); reading stopped there.
     TooLarge,
-    /// The transport failed mid-body.
+    /// The transport failed mid-body, or a compressed body does not decompress.
     Broken,
+    /// Sent in a content coding other than gzip (RFC 7694: 415).
+    UnsupportedCoding,
+}
+
+/// A SOAP body as sent, decoded from its content coding (gzip, or none): at most `limit`
+/// bytes decoded.
+fn decode_body(
+    headers: &http::HeaderMap,
+    bytes: Vec<u8>,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, BodyError> {
+    let Some(coding) = headers.get(http::header::CONTENT_ENCODING) else {
+        return Ok(bytes);
+    };
+    let coding = coding.to_str().unwrap_or("?").trim();
+    if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
+        Ok(bytes)
+    } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+        soap::coding::gunzip(&bytes, limit).map_err(|e| match e.kind() {
+            std::io::ErrorKind::FileTooLarge => BodyError::TooLarge,
+            _ => BodyError::Broken,
+        })
+    } else {
+        Err(BodyError::UnsupportedCoding)
+    }
 }
 
 /// Read a whole request body of at most `limit` bytes; a declared Content-Length over the
@@ -520,7 +545,9 @@ async fn soap(
     } else {
         app.wusp.max_body()
     };
-    let mut read = read_body(&parts.headers, body, limit).await;
+    let mut read = read_body(&parts.headers, body, limit)
+        .await
+        .and_then(|bytes| decode_body(&parts.headers, bytes, limit));
     let mut service = service;
     if let Ok(bytes) = &read {
         let operation = reporting.then(|| soap::operation_name(bytes)).flatten();
@@ -545,6 +572,17 @@ async fn soap(
         ),
         (Err(BodyError::Broken), _) => {
             return response::text(StatusCode::BAD_REQUEST, "request body broken");
+        }
+        (Err(BodyError::UnsupportedCoding), _) => {
+            let mut r = response::text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request body in a content coding this server does not read: send gzip or none",
+            );
+            r.headers_mut().insert(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+            return r;
         }
         (Ok(bytes), SoapService::Server(endpoint)) => {
             let peer = parts.extensions.get::<Peer>().map(|p| p.0);
@@ -572,30 +610,9 @@ async fn soap(
     tracing::debug!(target: "wsus_edge::soap", operation = %reply.operation,
         status = reply.status, fault = ?reply.fault.map(|f| f.as_str()));
     // gzip when the client offers it (Windows offers only xpress: see README).
-    let gzip = parts
-        .headers
-        .get_all(http::header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut it = coding.split(';');
-            let name = it.next().unwrap_or("").trim();
-            let refused = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
-            name.eq_ignore_ascii_case("gzip") && !refused
-        });
-    let body = if gzip {
-        use std::io::Write as _;
-        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        // Writing into a Vec cannot fail; on the impossible error the
-        // answer goes out uncompressed rather than not at all.
-        encoder
-            .write_all(reply.body.as_bytes())
-            .and_then(|()| encoder.finish())
-            .ok()
-    } else {
-        None
-    };
+    let body = soap::coding::lists_gzip(parts.headers.get_all(http::header::ACCEPT_ENCODING))
+        .then(|| soap::coding::gzip(reply.body.as_bytes()).ok())
+        .flatten();
     let compressed = body.is_some();
     let mut r = Response::new(match body {
         Some(b) => response::full_body(b),
@@ -606,6 +623,11 @@ async fn soap(
     h.insert(
         http::header::VARY,
         HeaderValue::from_static("Accept-Encoding"),
+    );
+    // What this node reads in requests (RFC 7694): downstream servers compress their posts.
+    h.insert(
+        http::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("gzip"),
     );
     if compressed {
         h.insert(

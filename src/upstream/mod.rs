@@ -17,7 +17,7 @@ mod altsvc;
 mod bandwidth;
 mod http3;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,9 @@ pub struct Upstream {
     quic: Option<Quic>,
     /// The protocol of the last response (0 = none yet, else [`PROTOCOLS`] index + 1).
     last_used: AtomicU8,
+    /// The upstream said it reads gzip-coded request bodies (RFC 7694 Accept-Encoding in an
+    /// answer); a Microsoft WSUS never does, and gets them as they are.
+    reads_gzip: AtomicBool,
     /// Scheme and authority plus an optional path prefix, without a trailing slash.
     base: String,
     authorization: Option<HeaderValue>,
@@ -218,6 +221,7 @@ impl Upstream {
             tcp,
             quic,
             last_used: AtomicU8::new(0),
+            reads_gzip: AtomicBool::new(false),
             base,
             authorization,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -281,6 +285,18 @@ impl Upstream {
     /// does a GET: the server-server protocol's SOAP calls.
     ///
     /// [`get`]: Upstream::get
+    /// Whether the upstream said it reads gzip-coded request bodies.
+    pub fn reads_gzip(&self) -> bool {
+        self.reads_gzip.load(Ordering::Relaxed)
+    }
+
+    /// Learn from an answer's headers which request codings the upstream reads (RFC 7694): it
+    /// says so in every answer, so a changed upstream is followed.
+    pub fn learn_codings(&self, answer: &HeaderMap) {
+        let gzip = crate::soap::coding::lists_gzip(answer.get_all(http::header::ACCEPT_ENCODING));
+        self.reads_gzip.store(gzip, Ordering::Relaxed);
+    }
+
     pub async fn post(
         &self,
         path: &str,

@@ -301,7 +301,10 @@ fn read_client_summary(c: &Element) -> Result<ClientSummary> {
         os: OsGroup {
             version,
             locale: c.child_text("OSLocale").unwrap_or("").to_owned(),
-            processor: c.child_text("ProcessorArchitecture").unwrap_or("").to_owned(),
+            processor: c
+                .child_text("ProcessorArchitecture")
+                .unwrap_or("")
+                .to_owned(),
         },
         count: int("Count")?,
         activity,

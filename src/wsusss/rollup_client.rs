@@ -54,7 +54,10 @@ pub struct RollupReport {
     /// Computers whose update states the upstream lacked, and were sent.
     pub statuses: usize,
     pub calls: usize,
-    /// Bytes of the requests' SOAP bodies (what crossed the link up, before compression).
+    /// Bytes of the requests' SOAP operations, as written (before compression).
+    pub body_bytes: u64,
+    /// Bytes of the requests as they crossed the link up (gzip-coded when the upstream
+    /// reads that).
     pub sent_bytes: u64,
     /// The upstream's RollupResetGuid changed since the last rollup: everything was sent.
     pub reset: bool,
@@ -229,7 +232,7 @@ impl Rollup {
         inner: &str,
     ) -> Result<Element> {
         report.calls += 1;
-        report.sent_bytes += inner.len() as u64;
+        report.body_bytes += inner.len() as u64;
         let answer = post(
             &self.upstream,
             REPORTING_PATH,
@@ -239,7 +242,8 @@ impl Rollup {
         )
         .await
         .map_err(Failure::into_error)?;
-        Ok(answer.0)
+        report.sent_bytes += answer.sent;
+        Ok(answer.op)
     }
 
     /// One whole rollup.
@@ -302,13 +306,11 @@ impl Rollup {
             self.call(&mut report, "RollupDownstreamServers", &servers_xml(&batch))
                 .await?;
             sent.extend(batch.iter().map(|s| s.id));
-            let passed_on: Vec<RolledServer> =
-                batch.into_iter().filter(|s| s.id != own).collect();
+            let passed_on: Vec<RolledServer> = batch.into_iter().filter(|s| s.id != own).collect();
             self.journal(move |j| j.forwarded(&passed_on)).await?;
         }
         report.servers = sent.len();
-        self.journal(move |j| j.activity_acknowledged(upto))
-            .await?;
+        self.journal(move |j| j.activity_acknowledged(upto)).await?;
 
         // Computers changed since the last acknowledged rollup.
         let computers = self
@@ -630,4 +632,59 @@ fn statuses_xml(own: Guid, statuses: &[RolledStatus]) -> String {
     }
     out.push_str("</computers>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{ClientSummary, OsGroup};
+
+    fn server(id: u128, clients: usize) -> RolledServer {
+        RolledServer {
+            id: Guid(id),
+            name: format!("s{id}"),
+            parent: Guid::NIL,
+            is_replica: true,
+            version: "1".into(),
+            last_sync: None,
+            last_rollup: None,
+            sent_at: 0,
+            summary: ServerSummary::default(),
+            clients: (0..clients)
+                .map(|n| ClientSummary {
+                    os: OsGroup::of(&format!("10.0.{n}"), "en-US", "x64"),
+                    count: 1,
+                    activity: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// At most `max` client summaries and `max` servers per request, order kept, a server's
+    /// summaries spread over entries of its own, none lost or repeated.
+    #[test]
+    fn batches_keep_within_the_maximum_and_the_order() {
+        let servers = vec![server(1, 2), server(2, 7), server(3, 0), server(4, 1)];
+        let batches = server_batches(servers, 3);
+        for b in &batches {
+            assert!(b.len() <= 3);
+            assert!(b.iter().map(|s| s.clients.len()).sum::<usize>() <= 3);
+        }
+        let flat: Vec<(u128, OsGroup)> = batches
+            .iter()
+            .flatten()
+            .flat_map(|s| s.clients.iter().map(move |c| (s.id.0, c.os.clone())))
+            .collect();
+        let mut want = Vec::new();
+        for (id, n) in [(1, 2), (2, 7), (4, 1)] {
+            for k in 0..n {
+                want.push((id, OsGroup::of(&format!("10.0.{k}"), "en-US", "x64")));
+            }
+        }
+        assert_eq!(flat, want);
+        let ids: Vec<u128> = batches.iter().flatten().map(|s| s.id.0).collect();
+        assert!(ids.is_sorted(), "{ids:?}");
+        assert!(ids.contains(&3), "a server without summaries is sent too");
+        assert_eq!(server_batches(Vec::new(), 3).len(), 0);
+    }
 }

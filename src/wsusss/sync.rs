@@ -155,6 +155,19 @@ impl Syncer {
     }
 }
 
+/// An answer to a call, with the bytes that crossed the link.
+pub(super) struct Answer {
+    /// The operation's response element.
+    pub op: Element,
+    /// The request body as sent (gzip-coded when the upstream reads that).
+    pub sent: u64,
+    /// The answer body as received.
+    pub received: u64,
+}
+
+/// Request bodies smaller than this go as they are: gzip would save less than a packet.
+const GZIP_FROM: usize = 1024;
+
 /// POST one SOAP 1.1 call and read its answer: the operation's response element, or the
 /// fault.
 pub(super) async fn post(
@@ -163,7 +176,7 @@ pub(super) async fn post(
     ns: &str,
     operation: &str,
     inner: &str,
-) -> std::result::Result<(Element, u64), Failure> {
+) -> std::result::Result<Answer, Failure> {
     let body = soap::envelope(
         Version::Soap11,
         &format!("<{operation} xmlns=\"{ns}\">{inner}</{operation}>"),
@@ -172,6 +185,20 @@ pub(super) async fn post(
     let action = HeaderValue::from_str(&format!("\"{ns}/{operation}\""))
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
     headers.insert("SOAPAction", action);
+    let coded = (upstream.reads_gzip() && body.len() >= GZIP_FROM)
+        .then(|| soap::coding::gzip(body.as_bytes()).ok())
+        .flatten();
+    let body = match coded {
+        Some(packed) => {
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                HeaderValue::from_static("gzip"),
+            );
+            Bytes::from(packed)
+        }
+        None => Bytes::from(body),
+    };
+    let sent = body.len() as u64;
     // A wsus-edge upstream compresses (answers are mostly update XML: ~8x smaller); a
     // Microsoft one offers only xpress and answers this uncompressed.
     headers.insert(
@@ -179,15 +206,11 @@ pub(super) async fn post(
         HeaderValue::from_static("gzip"),
     );
     let mut fetched = upstream
-        .post(
-            path,
-            Version::Soap11.content_type(),
-            headers,
-            Bytes::from(body),
-        )
+        .post(path, Version::Soap11.content_type(), headers, body)
         .await
         .map_err(|e| e.context(operation))?;
     let status = fetched.status;
+    upstream.learn_codings(&fetched.headers);
     let mut answer = Vec::new();
     while let Some(chunk) = upstream
         .next_chunk(&mut fetched)
@@ -220,7 +243,7 @@ pub(super) async fn post(
         .get(http::header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     if gzipped {
-        answer = gunzip(&answer)
+        answer = soap::coding::gunzip(&answer, ANSWER_LIMITS.max_bytes)
             .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}")))?;
     }
     let envelope = soap::parse(&answer, &ANSWER_LIMITS).map_err(|e| {
@@ -248,23 +271,11 @@ pub(super) async fn post(
         )
         .into());
     }
-    Ok((op, wire))
-}
-
-/// Decompress a gzip answer, no larger than the answer limit.
-fn gunzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let mut out = Vec::with_capacity(bytes.len() * 8);
-    let limit = ANSWER_LIMITS.max_bytes as u64;
-    flate2::read::GzDecoder::new(bytes)
-        .take(limit + 1)
-        .read_to_end(&mut out)?;
-    if out.len() as u64 > limit {
-        return Err(std::io::Error::other(format!(
-            "over {limit} bytes decompressed"
-        )));
-    }
-    Ok(out)
+    Ok(Answer {
+        op,
+        sent,
+        received: wire,
+    })
 }
 
 /// Why a call failed: a protocol fault (the sync may recover), or anything else.
@@ -333,9 +344,9 @@ struct Session<'a> {
 impl Session<'_> {
     async fn post(&mut self, path: &str, ns: &str, operation: &str, inner: &str) -> Step<Element> {
         self.report.calls += 1;
-        let (op, bytes) = post(&self.syncer.upstream, path, ns, operation, inner).await?;
-        self.report.answer_bytes += bytes;
-        Ok(op)
+        let answer = post(&self.syncer.upstream, path, ns, operation, inner).await?;
+        self.report.answer_bytes += answer.received;
+        Ok(answer.op)
     }
 
     /// After the upstream refused a cookie: forget it and the authorization, to start again
@@ -546,9 +557,9 @@ impl Session<'_> {
             for (batch, answered) in answers {
                 self.report.calls += 1;
                 match answered {
-                    Ok((op, bytes)) => {
-                        self.report.answer_bytes += bytes;
-                        documents.extend(read_update_data(&op, batch)?);
+                    Ok(answer) => {
+                        self.report.answer_bytes += answer.received;
+                        documents.extend(read_update_data(&answer.op, batch)?);
                     }
                     Err(Failure::Fault(ErrorCode::InvalidCookie, m)) => refused = Some(m),
                     Err(e) => return Err(e),

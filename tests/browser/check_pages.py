@@ -4,7 +4,10 @@ DevTools protocol: load the branch list, follow the links a person would click, 
 text the browser rendered (innerText: what is visible) and the highlight of a stale branch.
 Prints one line per check; exit 0 when all pass.
 
-    check_pages.py ADMIN_URL BRANCH_ID COMPUTER_NAME STALE_NAME
+    check_pages.py ADMIN_URL BRANCH_ID COMPUTER_NAME STALE_NAME APPROVED INSTALLED FAILED
+
+APPROVED: the updates the branch has approved; INSTALLED, FAILED: the installs its one computer
+reported that succeeded and failed.
 
 Run by tests/pages.rs against nodes it started.
 """
@@ -21,7 +24,7 @@ import urllib.request
 
 import websocket
 
-ADMIN, BRANCH, COMPUTER, STALE = sys.argv[1:5]
+ADMIN, BRANCH, COMPUTER, STALE, APPROVED, INSTALLED, FAILED = sys.argv[1:8]
 failures = []
 
 
@@ -106,6 +109,10 @@ try:
     seen = evaluate("document.body.innerText")
     check("the branch page lists its computers", COMPUTER in seen, seen)
     check("the branch page says which computers have errors", "errors" in seen, seen)
+    check("the branch page shows what its last rollup counted",
+          f"Approved updates\t{APPROVED}" in seen, seen)
+    check("the branch page shows its computers by operating system and their installs",
+          "Computers by operating system" in seen and f"\t1\t{INSTALLED}\t{FAILED}" in seen, seen)
 
     click('a[href^="/computers/"]')
     seen = evaluate("document.body.innerText")
