@@ -1094,6 +1094,16 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
                 d.needing_updates.unwrap_or(0),
                 d.with_errors.unwrap_or(0),
             );
+            if let Some(m) = &d.summary {
+                let installs = d.clients.iter().fold((0, 0), |(ok, failed), c| {
+                    (ok + c.installs_succeeded, failed + c.installs_failed)
+                });
+                println!(
+                    "  updates           {} approved of {}, {} with files still to come; \
+                     {} installs succeeded, {} failed",
+                    m.approved, m.updates, m.updates_needing_files, installs.0, installs.1
+                );
+            }
         }
         println!(
             "root status page    http://{}/  (branches, computers, updates)",

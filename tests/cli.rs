@@ -114,6 +114,20 @@ fn demo_tells_its_story() {
         .find(|l| l.starts_with("branch demo-branch"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(branch.contains(" 2 computers:"), "{branch}");
+    // And what it counted: an install reported for every update offered, each counted once.
+    let numbers_of = |prefix: &str| -> Vec<u64> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} in {stdout}"))
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    let offered = numbers_of("offered updates")[0];
+    let updates = numbers_of("  updates ");
+    assert!(updates[0] > 0 && updates[0] <= updates[1], "{updates:?}");
+    assert_eq!(updates[3] + updates[4], offered, "{updates:?}");
     assert!(stdout.contains("root status page    http://127.0.0.1:"));
 }
 
