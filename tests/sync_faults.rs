@@ -143,6 +143,8 @@ const CORRUPT: u8 = 1;
 /// The first [`STALL_AFTER`] go through; the others never get an answer.
 const STALL: u8 = 2;
 const STALL_AFTER: usize = 4;
+/// Documents go as Microsoft WSUS sends large ones: XmlUpdateBlobCompressed (CAB, LZX).
+const COMPRESS: u8 = 3;
 
 /// What the proxy does, shared with the test.
 #[derive(Default)]
@@ -152,6 +154,8 @@ struct Tamper {
     stalled: Notify,
     /// Answer the next call of this operation with this fault instead of passing it on.
     fault_once: std::sync::Mutex<Option<(&'static str, ErrorCode)>>,
+    /// In [`COMPRESS`] mode: each cabinet sent, with the document it holds.
+    cabinets: std::sync::Mutex<Vec<(Vec<u8>, String)>>,
 }
 
 /// A proxy in front of the root that can spoil answers.
@@ -259,6 +263,9 @@ async fn relay(
         let text = String::from_utf8_lossy(&body).replacen("&lt;upd:Update", "&lt;upd:Broken", 1);
         body = Bytes::from(text);
     }
+    if is_update_data && mode == COMPRESS {
+        body = Bytes::from(compress_documents(t, &String::from_utf8_lossy(&body)));
+    }
     let mut out = http::Response::builder().status(parts.status);
     for (k, v) in &parts.headers {
         if k != http::header::CONTENT_LENGTH {
@@ -266,6 +273,78 @@ async fn relay(
         }
     }
     out.body(Full::new(body)).unwrap()
+}
+
+/// Every `<XmlUpdateBlob>` of a GetUpdateData answer as `<XmlUpdateBlobCompressed>`: base64
+/// of a cabinet holding the document (kept in `t.cabinets`).
+fn compress_documents(t: &Tamper, answer: &str) -> String {
+    const OPEN: &str = "<XmlUpdateBlob>";
+    const CLOSE: &str = "</XmlUpdateBlob>";
+    let mut out = String::with_capacity(answer.len());
+    let mut rest = answer;
+    while let Some(start) = rest.find(OPEN) {
+        let end = rest[start..].find(CLOSE).unwrap() + start;
+        let escaped = &rest[start + OPEN.len()..end];
+        let document = wsus_edge::soap::parse_tree(
+            format!("<x>{escaped}</x>").as_bytes(),
+            &wsus_edge::soap::Limits::default(),
+        )
+        .unwrap()
+        .text()
+        .to_owned();
+        let cabinet = wsus_edge::simulate::cabinet::lzx_cabinet("blob", document.as_bytes());
+        out.push_str(&rest[..start]);
+        out.push_str("<XmlUpdateBlobCompressed>");
+        out.push_str(&wsus_edge::catalog::base64_encode(&cabinet));
+        out.push_str("</XmlUpdateBlobCompressed>");
+        t.cabinets.lock().unwrap().push((cabinet, document));
+        rest = &rest[end + CLOSE.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// An upstream that sends every document as Microsoft WSUS sends those over 5,120 bytes
+/// (XmlUpdateBlobCompressed: a cabinet, LZX): the branch ends with the root's catalog,
+/// document for document. The cabinets are what an independent reader (cabextract, of
+/// libmspack) extracts to the same documents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn documents_compressed_as_wsus_sends_them_are_read() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let root = root(dir.path(), 30, "").await;
+    let proxy = Proxy::start(root.listening().http).await;
+    proxy.tamper.mode.store(COMPRESS, Ordering::SeqCst);
+    let branch = replica(dir.path(), &format!("http://{}", proxy.addr), "").await;
+    let s = replica_until(&branch, |s| s.syncs == 1).await;
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    let (upstream, downstream) = (catalog(&root), catalog(&branch));
+    assert_eq!(
+        proxy.tamper.cabinets.lock().unwrap().len(),
+        upstream.len(),
+        "every document went compressed"
+    );
+    assert_eq!(downstream.len(), upstream.len());
+    for r in upstream.revisions() {
+        let mine = downstream
+            .by_identity(r.update_id, r.revision_number)
+            .unwrap_or_else(|| panic!("{} {}", r.update_id, r.revision_number));
+        assert_eq!(mine.fragments, r.fragments, "{}", r.update_id);
+        assert_eq!(mine.files, r.files);
+    }
+
+    let (cabinet, document) = proxy.tamper.cabinets.lock().unwrap()[0].clone();
+    let path = dir.path().join("update.cab");
+    std::fs::write(&path, &cabinet).unwrap();
+    let extracted = std::process::Command::new("cabextract")
+        .arg("--pipe")
+        .arg(&path)
+        .output()
+        .expect("cabextract (apt package cabextract) runs");
+    assert!(extracted.status.success(), "{extracted:?}");
+    assert_eq!(String::from_utf8(extracted.stdout).unwrap(), document);
+    branch.shutdown(Duration::from_secs(1)).await;
+    root.shutdown(Duration::from_secs(1)).await;
 }
 
 /// InvalidCookie mid-sync: authorize again and go on. ServerChanged: start over with full

@@ -27,6 +27,7 @@ use tokio::sync::Mutex;
 use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
 
+pub mod cabinet;
 pub mod wan;
 pub mod wua;
 

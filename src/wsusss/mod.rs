@@ -15,6 +15,7 @@
 //! the two services. May call: `soap`, `wusp` (the catalog in service, the cookie key, faults),
 //! `catalog`. Knows no socket: the server hands it bytes.
 
+pub mod blob;
 pub mod replica;
 pub mod rollup;
 pub mod rollup_client;

@@ -633,21 +633,23 @@ fn read_update_data(op: &Element, batch: &[(Guid, u32)]) -> Step<Vec<String>> {
             .child("Id")
             .and_then(identity)
             .ok_or_else(|| malformed("GetUpdateData", "Id"))?;
-        match u.child_text("XmlUpdateBlob").filter(|b| !b.is_empty()) {
-            Some(xml) => documents.push(xml.to_owned()),
-            None if u.child("XmlUpdateBlobCompressed").is_some() => {
-                return Err(Error::upstream(
-                    Kind::BadUpstream,
-                    format!(
-                        "GetUpdateData: update {id} revision {number} came as \
-                         XmlUpdateBlobCompressed (a CAB/LZX archive, as Microsoft WSUS sends \
-                         large documents), which this server does not decompress"
-                    ),
-                )
-                .retryable(false)
-                .into());
+        let plain = u.child_text("XmlUpdateBlob").filter(|b| !b.is_empty());
+        match (plain, u.child_text("XmlUpdateBlobCompressed")) {
+            (Some(xml), _) => documents.push(xml.to_owned()),
+            // How Microsoft WSUS sends documents over 5,120 bytes.
+            (None, Some(compressed)) => {
+                let xml = super::blob::decompress(compressed).map_err(|why| {
+                    Error::upstream(
+                        Kind::BadUpstream,
+                        format!(
+                            "GetUpdateData: the XmlUpdateBlobCompressed of update {id} \
+                             revision {number}: {why}"
+                        ),
+                    )
+                })?;
+                documents.push(xml);
             }
-            None => return Err(malformed("GetUpdateData", "XmlUpdateBlob")),
+            (None, None) => return Err(malformed("GetUpdateData", "XmlUpdateBlob")),
         }
         answered.insert((id, number));
     }
@@ -1039,14 +1041,24 @@ mod tests {
         assert_eq!(docs, vec!["<upd:Update/>".to_owned()]);
         let missing = message(read_update_data(&answer(&plain), &[(a, 100), (b, 100)]));
         assert!(missing.contains(&b.to_string()), "{missing}");
-        let cab = item(
+        let broken = item(
             b,
             "<XmlUpdateBlobCompressed>TVNDRg==</XmlUpdateBlobCompressed>",
         );
-        let compressed = message(read_update_data(&answer(&cab), &[(b, 100)]));
+        let refused = message(read_update_data(&answer(&broken), &[(b, 100)]));
         assert!(
-            compressed.contains(&b.to_string()) && compressed.contains("XmlUpdateBlobCompressed"),
-            "{compressed}"
+            refused.contains(&b.to_string()) && refused.contains("not a cabinet"),
+            "{refused}"
         );
+        let cabinet = crate::simulate::cabinet::lzx_cabinet("blob", b"<upd:Update/>");
+        let compressed = item(
+            b,
+            &format!(
+                "<XmlUpdateBlobCompressed>{}</XmlUpdateBlobCompressed>",
+                crate::catalog::base64_encode(&cabinet)
+            ),
+        );
+        let docs = ok(read_update_data(&answer(&compressed), &[(b, 100)]));
+        assert_eq!(docs, vec!["<upd:Update/>".to_owned()]);
     }
 }
