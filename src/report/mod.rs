@@ -640,7 +640,7 @@ impl Journal {
     ) -> Result<Vec<(Guid, UpdateState, i64)>, CatalogError> {
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare_cached(
                 "SELECT update_id, state, changed_at FROM update_status WHERE client_id = ?1
                  ORDER BY update_id",
             )
