@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
     });
     let catalog = store.load().expect("load");
     c.bench_function("catalog/scope_10k", |b| {
-        b.iter(|| scope::scope(&catalog, &[ALL_COMPUTERS]))
+        b.iter(|| scope::scope(&catalog, &[ALL_COMPUTERS], i64::MAX))
     });
 
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -158,7 +158,7 @@ fn bench(c: &mut Criterion) {
     // A client that finished its walk: what it was sent, non-leaf categories and detectoids as
     // installed (software is what it scans for), everything else as cached. The walk is the
     // sans-IO one the handler runs.
-    let in_scope = scope::scope(&catalog, &[ALL_COMPUTERS]);
+    let in_scope = scope::scope(&catalog, &[ALL_COMPUTERS], i64::MAX);
     let (mut installed, mut other): (Vec<u32>, Vec<u32>) = (Vec::new(), Vec::new());
     for _ in 0..1_000 {
         let page = scope::sync(

@@ -268,6 +268,41 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     want.insert(extra);
     assert_eq!(scan(2).await, want);
 
+    // An approval that goes live tomorrow (GoLiveTime): passed down now, not offered yet.
+    let tomorrow = g.deployable[13];
+    root.app
+        .wusp
+        .change(|s, c| {
+            s.decide(
+                c,
+                Some(&[tomorrow]),
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
+        })
+        .unwrap();
+    let go_live = wsus_edge::catalog::store::unix_now() + 86_400;
+    let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
+    let moved = db
+        .execute(
+            "UPDATE deployments SET go_live = ?1 WHERE revision_id IN
+             (SELECT id FROM revisions WHERE update_id = ?2)",
+            rusqlite::params![go_live, tomorrow.to_string()],
+        )
+        .unwrap();
+    assert_eq!(moved, 1);
+    drop(db);
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = replica_until(&branch, |s| s.syncs >= 3).await;
+    assert_eq!(s.last_sync.unwrap().deployments_received, 1);
+    let kept = catalog_of(&branch);
+    assert!(
+        kept.deployments.iter().any(|d| d.go_live == go_live),
+        "the branch holds it, with its go-live time"
+    );
+    assert_eq!(scan(4).await, want, "not offered before it goes live");
+
     // An approval taken back and an update declined at the root: the branch stops offering
     // both, and knows the decline.
     let (revoked, declined) = (g.deployable[0], g.deployable[1]);
@@ -285,7 +320,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
         })
         .unwrap();
     branch.app.replica.as_ref().unwrap().sync_now();
-    let s = replica_until(&branch, |s| s.syncs >= 3).await;
+    let s = replica_until(&branch, |s| s.syncs >= 4).await;
     let sync = s.last_sync.unwrap();
     assert_eq!(sync.dead_received, 2, "{sync:?}");
     assert_eq!(sync.applied.removed_deployments, 2);

@@ -248,6 +248,8 @@ pub struct Deployment {
     pub last_change: i64,
     /// 1 (low) ..= 3 (high); 2 normal.
     pub download_priority: u8,
+    /// Seconds since the epoch: not offered to clients before (MS-WSUSSS GoLiveTime).
+    pub go_live: i64,
 }
 
 /// A revision as the server serves it.
@@ -339,6 +341,9 @@ pub struct Catalog {
     files: HashMap<[u8; 20], FileRef>,
     pub groups: Vec<Group>,
     pub deployments: Vec<Deployment>,
+    /// Every deployment's go-live time, sorted, each once: where what clients are offered
+    /// changes with the clock alone.
+    go_lives: Vec<i64>,
     /// When the configuration clients see last changed (seconds since the epoch); GetConfig's
     /// LastChange.
     pub config_last_change: i64,
@@ -388,6 +393,9 @@ impl Catalog {
                 files.entry(f.sha1).or_insert_with(|| f.clone());
             }
         }
+        let mut go_lives: Vec<i64> = deployments.iter().map(|d| d.go_live).collect();
+        go_lives.sort_unstable();
+        go_lives.dedup();
         Catalog {
             revisions,
             by_id,
@@ -395,6 +403,7 @@ impl Catalog {
             by_identity,
             files,
             groups,
+            go_lives,
             deployments,
             config_last_change,
             version: 0,
@@ -488,6 +497,12 @@ impl Catalog {
             .filter(|r| ids.contains(&r.update_id))
             .map(|r| r.id)
             .collect())
+    }
+
+    /// How many go-live times have passed at `now`: what clients are offered is the same for
+    /// every `now` of one epoch.
+    pub fn live_epoch(&self, now: i64) -> usize {
+        self.go_lives.partition_point(|t| *t <= now)
     }
 
     pub fn group_by_name(&self, name: &str) -> Option<&Group> {

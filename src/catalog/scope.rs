@@ -141,8 +141,9 @@ impl Scope {
     }
 }
 
-/// Everything a computer in `groups` may be sent.
-pub fn scope(catalog: &Catalog, groups: &[Guid]) -> Scope {
+/// Everything a computer in `groups` may be sent at `now` (seconds since the epoch): a
+/// deployment counts from its go-live time on.
+pub fn scope(catalog: &Catalog, groups: &[Guid], now: i64) -> Scope {
     // Each group the computer is in, with its ancestors; depth 0 = the computer's own group.
     let mut depth: HashMap<Guid, usize> = HashMap::new();
     for &g in groups {
@@ -160,7 +161,7 @@ pub fn scope(catalog: &Catalog, groups: &[Guid]) -> Scope {
     }
     let mut chosen: HashMap<u32, (usize, &super::Deployment)> = HashMap::new();
     let mut blocked: HashSet<u32> = HashSet::new();
-    for d in &catalog.deployments {
+    for d in catalog.deployments.iter().filter(|d| d.go_live <= now) {
         let Some(&dd) = depth.get(&d.group) else {
             continue;
         };
@@ -185,19 +186,21 @@ pub fn scope(catalog: &Catalog, groups: &[Guid]) -> Scope {
         let Some(r) = catalog.revision(rev) else {
             continue;
         };
+        // For a client's anchor, a deployment changes when it goes live.
+        let changed = d.last_change.max(d.go_live);
         out.insert(
             rev,
             Offer {
                 revision: rev,
                 action: d.action,
                 deployment_id: d.id,
-                last_change: d.last_change,
+                last_change: changed,
                 deadline: d.deadline,
                 download_priority: d.download_priority,
                 is_leaf: r.is_leaf,
             },
         );
-        pending.push((rev, d.action, d.last_change));
+        pending.push((rev, d.action, changed));
     }
     // Dependencies of what is deployed, recursively. Bundle membership wins over Evaluate when
     // a revision is both; a revision deployed itself keeps its own deployment.
@@ -462,7 +465,7 @@ mod tests {
     /// A client that treats every non-leaf revision it is sent as installed, as a machine to
     /// which every category and detectoid applies; returns every offer received, in order.
     fn walk(catalog: &Catalog, groups: &[Guid], page_size: usize) -> Vec<Offer> {
-        let scope = scope(catalog, groups);
+        let scope = scope(catalog, groups, i64::MAX);
         let mut installed = Vec::new();
         let mut other = Vec::new();
         let mut seen = Vec::new();
@@ -639,7 +642,7 @@ mod tests {
         assert_eq!(got, spread);
         // Ids the catalog never had are out of scope, whichever set holds them.
         for catalog in [&dense, &sparse] {
-            let s = scope(catalog, &[UNASSIGNED_COMPUTERS]);
+            let s = scope(catalog, &[UNASSIGNED_COMPUTERS], i64::MAX);
             let unknown = (1..u32::MAX)
                 .find(|id| catalog.revision(*id).is_none())
                 .unwrap();
@@ -654,6 +657,46 @@ mod tests {
             );
             assert_eq!(r.out_of_scope, vec![unknown, u32::MAX]);
         }
+    }
+
+    /// A deployment is offered from its go-live time on (MS-WSUSSS GoLiveTime), and the
+    /// epochs of go-live times tell apart the moments whose offers differ.
+    #[test]
+    fn deployments_count_from_their_go_live_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = super::super::generate::generate(10, 5, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&generated.documents).unwrap();
+        let latest = |store: &Store, i: usize| {
+            *store
+                .revisions_of(generated.deployable[i])
+                .unwrap()
+                .last()
+                .unwrap()
+        };
+        let (a, b) = (latest(&store, 0), latest(&store, 1));
+        // Approvals go live when they are made (`now` of approve): 1,000 and 2,000.
+        store
+            .approve(&[a], ALL_COMPUTERS, Action::Install, None, 1_000)
+            .unwrap();
+        store
+            .approve(&[b], ALL_COMPUTERS, Action::Install, None, 2_000)
+            .unwrap();
+        let catalog = store.load().unwrap();
+        let offered = |now| {
+            let s = scope(&catalog, &[UNASSIGNED_COMPUTERS], now);
+            (s.contains(a), s.contains(b))
+        };
+        assert_eq!(offered(999), (false, false));
+        assert_eq!(offered(1_000), (true, false));
+        assert_eq!(offered(1_999), (true, false));
+        assert_eq!(offered(2_000), (true, true));
+        let epochs: Vec<usize> = [999, 1_000, 1_999, 2_000, 3_000]
+            .map(|t| catalog.live_epoch(t))
+            .to_vec();
+        assert_eq!(epochs, vec![0, 1, 1, 2, 2]);
     }
 
     #[test]
@@ -683,14 +726,14 @@ mod tests {
             .unwrap();
         store.approve(&[b], ring, Action::Block, None, 20).unwrap();
         let catalog = store.load().unwrap();
-        let s = scope(&catalog, &[ring]);
+        let s = scope(&catalog, &[ring], i64::MAX);
         assert_eq!(
             s.get(a).unwrap().action,
             Action::OptionalInstall,
             "the ring's own deployment"
         );
         assert!(!s.contains(b), "blocked");
-        let all = scope(&catalog, &[UNASSIGNED_COMPUTERS]);
+        let all = scope(&catalog, &[UNASSIGNED_COMPUTERS], i64::MAX);
         assert_eq!(all.get(b).unwrap().action, Action::Install);
 
         // A client that has everything cached hears of deployments changed since its anchor.

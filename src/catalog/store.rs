@@ -934,7 +934,7 @@ impl Store {
                 .prepare(
                     // Declined updates are never offered, whatever was approved of them.
                     "SELECT id, revision_id, group_id, action, deadline, last_change,
-                     download_priority, guid FROM deployments
+                     download_priority, guid, go_live FROM deployments
                      WHERE revision_id NOT IN (SELECT r.id FROM revisions r
                         JOIN hidden_updates h ON h.update_id = r.update_id)",
                 )
@@ -950,12 +950,13 @@ impl Store {
                         r.get::<_, i64>(5)?,
                         r.get::<_, u8>(6)?,
                         r.get::<_, Option<String>>(7)?,
+                        r.get::<_, i64>(8)?,
                     ))
                 })
                 .map_err(db)?;
             let mut deployments = Vec::new();
             for row in rows {
-                let (id, revision, group, action, deadline, last_change, priority, guid) =
+                let (id, revision, group, action, deadline, last_change, priority, guid, go_live) =
                     row.map_err(db)?;
                 deployments.push(Deployment {
                     id,
@@ -973,6 +974,7 @@ impl Store {
                     deadline,
                     last_change,
                     download_priority: priority,
+                    go_live,
                 });
             }
             deployments

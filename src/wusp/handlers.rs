@@ -501,7 +501,7 @@ impl Service {
             .child_text("NeedTwoGroupOutOfScopeUpdates")
             .and_then(parse_bool)
             .unwrap_or(false);
-        let scope = self.scope(&loaded, &claims.groups);
+        let scope = self.scope(&loaded, &claims.groups, call.now);
         let result = scope::sync(
             catalog,
             &scope,
@@ -587,7 +587,7 @@ impl Service {
             return Err(Fault::invalid("globalIDs"));
         }
         let loaded = self.loaded();
-        let scope = self.scope(&loaded, &claims.groups);
+        let scope = self.scope(&loaded, &claims.groups, call.now);
         let mut out = String::new();
         open_response(&mut out, "RefreshCacheResponse", super::CLIENT_NS);
         out.push_str("<RefreshCacheResult>");
@@ -644,7 +644,7 @@ impl Service {
         }
         let loaded = self.loaded();
         let catalog = &loaded.catalog;
-        let scope = self.scope(&loaded, &claims.groups);
+        let scope = self.scope(&loaded, &claims.groups, call.now);
         let (in_scope, out_of_scope): (Vec<u32>, Vec<u32>) =
             ids.iter().partition(|id| scope.contains(**id));
         let mut updates = String::new();

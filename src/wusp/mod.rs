@@ -204,8 +204,8 @@ struct Loaded {
     /// The [`Store::data_version`] last seen with that catalog version; moved on (without a
     /// reload) when other writers, such as the report journal, commit.
     data_version: AtomicI64,
-    /// Scopes by the set of groups they were computed for.
-    scopes: Mutex<HashMap<Vec<Guid>, Scope>>,
+    /// Scopes by the set of groups they were computed for and [`Catalog::live_epoch`].
+    scopes: Mutex<HashMap<(Vec<Guid>, usize), Scope>>,
 }
 
 /// The client protocol of one node.
@@ -343,15 +343,17 @@ impl Service {
         Ok(())
     }
 
-    /// What a computer in `groups` may see (cached per group set and catalog).
-    fn scope(&self, loaded: &Loaded, groups: &[Guid]) -> Scope {
-        let mut key = groups.to_vec();
-        key.sort_unstable();
+    /// What a computer in `groups` may see at `now` (cached per group set, catalog and the
+    /// go-live times passed).
+    fn scope(&self, loaded: &Loaded, groups: &[Guid], now: i64) -> Scope {
+        let mut groups = groups.to_vec();
+        groups.sort_unstable();
+        let key = (groups, loaded.catalog.live_epoch(now));
         let mut scopes = lock(&loaded.scopes);
         if let Some(s) = scopes.get(&key) {
             return s.clone();
         }
-        let s = Arc::new(crate::catalog::scope::scope(&loaded.catalog, &key));
+        let s = Arc::new(crate::catalog::scope::scope(&loaded.catalog, &key.0, now));
         if scopes.len() > 1024 {
             scopes.clear();
         }
