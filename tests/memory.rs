@@ -3,9 +3,9 @@
 //! ReportEventBatch, a rollup over the batch maximum, a rollup of more elements than a
 //! request may hold, one nested deeper than it may be, a body over the size limit, unknown
 //! parents and malformed GUIDs; and, every round, the same valid batch of events again.
-//! Each hostile call gets a fault or a bounded rejection; the valid batch is kept once; and
-//! the resident memory after the last round is within a bound of what it was after the
-//! second (the allocator keeps what the first rounds took: that is reuse, not growth).
+//! Each hostile call gets a fault or a bounded rejection; the valid batch is kept once; what
+//! a large call took is handed back once it is answered; and the resident memory after the
+//! last round is within a bound of what it was after the second.
 
 mod common;
 
@@ -21,8 +21,12 @@ const NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 const ROLLUP_COOKIE: &str =
     "<cookie><Expiration>9999-12-31T23:59:59.9999999</Expiration><EncryptedData/></cookie>";
 const ROUNDS: usize = 8;
-/// What the resident set may grow by from the second round to the last.
-const GROWTH_BOUND: u64 = 48 << 20;
+/// What the resident set may grow by from the second round to the last (it grew by 0 to
+/// 2 MiB in runs on a 2-core machine).
+const GROWTH_BOUND: u64 = 16 << 20;
+/// The resident set once the large calls of two rounds are answered (15 to 18 MiB measured;
+/// 88 to 150 MiB when the freed memory of their parses stayed with the allocator).
+const SETTLED_BOUND: u64 = 64 << 20;
 
 /// (VmRSS, VmHWM) of a process, in bytes.
 fn memory(pid: u32) -> (u64, u64) {
@@ -202,6 +206,11 @@ async fn memory_is_flat_under_hostile_reports_and_rollups() {
         rss_second >> 20,
         rss_last >> 20,
         peak >> 20
+    );
+    assert!(
+        rss_second <= SETTLED_BOUND,
+        "{} MiB resident after two rounds: what large calls took was not handed back",
+        rss_second >> 20
     );
     assert!(
         rss_last <= rss_second + GROWTH_BOUND,
