@@ -347,6 +347,7 @@ pub async fn respond(
         fetched_ahead: BTreeSet::new(),
         access,
         failed: false,
+        logged: false,
     };
     let stream = futures_util::stream::unfold(producer, |mut p| async move {
         let item = p.next().await?;
@@ -418,6 +419,8 @@ struct Producer {
     fetched_ahead: BTreeSet<u64>,
     access: Access,
     failed: bool,
+    /// The access is counted and logged: at the last byte, or when the body is dropped short.
+    logged: bool,
 }
 
 impl Producer {
@@ -429,6 +432,11 @@ impl Producer {
             Ok(Some(bytes)) => {
                 self.access.bytes += bytes.len() as u64;
                 self.store.metrics().served_bytes.inc_by(bytes.len() as u64);
+                // Counted before the last bytes go out, so a client that has read the whole body
+                // finds it in the metrics; the body itself may be dropped only later.
+                if self.access.bytes == self.length {
+                    self.log(true);
+                }
                 Some(Ok(bytes))
             }
             Ok(None) => None,
@@ -438,6 +446,14 @@ impl Producer {
                     "aborting response: the connection is closed before the end");
                 Some(Err(Box::new(e)))
             }
+        }
+    }
+
+    /// Count and log the access once: `complete` when every byte of the body was produced.
+    fn log(&mut self, complete: bool) {
+        if !std::mem::replace(&mut self.logged, true) {
+            let cache = self.access.cache_status(self.handle.fetched_meta());
+            self.access.log(&self.store, cache, complete);
         }
     }
 
@@ -552,10 +568,7 @@ impl Producer {
 
 impl Drop for Producer {
     fn drop(&mut self) {
-        // The connection may stop polling once Content-Length bytes are out, so completeness
-        // is the count, not whether the producer saw its own end.
-        let complete = !self.failed && self.access.bytes == self.length;
-        let cache = self.access.cache_status(self.handle.fetched_meta());
-        self.access.log(&self.store, cache, complete);
+        // A body dropped before its last byte: the client went away, or the send failed.
+        self.log(false);
     }
 }
