@@ -628,7 +628,10 @@ async fn soap(
         }
     };
     if large {
-        release_freed_memory();
+        // On the blocking pool: trimming a large heap takes milliseconds that the other requests
+        // on this worker (the content path) should not wait for. The answer waits, so the memory
+        // is back before the caller sees it.
+        let _ = tokio::task::spawn_blocking(release_freed_memory).await;
     }
     tracing::debug!(target: "wsus_edge::soap", operation = %reply.operation,
         status = reply.status, fault = ?reply.fault.map(|f| f.as_str()));
