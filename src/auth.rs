@@ -10,24 +10,40 @@ use http::{HeaderValue, Response, StatusCode};
 use crate::content::response::{Body, text};
 use crate::error::{Error, Kind, Result};
 
-/// The tokens a node accepts for one purpose.
-pub struct Tokens(Vec<[u8; 32]>);
+/// The tokens a node accepts for one purpose. They can be replaced while the node runs
+/// (SIGHUP re-reads the file).
+pub struct Tokens(std::sync::RwLock<Vec<[u8; 32]>>);
 
 impl Tokens {
     /// The tokens of the file `key` names; `None`: no file, no token.
     pub fn from_file(key: &str, path: Option<&Path>) -> Result<Tokens> {
-        let Some(path) = path else {
-            return Ok(Tokens(Vec::new()));
-        };
-        let tokens = crate::config::read_tokens(key, path)
-            .map_err(|p| Error::internal(Kind::Config, p.to_string()))?;
-        Ok(Tokens(
-            tokens.iter().map(|t| sha256(t.as_bytes())).collect(),
-        ))
+        Ok(Tokens(std::sync::RwLock::new(read(key, path)?)))
+    }
+
+    /// Replace the tokens with those of the file `key` names now; on error the old ones stay.
+    /// Returns how many are accepted after.
+    pub fn reload(&self, key: &str, path: Option<&Path>) -> Result<usize> {
+        let tokens = read(key, path)?;
+        let count = tokens.len();
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = tokens;
+        Ok(count)
+    }
+
+    fn digests(&self) -> std::sync::RwLockReadGuard<'_, Vec<[u8; 32]>> {
+        self.0
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.digests().is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.digests().len()
     }
 
     /// Whether `headers` carry `Authorization: Bearer <an accepted token>`.
@@ -37,8 +53,17 @@ impl Tokens {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(|t| sha256(t.trim().as_bytes()));
-        presented.is_some_and(|p| self.0.contains(&p))
+        presented.is_some_and(|p| self.digests().contains(&p))
     }
+}
+
+fn read(key: &str, path: Option<&Path>) -> Result<Vec<[u8; 32]>> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let tokens = crate::config::read_tokens(key, path)
+        .map_err(|p| Error::internal(Kind::Config, p.to_string()))?;
+    Ok(tokens.iter().map(|t| sha256(t.as_bytes())).collect())
 }
 
 /// 401 with the challenge of `realm`.

@@ -1,7 +1,9 @@
-//! The subcommands: `serve`, `check-config`, `import`, `demo`, and the test tool
-//! `wan-emulator`. Each returns an exit code:
-//! 0 done, 1 runtime failure, 2 usage or configuration error (DESIGN.md §5).
-//! Calls `config`, `server`, `content`, `simulate`, `metrics`.
+//! The subcommands: `serve`, `check-config`, `status`, `health`, `import`, `approve`, `decline`,
+//! `group`, `sync`, `cert`, `generate`, `demo`, `simulate`, and the test tool `wan-emulator`.
+//! Each returns an exit code: 0 done, 1 runtime failure, 2 usage or configuration error
+//! (DESIGN.md §5).
+//! Calls `config`, `server`, `content`, `simulate`, `metrics`, `logging`, `systemd`, `pki`,
+//! `progress`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,14 +17,24 @@ use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Config, ConfigError};
 use crate::content;
 use crate::error::{Error, Kind};
+use crate::logging::{FilterChange, Logging};
 use crate::metrics::{Metrics, TierLabels};
+use crate::progress::{Progress, Unit};
 use crate::server;
 use crate::simulate;
+
+/// `--version`: the package version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_COMMIT"),
+    ")"
+);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "wsus-edge",
-    version,
+    version = VERSION,
     about = "A Windows update server for branch offices"
 )]
 pub struct Cli {
@@ -35,12 +47,41 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the node until interrupted (SIGINT/SIGTERM).
+    /// Run the node until SIGTERM or SIGINT; SIGHUP reloads token files, admin.read_networks
+    /// and log.level.
     Serve,
-    /// Check a configuration file and print every problem with its key.
+    /// Check a configuration file and the files it names; print every problem with its key.
     CheckConfig {
         /// The file to check (or --config FILE).
         file: Option<PathBuf>,
+    },
+    /// Ask a running node how it is: role, upstream, last sync and rollup, prefetch, cache,
+    /// computers.
+    Status {
+        /// The node's answer as JSON (what GET /api/v1/status gives).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminAddress,
+    },
+    /// Exit 0 when a running node is alive (/livez), or with --ready ready (/readyz); else 1.
+    /// For health checks that have no HTTP client at hand (containers).
+    Health {
+        #[arg(long)]
+        ready: bool,
+        #[command(flatten)]
+        admin: AdminAddress,
+    },
+    /// Make the certificates of an estate: a CA, node (server) and branch (client)
+    /// certificates signed by it.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Write shell completions or man pages, made from this command line's definition.
+    Generate {
+        #[command(subcommand)]
+        command: GenerateCommand,
     },
     /// Import a catalog: DIR/updates/*.xml (update documents) and DIR/content/** (payloads);
     /// a DIR without those folders is all payloads. Or --generate N: a synthetic catalog.
@@ -161,6 +202,67 @@ pub enum Command {
     },
 }
 
+/// Where a running node's admin listener is.
+#[derive(clap::Args, Debug)]
+pub struct AdminAddress {
+    /// The admin listener, e.g. http://127.0.0.1:8540 (default: listen.admin of the
+    /// configuration).
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// A file holding an admin token, for a node that is not on this machine.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// A new CA: OUT/ca.pem and OUT/ca-key.pem (keep the key offline when you can).
+    Ca {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[arg(long, default_value = "wsus-edge CA")]
+        name: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+    },
+    /// A node's server certificate (tls.cert, tls.key): OUT/NAME.pem and OUT/NAME-key.pem.
+    Node {
+        /// The folder of ca.pem and ca-key.pem.
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The host name clients and branches use (in WUServer, in upstream.url).
+        #[arg(long)]
+        name: String,
+        /// More names or IP addresses the node is reached by; repeat for several.
+        #[arg(long, value_name = "NAME_OR_IP")]
+        san: Vec<String>,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// A branch's client certificate for mutual TLS (upstream.client_cert, client_key).
+    Client {
+        #[arg(long, value_name = "DIR")]
+        ca: PathBuf,
+        /// The branch's name.
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCommand {
+    /// Shell completions, to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Man pages (wsus-edge.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum GroupCommand {
     /// Add a target group (under All Computers unless --parent names another).
@@ -177,14 +279,18 @@ pub enum Exit {
     Usage = 2,
 }
 
-/// Run a parsed command line. `env` is the process environment (for `WSUS_EDGE_*` overrides).
-pub async fn run(cli: Cli, env: Vec<(String, String)>) -> Exit {
+/// Run a parsed command line. `env` is the process environment (for `WSUS_EDGE_*` overrides);
+/// `logging` changes how the process logs (serve applies `[log]` and reloads it on SIGHUP).
+pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit {
     match cli.command {
         Command::CheckConfig { file } => check_config(file.or(cli.config).as_deref(), &env),
-        Command::Serve => match load(cli.config.as_deref(), &env) {
-            Some(config) => serve(config).await,
-            None => Exit::Usage,
-        },
+        Command::Serve => serve(cli.config.as_deref(), &env, &logging).await,
+        Command::Status { json, admin } => status(cli.config.as_deref(), &env, &admin, json).await,
+        Command::Health { ready, admin } => {
+            health(cli.config.as_deref(), &env, &admin, ready).await
+        }
+        Command::Cert { command } => cert(command),
+        Command::Generate { command } => generate(command),
         Command::Import {
             dir,
             generate,
@@ -458,7 +564,9 @@ fn report(result: Result<(), Error>) -> Exit {
     }
 }
 
-fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
+/// The configuration at `path` with every problem of it and of the files it names, as
+/// `check-config` lists them and `serve` refuses them; the problems already printed on error.
+fn checked(path: Option<&Path>, env: &[(String, String)]) -> Option<Config> {
     let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
     let config = match Config::load(path, env) {
         Ok(config) => config,
@@ -473,14 +581,22 @@ fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
                 }
             }
             eprintln!("{e}");
-            return Exit::Usage;
+            return None;
         }
     };
-    let problems = config.check_files();
+    let problems = server::preflight(&config);
     if !problems.is_empty() {
         eprintln!("{}", ConfigError { source, problems });
-        return Exit::Usage;
+        return None;
     }
+    Some(config)
+}
+
+fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
+    let Some(config) = checked(path, env) else {
+        return Exit::Usage;
+    };
+    let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
     let role = match &config.upstream {
         Some(up) => format!("downstream of {}", up.url),
         None => "root (no upstream)".into(),
@@ -495,7 +611,18 @@ fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
     Exit::Ok
 }
 
-async fn serve(config: Config) -> Exit {
+/// Run a node until SIGTERM or SIGINT, telling systemd where it is; SIGHUP reloads.
+async fn serve(path: Option<&Path>, env: &[(String, String)], logging: &Logging) -> Exit {
+    // From here on SIGHUP reloads and SIGTERM stops gracefully, even while the node starts.
+    let mut signals = Signals::listen();
+    let Some(config) = checked(path, env) else {
+        return Exit::Usage;
+    };
+    logging.set_json(config.log.format == crate::config::LogFormat::Json);
+    if let FilterChange::Invalid(e) = logging.set_filter(&config.log.level) {
+        eprintln!("wsus-edge: log.level: {e}");
+        return Exit::Usage;
+    }
     let running = match server::start(&config).await {
         Ok(r) => r,
         Err(e) => return report(Err(e)),
@@ -508,24 +635,158 @@ async fn serve(config: Config) -> Exit {
         "wsus-edge ready http={} admin={}{https}{quic}",
         l.http, l.admin
     );
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    running.shutdown(Duration::from_secs(10)).await;
+    // Every listener is bound and the catalog is loaded: what READY=1 means for a unit. A branch
+    // that has not synced yet says so in /readyz (a load balancer's business, not systemd's).
+    crate::systemd::ready(&format!(
+        "serving clients on {}, admin on {}",
+        l.http, l.admin
+    ));
+    let watchdog =
+        crate::systemd::watchdog_period().map(|p| tokio::spawn(crate::systemd::watchdog(p)));
+    let mut config = config;
+    loop {
+        match signals.next().await {
+            Signal::Stop => break,
+            Signal::Reload => {
+                crate::systemd::reloading();
+                config = reload(path, env, config, &running, logging);
+                crate::systemd::ready("reloaded");
+            }
+        }
+    }
+    let grace = config.node.shutdown_grace;
+    tracing::info!(grace = %format_duration(grace), "shutting down: no new connections, requests in flight finish");
+    crate::systemd::stopping("draining requests in flight");
+    running.shutdown(grace).await;
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
+    tracing::info!("stopped");
     Exit::Ok
 }
 
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGHUP: read the configuration again and apply what can change while the node runs (token
+/// files, admin.read_networks, log.level); say what else changed and needs a restart. A
+/// configuration with problems changes nothing. Returns the configuration now in service.
+fn reload(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    current: Config,
+    running: &server::Running,
+    logging: &Logging,
+) -> Config {
+    let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
+    let new = match Config::load(path, env) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(problems = %e.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+                "reload refused: {source} has problems; nothing changed");
+            return current;
         }
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut done = running.app.reload(&new);
+    match logging.set_filter(&new.log.level) {
+        FilterChange::Changed { before } => done
+            .applied
+            .push(format!("log.level ({before} → {})", new.log.level)),
+        FilterChange::Invalid(e) => done.failed.push(format!("log.level: {e}")),
+        FilterChange::Pinned => {
+            if new.log.level != current.log.level {
+                done.failed
+                    .push("log.level: WSUS_EDGE_LOG is set and wins over the file".into());
+            }
+        }
+        FilterChange::Same | FilterChange::Unmanaged => {}
     }
+    let restart = needs_restart(&current, &new);
+    for failure in &done.failed {
+        tracing::error!(problem = %failure, "reload: not applied, the value in service stays");
+    }
+    tracing::info!(
+        reloaded = %if done.applied.is_empty() { "nothing changed".to_owned() } else { done.applied.join(", ") },
+        needs_restart = %if restart.is_empty() { "-".to_owned() } else { restart.join(", ") },
+        "reloaded {source}"
+    );
+    // What is not applied keeps its value in service, so that the next reload compares with
+    // what runs.
+    Config {
+        admin: new.admin,
+        downstream: new.downstream,
+        log: crate::config::Log {
+            level: new.log.level,
+            format: current.log.format,
+        },
+        ..current
+    }
+}
+
+/// The sections (or keys) that differ between `a` and `b` and that only a restart applies.
+fn needs_restart(a: &Config, b: &Config) -> Vec<&'static str> {
+    let differs =
+        |x: &dyn std::fmt::Debug, y: &dyn std::fmt::Debug| format!("{x:?}") != format!("{y:?}");
+    let mut out = Vec::new();
+    for (name, changed) in [
+        ("[node]", differs(&a.node, &b.node)),
+        ("[listen]", differs(&a.listen, &b.listen)),
+        ("[tls]", differs(&a.tls, &b.tls)),
+        ("[upstream]", differs(&a.upstream, &b.upstream)),
+        ("[cache]", differs(&a.cache, &b.cache)),
+        ("[wan]", differs(&a.wan, &b.wan)),
+        ("[reports]", differs(&a.reports, &b.reports)),
+        ("log.format", a.log.format != b.log.format),
+    ] {
+        if changed {
+            out.push(name);
+        }
+    }
+    out
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// The signals a process obeys, listened to from its start to its end (a SIGHUP during a
+/// reload is kept for the next one, never lost nor fatal).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn listen() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next SIGTERM/SIGINT (stop) or SIGHUP (reload).
+    async fn next(&mut self) -> Signal {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = recv(&mut self.term) => Signal::Stop,
+            _ = recv(&mut self.int) => Signal::Stop,
+            _ = recv(&mut self.hup) => Signal::Reload,
+        }
+    }
+}
+
+/// Until SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    let mut signals = Signals::listen();
+    while let Signal::Reload = signals.next().await {}
 }
 
 /// A catalog error: a usage problem when it names something wrong, else a failure.
@@ -572,6 +833,8 @@ fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
         }
         let mut store =
             Store::open(data_dir).map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        // One transaction: its progress is its end.
+        eprintln!("importing {} update documents into state.db …", docs.len());
         let (new, _) = store
             .import(&docs)
             .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
@@ -586,7 +849,11 @@ fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
         Some(dir.to_path_buf())
     };
     if let Some(content_dir) = content_dir {
-        out.content = Some(content::import_dir(data_dir, &content_dir)?);
+        let progress = Progress::new("payloads", tree_bytes(&content_dir), Unit::Bytes);
+        let imported =
+            content::import_dir_with_progress(data_dir, &content_dir, &mut |n| progress.inc(n));
+        progress.finish();
+        out.content = Some(imported?);
     }
     Ok(out)
 }
@@ -638,8 +905,16 @@ async fn generate_catalog(config: &Config, n: usize, budget: u64, seed: u64) -> 
         std::fs::create_dir_all(&content_dir)
             .map_err(|e| Error::io("creating a work folder", e))?;
         std::fs::create_dir_all(&updates).map_err(|e| Error::io("creating a work folder", e))?;
-        let generated = crate::catalog::generate::generate(n, seed, budget, &content_dir)
-            .map_err(|e| Error::io("writing payloads", e))?;
+        let progress = Progress::new("generating", n as u64, Unit::Items("updates"));
+        let generated = crate::catalog::generate::generate_with_progress(
+            n,
+            seed,
+            budget,
+            &content_dir,
+            &mut |_| progress.inc(1),
+        )
+        .map_err(|e| Error::io("writing payloads", e))?;
+        progress.finish();
         for (i, doc) in generated.documents.iter().enumerate() {
             std::fs::write(updates.join(format!("{i:06}.xml")), doc)
                 .map_err(|e| Error::io("writing update documents", e))?;
@@ -722,9 +997,22 @@ async fn sync(config: &Config) -> Exit {
         Ok(l) => Arc::new(l),
         Err(e) => return report(Err(e)),
     };
+    let progress: Arc<std::sync::Mutex<Option<Progress>>> = Arc::default();
+    let shown = progress.clone();
     let syncer =
-        crate::wsusss::sync::Syncer::new(link, config.node.data_dir.clone(), &config.node.name);
-    match syncer.run().await {
+        crate::wsusss::sync::Syncer::new(link, config.node.data_dir.clone(), &config.node.name)
+            .with_progress(Arc::new(move |fetched, wanted| {
+                let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+                let bar = shown.get_or_insert_with(|| {
+                    Progress::new("documents", wanted as u64, Unit::Items("fetched"))
+                });
+                bar.inc(fetched as u64 - bar.done());
+            }));
+    let outcome = syncer.run().await;
+    if let Some(bar) = progress.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        bar.finish();
+    }
+    match outcome {
         Ok(done) => {
             println!("synced from {}", up.url);
             print_sync(&done);
@@ -1151,4 +1439,415 @@ fn demo_config(name: &str, data_dir: &Path, upstream: Option<&str>) -> Result<Co
         ));
     }
     Config::parse(&text, "demo", &[]).map_err(|e| Error::internal(Kind::Config, e.to_string()))
+}
+
+/// The admin listener to ask: `--admin`, else the configuration's `listen.admin` (an unspecified
+/// address means this machine).
+fn admin_url(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    admin: &AdminAddress,
+) -> Option<String> {
+    if let Some(url) = &admin.admin {
+        return Some(url.trim_end_matches('/').to_owned());
+    }
+    let config = load(path, env)?;
+    let mut addr = config.listen.admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Some(format!("http://{addr}"))
+}
+
+/// GET `url` (plain HTTP) within a few seconds: (status, body).
+async fn admin_get(url: &str, token_file: Option<&Path>) -> Result<(u16, String), Error> {
+    use http_body_util::BodyExt as _;
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| Error::internal(Kind::Config, format!("--admin {url}: {e}")))?;
+    let mut request = http::Request::get(uri);
+    if let Some(file) = token_file {
+        let token = crate::config::read_tokens("--token-file", file)
+            .map_err(|p| Error::internal(Kind::Config, p.to_string()))?;
+        request = request.header(http::header::AUTHORIZATION, format!("Bearer {}", token[0]));
+    }
+    let request = request
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| Error::internal(Kind::Config, format!("--admin {url}: {e}")))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let exchange = async {
+        let response = client.request(request).await.map_err(|e| {
+            Error::internal(Kind::Io, format!("{url}: no answer (is the node running?)"))
+                .with_source(e)
+        })?;
+        let status = response.status().as_u16();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Error::internal(Kind::Io, format!("{url}: {e}")))?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .map_err(|_| Error::internal(Kind::Io, format!("{url}: no answer within 10 s")))?
+}
+
+/// `wsus-edge health`: 0 when /livez (or /readyz) answers 200.
+async fn health(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    admin: &AdminAddress,
+    ready: bool,
+) -> Exit {
+    let Some(base) = admin_url(path, env, admin) else {
+        return Exit::Usage;
+    };
+    let probe = if ready { "/readyz" } else { "/livez" };
+    match admin_get(&format!("{base}{probe}"), None).await {
+        Ok((200, body)) => {
+            println!("{}", body.trim());
+            Exit::Ok
+        }
+        Ok((status, body)) => {
+            println!("{status}: {}", body.trim());
+            Exit::Failure
+        }
+        Err(e) => {
+            eprintln!("wsus-edge health: {e}");
+            Exit::Failure
+        }
+    }
+}
+
+/// `wsus-edge status`: what a running node says of itself, for people (or as JSON).
+async fn status(
+    path: Option<&Path>,
+    env: &[(String, String)],
+    admin: &AdminAddress,
+    json: bool,
+) -> Exit {
+    let Some(base) = admin_url(path, env, admin) else {
+        return Exit::Usage;
+    };
+    let url = format!("{base}/api/v1/status");
+    let body = match admin_get(&url, admin.token_file.as_deref()).await {
+        Ok((200, body)) => body,
+        Ok((status, body)) => {
+            eprintln!("wsus-edge status: {url}: {status} {}", body.trim());
+            return Exit::Failure;
+        }
+        Err(e) => {
+            eprintln!("wsus-edge status: {e}");
+            return Exit::Failure;
+        }
+    };
+    if json {
+        println!("{}", body.trim());
+        return Exit::Ok;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(value) => {
+            print!(
+                "{}",
+                describe_status(&value, crate::catalog::store::unix_now())
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            eprintln!("wsus-edge status: {url}: not JSON ({e})");
+            Exit::Failure
+        }
+    }
+}
+
+/// `/api/v1/status` as lines for people; `now` in seconds since the epoch.
+fn describe_status(s: &serde_json::Value, now: i64) -> String {
+    use std::fmt::Write as _;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let int = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let ago = |v: &serde_json::Value| match v.as_i64() {
+        Some(t) => format!(
+            "{} ({} ago)",
+            crate::soap::xsd::format_datetime(t),
+            format_duration(Duration::from_secs(now.saturating_sub(t).max(0) as u64))
+        ),
+        None => "never".to_owned(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "node         {} ({}), wsus-edge {} (commit {}), up {}",
+        text(&s["name"]),
+        text(&s["role"]),
+        text(&s["version"]),
+        text(&s["commit"]),
+        format_duration(Duration::from_secs(int(&s["uptime_seconds"])))
+    );
+    let readiness = &s["readiness"];
+    let reasons: Vec<String> = readiness["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(readiness["notes"].as_array().into_iter().flatten())
+        .map(text)
+        .collect();
+    let _ = writeln!(
+        out,
+        "ready        {}{}",
+        if s["ready"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        },
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" — {}", reasons.join("; "))
+        }
+    );
+    let listen = &s["listen"];
+    let _ = writeln!(
+        out,
+        "listening    http {}, https {}, admin {}",
+        text(&listen["http"]),
+        text(&listen["https"]),
+        text(&listen["admin"])
+    );
+    let up = &s["upstream"];
+    if up.is_object() {
+        let t = &up["transport"];
+        let _ = writeln!(
+            out,
+            "upstream     {} (transport {}, last used {})",
+            text(&up["url"]),
+            text(&t["mode"]),
+            text(&t["last_used"])
+        );
+        // A periodic job of a downstream server: when it last succeeded, how it fails now.
+        let job = |out: &mut String, label: &str, v: &serde_json::Value| {
+            let _ = writeln!(
+                out,
+                "{label:<12} {}; {} failed in a row{}",
+                ago(&v["last_success"]),
+                int(&v["failures_in_a_row"]),
+                v["last_error"]
+                    .as_str()
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            );
+        };
+        let sync = &up["sync"];
+        if sync.is_object() {
+            job(&mut out, "last sync", sync);
+            let running = &sync["prefetch_in_progress"];
+            if running.is_object() {
+                let _ = writeln!(
+                    out,
+                    "prefetch     running: {}/{} files, {} of {} still to fetch",
+                    int(&running["done"]),
+                    int(&running["files"]),
+                    format_bytes(int(&running["pending_bytes"])),
+                    format_bytes(int(&running["bytes"]))
+                );
+            }
+            let last = &sync["last_prefetch"];
+            if last.is_object() {
+                let _ = writeln!(
+                    out,
+                    "last prefetch {} files: {} fetched ({}), {} failed, in {}",
+                    int(&last["files"]),
+                    int(&last["fetched"]),
+                    format_bytes(int(&last["bytes"])),
+                    int(&last["failed"]),
+                    format_duration(Duration::from_millis(int(&last["elapsed_ms"])))
+                );
+            }
+        }
+        let rollup = &up["rollup"];
+        if rollup.is_object() {
+            job(&mut out, "last rollup", rollup);
+        }
+    } else {
+        let _ = writeln!(out, "upstream     none (a root)");
+    }
+    let cache = &s["cache"];
+    let _ = writeln!(
+        out,
+        "cache        {} objects, {} of {} on disk, {} filling; memory tier {}",
+        int(&cache["objects"]),
+        format_bytes(int(&cache["disk_bytes"])),
+        format_bytes(int(&s["cache_disk_limit"])),
+        int(&cache["filling"]),
+        format_bytes(int(&cache["memory_bytes"]))
+    );
+    let _ = writeln!(
+        out,
+        "computers    {}; {} client events not yet acknowledged upstream",
+        int(&s["computers"]),
+        int(&s["reports_pending"])
+    );
+    out
+}
+
+/// `wsus-edge cert …`.
+fn cert(command: CertCommand) -> Exit {
+    use crate::pki::{Leaf, make_ca, make_leaf};
+    let made = match &command {
+        CertCommand::Ca { out, name, days } => make_ca(out, name, *days),
+        CertCommand::Node {
+            ca,
+            name,
+            san,
+            days,
+            out,
+        } => make_leaf(Leaf::Node, ca, out, name, san, *days),
+        CertCommand::Client {
+            ca,
+            name,
+            days,
+            out,
+        } => make_leaf(Leaf::Client, ca, out, name, &[], *days),
+    };
+    let made = match made {
+        Ok(made) => made,
+        Err(e) => return report(Err(e)),
+    };
+    println!("certificate  {}", made.cert.display());
+    println!("private key  {} (mode 0600)", made.key.display());
+    match command {
+        CertCommand::Ca { .. } => println!(
+            "next: wsus-edge cert node --ca DIR --name HOST --out DIR for each node with HTTPS; \
+             give ca.pem to the branches (upstream.ca) and to Windows clients (Trusted Root)"
+        ),
+        CertCommand::Node { .. } => println!(
+            "use: [tls] cert = \"{}\", key = \"{}\" (readable by the service's user only)",
+            made.cert.display(),
+            made.key.display()
+        ),
+        CertCommand::Client { .. } => println!(
+            "use on the branch: [upstream] client_cert = \"{}\", client_key = \"{}\"; the \
+             upstream trusts it with tls.client_ca = its ca.pem",
+            made.cert.display(),
+            made.key.display()
+        ),
+    }
+    Exit::Ok
+}
+
+/// `wsus-edge generate …`.
+fn generate(command: GenerateCommand) -> Exit {
+    use clap::CommandFactory as _;
+    let mut cli = Cli::command();
+    match command {
+        GenerateCommand::Completions { shell } => {
+            clap_complete::generate(shell, &mut cli, "wsus-edge", &mut std::io::stdout());
+            Exit::Ok
+        }
+        GenerateCommand::Man { dir } => match write_man_pages(&cli, &dir) {
+            Ok(n) => {
+                println!("wrote {n} man pages into {}", dir.display());
+                Exit::Ok
+            }
+            Err(e) => report(Err(e)),
+        },
+    }
+}
+
+/// `wsus-edge.1` and `wsus-edge-SUB.1` (and deeper, `wsus-edge-cert-node.1`) into `dir`.
+fn write_man_pages(cli: &clap::Command, dir: &Path) -> Result<usize, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let mut written = 0;
+    let mut pending = vec![(cli.clone().version(VERSION), "wsus-edge".to_owned())];
+    while let Some((command, name)) = pending.pop() {
+        for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+            if sub.get_name() == "help" {
+                continue;
+            }
+            let sub_name = format!("{name}-{}", sub.get_name());
+            pending.push((sub.clone().name(sub_name.clone()), sub_name));
+        }
+        let path = dir.join(format!("{name}.1"));
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        clap_mangen::Man::new(command)
+            .render(&mut file)
+            .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// The bytes of every regular file under `dir` (for a progress bar's total).
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.metadata() {
+                Ok(m) if m.is_dir() => pending.push(entry.path()),
+                Ok(m) if m.is_file() => total += m.len(),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_reads_as_lines_for_people() {
+        let now = 1_796_400_000;
+        let json = serde_json::json!({
+            "name": "branch-a", "role": "downstream", "version": "0.1.0",
+            "commit": "1a2b3c4d5e6f", "uptime_seconds": 11_520, "ready": true,
+            "readiness": {"ready": true, "reasons": [],
+                          "notes": ["the last 2 syncs from the upstream failed; the catalog in service is kept"]},
+            "listen": {"http": "0.0.0.0:8530", "https": null, "admin": "127.0.0.1:8540"},
+            "upstream": {
+                "url": "https://central.example.org:8531",
+                "transport": {"mode": "auto", "last_used": "http3", "quic": "connected"},
+                "sync": {"last_success": now - 570, "failures_in_a_row": 2,
+                         "last_error": "upstream error: cannot connect",
+                         "prefetch_in_progress": {"started_at": now - 60, "files": 412, "done": 400,
+                                                  "bytes": 4_000_000_000u64, "pending_bytes": 2_147_483_648u64},
+                         "last_prefetch": {"files": 412, "fetched": 12, "bytes": 2_040_109_465u64,
+                                           "failed": 0, "elapsed_ms": 242_000}},
+                "rollup": {"last_success": now - 361, "failures_in_a_row": 0, "last_error": null}
+            },
+            "cache": {"objects": 3108, "filling": 0, "disk_bytes": 194_562_755_788u64,
+                      "memory_bytes": 536_870_912u64},
+            "cache_disk_limit": 214_748_364_800u64,
+            "computers": 412, "reports_pending": 1280
+        });
+        let text = describe_status(&json, now);
+        for line in [
+            "node         branch-a (downstream), wsus-edge 0.1.0 (commit 1a2b3c4d5e6f), up ",
+            "ready        yes — the last 2 syncs from the upstream failed",
+            "listening    http 0.0.0.0:8530, https -, admin 127.0.0.1:8540",
+            "upstream     https://central.example.org:8531 (transport auto, last used http3)",
+            "; 2 failed in a row (last error: upstream error: cannot connect)",
+            "prefetch     running: 400/412 files, ",
+            "last prefetch 412 files: 12 fetched (",
+            "last rollup  ",
+            "cache        3108 objects, ",
+            "computers    412; 1280 client events not yet acknowledged upstream",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
+        let root = serde_json::json!({"name": "central", "role": "root", "upstream": null});
+        assert!(describe_status(&root, now).contains("upstream     none (a root)"));
+    }
 }

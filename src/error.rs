@@ -120,10 +120,13 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let side = match self.side {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-            Side::Internal => "internal",
+        // An operator's mistake (a port in use, an unreadable file) is theirs to fix: it is named
+        // as such, never as an internal failure.
+        let side = match (self.kind, self.side) {
+            (Kind::Config, _) => "configuration",
+            (_, Side::Client) => "client",
+            (_, Side::Upstream) => "upstream",
+            (_, Side::Internal) => "internal",
         };
         write!(f, "{side} error: {}", self.message)?;
         // The whole chain: the cause that matters (a certificate rejected, a connection
@@ -176,6 +179,15 @@ mod tests {
         );
         assert!(e.is_retryable());
         assert!(!Error::client(Kind::BadRequest, "x").is_retryable());
+    }
+
+    #[test]
+    fn an_operator_mistake_is_a_configuration_error() {
+        let e = Error::internal(Kind::Config, "listen.http 0.0.0.0:8530: cannot bind");
+        assert_eq!(
+            e.to_string(),
+            "configuration error: listen.http 0.0.0.0:8530: cannot bind"
+        );
     }
 
     #[test]

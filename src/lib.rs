@@ -8,6 +8,7 @@
 //! from [`upstream`] one aligned slice at a time, one fetch per slice however many clients wait.
 //!
 //! Modules, in dependency order (a module may call those listed before it, never after):
+//! - [`access`]: who sent a request (address, user agent, request id), for access lines.
 //! - [`error`]: the one error type (which side failed, whether a retry helps).
 //! - [`config`]: the typed configuration contract, human units, every problem with its key.
 //! - [`metrics`]: the Prometheus registry of a node.
@@ -24,8 +25,11 @@
 //! - [`server`]: listeners, routing, the running node.
 //! - [`simulate`]: a client that downloads like Windows' Delivery Optimization (for the demo,
 //!   tests and load); it only speaks HTTP to a node. Also the WAN emulator.
+//! - [`logging`]: where log lines go and how they look; the filter SIGHUP changes.
+//! - [`systemd`]: readiness, reload, stop and watchdog notifications to the service manager.
 //! - [`cli`]: the subcommands.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod catalog;
@@ -33,11 +37,15 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod error;
+pub mod logging;
 pub mod metrics;
+pub mod pki;
+pub mod progress;
 pub mod report;
 pub mod server;
 pub mod simulate;
 pub mod soap;
+pub mod systemd;
 pub mod tls;
 pub mod upstream;
 pub mod wsusss;

@@ -2,7 +2,6 @@
 //! does), set up logging and the runtime, run the subcommand, map its result to an exit code.
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = wsus_edge::cli::Cli::parse();
@@ -12,19 +11,23 @@ fn main() -> std::process::ExitCode {
         wsus_edge::cli::Command::Demo { .. } => "warn",
         _ => "info",
     };
-    let filter = std::env::var("WSUS_EDGE_LOG")
+    let pinned = std::env::var("WSUS_EDGE_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| default.into());
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    // WSUS_EDGE_LOG_FORMAT=json: one JSON object per line, for log shippers.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::env::var("WSUS_EDGE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
+        .ok();
+    // WSUS_EDGE_LOG_FORMAT=json: one JSON object per line, for log shippers (as log.format).
+    let format = std::env::var("WSUS_EDGE_LOG_FORMAT").ok();
+    let logging = wsus_edge::logging::Logging::init(wsus_edge::logging::Options {
+        filter_pinned: pinned.is_some(),
+        filter: pinned.unwrap_or_else(|| default.into()),
+        json: format
+            .as_deref()
+            .is_some_and(|f| f.eq_ignore_ascii_case("json")),
+        format_pinned: format.is_some(),
+        ansi: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        journald: wsus_edge::logging::stderr_is_journal(
+            std::env::var("JOURNAL_STREAM").ok().as_deref(),
+        ),
+    });
     // Only ring is compiled in; installing it makes the choice explicit for any code that asks
     // rustls for "the default" provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,6 +54,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let exit = runtime.block_on(wsus_edge::cli::run(cli, env));
+    let exit = runtime.block_on(wsus_edge::cli::run(cli, env, logging));
     std::process::ExitCode::from(exit as u8)
 }

@@ -120,3 +120,120 @@ pub fn quic_client_config(tcp: &ClientConfig) -> Result<quinn::crypto::rustls::Q
     quinn::crypto::rustls::QuicClientConfig::try_from(Arc::new(config))
         .map_err(|e| Error::internal(Kind::Config, format!("TLS for QUIC: {e}")))
 }
+
+/// What a certificate is used for here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// This node's own (HTTPS and HTTP/3 listeners).
+    Server,
+    /// A branch's to its upstream (mutual TLS).
+    Client,
+}
+
+/// What is wrong with `cert` as the leaf of a node's (or a branch's client) certificate, each a
+/// sentence an operator can act on; none when nothing is. `now`: seconds since the epoch. The
+/// checks are those a peer makes before it would refuse the handshake with a message that
+/// names no fix (webpki's `CaUsedAsEndEntity`, an expired certificate, a missing usage).
+pub fn end_entity_problems(cert: &CertificateDer<'_>, usage: Use, now: i64) -> Vec<String> {
+    let parsed = match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, parsed)) => parsed,
+        Err(e) => return vec![format!("not an X.509 certificate: {e}")],
+    };
+    let mut problems = Vec::new();
+    let how = match usage {
+        Use::Server => "wsus-edge cert node --ca DIR --name HOST --out DIR",
+        Use::Client => "wsus-edge cert client --ca DIR --name BRANCH --out DIR",
+    };
+    if parsed
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca)
+    {
+        problems.push(format!(
+            "is a CA certificate (basicConstraints CA:TRUE), which peers refuse as a {} \
+             certificate (\"CaUsedAsEndEntity\"); issue one signed by that CA instead: {how}, \
+             and give the CA to the other side",
+            match usage {
+                Use::Server => "server",
+                Use::Client => "client",
+            }
+        ));
+    }
+    let validity = parsed.validity();
+    if validity.not_after.timestamp() < now {
+        problems.push(format!(
+            "expired on {}; make a new one: {how}",
+            crate_time(validity.not_after.timestamp())
+        ));
+    } else if validity.not_before.timestamp() > now {
+        problems.push(format!(
+            "not valid before {} (is this machine's clock right?)",
+            crate_time(validity.not_before.timestamp())
+        ));
+    }
+    if let Ok(Some(eku)) = parsed.extended_key_usage() {
+        let eku = eku.value;
+        let (ok, name) = match usage {
+            Use::Server => (eku.any || eku.server_auth, "serverAuth"),
+            Use::Client => (eku.any || eku.client_auth, "clientAuth"),
+        };
+        if !ok {
+            problems.push(format!(
+                "its extended key usage lacks {name}, so peers refuse it; {how} makes one with it"
+            ));
+        }
+    }
+    problems
+}
+
+/// A time as `2026-12-04 17:00:00 UTC`.
+fn crate_time(seconds: i64) -> String {
+    httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds.max(0) as u64),
+    )
+}
+
+/// What an operator should do about a certificate the upstream presented and this node
+/// refused, when the refusal is one of the usual mistakes; None for anything else. The
+/// verifier's own words (`invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))`)
+/// stay in the message after this.
+pub fn refused_certificate_hint(err: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    // An io::Error hands on neither its payload nor the payload's cause as its source: both
+    // are reached through `get_ref`.
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let rustls = e.downcast_ref::<rustls::Error>();
+        next = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+        if let Some(rustls::Error::InvalidCertificate(cert)) = rustls {
+            use rustls::CertificateError as C;
+            return Some(match cert {
+                C::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+                    "the upstream presents a CA certificate as its own; give it a server \
+                     certificate signed by that CA (wsus-edge cert node) and keep the CA in \
+                     upstream.ca"
+                }
+                C::UnknownIssuer | C::BadSignature => {
+                    "the upstream's certificate is not signed by a CA in upstream.ca (or the \
+                     system's roots when upstream.ca is not set)"
+                }
+                C::NotValidForName | C::NotValidForNameContext { .. } => {
+                    "the upstream's certificate does not name the host of upstream.url; issue \
+                     one with that name (wsus-edge cert node --name HOST --san ...)"
+                }
+                C::Expired | C::ExpiredContext { .. } => "the upstream's certificate has expired",
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    "the upstream's certificate is not valid yet (check both clocks)"
+                }
+                _ => return None,
+            });
+        }
+    }
+    None
+}

@@ -213,3 +213,95 @@ fn wan_emulator_relays_and_takes_commands() {
         "{rest}"
     );
 }
+
+#[test]
+fn version_man_pages_completions_and_progress_come_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wsus_edge(dir.path(), &["--version"], &[]);
+    let version = text(&out.stdout);
+    assert!(
+        version.starts_with(&format!("wsus-edge {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+
+    let out = wsus_edge(dir.path(), &["generate", "man", "man"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(dir.path().join("man/wsus-edge.1")).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH wsus-edge 1"),
+        "{page}"
+    );
+    for sub in [
+        "serve",
+        "check-config",
+        "status",
+        "cert-node",
+        "generate-man",
+    ] {
+        let page = std::fs::read_to_string(dir.path().join(format!("man/wsus-edge-{sub}.1")))
+            .unwrap_or_else(|e| panic!("wsus-edge-{sub}.1: {e}"));
+        assert!(page.contains(".TH"), "{sub}");
+    }
+    // man itself reads them.
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("man/wsus-edge-serve.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .expect("man (apt-get install man-db)");
+    assert!(rendered.status.success());
+    assert!(text(&rendered.stdout).contains("SIGHUP"));
+
+    for (shell, mark) in [
+        ("bash", "complete -F _wsus__edge"),
+        ("zsh", "#compdef wsus-edge"),
+        ("fish", "complete -c wsus-edge"),
+    ] {
+        let out = wsus_edge(dir.path(), &["generate", "completions", shell], &[]);
+        assert_eq!(out.status.code(), Some(0));
+        let script = text(&out.stdout);
+        assert!(script.contains(mark), "{shell}: {script}");
+        assert!(script.contains("check-config"), "{shell}");
+    }
+    // A bash that loads the completion offers the subcommands.
+    let completion = dir.path().join("completion.bash");
+    std::fs::write(
+        &completion,
+        wsus_edge(dir.path(), &["generate", "completions", "bash"], &[]).stdout,
+    )
+    .unwrap();
+    let offered = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; COMP_WORDS=(wsus-edge che); COMP_CWORD=1; COMP_LINE='wsus-edge che'; \
+             COMP_POINT=13; _wsus__edge wsus-edge che wsus-edge; echo \"${{COMPREPLY[@]}}\"",
+            completion.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        text(&offered.stdout).contains("check-config"),
+        "{}{}",
+        text(&offered.stdout),
+        text(&offered.stderr)
+    );
+
+    // Long work says how far it got; stderr is not a terminal here, so in plain lines.
+    let out = wsus_edge(
+        dir.path(),
+        &["import", "--generate", "40", "--payload-bytes", "4MiB"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let progress = text(&out.stderr);
+    assert!(
+        progress.contains("generating: 40/40 updates (100%)"),
+        "{progress}"
+    );
+    assert!(
+        progress.contains("payloads: ") && progress.contains("(100%)"),
+        "{progress}"
+    );
+    assert!(!progress.contains('\u{1b}'), "{progress}");
+}

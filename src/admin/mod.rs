@@ -10,8 +10,6 @@
 //! Calls `server` (the node's shared state, request bodies), `wusp` (the catalog in service and
 //! changes to it), `catalog`, `content` (stats and response helpers), `config` and `metrics`.
 
-use std::sync::atomic::Ordering;
-
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
@@ -64,9 +62,22 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
             .extensions
             .get::<crate::server::Peer>()
             .map(|p| p.0.ip());
-        if !may_read(peer, &app.admin_read_networks) && !app.admin_tokens.accepts(&parts.headers) {
+        let open = {
+            let networks = app
+                .admin_read_networks
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            may_read(peer, &networks)
+        };
+        if !open && !app.admin_tokens.accepts(&parts.headers) {
             return unauthorized("Bearer realm=\"wsus-edge admin\"");
         }
+    }
+    if reading && path == "/metrics" {
+        return metrics(app, &parts.headers).await;
+    }
+    if reading && path == "/api/v1/status" {
+        return status_json(app).await;
     }
     if let Some(answer) = reports::respond(app, method, path, parts.uri.query()).await {
         return answer;
@@ -305,17 +316,22 @@ fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
     match path {
         "/livez" => text(StatusCode::OK, "ok"),
         "/readyz" => {
-            if app.ready.load(Ordering::Relaxed) {
-                text(StatusCode::OK, "ready")
+            let r = app.readiness();
+            let mut lines = if r.ready {
+                vec!["ready".to_owned()]
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
-            }
+                std::iter::once("not ready".to_owned())
+                    .chain(r.reasons)
+                    .collect()
+            };
+            lines.extend(r.notes);
+            let status = if r.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, &lines.join("\n"))
         }
-        "/metrics" => with_type(
-            app.metrics.encode(),
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        ),
-        "/api/v1/status" => with_type(status_json(app), "application/json"),
         "/api/v1/groups" => with_type(groups_json(app), "application/json"),
         "/api/v1/approvals" => with_type(approvals_json(app), "application/json"),
         _ => match path.strip_prefix("/api/v1/content/").map(Digest::from_hex) {
@@ -329,6 +345,52 @@ fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
             Some(None) => text(StatusCode::BAD_REQUEST, "expected a SHA-1 in hex"),
             None => text(StatusCode::NOT_FOUND, "not found"),
         },
+    }
+}
+
+/// `/metrics`: the gauges that describe state are brought up to date first. OpenMetrics to a
+/// scraper that asks for it (Prometheus does), else the Prometheus text format.
+async fn metrics(app: &App, headers: &http::HeaderMap) -> Response<Body> {
+    let m = &app.metrics;
+    m.ready.set(i64::from(app.readiness().ready));
+    let stats = app.store.stats();
+    m.fills_in_progress.set(stats.filling as i64);
+    if let Ok(fs) = rustix::fs::statvfs(&app.store.settings().data_dir) {
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        m.data_dir_free.set(i64::try_from(free).unwrap_or(i64::MAX));
+    }
+    if let Some(replica) = &app.replica {
+        let last = replica.status().borrow().last_success.unwrap_or(0);
+        m.sync_last_success.set(last);
+    }
+    if let Some(rollup) = &app.rollup {
+        let last = rollup.status().borrow().last_success.unwrap_or(0);
+        m.rollup_last_success.set(last);
+    }
+    let reports = app.reports.clone();
+    let downstream = app.upstream.is_some();
+    let backlog = tokio::task::spawn_blocking(move || crate::wusp::lock(&reports).backlog()).await;
+    match backlog {
+        Ok(Ok((pending, computers))) => {
+            m.reports_pending
+                .set(if downstream { pending as i64 } else { 0 });
+            m.computers.set(computers as i64);
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "reading the report backlog for /metrics"),
+        Err(e) => tracing::warn!(error = %e, "reading the report backlog for /metrics"),
+    }
+    let open_metrics = headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if open_metrics {
+        with_type(
+            m.encode(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+    } else {
+        with_type(m.encode_text(), "text/plain; version=0.0.4; charset=utf-8")
     }
 }
 
@@ -399,10 +461,17 @@ struct Status<'a> {
     version: &'static str,
     role: &'static str,
     upstream: Option<UpstreamStatus<'a>>,
+    commit: &'static str,
     uptime_seconds: u64,
     ready: bool,
+    readiness: crate::server::Readiness,
     listen: crate::server::Listening,
     cache: crate::content::Stats,
+    cache_disk_limit: u64,
+    /// Computers this node knows; None when state.db could not be read.
+    computers: Option<u64>,
+    /// Client events not yet acknowledged by the upstream.
+    reports_pending: Option<u64>,
 }
 
 #[derive(serde::Serialize)]
@@ -415,8 +484,15 @@ struct UpstreamStatus<'a> {
     rollup: Option<crate::wsusss::rollup_client::RollupStatus>,
 }
 
-fn status(app: &App) -> Status<'_> {
+fn status(app: &App, backlog: Option<(u64, u64)>) -> Status<'_> {
+    let readiness = app.readiness();
     Status {
+        commit: crate::metrics::COMMIT,
+        ready: readiness.ready,
+        readiness,
+        cache_disk_limit: app.store.settings().disk_bytes,
+        computers: backlog.map(|(_, c)| c),
+        reports_pending: backlog.map(|(p, _)| if app.upstream.is_some() { p } else { 0 }),
         name: &app.name,
         version: env!("CARGO_PKG_VERSION"),
         role: if app.upstream.is_some() {
@@ -431,19 +507,25 @@ fn status(app: &App) -> Status<'_> {
             rollup: app.rollup.as_ref().map(|r| r.status().borrow().clone()),
         }),
         uptime_seconds: app.started.elapsed().as_secs(),
-        ready: app.ready.load(Ordering::Relaxed),
         listen: app.listen,
         cache: app.store.stats(),
     }
 }
 
-fn status_json(app: &App) -> String {
-    serde_json::to_string_pretty(&status(app)).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+async fn status_json(app: &App) -> Response<Body> {
+    let reports = app.reports.clone();
+    let backlog = tokio::task::spawn_blocking(move || crate::wusp::lock(&reports).backlog())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    let json = serde_json::to_string_pretty(&status(app, backlog))
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    with_type(json, "application/json")
 }
 
 /// The node in a table: role, upstream, uptime, cache.
 fn node_summary(app: &App) -> String {
-    let s = status(app);
+    let s = status(app, None);
     let upstream = match &s.upstream {
         Some(u) => format!(
             "{} (transport {}: last used {}, QUIC {})",

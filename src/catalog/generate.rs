@@ -192,6 +192,17 @@ fn sizes(count: usize, budget: u64, rng: &mut SplitMix) -> Vec<u64> {
 /// Generate `n` software updates (and their categories and detectoids); payload files go into
 /// `dir` (their total under `budget` bytes).
 pub fn generate(n: usize, seed: u64, budget: u64, dir: &Path) -> io::Result<Generated> {
+    generate_with_progress(n, seed, budget, dir, &mut |_| {})
+}
+
+/// [`generate`], telling `progress` after each software update (with its payload) is written.
+pub fn generate_with_progress(
+    n: usize,
+    seed: u64,
+    budget: u64,
+    dir: &Path,
+    progress: &mut dyn FnMut(usize),
+) -> io::Result<Generated> {
     let mut g = Generated::default();
     let mut rng = SplitMix(seed);
     let company = guid(seed, 1, 0);
@@ -251,6 +262,7 @@ pub fn generate(n: usize, seed: u64, budget: u64, dir: &Path) -> io::Result<Gene
         }
     }
     for i in 0..n {
+        progress(i);
         let id = ids[i];
         let product = products[i % products.len()];
         let classification = classifications[(i / 3) % classifications.len()];

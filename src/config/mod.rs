@@ -27,7 +27,7 @@ const PROCESS_VARIABLES: [&str; 2] = ["WSUS_EDGE_LOG", "WSUS_EDGE_LOG_FORMAT"];
 
 /// Every section and its keys: the walk rejects anything else.
 const SCHEMA: &[(&str, &[&str])] = &[
-    ("node", &["name", "data_dir"]),
+    ("node", &["name", "data_dir", "shutdown_grace"]),
     ("listen", &["http", "https", "admin"]),
     ("tls", &["cert", "key", "client_ca"]),
     (
@@ -63,6 +63,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     ("wan", &["max_bandwidth"]),
     ("reports", &["rollup_interval"]),
+    ("log", &["level", "format"]),
 ];
 
 const KIB: u64 = 1 << 10;
@@ -86,6 +87,8 @@ const DEFAULT_SLICE_BYTES: u64 = 4 * MIB;
 const DEFAULT_MAX_RANGES: usize = 16;
 const DEFAULT_READ_AHEAD: u32 = 0;
 const DEFAULT_ROLLUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Slices are aligned and power-of-two sized so slice arithmetic is shifts and masks; below
 /// 64 KiB the per-slice overhead dominates, above 64 MiB a single miss holds too much memory.
@@ -110,6 +113,7 @@ pub struct Config {
     pub cache: Cache,
     pub wan: Wan,
     pub reports: Reports,
+    pub log: Log,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +123,9 @@ pub struct Node {
     /// Root of all state (cache, partial fills, state.db, cookie key). Default "./data", relative
     /// to the working directory.
     pub data_dir: PathBuf,
+    /// How long a stopping node lets requests in flight (downloads) finish before it closes
+    /// their connections. Default 30s.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +281,24 @@ pub struct Wan {
     pub max_bandwidth: Option<u64>,
 }
 
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line, every field at the top level.
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    /// Which events are written: a level ("info") or a filter of targets
+    /// ("warn,wsus_edge::access=off"). Default "info". Changed by SIGHUP without a restart.
+    pub level: String,
+    /// Default [`LogFormat::Text`].
+    pub format: LogFormat,
+}
+
 #[derive(Debug, Clone)]
 pub struct Reports {
     /// Time between status rollups to the upstream. Default 15m.
@@ -327,6 +352,7 @@ impl Default for Config {
             node: Node {
                 name: DEFAULT_NAME.to_string(),
                 data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+                shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             },
             listen: Listen {
                 http: DEFAULT_HTTP,
@@ -354,6 +380,10 @@ impl Default for Config {
             },
             reports: Reports {
                 rollup_interval: DEFAULT_ROLLUP_INTERVAL,
+            },
+            log: Log {
+                level: DEFAULT_LOG_LEVEL.to_string(),
+                format: LogFormat::Text,
             },
         }
     }
@@ -511,6 +541,33 @@ const FILE_KEYS: [(&str, &str, &str); 9] = [
     ("admin", "token_file", "admin.token_file"),
 ];
 
+/// What the file a key names is, and how an operator makes it.
+fn how_to_make(key: &str) -> &'static str {
+    match key {
+        "tls.cert" | "tls.key" => {
+            "make this node's certificate and key with `wsus-edge cert node --ca CA_DIR --name \
+             HOST --out DIR` (and a CA first: `wsus-edge cert ca --out CA_DIR`)"
+        }
+        "tls.client_ca" => {
+            "it is the CA that signed the branches' client certificates (CA_DIR/ca.pem of \
+             `wsus-edge cert ca`)"
+        }
+        "upstream.ca" => {
+            "it is the CA that signed the upstream's certificate (its CA_DIR/ca.pem), copied \
+             from the upstream"
+        }
+        "upstream.client_cert" | "upstream.client_key" => {
+            "make them on the upstream's CA with `wsus-edge cert client --ca CA_DIR --name \
+             BRANCH --out DIR`"
+        }
+        "upstream.token_file" => {
+            "it holds this node's token, one line that the upstream lists in its \
+             downstream.token_file (make one with `openssl rand -hex 32`)"
+        }
+        _ => "it holds one token per line (make one with `openssl rand -hex 32 >> FILE`)",
+    }
+}
+
 /// Each file must be a readable regular file; `data_dir` a directory or creatable.
 fn file_problems(files: &[(&str, &Path)], data_dir: &Path) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -520,6 +577,9 @@ fn file_problems(files: &[(&str, &Path)], data_dir: &Path) -> Vec<Problem> {
         let message = match checked {
             Ok(metadata) if metadata.is_file() => continue,
             Ok(_) => format!("{} is not a regular file", path.display()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                format!("{} does not exist; {}", path.display(), how_to_make(key))
+            }
             Err(error) => format!("cannot read {}: {error}", path.display()),
         };
         problems.push(Problem {
@@ -784,6 +844,13 @@ impl Walk {
                 .field(reports, "rollup_interval", as_interval_or_off)
                 .or(DEFAULT_ROLLUP_INTERVAL),
         };
+        let log = self.section(root, "log");
+        let log = Log {
+            level: self
+                .field(log, "level", as_log_filter)
+                .or_else_default(DEFAULT_LOG_LEVEL),
+            format: self.field(log, "format", as_log_format).or(LogFormat::Text),
+        };
         Some(Config {
             node,
             listen,
@@ -794,6 +861,7 @@ impl Walk {
             cache,
             wan,
             reports,
+            log,
         })
     }
 
@@ -806,6 +874,9 @@ impl Walk {
             data_dir: self
                 .field(section, "data_dir", as_path)
                 .or(PathBuf::from(DEFAULT_DATA_DIR)),
+            shutdown_grace: self
+                .field(section, "shutdown_grace", as_grace)
+                .or(DEFAULT_SHUTDOWN_GRACE),
         }
     }
 
@@ -1198,6 +1269,41 @@ fn as_interval_or_off(value: &Value) -> Result<Duration, String> {
             Ok(Duration::ZERO)
         }
         other => as_interval(other),
+    }
+}
+
+/// A grace period: zero (stop at once) up to an hour.
+fn as_grace(value: &Value) -> Result<Duration, String> {
+    let grace = match value {
+        Value::Integer(0) => Duration::ZERO,
+        Value::String(s) if units::parse_duration(s).is_ok_and(|d| d.is_zero()) => Duration::ZERO,
+        other => as_interval(other)?,
+    };
+    if grace > Duration::from_secs(3600) {
+        return Err("must be at most 1h".into());
+    }
+    Ok(grace)
+}
+
+/// A tracing filter: a level, or `target=level` directives separated by commas.
+fn as_log_filter(value: &Value) -> Result<String, String> {
+    let filter = text(
+        value,
+        "a level such as \"info\" or \"warn,wsus_edge=debug\"",
+    )?
+    .trim();
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| filter.to_string())
+        .map_err(|e| {
+            format!("{filter:?} is not a log filter ({e}); levels: error, warn, info, debug, trace")
+        })
+}
+
+fn as_log_format(value: &Value) -> Result<LogFormat, String> {
+    match text(value, "\"text\" or \"json\"")? {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("{other:?}: \"text\" or \"json\"")),
     }
 }
 
@@ -1996,7 +2102,9 @@ mod tests {
         assert!(
             found[0]
                 .message
-                .starts_with("cannot read /nonexistent/cert.pem")
+                .starts_with("/nonexistent/cert.pem does not exist; make this node's certificate"),
+            "{}",
+            found[0].message
         );
         assert!(found[2].message.contains("not a regular file"));
 

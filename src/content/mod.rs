@@ -1432,6 +1432,15 @@ pub struct ImportReport {
 /// SHA-1, so that a root node serves it. Blocking; safe while a node runs on the same
 /// `data_dir` (each file appears by an atomic rename).
 pub fn import_dir(data_dir: &std::path::Path, dir: &std::path::Path) -> Result<ImportReport> {
+    import_dir_with_progress(data_dir, dir, &mut |_| {})
+}
+
+/// [`import_dir`], telling `progress` the size of each file once it is in the store.
+pub fn import_dir_with_progress(
+    data_dir: &std::path::Path,
+    dir: &std::path::Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ImportReport> {
     let dirs = Dirs::new(data_dir);
     dirs.create()
         .map_err(|e| Error::io(format!("creating {}", data_dir.display()), e))?;
@@ -1450,6 +1459,7 @@ pub fn import_dir(data_dir: &std::path::Path, dir: &std::path::Path) -> Result<I
             } else if meta.is_file() {
                 let (digest, size, new) = disk::import_file(&dirs, &path)
                     .map_err(|e| Error::io(format!("importing {}", path.display()), e))?;
+                progress(size);
                 report.files += 1;
                 report.bytes += size;
                 report.new += u64::from(new);

@@ -71,6 +71,7 @@ pub fn error_status(err: &Error) -> StatusCode {
 
 /// Everything the access log line says of a content request.
 struct Access {
+    requester: crate::access::Requester,
     method: Method,
     path: String,
     range: Option<String>,
@@ -131,11 +132,14 @@ impl Access {
         }
         tracing::info!(
             target: "wsus_edge::access",
+            request_id = %self.requester.id,
+            client = %self.requester.client(),
+            user_agent = self.requester.agent(),
             method = %self.method,
             path = %self.path,
             status = self.status.as_u16(),
             range = self.range.as_deref().unwrap_or("-"),
-            cache,
+            cache = %cache,
             bytes = self.bytes,
             complete,
             ms = self.started.elapsed().as_millis() as u64,
@@ -150,8 +154,10 @@ pub async fn respond(
     method: &Method,
     path: &str,
     headers: &HeaderMap,
+    requester: crate::access::Requester,
 ) -> Response<Body> {
     let mut access = Access {
+        requester,
         method: method.clone(),
         path: path.to_owned(),
         range: headers

@@ -424,6 +424,21 @@ impl Journal {
         Ok((sent, pending))
     }
 
+    /// Client events kept here that the upstream has not acknowledged yet (the rows after the
+    /// acknowledged installs), and the computers this node knows.
+    pub fn backlog(&self) -> Result<(u64, u64), CatalogError> {
+        let (sent, _) = self.activity_position()?;
+        self.conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM events WHERE rowid > ?1),
+                 (SELECT COUNT(*) FROM computers)",
+                [sent],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map(|(pending, computers)| (pending.max(0) as u64, computers.max(0) as u64))
+            .map_err(db)
+    }
+
     /// Start a rollup of the installs up to the newest journal row, stamped `at`; returns the
     /// row.
     pub fn begin_activity(&mut self, at: i64) -> Result<i64, CatalogError> {

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::access::Requester;
 use crate::admin;
 use crate::config::Config;
 use crate::content::response::{self, Body};
@@ -52,11 +53,126 @@ pub struct App {
     pub reports: Arc<std::sync::Mutex<crate::report::Journal>>,
     /// Who may change state through the admin API (and read it from afar).
     pub admin_tokens: crate::auth::Tokens,
-    /// Who may read the admin views without a token, besides loopback.
-    pub admin_read_networks: Vec<crate::config::Network>,
+    /// Who may read the admin views without a token, besides loopback (SIGHUP may change it).
+    pub admin_read_networks: std::sync::RwLock<Vec<crate::config::Network>>,
+    /// What SIGHUP re-reads.
+    reloadable: std::sync::Mutex<Reloadable>,
     pub started: Instant,
+    /// Every listener is up and the node is not stopping.
     pub ready: AtomicBool,
     pub listen: Listening,
+}
+
+/// The keys a reload may change, as they are in service.
+struct Reloadable {
+    admin_token_file: Option<std::path::PathBuf>,
+    downstream_token_file: Option<std::path::PathBuf>,
+}
+
+/// Whether a node should get traffic, and if not, why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not (empty when ready).
+    pub reasons: Vec<String>,
+    /// Worth knowing, but no reason to send traffic elsewhere: a branch that cannot reach its
+    /// upstream still serves its catalog and cache.
+    pub notes: Vec<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// What was re-read, e.g. "downstream.token_file (3 tokens)".
+    pub applied: Vec<String>,
+    /// What could not be applied, with why (the old value stays).
+    pub failed: Vec<String>,
+}
+
+impl App {
+    /// Ready: the listeners are up, the node is not stopping, and a branch that syncs on a
+    /// schedule has a catalog to serve (synced once, in this run or a previous one). A branch
+    /// that syncs only when asked (its upstream serves content only) needs no catalog.
+    pub fn readiness(&self) -> Readiness {
+        let mut r = Readiness {
+            ready: true,
+            reasons: Vec::new(),
+            notes: Vec::new(),
+        };
+        if !self.ready.load(Ordering::Relaxed) {
+            r.reasons
+                .push("the listeners are not up, or the node is stopping".into());
+        }
+        if let Some(replica) = self.replica.as_ref().filter(|r| r.syncs_on_schedule()) {
+            let status = replica.status().borrow().clone();
+            let has_catalog =
+                status.last_success.is_some() || !self.wusp.catalog().revisions().is_empty();
+            if !has_catalog {
+                r.reasons.push(match &status.last_error {
+                    Some(e) => format!("no catalog yet: the first sync failed: {e}"),
+                    None => "no catalog yet: the first sync from the upstream is under way".into(),
+                });
+            } else if status.failures_in_a_row > 0 {
+                r.notes.push(format!(
+                    "the last {} syncs from the upstream failed; the catalog in service is kept",
+                    status.failures_in_a_row
+                ));
+            }
+        }
+        r.ready = r.reasons.is_empty();
+        r
+    }
+
+    /// Apply what can change while the node runs: the token files (read again even when their
+    /// path did not change), `admin.read_networks`. Everything else of `config` is ignored here;
+    /// the caller says what needs a restart.
+    pub fn reload(&self, config: &Config) -> Reloaded {
+        let mut done = Reloaded::default();
+        let mut reloadable = self
+            .reloadable
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let reloadable = &mut *reloadable;
+        let files = [
+            (
+                "admin.token_file",
+                &self.admin_tokens,
+                &mut reloadable.admin_token_file,
+                &config.admin.token_file,
+            ),
+            (
+                "downstream.token_file",
+                &self.downstream_tokens,
+                &mut reloadable.downstream_token_file,
+                &config.downstream.token_file,
+            ),
+        ];
+        for (key, tokens, in_service, wanted) in files {
+            if in_service.is_none() && wanted.is_none() {
+                continue;
+            }
+            match tokens.reload(key, wanted.as_deref()) {
+                Ok(n) => {
+                    *in_service = wanted.clone();
+                    done.applied.push(match wanted {
+                        Some(_) => format!("{key} ({n} tokens)"),
+                        None => format!("{key} (none: no token accepted)"),
+                    });
+                }
+                Err(e) => done.failed.push(e.message().to_owned()),
+            }
+        }
+        let mut networks = self
+            .admin_read_networks
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *networks != config.admin.read_networks {
+            *networks = config.admin.read_networks.clone();
+            done.applied
+                .push(format!("admin.read_networks ({} networks)", networks.len()));
+        }
+        done
+    }
 }
 
 /// The addresses actually bound (ports chosen by the OS when configured as 0).
@@ -108,6 +224,17 @@ const H2_CONN_WINDOW: u32 = 16 << 20;
 /// every listener, and serve. Returns once the node is ready.
 pub async fn start(config: &Config) -> Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    metrics.set_node(&config.node.name, config.upstream.is_some());
+    metrics.cache_disk_limit.set(gauge(config.cache.disk_bytes));
+    metrics
+        .cache_min_free_disk
+        .set(gauge(config.cache.min_free_disk));
+    if let Some(up) = &config.upstream {
+        metrics.sync_interval.set(gauge(up.sync_interval.as_secs()));
+        metrics
+            .rollup_interval
+            .set(gauge(config.reports.rollup_interval.as_secs()));
+    }
     let admin_tokens = admin::tokens(&config.admin)?;
     let downstream_tokens = crate::auth::Tokens::from_file(
         "downstream.token_file",
@@ -219,7 +346,11 @@ pub async fn start(config: &Config) -> Result<Running> {
         metrics,
         upstream,
         admin_tokens,
-        admin_read_networks: config.admin.read_networks.clone(),
+        admin_read_networks: std::sync::RwLock::new(config.admin.read_networks.clone()),
+        reloadable: std::sync::Mutex::new(Reloadable {
+            admin_token_file: config.admin.token_file.clone(),
+            downstream_token_file: config.downstream.token_file.clone(),
+        }),
         downstream_tokens,
         started: Instant::now(),
         ready: AtomicBool::new(false),
@@ -287,8 +418,8 @@ pub async fn start(config: &Config) -> Result<Running> {
     tracing::info!(
         node = %app.name,
         http = %listen.http,
-        https = ?listen.https,
-        quic = ?listen.quic,
+        https = %listen.https.map_or("-".into(), |a| a.to_string()),
+        quic = %listen.quic.map_or("-".into(), |a| a.to_string()),
         admin = %listen.admin,
         upstream = app.upstream.as_ref().map_or("none (root)", |u| u.url()),
         "ready"
@@ -298,6 +429,11 @@ pub async fn start(config: &Config) -> Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// A byte count or a number of seconds as a gauge's value (an i64).
+fn gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[derive(Clone, Copy)]
@@ -416,25 +552,89 @@ async fn route(
     parts: &http::request::Parts,
     body: RequestBody,
 ) -> Response<Body> {
+    let started = Instant::now();
     let path = parts.uri.path();
-    let (class, response) = match role {
-        Role::Admin => ("admin", admin::respond(app, parts, body).await),
+    let requester = Requester::new(parts.extensions.get::<Peer>().map(|p| p.0), &parts.headers);
+    let id = requester.id;
+    let (class, mut response) = match role {
+        Role::Admin => {
+            let response = admin::respond(app, parts, body).await;
+            // Probes, scrapes and page views are many and say little; changes are few.
+            let reading = parts.method == http::Method::GET || parts.method == http::Method::HEAD;
+            let level = if reading {
+                tracing::Level::DEBUG
+            } else {
+                tracing::Level::INFO
+            };
+            access_line(&requester, parts, response.status(), started, level);
+            ("admin", response)
+        }
         Role::Clients if content::path::is_content_path(path) => (
             "content",
-            response::respond(&app.store, &parts.method, path, &parts.headers).await,
+            response::respond(&app.store, &parts.method, path, &parts.headers, requester).await,
         ),
         Role::Clients => {
             let service = wusp::Endpoint::from_path(path)
                 .map(SoapService::Client)
                 .or_else(|| wsusss::Endpoint::from_path(path).map(SoapService::Server));
             match service {
-                Some(service) => ("soap", soap(app, service, listener, parts, body).await),
-                None => ("other", response::text(StatusCode::NOT_FOUND, "not found")),
+                Some(service) => (
+                    "soap",
+                    soap(app, service, listener, parts, body, &requester).await,
+                ),
+                None => {
+                    let response = response::text(StatusCode::NOT_FOUND, "not found");
+                    access_line(
+                        &requester,
+                        parts,
+                        response.status(),
+                        started,
+                        tracing::Level::INFO,
+                    );
+                    ("other", response)
+                }
             }
         }
     };
-    app.metrics.request(class, response.status().as_u16());
+    app.metrics
+        .request(class, response.status().as_u16(), started.elapsed());
+    response.headers_mut().insert(X_REQUEST_ID, id.header());
     response
+}
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The access line of a request that is neither content nor SOAP (those write their own, with
+/// what only they know).
+fn access_line(
+    requester: &Requester,
+    parts: &http::request::Parts,
+    status: StatusCode,
+    started: Instant,
+    level: tracing::Level,
+) {
+    let ms = started.elapsed().as_millis() as u64;
+    macro_rules! line {
+        ($level:expr) => {
+            tracing::event!(
+                target: "wsus_edge::access",
+                $level,
+                request_id = %requester.id,
+                client = %requester.client(),
+                user_agent = requester.agent(),
+                method = %parts.method,
+                path = %parts.uri.path(),
+                status = status.as_u16(),
+                ms,
+            )
+        };
+    }
+    // The level of an event is part of its static description: one call site per level.
+    if level == tracing::Level::DEBUG {
+        line!(tracing::Level::DEBUG);
+    } else {
+        line!(tracing::Level::INFO);
+    }
 }
 
 /// Why a request body could not be had.
@@ -525,14 +725,59 @@ enum SoapService {
     Server(wsusss::Endpoint),
 }
 
-/// A SOAP call: the body read under the service's limit, the answer as the service gives it.
-/// Downstream servers show an accepted bearer token first when `downstream.token_file` is set.
+/// What the access line says of a SOAP call besides who sent it.
+#[derive(Default)]
+struct Call {
+    operation: Option<String>,
+    fault: Option<&'static str>,
+    /// The body as read (decoded), in bytes.
+    bytes_in: usize,
+    bytes_out: usize,
+}
+
+/// A SOAP call, answered by [`answer_soap`], with its access line and its metrics.
 async fn soap(
     app: &App,
     service: SoapService,
     listener: Listener,
     parts: &http::request::Parts,
     body: RequestBody,
+    requester: &Requester,
+) -> Response<Body> {
+    let started = Instant::now();
+    let mut call = Call::default();
+    let response = answer_soap(app, service, listener, parts, body, &mut call).await;
+    let elapsed = started.elapsed();
+    let operation = call.operation.as_deref().unwrap_or("-");
+    if call.operation.is_some() {
+        app.metrics.soap_call(operation, call.fault, elapsed);
+    }
+    tracing::info!(
+        target: "wsus_edge::access",
+        request_id = %requester.id,
+        client = %requester.client(),
+        user_agent = requester.agent(),
+        method = %parts.method,
+        path = %parts.uri.path(),
+        operation = %operation,
+        status = response.status().as_u16(),
+        fault = %call.fault.unwrap_or("-"),
+        bytes_in = call.bytes_in,
+        bytes = call.bytes_out,
+        ms = elapsed.as_millis() as u64,
+    );
+    response
+}
+
+/// A SOAP call: the body read under the service's limit, the answer as the service gives it.
+/// Downstream servers show an accepted bearer token first when `downstream.token_file` is set.
+async fn answer_soap(
+    app: &App,
+    service: SoapService,
+    listener: Listener,
+    parts: &http::request::Parts,
+    body: RequestBody,
+    call: &mut Call,
 ) -> Response<Body> {
     if parts.method != http::Method::POST {
         let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "SOAP services take POST");
@@ -565,6 +810,7 @@ async fn soap(
         .and_then(|bytes| decode_body(&parts.headers, bytes, limit));
     let mut service = service;
     if let Ok(bytes) = &read {
+        call.bytes_in = bytes.len();
         let operation = reporting.then(|| soap::operation_name(bytes)).flatten();
         if operation.is_some_and(|op| wsusss::rollup::OPERATIONS.contains(&op.as_str())) {
             service = SoapService::Server(wsusss::Endpoint::Reporting);
@@ -633,13 +879,14 @@ async fn soap(
         // is back before the caller sees it.
         let _ = tokio::task::spawn_blocking(release_freed_memory).await;
     }
-    tracing::debug!(target: "wsus_edge::soap", operation = %reply.operation,
-        status = reply.status, fault = ?reply.fault.map(|f| f.as_str()));
+    call.fault = reply.fault.map(|f| f.as_str());
+    call.operation = Some(reply.operation.clone());
     // gzip when the client offers it (Windows offers only xpress: see README).
     let body = soap::coding::lists_gzip(parts.headers.get_all(http::header::ACCEPT_ENCODING))
         .then(|| soap::coding::gzip(reply.body.as_bytes()).ok())
         .flatten();
     let compressed = body.is_some();
+    call.bytes_out = body.as_ref().map_or(reply.body.len(), Vec::len);
     let mut r = Response::new(match body {
         Some(b) => response::full_body(b),
         None => response::full_body(reply.body),
@@ -717,6 +964,133 @@ async fn reload_catalog(
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "reloading the catalog failed"),
             Err(e) => tracing::warn!(error = %e, "reloading the catalog failed"),
+        }
+    }
+}
+
+/// Every problem of `config` that the files it names reveal: they exist and can be read
+/// ([`Config::check_files`]), certificates and keys parse, each key fits its certificate, a
+/// node's or a branch's own certificate is one a peer accepts (not a CA, not expired, the right
+/// usage), token files hold tokens. `serve` refuses to start on any of them, and `check-config`
+/// lists the same.
+pub fn preflight(config: &Config) -> Vec<crate::config::Problem> {
+    use crate::tls::{self, Use};
+    let mut c = Preflight::new(config.check_files());
+    if let Some(t) = &config.tls {
+        let fine = c.certificate("tls.cert", Some(&t.cert), Some(Use::Server))
+            & c.key("tls.key", Some(&t.key))
+            & c.certificate("tls.client_ca", t.client_ca.as_deref(), None);
+        if fine && let Err(e) = tls::server_config(&t.cert, &t.key, None) {
+            c.add("tls.key", format!("does not fit tls.cert: {}", e.message()));
+        }
+    }
+    if let Some(up) = &config.upstream {
+        c.certificate("upstream.ca", up.ca.as_deref(), None);
+        let fine = c.certificate(
+            "upstream.client_cert",
+            up.client_cert.as_deref(),
+            Some(Use::Client),
+        ) & c.key("upstream.client_key", up.client_key.as_deref());
+        if fine
+            && let (Some(cert), Some(key)) = (&up.client_cert, &up.client_key)
+            && let Err(e) = tls::client_config(None, Some((cert, key)))
+        {
+            c.add(
+                "upstream.client_key",
+                format!("does not fit upstream.client_cert: {}", e.message()),
+            );
+        }
+        c.tokens("upstream.token_file", up.token_file.as_deref());
+    }
+    c.tokens(
+        "downstream.token_file",
+        config.downstream.token_file.as_deref(),
+    );
+    c.tokens("admin.token_file", config.admin.token_file.as_deref());
+    c.problems
+}
+
+/// The problems found so far; a file that could not be read is not looked into (one problem
+/// per file, not three).
+struct Preflight {
+    problems: Vec<crate::config::Problem>,
+    unreadable: Vec<String>,
+    now: i64,
+}
+
+impl Preflight {
+    fn new(problems: Vec<crate::config::Problem>) -> Preflight {
+        Preflight {
+            unreadable: problems.iter().map(|p| p.key.clone()).collect(),
+            problems,
+            now: crate::catalog::store::unix_now(),
+        }
+    }
+
+    fn add(&mut self, key: &str, message: String) {
+        self.problems.push(crate::config::Problem {
+            key: key.to_owned(),
+            message,
+        });
+    }
+
+    /// The path a key names, when it names one that could be read.
+    fn readable<'p>(
+        &self,
+        key: &str,
+        path: Option<&'p std::path::Path>,
+    ) -> Option<&'p std::path::Path> {
+        path.filter(|_| !self.unreadable.iter().any(|k| k == key))
+    }
+
+    /// A PEM certificate file parses, and its first certificate, when it is this node's own
+    /// (`usage`), is one a peer accepts. True when nothing is wrong (or nothing was named).
+    fn certificate(
+        &mut self,
+        key: &str,
+        path: Option<&std::path::Path>,
+        usage: Option<crate::tls::Use>,
+    ) -> bool {
+        let Some(path) = self.readable(key, path) else {
+            return path.is_none();
+        };
+        let problems = match crate::tls::load_certs(path) {
+            Ok(certs) => match usage {
+                Some(usage) => crate::tls::end_entity_problems(&certs[0], usage, self.now)
+                    .into_iter()
+                    .map(|p| format!("{}: {p}", path.display()))
+                    .collect(),
+                None => Vec::new(),
+            },
+            Err(e) => vec![e.message().to_owned()],
+        };
+        let fine = problems.is_empty();
+        for p in problems {
+            self.add(key, p);
+        }
+        fine
+    }
+
+    /// A PEM private key parses.
+    fn key(&mut self, key: &str, path: Option<&std::path::Path>) -> bool {
+        let Some(path) = self.readable(key, path) else {
+            return path.is_none();
+        };
+        match crate::tls::load_key(path) {
+            Ok(_) => true,
+            Err(e) => {
+                self.add(key, e.message().to_owned());
+                false
+            }
+        }
+    }
+
+    /// A token file holds at least one token.
+    fn tokens(&mut self, key: &str, path: Option<&std::path::Path>) {
+        if let Some(path) = self.readable(key, path)
+            && let Err(p) = crate::config::read_tokens(key, path)
+        {
+            self.add(&p.key, p.message);
         }
     }
 }

@@ -152,7 +152,8 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
-const PROTOCOLS: [&str; 3] = ["http1", "http2", "http3"];
+/// By index: HTTP/1.1, HTTP/2, HTTP/3 (the `transport` label values).
+const PROTOCOLS: [&str; 3] = crate::metrics::TRANSPORTS;
 
 impl Upstream {
     pub fn new(settings: Settings, metrics: Arc<Metrics>) -> Result<Upstream> {
@@ -233,6 +234,11 @@ impl Upstream {
     }
 
     /// The upstream's base URL, for status pages and logs.
+    /// The node's metrics, which this link counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     pub fn url(&self) -> &str {
         &self.base
     }
@@ -308,12 +314,36 @@ impl Upstream {
         self.request(Method::POST, path, headers, body).await
     }
 
+    /// One exchange, counted: its time to the response head by transport, or why it failed.
     async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Fetched> {
+        let started = Instant::now();
+        let result = self.exchange(method, path, headers, body, started).await;
+        match &result {
+            Ok(fetched) if fetched.status.is_server_error() => {
+                self.metrics.upstream_error("status");
+            }
+            Ok(_) => {}
+            Err(e) => self.metrics.upstream_error(error_reason(e)),
+        }
+        result.map_err(|e| match crate::tls::refused_certificate_hint(&e) {
+            Some(hint) => e.context(hint),
+            None => e,
+        })
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         mut headers: HeaderMap,
         body: Bytes,
+        started: Instant,
     ) -> Result<Fetched> {
         let permit = self
             .permits
@@ -350,7 +380,7 @@ impl Upstream {
                         parts.headers,
                         Version::HTTP_3,
                         body,
-                        permit,
+                        (permit, started),
                     ));
                 }
                 // Unreachable over UDP: in `auto`, say so once per back-off and use TCP.
@@ -406,7 +436,13 @@ impl Upstream {
             learn_alt_svc(quic, &parts.headers);
         }
         let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-        Ok(self.fetched(parts.status, parts.headers, version, body, permit))
+        Ok(self.fetched(
+            parts.status,
+            parts.headers,
+            version,
+            body,
+            (permit, started),
+        ))
     }
 
     /// QUIC and the UDP port to use for the next request, if QUIC is to be tried.
@@ -432,7 +468,7 @@ impl Upstream {
         headers: HeaderMap,
         version: Version,
         body: Body,
-        permit: OwnedSemaphorePermit,
+        (permit, started): (OwnedSemaphorePermit, Instant),
     ) -> Fetched {
         let index = match version {
             Version::HTTP_3 => 2,
@@ -440,12 +476,17 @@ impl Upstream {
             _ => 0,
         };
         self.last_used.store(index as u8 + 1, Ordering::Relaxed);
+        let transport = TransportLabels {
+            transport: PROTOCOLS[index],
+        };
         self.metrics
             .upstream_requests
-            .get_or_create(&TransportLabels {
-                transport: PROTOCOLS[index],
-            })
+            .get_or_create(&transport)
             .inc();
+        self.metrics
+            .upstream_duration
+            .get_or_create(&transport)
+            .observe(started.elapsed().as_secs_f64());
         Fetched {
             status,
             headers,
@@ -461,6 +502,7 @@ impl Upstream {
         loop {
             let frame = match tokio::time::timeout(self.timeout, fetched.body.frame()).await {
                 Err(_) => {
+                    self.metrics.upstream_error("timeout");
                     return Err(Error::upstream(
                         Kind::Unavailable,
                         format!("body stalled for {:?}", self.timeout),
@@ -468,6 +510,7 @@ impl Upstream {
                 }
                 Ok(None) => return Ok(None),
                 Ok(Some(Err(e))) => {
+                    self.metrics.upstream_error("body");
                     return Err(Error::upstream(Kind::BadUpstream, format!("body: {e}")));
                 }
                 Ok(Some(Ok(frame))) => frame,
@@ -488,8 +531,23 @@ impl Upstream {
     }
 }
 
+/// Why an exchange got no response, as `wsus_edge_upstream_errors_total` names it.
+fn error_reason(e: &Error) -> &'static str {
+    if tls_refusal(e) {
+        "tls"
+    } else if e.message().starts_with(NO_RESPONSE) {
+        "timeout"
+    } else if e.kind() == Kind::Unavailable {
+        "connect"
+    } else {
+        "request"
+    }
+}
+
+const NO_RESPONSE: &str = "no response within";
+
 fn no_response(timeout: Duration) -> Error {
-    Error::upstream(Kind::Unavailable, format!("no response within {timeout:?}"))
+    Error::upstream(Kind::Unavailable, format!("{NO_RESPONSE} {timeout:?}"))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

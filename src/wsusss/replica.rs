@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::sync::{PrefetchReport, Schedule, SyncReport, Syncer, approved_files, prefetch};
+use super::sync::{
+    PrefetchProgress, PrefetchReport, Schedule, SyncReport, Syncer, approved_files, prefetch,
+};
 use crate::catalog::store::unix_now;
 
 /// What a replica's syncs and prefetches did so far.
@@ -29,7 +31,12 @@ pub struct ReplicaStatus {
     pub last_error: Option<String>,
     pub prefetches: u64,
     pub last_prefetch: Option<PrefetchReport>,
+    /// The prefetch under way, if one is.
+    pub prefetch_in_progress: Option<PrefetchProgress>,
 }
+
+/// How often a long prefetch logs how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 pub struct Replica {
     syncer: Syncer,
@@ -65,6 +72,11 @@ impl Replica {
         }
     }
 
+    /// Whether syncs run on a schedule (else only when asked: a content-only upstream).
+    pub fn syncs_on_schedule(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
     pub fn status(&self) -> watch::Receiver<ReplicaStatus> {
         self.status.subscribe()
     }
@@ -79,9 +91,16 @@ impl Replica {
         while schedule.next(&self.sync_now, &mut shutdown).await {
             let now = unix_now();
             self.status.send_modify(|s| s.last_attempt = Some(now));
-            match self.syncer.run().await {
+            let started = std::time::Instant::now();
+            let outcome = self.syncer.run().await;
+            let metrics = self.syncer.metrics();
+            metrics
+                .sync_duration
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
                 Ok(report) => {
                     schedule.done(true);
+                    metrics.sync_last_success.set(unix_now());
                     tracing::info!(
                         listed = report.config_listed + report.updates_listed,
                         fetched = report.fetched,
@@ -107,6 +126,7 @@ impl Replica {
                     self.catalog_changed();
                 }
                 Err(e) => {
+                    metrics.sync_failures.inc();
                     let (failures, retry_in) = schedule.done(false);
                     tracing::error!(error = %e, ?retry_in,
                         "sync from upstream failed; the previous catalog stays in service");
@@ -137,7 +157,31 @@ impl Replica {
                 _ = shutdown.changed() => return,
             }
             let files = approved_files(&wusp.catalog());
-            let report = prefetch(&content, files).await;
+            let metrics = content.metrics().clone();
+            let mut last_line = std::time::Instant::now();
+            let report = prefetch(&content, files, |p| {
+                metrics
+                    .prefetch_pending_files
+                    .set((p.files - p.done) as i64);
+                metrics
+                    .prefetch_pending_bytes
+                    .set(i64::try_from(p.pending_bytes).unwrap_or(i64::MAX));
+                self.status
+                    .send_modify(|s| s.prefetch_in_progress = Some(p.clone()));
+                // A long prefetch (Patch Tuesday over a slow link) says how far it got.
+                if p.done < p.files && last_line.elapsed() >= PROGRESS_EVERY {
+                    last_line = std::time::Instant::now();
+                    tracing::info!(
+                        done = p.done,
+                        files = p.files,
+                        pending_bytes = p.pending_bytes,
+                        "prefetching approved content"
+                    );
+                }
+            })
+            .await;
+            metrics.prefetch_pending_files.set(0);
+            metrics.prefetch_pending_bytes.set(0);
             if report.fetched > 0 || report.failed > 0 {
                 tracing::info!(
                     files = report.files,
@@ -151,6 +195,7 @@ impl Replica {
             self.status.send_modify(|s| {
                 s.prefetches += 1;
                 s.last_prefetch = Some(report);
+                s.prefetch_in_progress = None;
             });
         }
     }

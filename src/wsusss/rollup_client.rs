@@ -140,9 +140,16 @@ impl Rollup {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut schedule = Schedule::new(self.interval);
         while schedule.next(&self.now, &mut shutdown).await {
-            match self.once().await {
+            let started = Instant::now();
+            let outcome = self.once().await;
+            let metrics = self.upstream.metrics();
+            metrics
+                .rollup_duration
+                .observe(started.elapsed().as_secs_f64());
+            match outcome {
                 Ok(report) => {
                     schedule.done(true);
+                    metrics.rollup_last_success.set(unix_now());
                     tracing::info!(
                         servers = report.servers,
                         computers = report.computers,
@@ -159,6 +166,7 @@ impl Rollup {
                     });
                 }
                 Err(e) => {
+                    metrics.rollup_failures.inc();
                     let (failures, retry_in) = schedule.done(false);
                     tracing::error!(error = %e, ?retry_in,
                         "rollup to upstream failed; what was not acknowledged is kept");

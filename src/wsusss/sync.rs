@@ -83,9 +83,24 @@ pub struct Syncer {
     data_dir: PathBuf,
     /// accountName: this node's name, cut to the characters the protocol allows.
     account: String,
+    /// Told (documents fetched, documents to fetch) after each batch of GetUpdateData.
+    progress: Option<DocumentProgress>,
 }
 
+/// See [`Syncer::with_progress`].
+pub type DocumentProgress = Arc<dyn Fn(usize, usize) + Send + Sync>;
+
 impl Syncer {
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.upstream.metrics()
+    }
+
+    /// Tell `progress` (documents fetched so far, documents to fetch) as a sync goes.
+    pub fn with_progress(mut self, progress: DocumentProgress) -> Syncer {
+        self.progress = Some(progress);
+        self
+    }
+
     pub fn new(upstream: Arc<Upstream>, data_dir: PathBuf, node_name: &str) -> Syncer {
         let account: String = node_name
             .chars()
@@ -99,6 +114,7 @@ impl Syncer {
             .take(255)
             .collect();
         Syncer {
+            progress: None,
             upstream,
             data_dir,
             account: if account.is_empty() {
@@ -484,6 +500,9 @@ impl Session<'_> {
         for group in wanted_ids.chunks(per_request * PARALLEL_BATCHES) {
             let documents = self.update_data(group, per_request).await?;
             self.report.fetched += documents.len();
+            if let Some(progress) = &syncer.progress {
+                progress(self.report.fetched, wanted_ids.len());
+            }
             syncer.blocking(move |s| s.stage(&documents)).await?;
         }
         let mut rest = optional("deploymentAnchor", &anchors.deployment);
@@ -768,6 +787,19 @@ pub struct PrefetchReport {
     pub failed_files: HashSet<[u8; 20]>,
 }
 
+/// How far a prefetch under way has got.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PrefetchProgress {
+    /// Seconds since the epoch.
+    pub started_at: i64,
+    pub files: usize,
+    /// Files done (present already, fetched, or failed).
+    pub done: usize,
+    /// The catalog's sizes of all files and of those not done yet.
+    pub bytes: u64,
+    pub pending_bytes: u64,
+}
+
 /// Objects prefetched at the same time: the WAN is shared with clients' misses.
 const PREFETCH_PARALLEL: usize = 2;
 
@@ -805,9 +837,11 @@ pub fn approved_files(catalog: &Catalog) -> Vec<(ContentPath, u64)> {
 /// Fetch `files` through the content path: the same fill clients use, so a client asking for
 /// one of them meanwhile shares its fetch, and the WAN limit applies. A file that fails is
 /// counted and logged; the others go on.
+/// `progress` is told after each file; the node's metrics count what was fetched.
 pub async fn prefetch(
     content: &crate::content::Store,
     files: Vec<(ContentPath, u64)>,
+    mut progress: impl FnMut(&PrefetchProgress),
 ) -> PrefetchReport {
     use futures_util::StreamExt as _;
     let started = Instant::now();
@@ -815,17 +849,33 @@ pub async fn prefetch(
         files: files.len(),
         ..PrefetchReport::default()
     };
-    let mut outcomes = futures_util::stream::iter(files.into_iter().map(|(path, _)| async move {
-        let outcome = fetch_whole(content, &path).await;
-        (path, outcome)
-    }))
-    .buffer_unordered(PREFETCH_PARALLEL);
-    while let Some((path, outcome)) = outcomes.next().await {
+    let total: u64 = files.iter().map(|(_, size)| size).sum();
+    let mut state = PrefetchProgress {
+        started_at: unix_now(),
+        files: files.len(),
+        done: 0,
+        bytes: total,
+        pending_bytes: total,
+    };
+    progress(&state);
+    let metrics = content.metrics().clone();
+    let mut outcomes =
+        futures_util::stream::iter(files.into_iter().map(|(path, size)| async move {
+            let outcome = fetch_whole(content, &path).await;
+            (path, size, outcome)
+        }))
+        .buffer_unordered(PREFETCH_PARALLEL);
+    while let Some((path, size, outcome)) = outcomes.next().await {
+        state.done += 1;
+        state.pending_bytes = state.pending_bytes.saturating_sub(size);
+        progress(&state);
         match outcome {
             Ok(None) => report.present += 1,
             Ok(Some(bytes)) => {
                 report.fetched += 1;
                 report.bytes += bytes;
+                metrics.prefetch_files.inc();
+                metrics.prefetch_bytes.inc_by(bytes);
             }
             Err(e) => {
                 report.failed += 1;
