@@ -541,6 +541,19 @@ fn a_port_in_use_is_a_configuration_error_naming_the_key() {
     );
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(!stderr.contains("internal"), "{stderr}");
+
+    // A data_dir the node cannot make (procfs takes no new directories, not even from root).
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:0");
+    let data_dir = format!("{:?}", dir.path().join("data").to_string_lossy());
+    std::fs::write(&config, text.replace(&data_dir, "\"/proc/wsus-edge-test\"")).unwrap();
+    let (code, _, stderr) = run(&["--config", &config.to_string_lossy(), "serve"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("configuration error: node.data_dir /proc/wsus-edge-test: cannot create"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

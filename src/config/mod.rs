@@ -587,8 +587,15 @@ fn file_problems(files: &[(&str, &Path)], data_dir: &Path) -> Vec<Problem> {
             message,
         });
     }
+    // The process must be able to write there (or create it there): asked of the kernel for
+    // this process's user, so check-config run as the service's user answers for it.
+    let writable = |dir: &Path| rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok();
     let message = match std::fs::metadata(data_dir) {
-        Ok(metadata) if metadata.is_dir() => None,
+        Ok(metadata) if metadata.is_dir() && writable(data_dir) => None,
+        Ok(metadata) if metadata.is_dir() => Some(format!(
+            "{} is not writable by this user",
+            data_dir.display()
+        )),
         Ok(_) => Some(format!(
             "{} exists and is not a directory",
             data_dir.display()
@@ -600,7 +607,12 @@ fn file_problems(files: &[(&str, &Path)], data_dir: &Path) -> Vec<Problem> {
                 .filter(|parent| !parent.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             match std::fs::metadata(parent) {
-                Ok(metadata) if metadata.is_dir() => None,
+                Ok(metadata) if metadata.is_dir() && writable(parent) => None,
+                Ok(metadata) if metadata.is_dir() => Some(format!(
+                    "cannot create {}: {} is not writable by this user",
+                    data_dir.display(),
+                    parent.display()
+                )),
                 Ok(_) => Some(format!("{} is not a directory", parent.display())),
                 Err(error) => Some(format!(
                     "cannot create {}: its parent {}: {error}",

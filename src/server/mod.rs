@@ -223,6 +223,15 @@ const H2_CONN_WINDOW: u32 = 16 << 20;
 /// Start a node from its configuration: open the store (recovering what a crash left), bind
 /// every listener, and serve. Returns once the node is ready.
 pub async fn start(config: &Config) -> Result<Running> {
+    // Everything lives under data_dir: a place the node cannot make is the operator's to fix.
+    let data_dir = &config.node.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        Error::internal(
+            Kind::Config,
+            format!("node.data_dir {}: cannot create", data_dir.display()),
+        )
+        .with_source(e)
+    })?;
     let metrics = Arc::new(Metrics::new());
     metrics.set_node(&config.node.name, config.upstream.is_some());
     metrics.cache_disk_limit.set(gauge(config.cache.disk_bytes));
