@@ -139,15 +139,17 @@ impl App {
                 &self.admin_tokens,
                 &mut reloadable.admin_token_file,
                 &config.admin.token_file,
+                "the admin API is read-only",
             ),
             (
                 "downstream.token_file",
                 &self.downstream_tokens,
                 &mut reloadable.downstream_token_file,
                 &config.downstream.token_file,
+                "downstream servers need no token",
             ),
         ];
-        for (key, tokens, in_service, wanted) in files {
+        for (key, tokens, in_service, wanted, without) in files {
             if in_service.is_none() && wanted.is_none() {
                 continue;
             }
@@ -156,7 +158,7 @@ impl App {
                     *in_service = wanted.clone();
                     done.applied.push(match wanted {
                         Some(_) => format!("{key} ({n} tokens)"),
-                        None => format!("{key} (none: no token accepted)"),
+                        None => format!("{key} (none: {without})"),
                     });
                 }
                 Err(e) => done.failed.push(e.message().to_owned()),
