@@ -24,6 +24,7 @@ fn store(rt: &tokio::runtime::Runtime, dir: &std::path::Path, memory_bytes: u64)
             min_free_disk: 0,
             max_ranges: 16,
             read_ahead: 0,
+            max_object_bytes: 1 << 40,
             per_object: 4,
             retries: 4,
         },

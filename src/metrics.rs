@@ -114,11 +114,12 @@ pub fn operation_label(name: &str) -> &'static str {
 }
 
 /// The `reason` of `wsus_edge_fill_errors_total`.
-pub const FILL_ERROR_REASONS: [&str; 6] = [
+pub const FILL_ERROR_REASONS: [&str; 7] = [
     "digest",
     "disk",
     "disk_full",
     "not_found",
+    "too_large",
     "unavailable",
     "upstream",
 ];

@@ -59,6 +59,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "prefetch",
             "max_ranges",
             "read_ahead",
+            "max_object_bytes",
         ],
     ),
     ("wan", &["max_bandwidth"]),
@@ -86,6 +87,8 @@ const DEFAULT_MIN_FREE_DISK: u64 = GIB;
 const DEFAULT_SLICE_BYTES: u64 = 4 * MIB;
 const DEFAULT_MAX_RANGES: usize = 16;
 const DEFAULT_READ_AHEAD: u32 = 0;
+/// Windows feature updates and Office images are a few GiB; nothing WSUS serves comes near this.
+const DEFAULT_MAX_OBJECT_BYTES: u64 = 32 * GIB;
 const DEFAULT_ROLLUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_LOG_LEVEL: &str = "info";
@@ -273,6 +276,9 @@ pub struct Cache {
     pub max_ranges: usize,
     /// Extra slices fetched past the end of what a request needs (0..=64). Default 0.
     pub read_ahead: u32,
+    /// The largest object a branch fetches from its upstream; a larger size in an answer is a
+    /// 502, never an allocation for it. At least slice_bytes. Default 32 GiB.
+    pub max_object_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -374,6 +380,7 @@ impl Default for Config {
                 prefetch: Prefetch::Approved,
                 max_ranges: DEFAULT_MAX_RANGES,
                 read_ahead: DEFAULT_READ_AHEAD,
+                max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             },
             wan: Wan {
                 max_bandwidth: None,
@@ -1098,6 +1105,7 @@ impl Walk {
         let read_ahead = self
             .field(section, "read_ahead", |v| as_count(v, 0, 64))
             .or(u64::from(DEFAULT_READ_AHEAD));
+        let max_object_bytes = self.field(section, "max_object_bytes", as_bytes);
 
         if slice_bytes.is_valid() {
             let slice = match slice_bytes {
@@ -1113,6 +1121,17 @@ impl Walk {
                     "cache.memory_bytes",
                     format!(
                         "must be 0 (memory tier off) or at least cache.slice_bytes ({})",
+                        units::format_bytes(slice)
+                    ),
+                );
+            }
+            if let Field::Set(max) = max_object_bytes
+                && max < slice
+            {
+                self.problem(
+                    "cache.max_object_bytes",
+                    format!(
+                        "must be at least cache.slice_bytes ({})",
                         units::format_bytes(slice)
                     ),
                 );
@@ -1138,6 +1157,7 @@ impl Walk {
             // Range-checked to at most 1024 and 64.
             max_ranges: usize::try_from(max_ranges).unwrap_or(DEFAULT_MAX_RANGES),
             read_ahead: u32::try_from(read_ahead).unwrap_or(DEFAULT_READ_AHEAD),
+            max_object_bytes: max_object_bytes.or(DEFAULT_MAX_OBJECT_BYTES),
         }
     }
 }

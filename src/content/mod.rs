@@ -45,6 +45,8 @@ pub struct Settings {
     pub min_free_disk: u64,
     pub max_ranges: usize,
     pub read_ahead: u32,
+    /// The largest object fetched from upstream (also bounded by `disk_bytes`).
+    pub max_object_bytes: u64,
     /// Slice fetches in flight for one object (also how far a response looks ahead).
     pub per_object: usize,
     pub retries: u32,
@@ -64,6 +66,7 @@ impl Settings {
             min_free_disk: config.cache.min_free_disk,
             max_ranges: config.cache.max_ranges,
             read_ahead: config.cache.read_ahead,
+            max_object_bytes: config.cache.max_object_bytes,
             per_object,
             retries,
         }
@@ -1097,6 +1100,23 @@ impl Sizing for Learner<'_> {
         }
         let shared = self.shared;
         let size = learned.size;
+        // What an upstream claims is bounded before anything is sized by it: the slice map and
+        // the disk reservation are proportional to it.
+        let limit = shared
+            .settings
+            .max_object_bytes
+            .min(shared.settings.disk_bytes);
+        if size > limit {
+            shared.metrics.fill_error("too_large");
+            tracing::warn!(digest = %self.object.digest, size, limit,
+                "the upstream claims an object larger than cache.max_object_bytes or \
+                 cache.disk_bytes allow; refused");
+            return Err(Error::upstream(
+                Kind::BadUpstream,
+                format!("the upstream claims {size} bytes, over the limit of {limit}"),
+            )
+            .retryable(false));
+        }
         let slice_count = size.div_ceil(shared.settings.slice_bytes) as usize;
         let storage = if shared.reserve(size).await {
             let digest = self.object.digest;
@@ -1483,6 +1503,7 @@ mod tests {
             min_free_disk: 0,
             max_ranges: 16,
             read_ahead: 0,
+            max_object_bytes: 1 << 40,
             per_object: 4,
             retries: 0,
         }

@@ -65,6 +65,8 @@ pub enum Fault {
     StallAfter { bytes: u64, times: u32 },
     /// Answer every request with this status.
     Status(u16),
+    /// Answer ranges as usual but claim this total size in `Content-Range`.
+    ClaimTotal(u64),
 }
 
 #[derive(Clone, Debug)]
@@ -209,6 +211,10 @@ fn serve(state: &Arc<OriginState>, req: Request<Incoming>) -> Response<OriginBod
     let path = req.uri().path().to_owned();
     let object = state.objects.lock().unwrap().get(&path).cloned();
     let fault = state.faults.lock().unwrap().get(&path).cloned();
+    let claimed = match &fault {
+        Some(Fault::ClaimTotal(total)) => Some(*total),
+        _ => None,
+    };
     let range_header = req
         .headers()
         .get(RANGE)
@@ -351,9 +357,10 @@ fn serve(state: &Arc<OriginState>, req: Request<Incoming>) -> Response<OriginBod
         "Wed, 02 Sep 2026 08:30:53 GMT".parse().unwrap(),
     );
     if status == StatusCode::PARTIAL_CONTENT {
+        let total = claimed.unwrap_or(len);
         h.insert(
             CONTENT_RANGE,
-            format!("bytes {first}-{last}/{len}").parse().unwrap(),
+            format!("bytes {first}-{last}/{total}").parse().unwrap(),
         );
     }
     r
