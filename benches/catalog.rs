@@ -29,13 +29,19 @@ fn call(
     endpoint: Endpoint,
     body: &str,
 ) -> String {
-    let reply = rt.block_on(service.call(Call {
+    // Parsed as the server parses it: under the limits of the call's operation.
+    let limits = wsus_edge::wusp::limits_for(
+        service.limits(),
+        soap::operation_name(body.as_bytes()).as_deref(),
+    );
+    let envelope = soap::parse(body.as_bytes(), &limits).expect("a SOAP request");
+    let call = Call {
         endpoint,
         action: None,
-        body: body.as_bytes(),
         content_base: "http://127.0.0.1:8530",
         now: unix_now(),
-    }));
+    };
+    let reply = rt.block_on(service.call(call, envelope));
     assert_eq!(reply.status, 200, "{}", reply.body);
     reply.body
 }

@@ -608,6 +608,13 @@ fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
         config.listen.http,
         config.listen.admin
     );
+    println!(
+        "server-server services: {}",
+        server::downstream_access(&config)
+    );
+    for advisory in server::advisories(&config) {
+        println!("warning: {advisory}");
+    }
     Exit::Ok
 }
 
@@ -1215,7 +1222,14 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         std::fs::remove_dir_all(&root_dir).map_err(io("clearing the demo directory"))?;
     }
     std::fs::create_dir_all(&root_dir).map_err(io("creating the demo directory"))?;
-    let root = demo_config("demo-root", &root_dir.join("root"), None)?;
+    // The branch's token, the one line of the root's downstream.token_file.
+    let token = root_dir.join("downstream.token");
+    let mut secret = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| Error::internal(Kind::Io, "no randomness for the demo's token"))?;
+    std::fs::write(&token, format!("{}\n", hex::encode(secret)))
+        .map_err(io("writing the demo's token"))?;
+    let root = demo_config("demo-root", &root_dir.join("root"), None, &token)?;
     println!("generating a catalog of {DEMO_UPDATES} updates with their payloads …");
     generate_catalog(&root, DEMO_UPDATES, DEMO_PAYLOAD_BYTES, 0x5eed).await?;
     let approved = {
@@ -1241,6 +1255,7 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         "demo-branch",
         &root_dir.join("branch"),
         Some(&format!("http://{}", root_node.listening().http)),
+        &token,
     )?;
     let branch_node = server::start(&branch).await?;
     let branch_http = branch_node.listening().http;
@@ -1423,20 +1438,28 @@ fn hits(m: &Arc<Metrics>) -> u64 {
         .sum()
 }
 
-/// A loopback node on the built-in defaults, written as the TOML an operator would write.
-fn demo_config(name: &str, data_dir: &Path, upstream: Option<&str>) -> Result<Config, Error> {
+/// A loopback node on the built-in defaults, written as the TOML an operator would write. The
+/// branch shows the root a token the root lists, as a real one does: `token` is that file.
+fn demo_config(
+    name: &str,
+    data_dir: &Path,
+    upstream: Option<&str>,
+    token: &Path,
+) -> Result<Config, Error> {
     let quoted = |s: &str| toml::Value::String(s.to_owned()).to_string();
     let mut text = format!(
         "[node]\nname = {}\ndata_dir = {}\n[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
         quoted(name),
         quoted(&data_dir.to_string_lossy()),
     );
-    if let Some(url) = upstream {
+    let token = quoted(&token.to_string_lossy());
+    match upstream {
         // The demo counts what crosses the link: the status rollup's calls would blur it.
-        text.push_str(&format!(
-            "[upstream]\nurl = {}\n[reports]\nrollup_interval = \"0s\"\n",
+        Some(url) => text.push_str(&format!(
+            "[upstream]\nurl = {}\ntoken_file = {token}\n[reports]\nrollup_interval = \"0s\"\n",
             quoted(url)
-        ));
+        )),
+        None => text.push_str(&format!("[downstream]\ntoken_file = {token}\n")),
     }
     Config::parse(&text, "demo", &[]).map_err(|e| Error::internal(Kind::Config, e.to_string()))
 }

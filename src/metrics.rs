@@ -60,6 +60,11 @@ pub struct TransportLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     commit: &'static str,
@@ -126,6 +131,20 @@ pub const FILL_ERROR_REASONS: [&str; 7] = [
 /// The `reason` of `wsus_edge_upstream_errors_total`.
 pub const UPSTREAM_ERROR_REASONS: [&str; 6] =
     ["connect", "tls", "timeout", "status", "body", "request"];
+/// The `reason` of `wsus_edge_requests_refused_total`.
+pub const REFUSED_REASONS: [&str; 7] = [
+    "unauthenticated",
+    "busy",
+    "body_too_large",
+    "body_broken",
+    "body_timeout",
+    "host",
+    "admin_host",
+];
+/// The `reason` of `wsus_edge_connections_closed_total`: closed by the node, not by the peer.
+pub const CLOSED_REASONS: [&str; 3] = ["limit", "header_timeout", "idle_timeout"];
+/// The `listener` of `wsus_edge_connections_open`.
+pub const LISTENERS: [&str; 3] = ["http", "https", "admin"];
 /// The `transport` of the upstream metrics.
 pub const TRANSPORTS: [&str; 3] = ["http1", "http2", "http3"];
 
@@ -193,6 +212,13 @@ pub struct Metrics {
     pub prefetch_bytes: Counter,
     /// 1 while `/readyz` says ready.
     pub ready: Gauge,
+    /// Requests answered with a refusal before their service saw them, by why.
+    pub refused: Family<ReasonLabels, Counter>,
+    /// Connections the node closed on its own, by why.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    pub connections_open: Family<ListenerLabels, Gauge>,
+    /// The soft limit on open descriptors after start.
+    pub descriptors_limit: Gauge,
     node_info: Family<NodeLabels, Gauge>,
 }
 
@@ -396,6 +422,31 @@ impl Metrics {
         );
         let ready = Gauge::default();
         r.register("ready", "1 when /readyz says ready", ready.clone());
+        let refused = Family::<ReasonLabels, Counter>::default();
+        r.register(
+            "requests_refused",
+            "Requests refused before their service saw them (unauthenticated, busy, body_*, \
+             host, admin_host)",
+            refused.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        r.register(
+            "connections_closed",
+            "Connections the node closed on its own (limit, header_timeout, idle_timeout)",
+            connections_closed.clone(),
+        );
+        let connections_open = Family::<ListenerLabels, Gauge>::default();
+        r.register(
+            "connections_open",
+            "Open connections, by listener",
+            connections_open.clone(),
+        );
+        let descriptors_limit = Gauge::default();
+        r.register(
+            "descriptors_limit",
+            "The soft limit on this process's open descriptors (raised to the hard one at start)",
+            descriptors_limit.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -429,6 +480,15 @@ impl Metrics {
         }
         for tier in ["memory", "disk"] {
             let _ = cache_hits.get_or_create(&TierLabels { tier });
+        }
+        for reason in REFUSED_REASONS {
+            let _ = refused.get_or_create(&ReasonLabels { reason });
+        }
+        for reason in CLOSED_REASONS {
+            let _ = connections_closed.get_or_create(&ReasonLabels { reason });
+        }
+        for listener in LISTENERS {
+            let _ = connections_open.get_or_create(&ListenerLabels { listener });
         }
         Metrics {
             registry: r,
@@ -465,6 +525,10 @@ impl Metrics {
             prefetch_files,
             prefetch_bytes,
             ready,
+            refused,
+            connections_closed,
+            connections_open,
+            descriptors_limit,
             node_info,
         }
     }
@@ -499,6 +563,16 @@ impl Metrics {
 
     pub fn fill_error(&self, reason: &'static str) {
         self.fill_errors
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.connections_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }

@@ -13,6 +13,28 @@ fn resident() -> u64 {
     pages * 4096
 }
 
+/// Wait until a metric has reached `at_least` (a fill's failure is counted by its own task, as
+/// the response goes out); fail after 10 s.
+async fn metric_reaches(
+    node: &wsus_edge::server::Running,
+    name: &str,
+    labels: &str,
+    at_least: f64,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let value = metric(node, name, labels).await;
+        if value >= at_least {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}{{{labels}}} is {value}, not {at_least}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_claiming_a_huge_size_gets_a_502_and_no_allocation() {
     logs();
@@ -43,10 +65,13 @@ async fn an_upstream_claiming_a_huge_size_gets_a_502_and_no_allocation() {
         "resident memory grew by {} MiB",
         grown >> 20
     );
-    assert!(
-        metric(&node, "wsus_edge_fill_errors_total", "reason=\"too_large\"").await
-            >= f64::from(refused),
-    );
+    metric_reaches(
+        &node,
+        "wsus_edge_fill_errors_total",
+        "reason=\"too_large\"",
+        f64::from(refused),
+    )
+    .await;
     // The node serves on: an honest object of the same origin, byte-exact.
     let bytes = payload(3 << 20, 9);
     let path = origin.add(bytes.clone(), "cab");
@@ -76,4 +101,681 @@ async fn an_object_over_the_configured_limit_is_refused() {
     let (small_path, large_path) = (origin.add(small.clone(), "cab"), origin.add(large, "cab"));
     assert_eq!(get(&url(&node, &large_path), &[]).await.status, 502);
     assert_eq!(get(&url(&node, &small_path), &[]).await.body, small);
+}
+
+const SERVER_SYNC: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
+const REPORTING: &str = "/ReportingWebService/ReportingWebService.asmx";
+const CLIENT: &str = "/ClientWebService/client.asmx";
+const SERVER_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ServerSyncWebService";
+const CLIENT_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
+const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
+
+/// POST `body` (gzip-coded when `gzip`) as a SOAP call: (status, headers, body).
+async fn post(
+    url: &str,
+    operation: &str,
+    ns: &str,
+    body: Vec<u8>,
+    gzip: bool,
+    token: Option<&str>,
+) -> (u16, http::HeaderMap, String) {
+    let mut request = http::Request::post(url)
+        .header("content-type", "text/xml; charset=utf-8")
+        .header("soapaction", format!("\"{ns}/{operation}\""));
+    if gzip {
+        request = request.header("content-encoding", "gzip");
+    }
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let body = if gzip {
+        wsus_edge::soap::coding::gzip(&body).unwrap()
+    } else {
+        body
+    };
+    let request = request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http();
+    let response =
+        tokio::time::timeout(std::time::Duration::from_secs(60), client.request(request))
+            .await
+            .expect("an answer within a minute");
+    // Refused by its declared length, the node closes before the body is all sent.
+    let Ok(response) = response else {
+        return (0, http::HeaderMap::new(), String::new());
+    };
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .unwrap()
+        .to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+/// A RollupComputerStatus of `elements` empty elements: a few KiB once compressed.
+fn rollup_bomb(elements: usize) -> Vec<u8> {
+    soap_envelope(
+        REPORTING_NS,
+        "RollupComputerStatus",
+        &format!("<computers>{}</computers>", "<x/>".repeat(elements)),
+    )
+    .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_server_services_need_credentials_by_default() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    // No downstream.token_file, no tls.client_ca, no allow_anonymous: the defaults.
+    let node = start(&node_config(
+        &dir.path().join("root"),
+        None,
+        "",
+        "[downstream]\n",
+    ))
+    .await;
+    let (status, headers, _) = post(
+        &url(&node, SERVER_SYNC),
+        "GetAuthConfig",
+        SERVER_NS,
+        soap_envelope(SERVER_NS, "GetAuthConfig", "").into_bytes(),
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    // A rollup on the clients' Reporting path, 2 million elements in a few KiB: refused
+    // before it is parsed, so it costs nothing like the hundreds of MiB a parse would.
+    let before = resident();
+    let bomb = rollup_bomb(2_000_000);
+    let (status, _, _) = post(
+        &url(&node, REPORTING),
+        "RollupComputerStatus",
+        REPORTING_NS,
+        bomb.clone(),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(status, 500, "8 MB decoded: over the clients' limit");
+    let (status, _, _) = post(
+        &url(&node, REPORTING),
+        "RollupComputerStatus",
+        REPORTING_NS,
+        rollup_bomb(900_000),
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "an unauthenticated rollup");
+    let grown = resident().saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "resident memory grew by {} MiB",
+        grown >> 20
+    );
+    // Under its own size limit, too: the clients' (4 MiB), not the rollups' (32 MiB).
+    let (status, _, body) = post(
+        &url(&node, REPORTING),
+        "RollupComputerStatus",
+        REPORTING_NS,
+        bomb,
+        false,
+        None,
+    )
+    .await;
+    assert!(
+        status == 0 || (status == 500 && body.contains("request body over")),
+        "an uncompressed 8 MB body from anyone: {status} {body}"
+    );
+    metric_reaches(
+        &node,
+        "wsus_edge_requests_refused_total",
+        "reason=\"unauthenticated\"",
+        2.0,
+    )
+    .await;
+    // Clients still report on that path.
+    let (status, _, body) = post(
+        &url(&node, REPORTING),
+        "ReportEventBatch",
+        REPORTING_NS,
+        soap_envelope(REPORTING_NS, "ReportEventBatch", "").into_bytes(),
+        false,
+        None,
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("InvalidParameters") || body.contains("InvalidCookie"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_only_a_known_downstream_may_roll_up() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("downstream.tokens");
+    std::fs::write(&tokens, "branch-one-secret\n").unwrap();
+    let extra = format!(
+        "[downstream]\ntoken_file = {:?}\n",
+        tokens.to_string_lossy()
+    );
+    let node = start(&node_config(&dir.path().join("root"), None, "", &extra)).await;
+    let configuration = soap_envelope(
+        REPORTING_NS,
+        "GetRollupConfiguration",
+        "<cookie><Expiration>9999-12-31T23:59:59.9999999</Expiration><EncryptedData/></cookie>",
+    )
+    .into_bytes();
+    let reporting = url(&node, REPORTING);
+    let (status, _, _) = post(
+        &reporting,
+        "GetRollupConfiguration",
+        REPORTING_NS,
+        configuration.clone(),
+        false,
+        Some("guess"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _, body) = post(
+        &reporting,
+        "GetRollupConfiguration",
+        REPORTING_NS,
+        configuration,
+        false,
+        Some("branch-one-secret"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("RollupComputerStatusMaxBatchSize"));
+    // A known downstream's bomb is parsed, under the operation's element limit.
+    let (status, _, body) = post(
+        &reporting,
+        "RollupComputerStatus",
+        REPORTING_NS,
+        rollup_bomb(2_100_000),
+        true,
+        Some("branch-one-secret"),
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(body.contains("elements"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_calls_are_parsed_under_their_operations_limits() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("root"), None, "", "")).await;
+    let before = resident();
+    // GetConfig carries a few dozen elements: 200,000 in 4 KiB of gzip are refused early.
+    let bomb = soap_envelope(CLIENT_NS, "GetConfig", &"<x/>".repeat(200_000)).into_bytes();
+    let started = std::time::Instant::now();
+    for _ in 0..40 {
+        let (status, _, body) = post(
+            &url(&node, CLIENT),
+            "GetConfig",
+            CLIENT_NS,
+            bomb.clone(),
+            true,
+            None,
+        )
+        .await;
+        assert_eq!(status, 500);
+        assert!(
+            body.contains("more than 2000 elements") || body.contains("2000"),
+            "{body}"
+        );
+    }
+    let grown = resident().saturating_sub(before);
+    assert!(
+        grown < 48 << 20,
+        "resident memory grew by {} MiB",
+        grown >> 20
+    );
+    eprintln!("40 GetConfig bombs refused in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_of_large_calls_is_told_the_server_is_busy() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("root"), None, "", "")).await;
+    // SyncUpdates may carry 100,000 elements: each of these parses whole, then faults.
+    let large = soap_envelope(CLIENT_NS, "SyncUpdates", &"<x/>".repeat(99_000)).into_bytes();
+    let calls: Vec<_> = (0..48)
+        .map(|_| {
+            let (url, large) = (url(&node, CLIENT), large.clone());
+            tokio::spawn(
+                async move { post(&url, "SyncUpdates", CLIENT_NS, large, true, None).await },
+            )
+        })
+        .collect();
+    let mut busy = 0;
+    for call in calls {
+        let (status, headers, body) = call.await.unwrap();
+        match status {
+            503 => {
+                busy += 1;
+                assert_eq!(headers["retry-after"], "10");
+                assert!(body.contains("ServerBusy"), "{body}");
+            }
+            500 => assert!(
+                body.contains("InvalidCookie") || body.contains("Invalid"),
+                "{body}"
+            ),
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    assert!(busy > 0, "48 large calls at once and none told to wait");
+    assert_eq!(
+        metric(&node, "wsus_edge_requests_refused_total", "reason=\"busy\"").await,
+        f64::from(busy)
+    );
+    // And the node answers at once again.
+    let (status, _, _) = post(
+        &url(&node, CLIENT),
+        "SyncUpdates",
+        CLIENT_NS,
+        large,
+        true,
+        None,
+    )
+    .await;
+    assert_eq!(status, 500);
+}
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How many descriptors this process holds.
+fn descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Whether the node closed `socket` within `within`: EOF or a reset on read.
+async fn closed(socket: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // A 408 or 400 the node said before closing: read on.
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Send raw bytes on a fresh connection; what came back until the node closed it or
+/// `within` passed.
+async fn raw(addr: std::net::SocketAddr, request: &[u8], within: Duration) -> String {
+    let mut socket = TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(within, socket.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_are_closed_and_hits_stay_fast() {
+    logs();
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = node_config(dir.path(), Some(&origin.url()), "", "");
+    config.listen.limits.header_timeout = Duration::from_secs(2);
+    config.listen.limits.idle_timeout = Duration::from_secs(3);
+    let node = start(&config).await;
+    let bytes = payload(256 << 10, 5);
+    let path = origin.add(bytes.clone(), "cab");
+    assert_eq!(get(&url(&node, &path), &[]).await.body, bytes);
+    let baseline = descriptors();
+    let addr = node.listening().http;
+    // 600 sockets that send nothing, 100 that trickle a request head a byte at a time.
+    let mut idle = Vec::new();
+    for _ in 0..600 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let opened = Instant::now();
+    let trickle: Vec<_> = (0..100)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut socket = TcpStream::connect(addr).await.unwrap();
+                let head =
+                    b"GET /Content/00/0000000000000000000000000000000000000000.cab HTTP/1.1\r\n";
+                for byte in head.iter() {
+                    if socket.write_all(&[*byte]).await.is_err() {
+                        return Some(Instant::now());
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                None
+            })
+        })
+        .collect();
+    // Legitimate hits meanwhile, each on a fresh connection.
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let started = Instant::now();
+        let got = get(&url(&node, &path), &[("range", "bytes=0-65535")]).await;
+        latencies.push(started.elapsed());
+        assert_eq!(got.status, 206);
+        assert_eq!(got.body, bytes.slice(..65536));
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!(
+        "hit p50 {:?} p99 {:?} with 700 idle or slow sockets",
+        latencies[100], p99
+    );
+    assert!(p99 < Duration::from_millis(100), "hit p99 {p99:?}");
+    // Every idle socket is closed once the header timeout has passed (2 s, with slack).
+    for socket in &mut idle {
+        let left = Duration::from_secs(8).saturating_sub(opened.elapsed());
+        assert!(
+            closed(socket, left.max(Duration::from_millis(10))).await,
+            "an idle socket held"
+        );
+    }
+    for t in trickle {
+        let cut = t
+            .await
+            .unwrap()
+            .expect("a slowloris head outlived the header timeout");
+        assert!(cut.duration_since(opened) < Duration::from_secs(10));
+    }
+    drop(idle);
+    assert!(
+        metric(
+            &node,
+            "wsus_edge_connections_closed_total",
+            "reason=\"header_timeout\""
+        )
+        .await
+            >= 700.0
+    );
+    // The node's ends are gone with them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while descriptors() > baseline + 8 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        descriptors() <= baseline + 8,
+        "{} descriptors, {baseline} before",
+        descriptors()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_left_idle_is_closed() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    config.listen.limits.idle_timeout = Duration::from_secs(1);
+    let node = start(&config).await;
+    let mut socket = TcpStream::connect(node.listening().http).await.unwrap();
+    socket
+        .write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = socket.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 404"));
+    let after = Instant::now();
+    assert!(closed(&mut socket, Duration::from_secs(5)).await);
+    assert!(after.elapsed() >= Duration::from_millis(900));
+    assert!(
+        metric(
+            &node,
+            "wsus_edge_connections_closed_total",
+            "reason=\"idle_timeout\""
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_closed_at_once() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    config.listen.limits.max_connections = 16;
+    config.listen.limits.header_timeout = Duration::from_secs(2);
+    let node = start(&config).await;
+    let addr = node.listening().http;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the accept loop take them all before the one too many.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&node, "wsus_edge_connections_open", "listener=\"http\"").await < 16.0 {
+        assert!(Instant::now() < deadline, "16 connections not accepted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    assert!(closed(&mut extra, Duration::from_secs(1)).await);
+    assert!(
+        metric(
+            &node,
+            "wsus_edge_connections_closed_total",
+            "reason=\"limit\""
+        )
+        .await
+            >= 1.0
+    );
+    // The held ones time out, and the listener takes new connections again.
+    for socket in &mut held {
+        assert!(closed(socket, Duration::from_secs(5)).await);
+    }
+    let answer = raw(
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_trickles_in_is_cut_at_the_body_timeout() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    config.listen.limits.body_timeout = Duration::from_secs(1);
+    let node = start(&config).await;
+    let mut socket = TcpStream::connect(node.listening().http).await.unwrap();
+    let head = format!(
+        "POST {CLIENT} HTTP/1.1\r\nHost: a\r\nContent-Type: text/xml\r\nContent-Length: 5000\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    // A byte every 200 ms: never idle, never done.
+    loop {
+        let mut buf = [0u8; 1024];
+        tokio::select! {
+            read = socket.read(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if socket.write_all(b"<").await.is_err() { break; }
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the body was never cut"
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        metric(
+            &node,
+            "wsus_edge_requests_refused_total",
+            "reason=\"body_timeout\""
+        )
+        .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_headers_follow_rfc_9112_and_heads_are_bounded() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let addr = node.listening().http;
+    let within = Duration::from_secs(5);
+    let answer = raw(
+        addr,
+        b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        within,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "no Host: {answer}");
+    let answer = raw(
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n",
+        within,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "two Hosts: {answer}");
+    let answer = raw(addr, b"GET /x HTTP/1.0\r\n\r\n", within).await;
+    assert!(
+        answer.starts_with("HTTP/1.0 404") || answer.starts_with("HTTP/1.1 404"),
+        "HTTP/1.0 without Host: {answer}"
+    );
+    let answer = raw(
+        addr,
+        b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        within,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // A 100 KiB header: 431, the node unharmed.
+    let big = format!(
+        "GET /x HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100 << 10)
+    );
+    let answer = raw(addr, big.as_bytes(), within).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "{}",
+        &answer[..answer.len().min(200)]
+    );
+    assert!(metric(&node, "wsus_edge_requests_refused_total", "reason=\"host\"").await >= 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_answers_only_to_its_own_names() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(
+        &dir.path().join("n"),
+        None,
+        "",
+        "[admin]\nserver_names = [\"wsus-admin.example.org\"]\n",
+    ))
+    .await;
+    let admin = node.listening().admin;
+    let status = |host: &'static str, path: &'static str| async move {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw(admin, request.as_bytes(), Duration::from_secs(5)).await;
+        answer[9..12].parse::<u16>().unwrap()
+    };
+    // A page on another site whose name was rebound to this machine.
+    assert_eq!(status("attacker.example", "/api/v1/status").await, 421);
+    assert_eq!(status("attacker.example:8540", "/metrics").await, 421);
+    assert_eq!(status("localhost:8540", "/api/v1/status").await, 200);
+    assert_eq!(status("127.0.0.1", "/api/v1/status").await, 200);
+    assert_eq!(status("[::1]:8540", "/api/v1/status").await, 200);
+    assert_eq!(
+        status("wsus-admin.example.org", "/api/v1/status").await,
+        200
+    );
+    assert_eq!(
+        status("test", "/api/v1/status").await,
+        200,
+        "the node's name"
+    );
+    // Probes answer whatever name they are sent with (load balancers, kubelets).
+    assert_eq!(status("attacker.example", "/livez").await, 200);
+    assert!(
+        metric(
+            &node,
+            "wsus_edge_requests_refused_total",
+            "reason=\"admin_host\""
+        )
+        .await
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_descriptor_limit_is_raised_to_the_hard_limit() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft and hard: {line}");
+    let soft: f64 = fields[3].parse().unwrap_or(f64::MAX);
+    assert_eq!(metric(&node, "wsus_edge_descriptors_limit", "").await, soft);
+}
+
+#[test]
+fn check_config_warns_when_the_cache_has_no_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\ndata_dir = {:?}\n[cache]\nmin_free_disk = \"1000TiB\"\n[downstream]\nallow_anonymous = true\n",
+            dir.path().join("data").to_string_lossy()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args(["--config", &config.to_string_lossy(), "check-config"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("warning: cache.min_free_disk:"), "{stdout}");
+    assert!(stdout.contains("nothing will be cached"), "{stdout}");
+    assert!(
+        stdout.contains("warning: downstream.allow_anonymous:"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("server-server services: anyone"),
+        "{stdout}"
+    );
 }

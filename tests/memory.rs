@@ -71,7 +71,8 @@ async fn memory_is_flat_under_hostile_reports_and_rollups() {
         &config,
         format!(
             "[node]\nname = \"hostile\"\ndata_dir = {:?}\n\
-             [listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n",
+             [listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             [downstream]\nallow_anonymous = true\n",
             data_dir.to_string_lossy()
         ),
     )

@@ -1505,20 +1505,21 @@ async fn range_storms_are_answered_quickly() {
         .unwrap_or_else(|e| panic!("1,000 × 0-99: {e}"));
     assert!(took < Duration::from_secs(2), "1,000 × 0-99 took {took:?}");
 
-    // A 100 KB Range header: over the 16 KiB limit, ignored.
+    // A 40 KB Range header: over the 16 KiB limit, ignored (a 100 KB one would make the head
+    // larger than listen.max_header_bytes: 431).
     let mut big = String::from("bytes=0-0");
     let mut i = 2u64;
-    while big.len() < 100_000 {
+    while big.len() < 40_000 {
         let _ = write!(big, ",{i}-{i}");
         i += 2;
     }
     let started = Instant::now();
     let got = send("GET", &url, &[("range", &big)]).await.unwrap();
     let took = started.elapsed();
-    check(&obj, &Expect::Full, &got, false).unwrap_or_else(|e| panic!("100 KB Range header: {e}"));
+    check(&obj, &Expect::Full, &got, false).unwrap_or_else(|e| panic!("40 KB Range header: {e}"));
     assert!(
         took < Duration::from_secs(2),
-        "the 100 KB Range header took {took:?}"
+        "the 40 KB Range header took {took:?}"
     );
 
     // Still serving.

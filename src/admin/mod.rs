@@ -5,8 +5,10 @@
 //!
 //! Reading is open from loopback and from `admin.read_networks` (elsewhere it needs a token;
 //! `/livez` and `/readyz` are open to all); a change (POST) needs a bearer token from
-//! `admin.token_file`, and without that file the listener is read-only. Accepted tokens are kept as SHA-256 digests and
-//! compared as such, so comparison time tells nothing about a token.
+//! `admin.token_file`, and without that file the listener is read-only. Accepted tokens are kept
+//! as SHA-256 digests and compared as such, so comparison time tells nothing about a token.
+//! Every request but the probes must name the listener by one of its own names in `Host`
+//! ([`host_is_ours`]): a web page that rebinds its DNS name to this machine is refused.
 //! Calls `server` (the node's shared state, request bodies), `wusp` (the catalog in service and
 //! changes to it), `catalog`, `content` (stats and response helpers), `config` and `metrics`.
 
@@ -33,6 +35,37 @@ pub fn tokens(admin: &crate::config::Admin) -> Result<Tokens> {
     Tokens::from_file("admin.token_file", admin.token_file.as_deref())
 }
 
+/// Whether `host` (a Host header's value) names this admin listener: an IP literal (the peer
+/// reached an address of this machine), `localhost`, or one of `names` (this machine's host
+/// name, the node's name, `admin.server_names`, all lower case), or a name below this machine's
+/// host name (its FQDN). The port is not looked at.
+pub fn host_is_ours(host: &str, names: &[String]) -> bool {
+    let host = host.trim();
+    if host.starts_with('[') {
+        // An IPv6 literal, with or without a port.
+        return host
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip[1..].parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    if name.is_empty() {
+        return false;
+    }
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || name.ends_with(".localhost")
+        || names.iter().any(|ours| {
+            *ours == name
+                || name
+                    .strip_prefix(ours.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+}
+
 /// Whether a peer may read the admin views without a token: loopback, or one of `networks`.
 fn may_read(peer: Option<std::net::IpAddr>, networks: &[crate::config::Network]) -> bool {
     peer.is_some_and(|ip| {
@@ -57,7 +90,25 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     // Reading is open to loopback and the configured networks (and to a token); health
     // probes to anyone who reaches the listener.
     let reading = method == Method::GET || method == Method::HEAD;
-    if reading && !matches!(path, "/livez" | "/readyz") {
+    let probe = reading && matches!(path, "/livez" | "/readyz");
+    if !probe {
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .map(|h| h.to_str().unwrap_or(""))
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        if let Some(host) = host.filter(|h| !host_is_ours(h, &app.admin_names)) {
+            app.metrics.refused("admin_host");
+            return text(
+                StatusCode::MISDIRECTED_REQUEST,
+                &format!(
+                    "this admin listener does not answer to the name {host:?}; add it to \
+                     admin.server_names if it is this node's"
+                ),
+            );
+        }
+    }
+    if reading && !probe {
         let peer = parts
             .extensions
             .get::<crate::server::Peer>()
@@ -117,14 +168,12 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         let refusal = crate::catalog::replica::replica_refusal(up.url());
         return text(StatusCode::CONFLICT, &refusal.to_string());
     }
-    let bytes = match read_body(&parts.headers, body, MAX_BODY).await {
+    let bytes = match read_body(&parts.headers, body, MAX_BODY, app.limits.body_timeout).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return text(StatusCode::PAYLOAD_TOO_LARGE, "at most 64 KiB of JSON");
         }
-        Err(BodyError::Broken | BodyError::UnsupportedCoding) => {
-            return text(StatusCode::BAD_REQUEST, "request body broken");
-        }
+        Err(e) => return e.response(MAX_BODY),
     };
     let wusp = app.wusp.clone();
     let outcome = match change {
@@ -558,6 +607,36 @@ fn node_summary(app: &App) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_admin_listener_knows_its_own_names() {
+        let names = vec!["branch-12".to_owned(), "wsus.example.org".to_owned()];
+        for ours in [
+            "127.0.0.1:8540",
+            "10.1.2.3",
+            "[::1]:8540",
+            "[fd00::1]",
+            "localhost",
+            "LOCALHOST:8540",
+            "app.localhost",
+            "branch-12",
+            "branch-12.corp.example:8540",
+            "wsus.example.org.",
+        ] {
+            assert!(host_is_ours(ours, &names), "{ours}");
+        }
+        for theirs in [
+            "attacker.example",
+            "branch-12evil.example",
+            "example.org",
+            "",
+            ":8540",
+            "[not-an-ip]",
+            "10.1.2.3.attacker.example",
+        ] {
+            assert!(!host_is_ours(theirs, &names), "{theirs}");
+        }
+    }
     use crate::config::Network;
 
     #[test]

@@ -28,7 +28,19 @@ const PROCESS_VARIABLES: [&str; 2] = ["WSUS_EDGE_LOG", "WSUS_EDGE_LOG_FORMAT"];
 /// Every section and its keys: the walk rejects anything else.
 const SCHEMA: &[(&str, &[&str])] = &[
     ("node", &["name", "data_dir", "shutdown_grace"]),
-    ("listen", &["http", "https", "admin"]),
+    (
+        "listen",
+        &[
+            "http",
+            "https",
+            "admin",
+            "max_connections",
+            "header_timeout",
+            "idle_timeout",
+            "body_timeout",
+            "max_header_bytes",
+        ],
+    ),
     ("tls", &["cert", "key", "client_ca"]),
     (
         "upstream",
@@ -47,8 +59,8 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "per_object",
         ],
     ),
-    ("downstream", &["token_file"]),
-    ("admin", &["token_file", "read_networks"]),
+    ("downstream", &["token_file", "allow_anonymous"]),
+    ("admin", &["token_file", "read_networks", "server_names"]),
     (
         "cache",
         &[
@@ -92,6 +104,21 @@ const DEFAULT_MAX_OBJECT_BYTES: u64 = 32 * GIB;
 const DEFAULT_ROLLUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_LOG_LEVEL: &str = "info";
+/// Per listener. Each connection holds a descriptor; the node raises its soft limit to the hard
+/// one at start, and systemd's unit sets that to 65536.
+const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Until a new connection's first request head is complete (nginx: client_header_timeout 60s;
+/// a Windows client sends its head in one segment).
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// A connection with no request under way and no byte moving either way is closed after this
+/// (nginx: keepalive_timeout 75s, send_timeout 60s).
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A whole request body (SOAP, admin) must have arrived by then.
+const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The request line and headers together; hyper's floor is 8 KiB.
+const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * KIB;
+const MIN_HEADER_BYTES: u64 = 8 * KIB;
+const MAX_HEADER_BYTES: u64 = MIB;
 
 /// Slices are aligned and power-of-two sized so slice arithmetic is shifts and masks; below
 /// 64 KiB the per-slice overhead dominates, above 64 MiB a single miss holds too much memory.
@@ -139,6 +166,35 @@ pub struct Listen {
     pub https: Option<SocketAddr>,
     /// Admin API, metrics and status pages. Default 127.0.0.1:8540 (loopback only).
     pub admin: SocketAddr,
+    /// How connections are kept in bounds, on every listener.
+    pub limits: ConnectionLimits,
+}
+
+/// What one connection may hold and for how long (each listener applies them alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Open connections per listener; one more is accepted and closed at once. Default 10000.
+    pub max_connections: usize,
+    /// From accept until the first request head is complete. Default 20s.
+    pub header_timeout: Duration,
+    /// No request under way and no byte moving: the connection is closed. Default 60s.
+    pub idle_timeout: Duration,
+    /// A whole request body, from the head on. Default 60s.
+    pub body_timeout: Duration,
+    /// The request line and headers together, bytes (431 above). Default 64 KiB.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES as usize,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -195,9 +251,11 @@ pub struct Upstream {
 
 #[derive(Debug, Clone)]
 pub struct Downstream {
-    /// The bearer tokens this node accepts from its downstream servers, one per line; none: no
-    /// token is required.
+    /// The bearer tokens this node accepts from its downstream servers, one per line.
     pub token_file: Option<PathBuf>,
+    /// Serve the server-server services to anyone, without a token or a client certificate.
+    /// Default false: without `token_file` or `tls.client_ca` they are closed.
+    pub allow_anonymous: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -208,6 +266,10 @@ pub struct Admin {
     /// Who may read the admin views (status pages, computers, metrics) without a token:
     /// loopback always, and these networks. Default: none besides loopback.
     pub read_networks: Vec<Network>,
+    /// Host names the admin listener answers to besides its own (loopback names, this
+    /// machine's host name, the node's name, the listener's address): a request naming another
+    /// `Host` is refused, so that a web page cannot reach the admin API by DNS rebinding.
+    pub server_names: Vec<String>,
 }
 
 /// An IP network, `10.0.0.0/8` or `fd00::/8` (a bare address is one host).
@@ -364,13 +426,18 @@ impl Default for Config {
                 http: DEFAULT_HTTP,
                 https: None,
                 admin: DEFAULT_ADMIN,
+                limits: ConnectionLimits::default(),
             },
             tls: None,
             upstream: None,
-            downstream: Downstream { token_file: None },
+            downstream: Downstream {
+                token_file: None,
+                allow_anonymous: false,
+            },
             admin: Admin {
                 token_file: None,
                 read_networks: Vec::new(),
+                server_names: Vec::new(),
             },
             cache: Cache {
                 memory_bytes: DEFAULT_MEMORY_BYTES,
@@ -844,12 +911,16 @@ impl Walk {
         let downstream = self.section(root, "downstream");
         let downstream = Downstream {
             token_file: self.field(downstream, "token_file", as_path).set(),
+            allow_anonymous: self.field(downstream, "allow_anonymous", as_bool).or(false),
         };
         let admin = self.section(root, "admin");
         let admin = Admin {
             token_file: self.field(admin, "token_file", as_path).set(),
             read_networks: self
                 .field(admin, "read_networks", as_networks)
+                .or(Vec::new()),
+            server_names: self
+                .field(admin, "server_names", as_host_names)
                 .or(Vec::new()),
         };
         let cache = self.cache(root);
@@ -925,7 +996,34 @@ impl Walk {
                 self.problem(key, format!("{address} is already used by {other}"));
             }
         }
-        Listen { http, https, admin }
+        let defaults = ConnectionLimits::default();
+        let limits = ConnectionLimits {
+            max_connections: self
+                .field(section, "max_connections", |v| as_count(v, 16, 1_000_000))
+                .set()
+                .map_or(defaults.max_connections, |n| n as usize),
+            header_timeout: self
+                .field(section, "header_timeout", as_interval)
+                .or(defaults.header_timeout),
+            idle_timeout: self
+                .field(section, "idle_timeout", as_interval)
+                .or(defaults.idle_timeout),
+            body_timeout: self
+                .field(section, "body_timeout", as_interval)
+                .or(defaults.body_timeout),
+            max_header_bytes: self
+                .field(section, "max_header_bytes", |v| {
+                    as_bytes_within(v, MIN_HEADER_BYTES, MAX_HEADER_BYTES)
+                })
+                .set()
+                .map_or(defaults.max_header_bytes, |n| n as usize),
+        };
+        Listen {
+            http,
+            https,
+            admin,
+            limits,
+        }
     }
 
     /// `Some(None)`: no [tls]; `None`: [tls] is present but unusable (reported).
@@ -1280,6 +1378,73 @@ fn as_bytes(value: &Value) -> Result<u64, String> {
     }
 }
 
+/// A size in `min..=max`.
+fn as_bytes_within(value: &Value, min: u64, max: u64) -> Result<u64, String> {
+    let bytes = as_bytes(value)?;
+    if (min..=max).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "must be between {} and {}, found {}",
+            units::format_bytes(min),
+            units::format_bytes(max),
+            units::format_bytes(bytes)
+        ))
+    }
+}
+
+/// true or false, from a TOML boolean or its string form (environment).
+fn as_bool(value: &Value) -> Result<bool, String> {
+    match value {
+        Value::Boolean(b) => Ok(*b),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
+        other => Err(format!(
+            "expected true or false, found {}",
+            type_name(other)
+        )),
+    }
+}
+
+/// A list of strings, or one string of comma-separated items (the form an environment variable
+/// can give); items trimmed, empty ones dropped. `what` names the items for errors.
+fn string_list<'v>(value: &'v Value, what: &str) -> Result<Vec<&'v str>, String> {
+    let items: Vec<&str> = match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|v| text(v, what))
+            .collect::<Result<_, _>>()?,
+        other => text(other, &format!("a list of {what}"))?
+            .split(',')
+            .collect(),
+    };
+    Ok(items
+        .into_iter()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect())
+}
+
+/// Host names as a list of strings, or one comma-separated string (environment); each is kept
+/// in lower case, without a port.
+fn as_host_names(value: &Value) -> Result<Vec<String>, String> {
+    string_list(value, "host names such as \"wsus.example.org\"")?
+        .into_iter()
+        .map(|n| {
+            let valid = n.len() <= 253
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if valid {
+                Ok(n.to_ascii_lowercase())
+            } else {
+                Err(format!(
+                    "{n:?} is not a host name (letters, digits, '-', '.', no port)"
+                ))
+            }
+        })
+        .collect()
+}
+
 fn as_slice_bytes(value: &Value) -> Result<u64, String> {
     let bytes = as_bytes(value)?;
     if bytes.is_power_of_two() && (SLICE_MIN..=SLICE_MAX).contains(&bytes) {
@@ -1380,17 +1545,7 @@ fn as_transport(value: &Value) -> Result<Transport, String> {
 /// Networks as a list of strings, or one string of comma-separated networks (the form an
 /// environment variable can give).
 fn as_networks(value: &Value) -> Result<Vec<Network>, String> {
-    let items: Vec<&str> = match value {
-        Value::Array(items) => items
-            .iter()
-            .map(|v| text(v, "networks such as \"10.0.0.0/8\""))
-            .collect::<Result<_, _>>()?,
-        other => text(other, "networks such as [\"10.0.0.0/8\"]")?
-            .split(',')
-            .filter(|s| !s.trim().is_empty())
-            .collect(),
-    };
-    items
+    string_list(value, "networks such as \"10.0.0.0/8\"")?
         .into_iter()
         .map(|n| {
             Network::parse(n).ok_or_else(|| format!("{n:?} is not a network such as 10.0.0.0/8"))
@@ -1478,6 +1633,60 @@ mod tests {
             .iter()
             .map(|problem| problem.key.as_str())
             .collect()
+    }
+
+    #[test]
+    fn connection_limits_and_downstream_access_are_typed() {
+        let c = parsed(
+            "[listen]\nmax_connections = 500\nheader_timeout = \"5s\"\nidle_timeout = 90\n\
+             body_timeout = \"2m\"\nmax_header_bytes = \"16KiB\"\n\
+             [downstream]\nallow_anonymous = true\n[admin]\nserver_names = [\"WSUS.example.org\"]\n",
+        );
+        assert_eq!(
+            c.listen.limits,
+            ConnectionLimits {
+                max_connections: 500,
+                header_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(90),
+                body_timeout: Duration::from_secs(120),
+                max_header_bytes: 16 << 10,
+            }
+        );
+        assert!(c.downstream.allow_anonymous);
+        assert_eq!(c.admin.server_names, ["wsus.example.org"]);
+        assert!(!parsed("").downstream.allow_anonymous);
+        assert!(
+            only_problem(
+                "[listen]\nmax_header_bytes = \"1KiB\"\n",
+                "listen.max_header_bytes"
+            )
+            .contains("between 8.0 KiB and 1.0 MiB")
+        );
+        assert!(
+            only_problem("[listen]\nmax_connections = 3\n", "listen.max_connections")
+                .contains("between 16")
+        );
+        assert!(
+            only_problem(
+                "[downstream]\nallow_anonymous = \"yes\"\n",
+                "downstream.allow_anonymous"
+            )
+            .contains("true or false")
+        );
+        assert!(
+            only_problem(
+                "[admin]\nserver_names = [\"a:8540\"]\n",
+                "admin.server_names"
+            )
+            .contains("no port")
+        );
+        let from_env = Config::parse(
+            "",
+            "t",
+            &env(&[("WSUS_EDGE_DOWNSTREAM__ALLOW_ANONYMOUS", "TRUE")]),
+        )
+        .unwrap();
+        assert!(from_env.downstream.allow_anonymous);
     }
 
     /// The single problem reported for `text`, which must be under `key`.

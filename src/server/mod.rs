@@ -29,9 +29,13 @@ use crate::content::{self, Store};
 use crate::error::{Error, Kind, Result};
 use crate::metrics::Metrics;
 use crate::upstream::{self, BoxError, Upstream};
-use crate::{soap, wsusss, wusp};
+use crate::{wsusss, wusp};
 
+mod calls;
+mod connection;
 mod h3;
+
+pub(crate) use calls::{BodyError, read_body};
 
 /// What every handler may see of the node.
 pub struct App {
@@ -41,8 +45,16 @@ pub struct App {
     pub wusp: Arc<wusp::Service>,
     /// The server-server protocol's upstream side, from the same catalog.
     pub wsusss: Arc<wsusss::Service>,
-    /// Who may call it (none: anyone who reaches the port).
+    /// The tokens downstream servers may show.
     pub downstream_tokens: crate::auth::Tokens,
+    /// A client certificate verified by the TLS listener (`tls.client_ca`) makes a downstream.
+    downstream_certificates: bool,
+    /// `downstream.allow_anonymous`: the server-server services are open to anyone.
+    downstream_open: bool,
+    /// Large SOAP bodies parse here, a bounded number at once.
+    parsers: calls::Parsers,
+    /// What each connection may hold and for how long.
+    pub limits: crate::config::ConnectionLimits,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<Arc<Upstream>>,
     /// The syncs and prefetches of a downstream server (none on a root).
@@ -53,6 +65,8 @@ pub struct App {
     pub reports: Arc<std::sync::Mutex<crate::report::Journal>>,
     /// Who may change state through the admin API (and read it from afar).
     pub admin_tokens: crate::auth::Tokens,
+    /// The names the admin listener answers to (lower case), besides IP literals and localhost.
+    pub admin_names: Vec<String>,
     /// Who may read the admin views without a token, besides loopback (SIGHUP may change it).
     pub admin_read_networks: std::sync::RwLock<Vec<crate::config::Network>>,
     /// What SIGHUP re-reads.
@@ -235,6 +249,9 @@ pub async fn start(config: &Config) -> Result<Running> {
         .with_source(e)
     })?;
     let metrics = Arc::new(Metrics::new());
+    if let Some(limit) = connection::raise_descriptor_limit() {
+        metrics.descriptors_limit.set(gauge(limit));
+    }
     metrics.set_node(&config.node.name, config.upstream.is_some());
     metrics.cache_disk_limit.set(gauge(config.cache.disk_bytes));
     metrics
@@ -357,12 +374,17 @@ pub async fn start(config: &Config) -> Result<Running> {
         metrics,
         upstream,
         admin_tokens,
+        admin_names: admin_names(config),
         admin_read_networks: std::sync::RwLock::new(config.admin.read_networks.clone()),
         reloadable: std::sync::Mutex::new(Reloadable {
             admin_token_file: config.admin.token_file.clone(),
             downstream_token_file: config.downstream.token_file.clone(),
         }),
         downstream_tokens,
+        downstream_certificates: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+        downstream_open: config.downstream.allow_anonymous,
+        parsers: calls::Parsers::for_this_machine(),
+        limits: config.listen.limits,
         started: Instant::now(),
         ready: AtomicBool::new(false),
         listen,
@@ -425,6 +447,9 @@ pub async fn start(config: &Config) -> Result<Running> {
         Role::Admin,
         shutdown_rx,
     ));
+    for advisory in advisories(config) {
+        tracing::warn!(key = %advisory.key, "{}", advisory.message);
+    }
     app.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         node = %app.name,
@@ -440,6 +465,24 @@ pub async fn start(config: &Config) -> Result<Running> {
         shutdown,
         tasks,
     })
+}
+
+/// This machine's host name (as the kernel has it), the node's name and `admin.server_names`,
+/// in lower case.
+fn admin_names(config: &Config) -> Vec<String> {
+    let mut names = config.admin.server_names.clone();
+    names.push(config.node.name.to_ascii_lowercase());
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // fails.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        if let Ok(host) = std::str::from_utf8(&buf[..end]) {
+            names.push(host.to_ascii_lowercase());
+        }
+    }
+    names.retain(|n| !n.is_empty());
+    names
 }
 
 /// A byte count or a number of seconds as a gauge's value (an i64).
@@ -460,18 +503,23 @@ async fn accept_loop(
     role: Role,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let limits = app.limits;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        // Later requests' heads; the first one's is the watchdog's (it covers the bytes
+        // hyper-util reads to tell HTTP/1 from HTTP/2, and the TLS handshake).
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     // The TLS listener tells clients that the same port speaks HTTP/3 over UDP.
@@ -481,6 +529,17 @@ async fn accept_loop(
         }
         _ => None,
     };
+    let name = match (role, tls.is_some()) {
+        (Role::Admin, _) => "admin",
+        (Role::Clients, true) => "https",
+        (Role::Clients, false) => "http",
+    };
+    let open = app
+        .metrics
+        .connections_open
+        .get_or_create(&crate::metrics::ListenerLabels { listener: name })
+        .clone();
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -494,20 +553,33 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        // Over the limit: closed at once, which frees the descriptor and tells the client,
+        // where leaving it in the backlog would let it wait for nothing.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            app.metrics.connection_closed("limit");
+            tracing::debug!(%peer, listener = name, "connection refused: listen.max_connections reached");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let activity = connection::Activity::new();
+        let metrics = app.metrics.clone();
         let app = app.clone();
         let alt_svc = alt_svc.clone();
         let tls_listener = tls.is_some();
+        let requests = activity.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             let alt_svc = alt_svc.clone();
             let tls = tls_listener;
+            let in_flight = requests.request();
             async move {
                 let (mut parts, body) = req.into_parts();
                 parts.extensions.insert(Peer(peer));
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
                 let listener = if tls { Listener::Tls } else { Listener::Plain };
                 let mut response = route(&app, role, listener, &parts, body).await;
+                drop(in_flight);
                 if let Some(v) = alt_svc {
                     response.headers_mut().insert(http::header::ALT_SVC, v);
                 }
@@ -517,26 +589,45 @@ async fn accept_loop(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
+        let open = open.clone();
+        open.inc();
         tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => {
+            let stream = connection::Watched::new(stream, activity.clone());
+            let serve = async move {
+                match tls {
+                    None => {
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
-                    Err(e) => {
-                        tracing::warn!(%peer, error = %e, "TLS handshake refused");
-                        return;
-                    }
-                },
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                            Ok(())
+                        }
+                    },
+                }
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                result = serve => {
+                    if let Err(e) = result {
+                        // hyper's own header timer (a later request's head) ends it so.
+                        if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                            metrics.connection_closed("header_timeout");
+                        }
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                }
+                reason = activity.expired(&limits) => {
+                    metrics.connection_closed(reason);
+                    tracing::debug!(%peer, reason, "connection closed");
+                }
             }
+            open.dec();
+            drop(slot);
         });
     }
     drop(listener);
@@ -567,6 +658,19 @@ async fn route(
     let path = parts.uri.path();
     let requester = Requester::new(parts.extensions.get::<Peer>().map(|p| p.0), &parts.headers);
     let id = requester.id;
+    if let Some(refusal) = host_refusal(parts) {
+        app.metrics.refused("host");
+        access_line(
+            &requester,
+            parts,
+            StatusCode::BAD_REQUEST,
+            started,
+            tracing::Level::INFO,
+        );
+        let mut response = response::text(StatusCode::BAD_REQUEST, refusal);
+        response.headers_mut().insert(X_REQUEST_ID, id.header());
+        return response;
+    }
     let (class, mut response) = match role {
         Role::Admin => {
             let response = admin::respond(app, parts, body).await;
@@ -584,33 +688,42 @@ async fn route(
             "content",
             response::respond(&app.store, &parts.method, path, &parts.headers, requester).await,
         ),
-        Role::Clients => {
-            let service = wusp::Endpoint::from_path(path)
-                .map(SoapService::Client)
-                .or_else(|| wsusss::Endpoint::from_path(path).map(SoapService::Server));
-            match service {
-                Some(service) => (
-                    "soap",
-                    soap(app, service, listener, parts, body, &requester).await,
-                ),
-                None => {
-                    let response = response::text(StatusCode::NOT_FOUND, "not found");
-                    access_line(
-                        &requester,
-                        parts,
-                        response.status(),
-                        started,
-                        tracing::Level::INFO,
-                    );
-                    ("other", response)
-                }
+        Role::Clients => match calls::SoapService::from_path(path) {
+            Some(service) => (
+                "soap",
+                calls::soap(app, service, listener, parts, body, &requester).await,
+            ),
+            None => {
+                let response = response::text(StatusCode::NOT_FOUND, "not found");
+                access_line(
+                    &requester,
+                    parts,
+                    response.status(),
+                    started,
+                    tracing::Level::INFO,
+                );
+                ("other", response)
             }
-        }
+        },
     };
     app.metrics
         .request(class, response.status().as_u16(), started.elapsed());
     response.headers_mut().insert(X_REQUEST_ID, id.header());
     response
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header, and a server answers
+/// 400 to one without or with more. HTTP/1.0, HTTP/2 and HTTP/3 may go without (the latter two
+/// name the authority in the request), never with two.
+fn host_refusal(parts: &http::request::Parts) -> Option<&'static str> {
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Some("a request carries one Host header, not more (RFC 9112 §3.2)"),
+        (None, None) if parts.version == http::Version::HTTP_11 => {
+            Some("an HTTP/1.1 request carries a Host header (RFC 9112 §3.2)")
+        }
+        _ => None,
+    }
 }
 
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
@@ -648,309 +761,9 @@ fn access_line(
     }
 }
 
-/// Why a request body could not be had.
-pub(crate) enum BodyError {
-    /// Over the limit (declared or sent); reading stopped there.
-    TooLarge,
-    /// The transport failed mid-body, or a compressed body does not decompress.
-    Broken,
-    /// Sent in a content coding other than gzip (RFC 7694: 415).
-    UnsupportedCoding,
-}
-
-/// A SOAP body as sent, decoded from its content coding (gzip, or none): at most `limit`
-/// bytes decoded.
-fn decode_body(
-    headers: &http::HeaderMap,
-    bytes: Vec<u8>,
-    limit: usize,
-) -> std::result::Result<Vec<u8>, BodyError> {
-    let Some(coding) = headers.get(http::header::CONTENT_ENCODING) else {
-        return Ok(bytes);
-    };
-    let coding = coding.to_str().unwrap_or("?").trim();
-    if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
-        Ok(bytes)
-    } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-        soap::coding::gunzip(&bytes, limit).map_err(|e| match e.kind() {
-            std::io::ErrorKind::FileTooLarge => BodyError::TooLarge,
-            _ => BodyError::Broken,
-        })
-    } else {
-        Err(BodyError::UnsupportedCoding)
-    }
-}
-
-/// Read a whole request body of at most `limit` bytes; a declared Content-Length over the
-/// limit is refused before a byte is read.
-pub(crate) async fn read_body(
-    headers: &http::HeaderMap,
-    mut body: RequestBody,
-    limit: usize,
-) -> std::result::Result<Vec<u8>, BodyError> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let frame = frame.map_err(|_| BodyError::Broken)?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(BodyError::TooLarge);
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes)
-}
-
-/// A SOAP body from this size on (bytes) is parsed into a tree of up to millions of small
-/// allocations; typical calls are a few KiB.
-const RELEASE_AFTER_BYTES: usize = 1 << 20;
-
-/// Hand the pages the allocator holds free back to the system. glibc returns only the top of
-/// each arena on free; the millions of small nodes of a large parse, freed below live ones,
-/// otherwise stay resident (60 MiB after a refused 2-million-element rollup).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// The address a request came from, in its extensions.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub SocketAddr);
-
-/// The web service a SOAP call was posted to.
-#[derive(Debug, Clone, Copy)]
-enum SoapService {
-    /// The client protocol (Windows Update Agents).
-    Client(wusp::Endpoint),
-    /// The server-server protocol (downstream servers).
-    Server(wsusss::Endpoint),
-}
-
-/// What the access line says of a SOAP call besides who sent it.
-#[derive(Default)]
-struct Call {
-    operation: Option<String>,
-    fault: Option<&'static str>,
-    /// The body as read (decoded), in bytes.
-    bytes_in: usize,
-    bytes_out: usize,
-}
-
-/// A SOAP call, answered by [`answer_soap`], with its access line and its metrics.
-async fn soap(
-    app: &App,
-    service: SoapService,
-    listener: Listener,
-    parts: &http::request::Parts,
-    body: RequestBody,
-    requester: &Requester,
-) -> Response<Body> {
-    let started = Instant::now();
-    let mut call = Call::default();
-    let response = answer_soap(app, service, listener, parts, body, &mut call).await;
-    let elapsed = started.elapsed();
-    let operation = call.operation.as_deref().unwrap_or("-");
-    if call.operation.is_some() {
-        app.metrics.soap_call(operation, call.fault, elapsed);
-    }
-    tracing::info!(
-        target: "wsus_edge::access",
-        request_id = %requester.id,
-        client = %requester.client(),
-        user_agent = requester.agent(),
-        method = %parts.method,
-        path = %parts.uri.path(),
-        operation = %operation,
-        status = response.status().as_u16(),
-        fault = %call.fault.unwrap_or("-"),
-        bytes_in = call.bytes_in,
-        bytes = call.bytes_out,
-        ms = elapsed.as_millis() as u64,
-    );
-    response
-}
-
-/// A SOAP call: the body read under the service's limit, the answer as the service gives it.
-/// Downstream servers show an accepted bearer token first when `downstream.token_file` is set.
-async fn answer_soap(
-    app: &App,
-    service: SoapService,
-    listener: Listener,
-    parts: &http::request::Parts,
-    body: RequestBody,
-    call: &mut Call,
-) -> Response<Body> {
-    if parts.method != http::Method::POST {
-        let mut r = response::text(StatusCode::METHOD_NOT_ALLOWED, "SOAP services take POST");
-        r.headers_mut()
-            .insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-        return r;
-    }
-    let refused = |service: SoapService| {
-        matches!(service, SoapService::Server(_))
-            && !app.downstream_tokens.is_empty()
-            && !app.downstream_tokens.accepts(&parts.headers)
-    };
-    let refusal = || {
-        tracing::warn!(path = %parts.uri.path(), "downstream server refused: no accepted bearer token");
-        crate::auth::unauthorized("Bearer realm=\"wsus-edge downstream\"")
-    };
-    if refused(service) {
-        return refusal();
-    }
-    // Downstream servers roll up on the clients' Reporting path: a larger body, their own
-    // service and gate, told apart by the operation.
-    let reporting = matches!(service, SoapService::Client(wusp::Endpoint::Reporting));
-    let limit = if reporting {
-        wsusss::rollup::LIMITS.max_bytes
-    } else {
-        app.wusp.max_body()
-    };
-    let mut read = read_body(&parts.headers, body, limit)
-        .await
-        .and_then(|bytes| decode_body(&parts.headers, bytes, limit));
-    let mut service = service;
-    if let Ok(bytes) = &read {
-        call.bytes_in = bytes.len();
-        let operation = reporting.then(|| soap::operation_name(bytes)).flatten();
-        if operation.is_some_and(|op| wsusss::rollup::OPERATIONS.contains(&op.as_str())) {
-            service = SoapService::Server(wsusss::Endpoint::Reporting);
-            if refused(service) {
-                return refusal();
-            }
-        } else if reporting && bytes.len() > app.wusp.max_body() {
-            read = Err(BodyError::TooLarge);
-        }
-    }
-    // Bodies past this size (or refused for their size) leave their parse's freed memory
-    // behind in the allocator; it is handed back once the call is answered.
-    let large = read
-        .as_ref()
-        .map_or(true, |b| b.len() >= RELEASE_AFTER_BYTES);
-    let reply = match (read, service) {
-        (Err(BodyError::TooLarge), SoapService::Client(endpoint)) => {
-            wusp::oversized(endpoint, limit)
-        }
-        (Err(BodyError::TooLarge), SoapService::Server(endpoint)) => wusp::fault_in(
-            soap::Version::Soap11,
-            endpoint.namespace(),
-            "(unparsed)",
-            &wusp::Fault::invalid(format!("request body over {limit} bytes")),
-        ),
-        (Err(BodyError::Broken), _) => {
-            return response::text(StatusCode::BAD_REQUEST, "request body broken");
-        }
-        (Err(BodyError::UnsupportedCoding), _) => {
-            let mut r = response::text(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "request body in a content coding this server does not read: send gzip or none",
-            );
-            r.headers_mut().insert(
-                http::header::ACCEPT_ENCODING,
-                HeaderValue::from_static("gzip"),
-            );
-            return r;
-        }
-        (Ok(bytes), SoapService::Server(endpoint)) => {
-            let peer = parts.extensions.get::<Peer>().map(|p| p.0);
-            app.wsusss
-                .call(endpoint, &bytes, peer, crate::catalog::store::unix_now())
-                .await
-        }
-        (Ok(bytes), SoapService::Client(endpoint)) => {
-            let content_base = content_base(app, listener, parts);
-            let action = parts
-                .headers
-                .get("soapaction")
-                .and_then(|v| v.to_str().ok());
-            app.wusp
-                .call(wusp::Call {
-                    endpoint,
-                    action,
-                    body: &bytes,
-                    content_base: &content_base,
-                    now: crate::catalog::store::unix_now(),
-                })
-                .await
-        }
-    };
-    if large {
-        // On the blocking pool: trimming a large heap takes milliseconds that the other requests
-        // on this worker (the content path) should not wait for. The answer waits, so the memory
-        // is back before the caller sees it.
-        let _ = tokio::task::spawn_blocking(release_freed_memory).await;
-    }
-    call.fault = reply.fault.map(|f| f.as_str());
-    call.operation = Some(reply.operation.clone());
-    // gzip when the client offers it (Windows offers only xpress: see README).
-    let body = soap::coding::lists_gzip(parts.headers.get_all(http::header::ACCEPT_ENCODING))
-        .then(|| soap::coding::gzip(reply.body.as_bytes()).ok())
-        .flatten();
-    let compressed = body.is_some();
-    call.bytes_out = body.as_ref().map_or(reply.body.len(), Vec::len);
-    let mut r = Response::new(match body {
-        Some(b) => response::full_body(b),
-        None => response::full_body(reply.body),
-    });
-    *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-    let h = r.headers_mut();
-    h.insert(
-        http::header::VARY,
-        HeaderValue::from_static("Accept-Encoding"),
-    );
-    // What this node reads in requests (RFC 7694): downstream servers compress their posts.
-    h.insert(
-        http::header::ACCEPT_ENCODING,
-        HeaderValue::from_static("gzip"),
-    );
-    if compressed {
-        h.insert(
-            http::header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
-    }
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(reply.content_type),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("private"),
-    );
-    r
-}
-
-/// `http://host:port` of the plain HTTP listener, as the client reaches this node.
-fn content_base(app: &App, listener: Listener, parts: &http::request::Parts) -> String {
-    let host = parts
-        .headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .filter(|h| !h.is_empty() && h.len() < 256 && !h.contains(['/', ' ', '@']));
-    let http_port = app.listen.http.port();
-    match (host, listener) {
-        (Some(host), Listener::Plain) => format!("http://{host}"),
-        (Some(host), Listener::Tls) => {
-            let name = match host.rsplit_once(':') {
-                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-                _ => host,
-            };
-            format!("http://{name}:{http_port}")
-        }
-        (None, _) => format!("http://{}", app.listen.http),
-    }
-}
 
 /// Take a new catalog into service when state.db changed (an import, an approval, a sync).
 async fn reload_catalog(
@@ -975,6 +788,82 @@ async fn reload_catalog(
             Ok(Ok(false)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "reloading the catalog failed"),
             Err(e) => tracing::warn!(error = %e, "reloading the catalog failed"),
+        }
+    }
+}
+
+/// What in `config` works but may not be what the operator meant: `check-config` prints these
+/// as warnings and `serve` logs them. The filesystem is looked at (the cache's room).
+pub fn advisories(config: &Config) -> Vec<crate::config::Problem> {
+    use crate::config::units::format_bytes;
+    let mut out = Vec::new();
+    let mut warn = |key: &str, message: String| {
+        out.push(crate::config::Problem {
+            key: key.to_owned(),
+            message,
+        })
+    };
+    if config.downstream.allow_anonymous {
+        warn(
+            "downstream.allow_anonymous",
+            format!(
+                "the server-server services (sync, content, rollup) are open to anyone who \
+                 reaches {}: anyone may read the catalog and add computers to the reports",
+                config.listen.http
+            ),
+        );
+    }
+    let cache = &config.cache;
+    if let Ok(fs) = rustix::fs::statvfs(&config.node.data_dir) {
+        let size = fs.f_blocks.saturating_mul(fs.f_frsize);
+        let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+        if size <= cache.min_free_disk {
+            warn(
+                "cache.min_free_disk",
+                format!(
+                    "{} is at least the whole filesystem of node.data_dir ({}): nothing will be \
+                     cached, every download goes to the upstream",
+                    format_bytes(cache.min_free_disk),
+                    format_bytes(size)
+                ),
+            );
+        } else if free <= cache.min_free_disk {
+            warn(
+                "cache.min_free_disk",
+                format!(
+                    "node.data_dir's filesystem has {} free, no more than the {} the cache \
+                     leaves free: nothing new will be cached until space is freed",
+                    format_bytes(free),
+                    format_bytes(cache.min_free_disk)
+                ),
+            );
+        }
+    }
+    if cache.disk_bytes < cache.slice_bytes {
+        warn(
+            "cache.disk_bytes",
+            format!(
+                "{} holds less than one slice ({}): nothing will be cached",
+                format_bytes(cache.disk_bytes),
+                format_bytes(cache.slice_bytes)
+            ),
+        );
+    }
+    out
+}
+
+/// Who may use the server-server services, in words (for `check-config` and the start line).
+pub fn downstream_access(config: &Config) -> &'static str {
+    let tokens = config.downstream.token_file.is_some();
+    let certificates = config.tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+    match (config.downstream.allow_anonymous, tokens, certificates) {
+        (true, _, _) => "anyone (downstream.allow_anonymous)",
+        (false, true, true) => "downstream servers with a token or a client certificate",
+        (false, true, false) => "downstream servers with a token",
+        (false, false, true) => "downstream servers with a client certificate (HTTPS only)",
+        (false, false, false) => {
+            "nobody (no downstream.token_file or tls.client_ca: this node takes no downstream \
+             servers)"
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::catalog::{
 };
 use crate::report::{Downstream, DownstreamSeen, Journal};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
-use crate::soap::{self, Element, Version};
+use crate::soap::{self, Element};
 use crate::wusp::cookie::{Claims, Kind};
 use crate::wusp::{ErrorCode, Fault, Reply, fault_in, lock};
 
@@ -126,29 +126,53 @@ impl Service {
         }
     }
 
+    /// The parse limits of a call of `operation` (as the body names it, before parsing; `None`:
+    /// not known yet) posted to `endpoint`: the element count cut to what the operation can
+    /// carry, so that a small compressed body of empty elements cannot make a large tree.
+    pub fn limits_for(&self, endpoint: Endpoint, operation: Option<&str>) -> soap::Limits {
+        let base = match endpoint {
+            Endpoint::Reporting => rollup::LIMITS,
+            _ => *self.wusp.limits(),
+        };
+        let elements = match (endpoint, operation) {
+            (_, None) => base.max_elements,
+            // 500 computers with the state of every update that applies to each: hundreds of
+            // thousands of elements (`rollup::LIMITS`).
+            (Endpoint::Reporting, Some("RollupComputerStatus")) => base.max_elements,
+            // Up to 5,000 client summaries, 1,500 computers or 20,000 rollup numbers per
+            // batch (the maxima this node announces), a dozen elements each at most.
+            (
+                Endpoint::Reporting,
+                Some("RollupDownstreamServers" | "RollupComputers" | "GetOutOfSyncComputers"),
+            ) => 100_000,
+            // Update IDs, file digests or revision IDs asked for in one call.
+            (
+                Endpoint::ServerSync,
+                Some(
+                    "GetUpdateData"
+                    | "DownloadFiles"
+                    | "GetUpdateDecryptionData"
+                    | "GetRevisionIdList"
+                    | "GetDeployments",
+                ),
+            ) => 100_000,
+            // Cookies, configuration, Ping: a few dozen elements.
+            _ => 2_000,
+        };
+        soap::Limits {
+            max_elements: base.max_elements.min(elements),
+            ..base
+        }
+    }
+
     /// Answer one call posted to `endpoint` from `peer` at `now` (seconds since the epoch).
     pub async fn call(
         &self,
         endpoint: Endpoint,
-        body: &[u8],
+        envelope: soap::Envelope,
         peer: Option<SocketAddr>,
         now: i64,
     ) -> Reply {
-        let limits = match endpoint {
-            Endpoint::Reporting => &rollup::LIMITS,
-            _ => self.wusp.limits(),
-        };
-        let envelope = match soap::parse(body, limits) {
-            Ok(e) => e,
-            Err(e) => {
-                return fault_in(
-                    Version::Soap11,
-                    endpoint.namespace(),
-                    "(unparsed)",
-                    &Fault::invalid(e.to_string()),
-                );
-            }
-        };
         let (version, op) = (envelope.version, envelope.operation);
         let ns = op.ns.as_deref().unwrap_or("");
         let result = match (endpoint, ns, op.name.as_str()) {

@@ -175,7 +175,6 @@ pub struct Call<'a> {
     pub endpoint: Endpoint,
     /// The SOAPAction header (or the SOAP 1.2 action parameter), quotes included or not.
     pub action: Option<&'a str>,
-    pub body: &'a [u8],
     /// `http://host:port` content URLs are made from (the content listener as the client
     /// reached this node).
     pub content_base: &'a str,
@@ -361,20 +360,8 @@ impl Service {
         s
     }
 
-    /// Answer one call.
-    pub async fn call(self: &Arc<Self>, call: Call<'_>) -> Reply {
-        let envelope = match soap::parse(call.body, &self.settings.limits) {
-            Ok(e) => e,
-            Err(e) => {
-                // Not a usable SOAP request: a fault in SOAP 1.1 (the version of every client).
-                return fault_reply(
-                    Version::Soap11,
-                    call.endpoint,
-                    "(unparsed)",
-                    &Fault::invalid(e.to_string()),
-                );
-            }
-        };
+    /// Answer one call, its body parsed under [`limits_for`] its operation.
+    pub async fn call(self: &Arc<Self>, call: Call<'_>, envelope: soap::Envelope) -> Reply {
         let version = envelope.version;
         let op = envelope.operation;
         let name = op.name.clone();
@@ -397,6 +384,28 @@ impl Service {
             },
             Err(fault) => fault_reply(version, call.endpoint, &name, &fault),
         }
+    }
+}
+
+/// The parse limits of a client call of `operation` (as the body names it, before parsing):
+/// the service's `base`, with the element count cut to what the operation can carry, so that a
+/// small compressed body of empty elements cannot make a large tree.
+pub fn limits_for(base: &Limits, operation: Option<&str>) -> Limits {
+    let elements = match operation {
+        // The revision IDs a client has installed and cached: thousands of <int>, tens of
+        // thousands on a machine with years of history.
+        Some("SyncUpdates") => 100_000,
+        // Revision IDs, file digests or events asked about or reported in one call; the agent
+        // sends them in batches of hundreds.
+        Some(
+            "GetExtendedUpdateInfo" | "GetFileLocations" | "RefreshCache" | "ReportEventBatch",
+        ) => 50_000,
+        // Cookies, configuration, registration: a few dozen elements.
+        _ => 2_000,
+    };
+    Limits {
+        max_elements: base.max_elements.min(elements),
+        ..*base
     }
 }
 

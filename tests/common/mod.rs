@@ -386,6 +386,11 @@ pub fn node_config(
         }
     }
     text.push_str(extra);
+    // Nodes here serve their downstreams without credentials unless a test names them: the
+    // tests of authentication say [downstream] themselves.
+    if !extra.contains("[downstream]") {
+        text.push_str("\n[downstream]\nallow_anonymous = true\n");
+    }
     // Nor a rollup of client status.
     if upstream.is_some() && !extra.contains("rollup_interval") {
         text.push_str("\n[reports]\nrollup_interval = \"0s\"\n");
