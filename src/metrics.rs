@@ -119,11 +119,12 @@ pub fn operation_label(name: &str) -> &'static str {
 }
 
 /// The `reason` of `wsus_edge_fill_errors_total`.
-pub const FILL_ERROR_REASONS: [&str; 7] = [
+pub const FILL_ERROR_REASONS: [&str; 8] = [
     "digest",
     "disk",
     "disk_full",
     "not_found",
+    "partial_limit",
     "too_large",
     "unavailable",
     "upstream",

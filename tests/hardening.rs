@@ -779,3 +779,109 @@ fn check_config_warns_when_the_cache_has_no_room() {
         "{stdout}"
     );
 }
+
+/// The partial files this process holds open (the node runs in it).
+fn open_partial_files(data_dir: &std::path::Path) -> usize {
+    let partial = data_dir.join("partial");
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&partial))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_objects_are_bounded_and_new_objects_are_still_cached() {
+    logs();
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("branch");
+    let extra = "[cache]\nslice_bytes = \"64KiB\"\nmax_partial_objects = 40\n";
+    let node = branch(&data, &origin.url(), extra).await;
+    // A one-byte suffix range of each of 120 objects: each stays partial (its last slice only).
+    let mut paths = Vec::new();
+    for i in 0..120 {
+        let bytes = payload(256 << 10, 1000 + i);
+        let path = origin.add(bytes.clone(), "cab");
+        let got = get(&url(&node, &path), &[("range", "bytes=-1")]).await;
+        assert_eq!(got.status, 206);
+        assert_eq!(got.body, bytes.slice(bytes.len() - 1..));
+        paths.push(path);
+    }
+    let open = open_partial_files(&data);
+    assert!(open <= 2 * 40, "{open} partial files open");
+    let on_disk = std::fs::read_dir(data.join("partial")).unwrap().count();
+    assert!(on_disk <= 2 * 40, "{on_disk} partial files on disk");
+    // A new object is cached as before: fetched once, then served from the cache.
+    let bytes = payload(256 << 10, 7);
+    let path = origin.add(bytes.clone(), "cab");
+    assert_eq!(get(&url(&node, &path), &[]).await.body, bytes);
+    assert_eq!(get(&url(&node, &path), &[]).await.body, bytes);
+    assert_eq!(origin.requests_for(&path).len(), 4, "one fetch per slice");
+    assert_eq!(
+        metric(
+            &node,
+            "wsus_edge_fill_errors_total",
+            "reason=\"partial_limit\""
+        )
+        .await,
+        0.0
+    );
+    // A restart under a lower bound keeps the most recent and discards the rest.
+    node.shutdown(Duration::from_secs(1)).await;
+    let extra = "[cache]\nslice_bytes = \"64KiB\"\nmax_partial_objects = 10\n";
+    let node = branch(&data, &origin.url(), extra).await;
+    let on_disk = std::fs::read_dir(data.join("partial")).unwrap().count();
+    assert!(
+        on_disk <= 2 * 10,
+        "{on_disk} partial files after the restart"
+    );
+    let open = open_partial_files(&data);
+    assert!(
+        open <= 2 * 10,
+        "{open} partial files open after the restart"
+    );
+    let last = paths.last().unwrap();
+    assert_eq!(
+        get(&url(&node, last), &[("range", "bytes=-1")])
+            .await
+            .status,
+        206
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_trickles_every_resumption_meets_the_fill_deadline() {
+    logs();
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = branch_with(
+        dir.path(),
+        &origin.url(),
+        "timeout = \"1s\"\nretries = 4\nfill_timeout = \"3s\"\n",
+        "",
+    )
+    .await;
+    let bytes = payload(1 << 20, 77);
+    let path = origin.add(bytes.clone(), "cab");
+    // Each answer sends 1,000 bytes and stalls: progress every time, so the resumptions alone
+    // would go on for 40 attempts of a second each.
+    origin.fault(
+        &path,
+        Fault::StallAfter {
+            bytes: 1000,
+            times: 1000,
+        },
+    );
+    let started = Instant::now();
+    let got = get(&url(&node, &path), &[]).await;
+    let took = started.elapsed();
+    assert!(
+        got.status == 504 || got.broken,
+        "status {} broken {}",
+        got.status,
+        got.broken
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(!logged(&["upstream.fill_timeout"]).is_empty());
+}

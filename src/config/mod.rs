@@ -57,6 +57,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "retries",
             "concurrency",
             "per_object",
+            "fill_timeout",
         ],
     ),
     ("downstream", &["token_file", "allow_anonymous"]),
@@ -72,6 +73,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "max_ranges",
             "read_ahead",
             "max_object_bytes",
+            "max_partial_objects",
         ],
     ),
     ("wan", &["max_bandwidth"]),
@@ -93,6 +95,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_RETRIES: u32 = 4;
 const DEFAULT_CONCURRENCY: usize = 16;
 const DEFAULT_PER_OBJECT: usize = 4;
+/// A 4 MiB slice takes 35 s at 1 Mbit/s; five minutes leaves room for a slow link's retries.
+const DEFAULT_FILL_TIMEOUT: Duration = Duration::from_secs(300);
 const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
 const DEFAULT_DISK_BYTES: u64 = 100 * GIB;
 const DEFAULT_MIN_FREE_DISK: u64 = GIB;
@@ -101,6 +105,8 @@ const DEFAULT_MAX_RANGES: usize = 16;
 const DEFAULT_READ_AHEAD: u32 = 0;
 /// Windows feature updates and Office images are a few GiB; nothing WSUS serves comes near this.
 const DEFAULT_MAX_OBJECT_BYTES: u64 = 32 * GIB;
+/// Two descriptors each: 2,048 of the unit's 65,536.
+const DEFAULT_MAX_PARTIAL_OBJECTS: usize = 1024;
 const DEFAULT_ROLLUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_LOG_LEVEL: &str = "info";
@@ -247,6 +253,9 @@ pub struct Upstream {
     /// Slice fetches in flight for one object at once (1..=concurrency). Default 4, or
     /// `concurrency` when that is smaller.
     pub per_object: usize,
+    /// The most one slice's fetch may take, resumptions included: an upstream that sends part
+    /// of every resumed range cannot keep a client waiting longer. Default 5m.
+    pub fill_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -341,6 +350,10 @@ pub struct Cache {
     /// The largest object a branch fetches from its upstream; a larger size in an answer is a
     /// 502, never an allocation for it. At least slice_bytes. Default 32 GiB.
     pub max_object_bytes: u64,
+    /// Objects being filled on disk at once (each holds two descriptors and its size in
+    /// reserved space); past it the least recently used idle one is evicted, or, when every
+    /// one is busy, a new object is served through without caching. Default 1024.
+    pub max_partial_objects: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -448,6 +461,7 @@ impl Default for Config {
                 max_ranges: DEFAULT_MAX_RANGES,
                 read_ahead: DEFAULT_READ_AHEAD,
                 max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+                max_partial_objects: DEFAULT_MAX_PARTIAL_OBJECTS,
             },
             wan: Wan {
                 max_bandwidth: None,
@@ -1098,6 +1112,9 @@ impl Walk {
             .or(u64::from(DEFAULT_RETRIES));
         let concurrency = self.field(section, "concurrency", |v| as_count(v, 1, 1024));
         let per_object = self.field(section, "per_object", |v| as_count(v, 1, 1024));
+        let fill_timeout = self
+            .field(section, "fill_timeout", as_interval)
+            .or(DEFAULT_FILL_TIMEOUT);
 
         let concurrency_limit = match concurrency {
             Field::Set(concurrency) => Some(concurrency),
@@ -1183,6 +1200,7 @@ impl Walk {
             retries: u32::try_from(retries).unwrap_or(DEFAULT_RETRIES),
             concurrency,
             per_object,
+            fill_timeout,
         }))
     }
 
@@ -1204,6 +1222,10 @@ impl Walk {
             .field(section, "read_ahead", |v| as_count(v, 0, 64))
             .or(u64::from(DEFAULT_READ_AHEAD));
         let max_object_bytes = self.field(section, "max_object_bytes", as_bytes);
+        let max_partial_objects = self
+            .field(section, "max_partial_objects", |v| as_count(v, 1, 100_000))
+            .set()
+            .map_or(DEFAULT_MAX_PARTIAL_OBJECTS, |n| n as usize);
 
         if slice_bytes.is_valid() {
             let slice = match slice_bytes {
@@ -1256,6 +1278,7 @@ impl Walk {
             max_ranges: usize::try_from(max_ranges).unwrap_or(DEFAULT_MAX_RANGES),
             read_ahead: u32::try_from(read_ahead).unwrap_or(DEFAULT_READ_AHEAD),
             max_object_bytes: max_object_bytes.or(DEFAULT_MAX_OBJECT_BYTES),
+            max_partial_objects,
         }
     }
 }

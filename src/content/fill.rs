@@ -162,12 +162,31 @@ pub struct FetchSpec<'a> {
     /// The object's size if known; else the first answer teaches it through `sizing`.
     pub size: Option<u64>,
     pub retries: u32,
+    /// The most the whole fetch may take, every resumption included.
+    pub deadline: Duration,
     pub now_secs: u64,
 }
 
 /// Fetch one slice into `fill`, resuming by range after failures. Returns the slice's bytes.
 /// The caller marks the fill done or failed (it first persists the bytes).
 pub async fn fetch(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) -> Result<Bytes> {
+    let deadline = spec.deadline;
+    let index = fill.index;
+    match tokio::time::timeout(deadline, resume(spec, fill, sizing)).await {
+        Ok(done) => done,
+        Err(_) => Err(Error::upstream(
+            Kind::Unavailable,
+            format!(
+                "slice {index} not complete within upstream.fill_timeout ({}s)",
+                deadline.as_secs()
+            ),
+        )
+        .retryable(false)),
+    }
+}
+
+/// [`fetch`] without its deadline.
+async fn resume(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) -> Result<Bytes> {
     let start = fill.index * spec.slice_bytes;
     let mut size = spec.size;
     let mut failures = 0u32;

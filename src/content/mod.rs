@@ -47,16 +47,20 @@ pub struct Settings {
     pub read_ahead: u32,
     /// The largest object fetched from upstream (also bounded by `disk_bytes`).
     pub max_object_bytes: u64,
+    /// Partial objects on disk at once (two descriptors each).
+    pub max_partial_objects: usize,
     /// Slice fetches in flight for one object (also how far a response looks ahead).
     pub per_object: usize,
     pub retries: u32,
+    /// The most one slice's fetch may take, resumptions included.
+    pub fill_timeout: Duration,
 }
 
 impl Settings {
     pub fn from_config(config: &Config) -> Settings {
-        let (per_object, retries) = match &config.upstream {
-            Some(up) => (up.per_object, up.retries),
-            None => (4, 4),
+        let (per_object, retries, fill_timeout) = match &config.upstream {
+            Some(up) => (up.per_object, up.retries, up.fill_timeout),
+            None => (4, 4, Duration::from_secs(300)),
         };
         Settings {
             data_dir: config.node.data_dir.clone(),
@@ -67,8 +71,10 @@ impl Settings {
             max_ranges: config.cache.max_ranges,
             read_ahead: config.cache.read_ahead,
             max_object_bytes: config.cache.max_object_bytes,
+            max_partial_objects: config.cache.max_partial_objects,
             per_object,
             retries,
+            fill_timeout,
         }
     }
 }
@@ -310,6 +316,20 @@ impl Store {
             }
         }
         let mut complete = Vec::new();
+        // Partial objects beyond max_partial_objects: the least recently written go.
+        let mut partials = partials;
+        if partials.len() > store.shared.settings.max_partial_objects {
+            let written = |rec: &disk::Recovered| {
+                std::fs::metadata(store.shared.dirs.partial_data(&rec.digest))
+                    .and_then(|m| m.modified())
+                    .unwrap_or(UNIX_EPOCH)
+            };
+            partials.sort_by_cached_key(|rec| std::cmp::Reverse(written(rec)));
+            for rec in partials.split_off(store.shared.settings.max_partial_objects) {
+                tracing::info!(digest = %rec.digest, "over cache.max_partial_objects: partial object discarded");
+                disk::discard_partial(&store.shared.dirs, &rec.digest);
+            }
+        }
         for rec in partials {
             if store.shared.upstream.is_none() {
                 // A root cannot finish a fill; its partial files are debris.
@@ -600,6 +620,50 @@ impl Shared {
         .await;
     }
 
+    /// Make room for one more partial object under `max_partial_objects` (each holds two
+    /// descriptors and a reservation of its size): evict idle ones, least recently used first.
+    /// False when every one is busy (a download reads it or a fetch is in flight).
+    async fn room_for_partial(self: &Arc<Self>) -> bool {
+        let bound = self.settings.max_partial_objects;
+        let (victims, excess) = {
+            let mut index = lock(&self.index);
+            let mut open = 0;
+            let mut idle = Vec::new();
+            for o in index.filling.values() {
+                let state = o.lock();
+                if !matches!(state.storage, Storage::Partial(_)) {
+                    continue;
+                }
+                open += 1;
+                let busy = o.usage.readers.load(Ordering::Acquire) != 0
+                    || state.slots.iter().any(|s| matches!(s, Slot::Fetching(_)));
+                if !busy {
+                    idle.push((o.usage.last_access_ms.load(Ordering::Relaxed), o.digest));
+                }
+            }
+            if open < bound {
+                return true;
+            }
+            let excess = open + 1 - bound;
+            idle.sort_unstable();
+            let victims: Vec<Arc<Object>> = idle
+                .into_iter()
+                .take(excess)
+                .filter_map(|(_, digest)| index.filling.remove(&digest))
+                .collect();
+            (victims, excess)
+        };
+        let shed = victims.len();
+        for object in victims {
+            // Out of the index with no reader: only its files and its reservation are left.
+            if self.discard(&object).await {
+                self.metrics.evictions.inc();
+                tracing::debug!(digest = %object.digest, "evicted an idle partial object");
+            }
+        }
+        shed == excess
+    }
+
     /// Make room for `size` more bytes on disk, evicting least recently used idle objects.
     /// False when even that cannot make room (the caller streams without caching).
     async fn reserve(self: &Arc<Self>, size: u64) -> bool {
@@ -780,6 +844,7 @@ impl Shared {
             slice_bytes: self.settings.slice_bytes,
             size: object.known_meta().map(|m| m.size),
             retries: self.settings.retries,
+            deadline: self.settings.fill_timeout,
             now_secs: disk::unix_secs(SystemTime::now()),
         };
         let learner = Learner {
@@ -1118,7 +1183,14 @@ impl Sizing for Learner<'_> {
             .retryable(false));
         }
         let slice_count = size.div_ceil(shared.settings.slice_bytes) as usize;
-        let storage = if shared.reserve(size).await {
+        let storage = if !shared.room_for_partial().await {
+            shared.metrics.fill_error("partial_limit");
+            tracing::warn!(digest = %self.object.digest,
+                limit = shared.settings.max_partial_objects,
+                "every partial object is busy (cache.max_partial_objects); serving through \
+                 without caching");
+            Storage::MemoryOnly
+        } else if shared.reserve(size).await {
             let digest = self.object.digest;
             let slice_bytes = shared.settings.slice_bytes;
             let ext = self.object.ext.clone();
@@ -1504,8 +1576,10 @@ mod tests {
             max_ranges: 16,
             read_ahead: 0,
             max_object_bytes: 1 << 40,
+            max_partial_objects: 1024,
             per_object: 4,
             retries: 0,
+            fill_timeout: Duration::from_secs(300),
         }
     }
 

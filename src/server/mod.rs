@@ -839,16 +839,6 @@ pub fn advisories(config: &Config) -> Vec<crate::config::Problem> {
             );
         }
     }
-    if cache.disk_bytes < cache.slice_bytes {
-        warn(
-            "cache.disk_bytes",
-            format!(
-                "{} holds less than one slice ({}): nothing will be cached",
-                format_bytes(cache.disk_bytes),
-                format_bytes(cache.slice_bytes)
-            ),
-        );
-    }
     out
 }
 
