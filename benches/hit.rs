@@ -26,6 +26,7 @@ fn store(rt: &tokio::runtime::Runtime, dir: &std::path::Path, memory_bytes: u64)
             read_ahead: 0,
             max_object_bytes: 1 << 40,
             max_partial_objects: 1024,
+            scrub_rate: 0,
             per_object: 4,
             retries: 4,
             fill_timeout: std::time::Duration::from_secs(300),

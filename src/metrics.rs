@@ -60,6 +60,11 @@ pub struct TransportLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FoundByLabels {
+    pub found_by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: &'static str,
 }
@@ -218,6 +223,12 @@ pub struct Metrics {
     /// Connections the node closed on its own, by why.
     pub connections_closed: Family<ReasonLabels, Counter>,
     pub connections_open: Family<ListenerLabels, Gauge>,
+    /// Committed bytes the scrub re-read and checked.
+    pub scrubbed_bytes: Counter,
+    /// Committed objects found changed on disk, by what found them (`read`, `scrub`).
+    pub corrupt: Family<FoundByLabels, Counter>,
+    /// Committed objects without a seal (from before seals) that the scrub sealed.
+    pub sealed: Counter,
     /// The soft limit on open descriptors after start.
     pub descriptors_limit: Gauge,
     node_info: Family<NodeLabels, Gauge>,
@@ -442,6 +453,25 @@ impl Metrics {
             "Open connections, by listener",
             connections_open.clone(),
         );
+        let scrubbed_bytes = Counter::default();
+        r.register(
+            "cache_scrubbed_bytes",
+            "Committed bytes the background scrub re-read and checked against their seals",
+            scrubbed_bytes.clone(),
+        );
+        let corrupt = Family::<FoundByLabels, Counter>::default();
+        r.register(
+            "cache_corrupt_objects",
+            "Committed objects whose bytes on disk no longer matched their seal (found_by read \
+             or scrub)",
+            corrupt.clone(),
+        );
+        let sealed = Counter::default();
+        r.register(
+            "cache_sealed_objects",
+            "Committed objects from before seals that the scrub verified and sealed",
+            sealed.clone(),
+        );
         let descriptors_limit = Gauge::default();
         r.register(
             "descriptors_limit",
@@ -488,6 +518,9 @@ impl Metrics {
         for reason in CLOSED_REASONS {
             let _ = connections_closed.get_or_create(&ReasonLabels { reason });
         }
+        for found_by in ["read", "scrub"] {
+            let _ = corrupt.get_or_create(&FoundByLabels { found_by });
+        }
         for listener in LISTENERS {
             let _ = connections_open.get_or_create(&ListenerLabels { listener });
         }
@@ -529,6 +562,9 @@ impl Metrics {
             refused,
             connections_closed,
             connections_open,
+            scrubbed_bytes,
+            corrupt,
+            sealed,
             descriptors_limit,
             node_info,
         }

@@ -885,3 +885,192 @@ async fn an_upstream_that_trickles_every_resumption_meets_the_fill_deadline() {
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(!logged(&["upstream.fill_timeout"]).is_empty());
 }
+
+/// Where a committed object lives under `data_dir`.
+fn committed_file(data_dir: &std::path::Path, bytes: &[u8]) -> std::path::PathBuf {
+    let hex = sha1(bytes).to_hex();
+    data_dir.join("content").join(&hex[38..]).join(&hex)
+}
+
+/// Wait until `path` exists (a commit, a seal); fail after 10 s.
+async fn appears(path: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Flip one byte of a file in place.
+fn flip(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x20], at).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_on_a_branchs_disk_is_never_served() {
+    logs();
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[cache]\nslice_bytes = \"1MiB\"\nmemory_bytes = 0\nscrub_rate = \"off\"\n";
+    let node = branch(dir.path(), &origin.url(), extra).await;
+    let bytes = payload(3 << 20, 31);
+    let path = origin.add(bytes.clone(), "cab");
+    assert_eq!(get(&url(&node, &path), &[]).await.body, bytes);
+    let file = committed_file(dir.path(), &bytes);
+    appears(&file).await;
+    appears(&file.with_extension("seal")).await;
+    flip(&file, (1 << 20) + 12_345);
+    // The slice with the flipped byte is never sent: not whole, not by range.
+    let got = get(&url(&node, &path), &[("range", "bytes=1048576-2097151")]).await;
+    assert!(
+        got.status.is_server_error() || got.broken,
+        "status {}",
+        got.status
+    );
+    assert_ne!(got.body, bytes.slice(1 << 20..2 << 20));
+    metric_reaches(
+        &node,
+        "wsus_edge_cache_corrupt_objects_total",
+        "found_by=\"read\"",
+        1.0,
+    )
+    .await;
+    // It is gone from the disk, and the next request fetches it again: right bytes.
+    assert!(!file.exists());
+    let before = origin.requests_for(&path).len();
+    assert_eq!(get(&url(&node, &path), &[]).await.body, bytes);
+    assert!(origin.requests_for(&path).len() > before);
+    assert!(!logged(&["no longer match its digest", "removed"]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_on_a_roots_disk_is_reported_and_never_served() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("root");
+    let source = dir.path().join("payloads");
+    std::fs::create_dir_all(&source).unwrap();
+    let bytes = payload(300 << 10, 32);
+    std::fs::write(source.join("update.cab"), &bytes).unwrap();
+    wsus_edge::content::import_dir(&data, &source).unwrap();
+    let file = committed_file(&data, &bytes);
+    assert!(file.with_extension("seal").exists(), "import seals");
+    flip(&file, 7);
+    let config = node_config(
+        &data,
+        None,
+        "",
+        "[cache]\nmemory_bytes = 0\nscrub_rate = \"off\"\n",
+    );
+    let node = start(&config).await;
+    let path = content_path(&bytes, "cab");
+    let got = get(&url(&node, &path), &[]).await;
+    assert!(
+        got.status.is_server_error() || got.broken,
+        "status {}",
+        got.status
+    );
+    assert_ne!(got.body, bytes);
+    metric_reaches(
+        &node,
+        "wsus_edge_cache_corrupt_objects_total",
+        "found_by=\"read\"",
+        1.0,
+    )
+    .await;
+    // Kept for the operator under corrupt/, and not served again.
+    assert!(data.join("corrupt").join(sha1(&bytes).to_hex()).exists());
+    assert_eq!(get(&url(&node, &path), &[]).await.status, 404);
+    assert!(!logged(&["moved to corrupt/"]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrub_finds_a_flipped_byte_and_seals_unsealed_objects() {
+    logs();
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[cache]\nslice_bytes = \"1MiB\"\nmemory_bytes = 0\nscrub_rate = \"1GiB/s\"\n";
+    let node = branch(dir.path(), &origin.url(), extra).await;
+    let (good, bad) = (payload(2 << 20, 41), payload(2 << 20, 42));
+    let (good_path, bad_path) = (
+        origin.add(good.clone(), "cab"),
+        origin.add(bad.clone(), "cab"),
+    );
+    assert_eq!(get(&url(&node, &good_path), &[]).await.body, good);
+    assert_eq!(get(&url(&node, &bad_path), &[]).await.body, bad);
+    let (good_file, bad_file) = (
+        committed_file(dir.path(), &good),
+        committed_file(dir.path(), &bad),
+    );
+    appears(&good_file.with_extension("seal")).await;
+    appears(&bad_file.with_extension("seal")).await;
+    // An object as an older version left it (no seal), and one whose disk went bad.
+    std::fs::remove_file(good_file.with_extension("seal")).unwrap();
+    flip(&bad_file, 1_500_000);
+    metric_reaches(
+        &node,
+        "wsus_edge_cache_corrupt_objects_total",
+        "found_by=\"scrub\"",
+        1.0,
+    )
+    .await;
+    metric_reaches(&node, "wsus_edge_cache_sealed_objects_total", "", 1.0).await;
+    assert!(good_file.with_extension("seal").exists());
+    assert!(!bad_file.exists());
+    assert!(metric(&node, "wsus_edge_cache_scrubbed_bytes_total", "").await >= (2 << 20) as f64);
+    // The damaged one comes from the upstream again, right.
+    assert_eq!(get(&url(&node, &bad_path), &[]).await.body, bad);
+    assert_eq!(get(&url(&node, &good_path), &[]).await.body, good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_slice_gone_bad_on_disk_is_fetched_again() {
+    logs();
+    let origin = Origin::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[cache]\nslice_bytes = \"1MiB\"\nmemory_bytes = 0\n";
+    let node = branch(dir.path(), &origin.url(), extra).await;
+    let bytes = payload(3 << 20, 51);
+    let path = origin.add(bytes.clone(), "cab");
+    // The first slice only: the object stays partial.
+    let got = get(&url(&node, &path), &[("range", "bytes=0-99")]).await;
+    assert_eq!(got.body, bytes.slice(0..100));
+    // Until the slice is on disk (its fill goes on after the 100 bytes were sent).
+    let info = format!(
+        "http://{}/api/v1/content/{}",
+        node.listening().admin,
+        sha1(&bytes).to_hex()
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(&info, &[]).await;
+        let json: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+        if json["slices_present"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{json}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let data = dir
+        .path()
+        .join("partial")
+        .join(format!("{}.data", sha1(&bytes).to_hex()));
+    flip(&data, 50);
+    let fetched = origin.requests_for(&path).len();
+    let got = get(&url(&node, &path), &[("range", "bytes=0-99")]).await;
+    assert_eq!(got.status, 206);
+    assert_eq!(got.body, bytes.slice(0..100));
+    assert!(origin.requests_for(&path).len() > fetched, "fetched again");
+}

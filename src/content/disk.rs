@@ -2,6 +2,10 @@
 //!
 //! ```text
 //! data_dir/content/<XX>/<sha1hex>      committed, verified objects (XX = last byte, as WSUS shards)
+//! data_dir/content/<XX>/<sha1hex>.seal its seal: a SHA-1 per 64 KiB block, taken when the whole
+//!                                      object was verified; every read from disk is checked
+//!                                      against it
+//! data_dir/corrupt/<sha1hex>           a root's committed object whose bytes no longer match
 //! data_dir/partial/<sha1hex>.data      an object being filled: a sparse file of its full size
 //! data_dir/partial/<sha1hex>.map       which slices of it are present, with a SHA-1 per slice
 //! data_dir/tmp/                        imports and commits in progress; swept at start-up
@@ -39,6 +43,13 @@ const EXT_BYTES: usize = 16;
 const SLOT: u64 = 20;
 /// Block size of sequential reads (hashing, import).
 const BLOCK: usize = 1 << 20;
+const SEAL_MAGIC: &[u8; 8] = b"WSESEAL1";
+/// magic, the object's size (u64 LE), then a SHA-1 per [`SEAL_BLOCK`].
+const SEAL_HEADER: u64 = 16;
+/// What one digest of a seal covers. Every slice size (a power of two from 64 KiB) is a whole
+/// number of blocks, so a seal outlives a change of `cache.slice_bytes`; 20 bytes per 64 KiB is
+/// 0.03 % of the object.
+pub const SEAL_BLOCK: u64 = 64 << 10;
 
 pub struct Dirs {
     pub root: PathBuf,
@@ -73,6 +84,16 @@ impl Dirs {
 
     pub(super) fn partial_data(&self, digest: &Digest) -> PathBuf {
         self.partial.join(format!("{}.data", digest.to_hex()))
+    }
+
+    fn seal(&self, digest: &Digest) -> PathBuf {
+        let mut path = self.committed(digest).into_os_string();
+        path.push(".seal");
+        PathBuf::from(path)
+    }
+
+    fn corrupt(&self, digest: &Digest) -> PathBuf {
+        self.root.join("corrupt").join(digest.to_hex())
     }
 
     fn partial_map(&self, digest: &Digest) -> PathBuf {
@@ -176,6 +197,7 @@ pub fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Bytes> {
 /// find it there any more; the returned file is removed later with [`remove_retired`]. `None`
 /// when it was not there.
 pub fn retire_committed(dirs: &Dirs, digest: &Digest) -> io::Result<Option<PathBuf>> {
+    let _ = fs::remove_file(dirs.seal(digest));
     let retired = dirs.temp("evicted");
     match fs::rename(dirs.committed(digest), &retired) {
         Ok(()) => Ok(Some(retired)),
@@ -228,6 +250,23 @@ impl PartialFile {
         self.data.write_all_at(bytes, index * self.slice_bytes)?;
         let digest = Sha1::digest(bytes);
         self.map.write_all_at(&digest, MAP_HEADER + index * SLOT)
+    }
+}
+
+impl PartialFile {
+    /// Whether `bytes`, read from disk as slice `index`, hash to the digest its map slot
+    /// recorded when the slice was written.
+    pub fn check_slice(&self, index: u64, bytes: &[u8]) -> io::Result<bool> {
+        let mut slot = [0u8; SLOT as usize];
+        self.map
+            .read_exact_at(&mut slot, MAP_HEADER + index * SLOT)?;
+        Ok(Sha1::digest(bytes).as_slice() == slot)
+    }
+
+    /// Forget slice `index` (its bytes on disk went bad): absent again, after a restart too.
+    pub fn forget_slice(&self, index: u64) -> io::Result<()> {
+        self.map
+            .write_all_at(&[0u8; SLOT as usize], MAP_HEADER + index * SLOT)
     }
 }
 
@@ -385,18 +424,169 @@ fn recover_one(dirs: &Dirs, digest: &Digest, slice_bytes: u64) -> io::Result<Opt
     }))
 }
 
-/// SHA-1 of `len` bytes of a file from its start, read in large blocks.
-fn hash_file(file: &File, len: u64) -> io::Result<[u8; 20]> {
-    let mut hasher = Sha1::new();
+/// The SHA-1 of a whole object and its seal (a SHA-1 per [`SEAL_BLOCK`]), from its bytes in
+/// order.
+struct Sealer {
+    whole: Sha1,
+    block: Sha1,
+    /// Bytes in `block` so far.
+    filled: u64,
+    seal: Vec<u8>,
+}
+
+impl Sealer {
+    fn new() -> Sealer {
+        Sealer {
+            whole: Sha1::new(),
+            block: Sha1::new(),
+            filled: 0,
+            seal: Vec::new(),
+        }
+    }
+
+    fn update(&mut self, mut bytes: &[u8]) {
+        self.whole.update(bytes);
+        while !bytes.is_empty() {
+            let n = (SEAL_BLOCK - self.filled).min(bytes.len() as u64) as usize;
+            self.block.update(&bytes[..n]);
+            self.filled += n as u64;
+            bytes = &bytes[n..];
+            if self.filled == SEAL_BLOCK {
+                let block = std::mem::replace(&mut self.block, Sha1::new());
+                self.seal.extend_from_slice(&block.finalize());
+                self.filled = 0;
+            }
+        }
+    }
+
+    /// (the whole object's SHA-1, its seal's digests).
+    fn finish(mut self) -> ([u8; 20], Vec<u8>) {
+        if self.filled > 0 {
+            self.seal.extend_from_slice(&self.block.finalize());
+        }
+        (self.whole.finalize().into(), self.seal)
+    }
+}
+
+/// SHA-1 of `len` bytes of a file from its start, read in large blocks, and its seal.
+fn hash_file(file: &File, len: u64) -> io::Result<([u8; 20], Vec<u8>)> {
+    let mut sealer = Sealer::new();
     let mut buf = vec![0u8; BLOCK];
     let mut offset = 0u64;
     while offset < len {
         let n = (len - offset).min(BLOCK as u64) as usize;
         file.read_exact_at(&mut buf[..n], offset)?;
-        hasher.update(&buf[..n]);
+        sealer.update(&buf[..n]);
         offset += n as u64;
     }
-    Ok(hasher.finalize().into())
+    Ok(sealer.finish())
+}
+
+/// Write the seal of a committed object of `size` bytes (atomically: a whole seal or none).
+fn write_seal(dirs: &Dirs, digest: &Digest, size: u64, digests: &[u8]) -> io::Result<()> {
+    let temp = dirs.temp("seal");
+    let mut bytes = Vec::with_capacity(SEAL_HEADER as usize + digests.len());
+    bytes.extend_from_slice(SEAL_MAGIC);
+    bytes.extend_from_slice(&size.to_le_bytes());
+    bytes.extend_from_slice(digests);
+    fs::write(&temp, &bytes)?;
+    let target = dirs.seal(digest);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(&temp, &target).inspect_err(|_| {
+        let _ = fs::remove_file(&temp);
+    })
+}
+
+/// What a committed object's seal says of bytes read from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    /// Every block matches.
+    Matches,
+    /// A block does not: the bytes on disk changed since they were verified.
+    Differs,
+    /// No usable seal (an object committed before seals, or one being sealed): nothing to
+    /// check against.
+    Unsealed,
+}
+
+/// Check `bytes`, read at `offset` (a multiple of [`SEAL_BLOCK`]) of the committed object
+/// `digest` of `size` bytes, against its seal.
+pub fn check_seal(
+    dirs: &Dirs,
+    digest: &Digest,
+    size: u64,
+    offset: u64,
+    bytes: &[u8],
+) -> io::Result<Seal> {
+    if bytes.is_empty() || !offset.is_multiple_of(SEAL_BLOCK) {
+        return Ok(Seal::Unsealed);
+    }
+    let file = match File::open(dirs.seal(digest)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Seal::Unsealed),
+        Err(e) => return Err(e),
+    };
+    let mut header = [0u8; SEAL_HEADER as usize];
+    if file.read_exact_at(&mut header, 0).is_err()
+        || &header[..8] != SEAL_MAGIC
+        || header[8..] != size.to_le_bytes()
+        || file.metadata()?.len() != SEAL_HEADER + size.div_ceil(SEAL_BLOCK) * SLOT
+    {
+        return Ok(Seal::Unsealed);
+    }
+    let first = offset / SEAL_BLOCK;
+    let blocks = (bytes.len() as u64).div_ceil(SEAL_BLOCK);
+    let mut expected = vec![0u8; (blocks * SLOT) as usize];
+    file.read_exact_at(&mut expected, SEAL_HEADER + first * SLOT)?;
+    let differs = bytes
+        .chunks(SEAL_BLOCK as usize)
+        .zip(expected.chunks(SLOT as usize))
+        .any(|(block, digest)| Sha1::digest(block).as_slice() != digest);
+    Ok(if differs {
+        Seal::Differs
+    } else {
+        Seal::Matches
+    })
+}
+
+/// Whether a committed object has a usable seal.
+pub fn is_sealed(dirs: &Dirs, digest: &Digest, size: u64) -> bool {
+    fs::metadata(dirs.seal(digest))
+        .is_ok_and(|m| m.len() == SEAL_HEADER + size.div_ceil(SEAL_BLOCK) * SLOT)
+}
+
+/// Hash a whole committed object of `size` bytes: seal it when it matches its name (an object
+/// committed before seals); `false` when it does not.
+pub fn seal_committed(dirs: &Dirs, digest: &Digest, size: u64) -> io::Result<bool> {
+    let file = File::open(dirs.committed(digest))?;
+    let (whole, seal) = hash_file(&file, size)?;
+    if whole != digest.0 {
+        return Ok(false);
+    }
+    write_seal(dirs, digest, size, &seal)?;
+    Ok(true)
+}
+
+/// Take a committed object whose bytes no longer match out of service: on a branch it is
+/// removed (the upstream has it again); on a root, which cannot fetch it again, it is moved to
+/// `corrupt/` for the operator. Its seal goes either way.
+pub fn remove_corrupt(dirs: &Dirs, digest: &Digest, keep: bool) -> io::Result<()> {
+    let _ = fs::remove_file(dirs.seal(digest));
+    let result = if keep {
+        let target = dirs.corrupt(digest);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::rename(dirs.committed(digest), target)
+    } else {
+        fs::remove_file(dirs.committed(digest))
+    };
+    match result {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 pub enum CommitOutcome {
@@ -409,11 +599,14 @@ pub enum CommitOutcome {
 
 /// Verify a complete partial object against its name and make it a committed object.
 pub fn commit(dirs: &Dirs, digest: &Digest, file: &PartialFile) -> io::Result<CommitOutcome> {
-    let actual = Digest(hash_file(&file.data, file.size)?);
+    let (whole, seal) = hash_file(&file.data, file.size)?;
+    let actual = Digest(whole);
     if actual != *digest {
         discard_partial(dirs, digest);
         return Ok(CommitOutcome::Mismatch { actual });
     }
+    // The seal is in place before the object is: a committed object always has one.
+    write_seal(dirs, digest, file.size, &seal)?;
     let modified = UNIX_EPOCH + Duration::from_secs(file.last_modified);
     file.data.set_times(
         fs::FileTimes::new()
@@ -441,7 +634,7 @@ pub fn import_file(dirs: &Dirs, source: &Path) -> io::Result<(Digest, u64, bool)
     let temp_path = dirs.temp("import");
     let mut output = File::create(&temp_path)?;
     let result = (|| {
-        let mut hasher = Sha1::new();
+        let mut sealer = Sealer::new();
         let mut buf = vec![0u8; BLOCK];
         let mut size = 0u64;
         loop {
@@ -449,15 +642,17 @@ pub fn import_file(dirs: &Dirs, source: &Path) -> io::Result<(Digest, u64, bool)
             if n == 0 {
                 break;
             }
-            hasher.update(&buf[..n]);
+            sealer.update(&buf[..n]);
             output.write_all(&buf[..n])?;
             size += n as u64;
         }
-        let digest = Digest(hasher.finalize().into());
+        let (whole, seal) = sealer.finish();
+        let digest = Digest(whole);
         let target = dirs.committed(&digest);
         if target.exists() {
             return Ok((digest, size, false));
         }
+        write_seal(dirs, &digest, size, &seal)?;
         output.set_times(fs::FileTimes::new().set_modified(modified))?;
         output.sync_all()?;
         if let Some(parent) = target.parent() {

@@ -29,7 +29,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
-use crate::metrics::{Metrics, TierLabels};
+use crate::metrics::{FoundByLabels, Metrics, TierLabels};
 use crate::upstream::Upstream;
 use disk::{CommitOutcome, Dirs, PartialFile};
 use fill::{FetchSpec, Learned, Sizing, SliceFill};
@@ -49,6 +49,8 @@ pub struct Settings {
     pub max_object_bytes: u64,
     /// Partial objects on disk at once (two descriptors each).
     pub max_partial_objects: usize,
+    /// Bytes per second the scrub re-reads committed objects at; 0: no scrub.
+    pub scrub_rate: u64,
     /// Slice fetches in flight for one object (also how far a response looks ahead).
     pub per_object: usize,
     pub retries: u32,
@@ -72,6 +74,7 @@ impl Settings {
             read_ahead: config.cache.read_ahead,
             max_object_bytes: config.cache.max_object_bytes,
             max_partial_objects: config.cache.max_partial_objects,
+            scrub_rate: config.cache.scrub_rate,
             per_object,
             retries,
             fill_timeout,
@@ -519,7 +522,8 @@ impl Store {
     /// floor (other programs may fill the disk too).
     pub fn spawn_maintenance(&self) -> tokio::task::JoinHandle<()> {
         let shared = Arc::downgrade(&self.shared);
-        tokio::spawn(async move {
+        let scrub = Shared::scrub(shared.clone());
+        let housekeeping = async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut n = 0u64;
             loop {
@@ -539,6 +543,10 @@ impl Store {
                     }
                 }
             }
+        };
+        // One task: aborting it (at shutdown) stops both.
+        tokio::spawn(async move {
+            tokio::join!(housekeeping, scrub);
         })
     }
 }
@@ -785,18 +793,37 @@ impl Shared {
         source: FileSource,
     ) -> Result<Bytes> {
         let len = self.slice_len(size, key.2) as usize;
-        let offset = key.2 * self.settings.slice_bytes;
+        let index = key.2;
+        let offset = index * self.settings.slice_bytes;
         let shared = self.clone();
+        // Checked before it is served or enters the memory tier: against the seal of a
+        // committed object, the map slot of a partial one.
         let read = async move {
             let digest = key.0;
-            blocking(move || {
-                let file = match source {
-                    FileSource::Committed => std::fs::File::open(shared.dirs.committed(&digest))?,
-                    FileSource::Partial(pf) => pf.data.try_clone()?,
+            let intact = blocking(move || {
+                let bytes = match &source {
+                    FileSource::Committed => {
+                        let file = std::fs::File::open(shared.dirs.committed(&digest))?;
+                        disk::read_at(&file, offset, len)?
+                    }
+                    FileSource::Partial(pf) => disk::read_at(&pf.data, offset, len)?,
                 };
-                disk::read_at(&file, offset, len)
+                let intact = match &source {
+                    FileSource::Committed => {
+                        disk::check_seal(&shared.dirs, &digest, size, offset, &bytes)?
+                            != disk::Seal::Differs
+                    }
+                    FileSource::Partial(pf) => pf.check_slice(index, &bytes)?,
+                };
+                Ok(intact.then_some(bytes))
             })
-            .await
+            .await?;
+            intact.ok_or_else(|| {
+                Error::internal(
+                    Kind::Digest,
+                    format!("slice {index} of {digest} on disk no longer matches its digest"),
+                )
+            })
         };
         match &self.memory {
             Some(memory) => memory
@@ -804,6 +831,115 @@ impl Shared {
                 .await
                 .map_err(|e| Error::internal(e.kind(), e.message().to_owned())),
             None => read.await,
+        }
+    }
+
+    /// A committed object's bytes on disk changed since they were verified (`found_by` a read
+    /// or the scrub): out of the index at once, so nothing serves them again. A branch removes
+    /// it (the next request fetches it again); a root, which cannot, moves it to `corrupt/` and
+    /// says so loudly.
+    async fn corrupt(self: &Arc<Self>, digest: Digest, found_by: &'static str) {
+        let Some(entry) = lock(&self.index).committed.remove(&digest) else {
+            return;
+        };
+        self.metrics
+            .corrupt
+            .get_or_create(&FoundByLabels { found_by })
+            .inc();
+        let root = self.upstream.is_none();
+        let shared = self.clone();
+        let removed = blocking(move || disk::remove_corrupt(&shared.dirs, &digest, root)).await;
+        self.disk_used.fetch_sub(entry.size, Ordering::Relaxed);
+        self.forget_memory(digest, entry.generation, entry.size)
+            .await;
+        if let Err(e) = removed {
+            tracing::error!(%digest, error = %e, "removing a corrupt object failed");
+        }
+        if root {
+            tracing::error!(%digest, size = entry.size, found_by,
+                "a committed object's bytes on disk no longer match its digest (disk or \
+                 filesystem damage): moved to corrupt/ and no longer served; import it again");
+        } else {
+            tracing::error!(%digest, size = entry.size, found_by,
+                "a committed object's bytes on disk no longer match its digest (disk or \
+                 filesystem damage): removed; the next request fetches it again");
+        }
+    }
+
+    /// Re-read the committed objects, `rate` bytes per second, checking each 64 KiB against its
+    /// seal, sealing those from before seals; round after round while the store lives.
+    async fn scrub(shared: std::sync::Weak<Shared>) {
+        loop {
+            let objects: Vec<(Digest, u64)> = {
+                let Some(s) = shared.upgrade() else { return };
+                if s.settings.scrub_rate == 0 {
+                    return;
+                }
+                let index = lock(&s.index);
+                let mut objects: Vec<(Digest, u64)> = index
+                    .committed
+                    .values()
+                    .map(|c| (c.digest, c.size))
+                    .collect();
+                objects.sort_unstable_by_key(|(digest, _)| digest.0);
+                objects
+            };
+            if objects.is_empty() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+            for (digest, size) in objects {
+                let Some(s) = shared.upgrade() else { return };
+                s.scrub_object(digest, size).await;
+            }
+        }
+    }
+
+    async fn scrub_object(self: &Arc<Self>, digest: Digest, size: u64) {
+        const CHUNK: u64 = 1 << 20;
+        let rate = self.settings.scrub_rate.max(1) as f64;
+        let pace = |bytes: u64| tokio::time::sleep(Duration::from_secs_f64(bytes as f64 / rate));
+        let shared = self.clone();
+        let sealed = blocking(move || Ok(disk::is_sealed(&shared.dirs, &digest, size))).await;
+        if sealed.is_ok_and(|sealed| !sealed) {
+            let shared = self.clone();
+            match blocking(move || disk::seal_committed(&shared.dirs, &digest, size)).await {
+                Ok(true) => {
+                    self.metrics.sealed.inc();
+                    self.metrics.scrubbed_bytes.inc_by(size);
+                }
+                Ok(false) => self.corrupt(digest, "scrub").await,
+                // Evicted meanwhile, or unreadable: the next round (or a read) sees it again.
+                Err(_) => {}
+            }
+            pace(size).await;
+            return;
+        }
+        let mut offset = 0;
+        while offset < size {
+            if !lock(&self.index).committed.contains_key(&digest) {
+                return;
+            }
+            let len = CHUNK.min(size - offset);
+            let shared = self.clone();
+            let checked = blocking(move || {
+                let file = std::fs::File::open(shared.dirs.committed(&digest))?;
+                let bytes = disk::read_at(&file, offset, len as usize)?;
+                disk::check_seal(&shared.dirs, &digest, size, offset, &bytes)
+            })
+            .await;
+            match checked {
+                Ok(disk::Seal::Differs) => {
+                    self.corrupt(digest, "scrub").await;
+                    return;
+                }
+                Ok(_) => {
+                    self.metrics.scrubbed_bytes.inc_by(len);
+                }
+                Err(_) => return,
+            }
+            offset += len;
+            pace(len).await;
         }
     }
 
@@ -1375,11 +1511,14 @@ impl Handle {
         let size = self.size();
         let object = match &self.kind {
             HandleKind::Committed(_) => {
-                let bytes = self
+                let read = self
                     .shared
                     .read_slice(key, size, FileSource::Committed)
-                    .await?;
-                return Ok((SliceData::Ready(bytes), Tier::Disk));
+                    .await;
+                if read.as_ref().is_err_and(|e| e.kind() == Kind::Digest) {
+                    self.shared.corrupt(self.digest(), "read").await;
+                }
+                return Ok((SliceData::Ready(read?), Tier::Disk));
             }
             HandleKind::Object(o) => o,
         };
@@ -1405,26 +1544,46 @@ impl Handle {
         };
         match (slot, source) {
             (Slot::Present, Some(source)) => {
-                let bytes = self.shared.read_slice(key, size, source).await?;
-                Ok((SliceData::Ready(bytes), Tier::Disk))
+                let partial = match &source {
+                    FileSource::Partial(pf) => Some(pf.clone()),
+                    FileSource::Committed => None,
+                };
+                match (self.shared.read_slice(key, size, source).await, partial) {
+                    (Ok(bytes), _) => Ok((SliceData::Ready(bytes), Tier::Disk)),
+                    // A slice of an object still being filled went bad on disk: forgotten
+                    // and fetched again, the client none the wiser.
+                    (Err(e), Some(pf)) if e.kind() == Kind::Digest => {
+                        tracing::warn!(digest = %object.digest, slice = index, "{e}; fetching it again");
+                        let _ = blocking(move || pf.forget_slice(index)).await;
+                        self.refetch(object, index)
+                    }
+                    (Err(e), None) if e.kind() == Kind::Digest => {
+                        self.shared.corrupt(object.digest, "read").await;
+                        Err(e)
+                    }
+                    (Err(e), _) => Err(e),
+                }
             }
             (Slot::Fetching(fill), _) => Ok((SliceData::Filling(fill), Tier::Upstream)),
             // Absent, or present only in a memory tier that let it go: fetch it (again).
-            (slot, _) => {
-                if matches!(slot, Slot::Present) {
-                    let mut state = object.lock();
-                    if let Some(s) = state.slots.get_mut(index as usize)
-                        && matches!(s, Slot::Present)
-                    {
-                        *s = Slot::Absent;
-                        state.present -= 1;
-                    }
-                }
-                match self.shared.ensure_fetching(object, index) {
-                    Some(fill) => Ok((SliceData::Filling(fill), Tier::Upstream)),
-                    None => Err(Error::internal(Kind::Io, "slice vanished")),
-                }
+            (_, _) => self.refetch(object, index),
+        }
+    }
+
+    /// Slice `index` of `object` is not to be had where it was: absent again, fetched anew.
+    fn refetch(&self, object: &Arc<Object>, index: u64) -> Result<(SliceData, Tier)> {
+        {
+            let mut state = object.lock();
+            if let Some(s) = state.slots.get_mut(index as usize)
+                && matches!(s, Slot::Present)
+            {
+                *s = Slot::Absent;
+                state.present -= 1;
             }
+        }
+        match self.shared.ensure_fetching(object, index) {
+            Some(fill) => Ok((SliceData::Filling(fill), Tier::Upstream)),
+            None => Err(Error::internal(Kind::Io, "slice vanished")),
         }
     }
 
@@ -1577,6 +1736,7 @@ mod tests {
             read_ahead: 0,
             max_object_bytes: 1 << 40,
             max_partial_objects: 1024,
+            scrub_rate: 0,
             per_object: 4,
             retries: 0,
             fill_timeout: Duration::from_secs(300),
