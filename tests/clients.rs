@@ -580,3 +580,108 @@ async fn nginx_as_upstream_gets_each_aligned_slice_once() {
     node.shutdown(Duration::from_secs(1)).await;
     nginx.stop().await;
 }
+
+/// Whether a download of `size` bytes ended as a complete file and a success: what no client
+/// may get from an object whose upstream bytes are wrong.
+fn accepted_whole(outputs: &[&Output], file: &Path, size: u64) -> bool {
+    outputs.iter().all(|o| o.status.success()) && file.exists() && file_len(file) == size
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_client_assembles_a_complete_wrong_file_from_ranges() {
+    logs();
+    let origin = Origin::start().await;
+    let node_dir = tempfile::tempdir().unwrap();
+    let node = branch(node_dir.path(), &origin.url(), "").await;
+    let out = tempfile::tempdir().unwrap();
+    let size = 8 * MIB as u64;
+    // Each client its own object, each served wrong by the origin (same length, other bytes).
+    let wrong = |seed: u64| {
+        let path = origin.add(payload(8 * MIB, seed), "cab");
+        origin.fault(&path, Fault::WrongBytes);
+        url(&node, &path)
+    };
+    let curl = |url: &str, range: &str, file: &Path, append: bool| {
+        let mut cmd = tool("curl");
+        cmd.args(["-sS", "--fail", "-r", range, url]);
+        let file = file.to_owned();
+        async move {
+            let output = run(&mut cmd, "curl").await;
+            let mut bytes = if append {
+                std::fs::read(&file).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            bytes.extend_from_slice(&output.stdout);
+            std::fs::write(&file, bytes).unwrap();
+            output
+        }
+    };
+
+    // The last 100 bytes, then all but the last byte.
+    let u = wrong(301);
+    let (tail_file, head_file) = (out.path().join("tail"), out.path().join("head"));
+    let a = curl(&u, "-100", &tail_file, false).await;
+    let b = curl(&u, "0-8388606", &head_file, false).await;
+    let got = file_len(&tail_file) + file_len(&head_file);
+    assert!(
+        !(a.status.success() && b.status.success() && got >= size),
+        "curl -r -100 then -r 0-8388606 both succeeded with {got} bytes"
+    );
+
+    // Two 4 MiB halves, one after the other.
+    let u = wrong(302);
+    let halves = out.path().join("halves");
+    let a = curl(&u, "0-4194303", &halves, false).await;
+    let b = curl(&u, "4194304-", &halves, true).await;
+    assert!(
+        !accepted_whole(&[&a, &b], &halves, size),
+        "two halves made a whole wrong file"
+    );
+
+    // aria2c, four segments at once.
+    let u = wrong(303);
+    let output = run(
+        tool("aria2c")
+            .args([
+                "--no-conf",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                "-x4",
+                "-s4",
+                "-k1M",
+                "--max-tries=3",
+                "--retry-wait=1",
+                "--allow-overwrite=true",
+                "--auto-file-renaming=false",
+                "-d",
+            ])
+            .arg(out.path())
+            .args(["-o", "aria2c.cab", &u]),
+        "aria2c -x4 -s4",
+    )
+    .await;
+    let file = out.path().join("aria2c.cab");
+    assert!(
+        !(output.status.success() && file_len(&file) == size),
+        "aria2c accepted a complete wrong file"
+    );
+
+    // wget -c resuming a first half fetched before.
+    let u = wrong(304);
+    let resumed = out.path().join("wget.cab");
+    let a = curl(&u, "0-4194303", &resumed, false).await;
+    let b = run(
+        tool("wget")
+            .args(["-q", "-c", "--tries=3", "--waitretry=1", "-O"])
+            .arg(&resumed)
+            .arg(&u),
+        "wget -c",
+    )
+    .await;
+    assert!(
+        !accepted_whole(&[&a, &b], &resumed, size),
+        "wget -c completed a wrong file"
+    );
+    assert!(metric(&node, "wsus_edge_fill_errors_total", "reason=\"digest\"").await >= 4.0);
+}

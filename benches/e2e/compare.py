@@ -4,7 +4,7 @@
 Builds wsus-edge (cargo build --release), then in a fresh temp dir under /tmp, on loopback only:
 an nginx origin (unthrottled and throttled to 50 MB/s per connection), the nginx cache under test
 (whole object with proxy_cache_lock 1h; slice 1m) and two wsus-edge nodes (upstream = fast origin,
-upstream = throttled origin). Runs the workloads W1 W3 W5 W6 W8 (see README.md beside this file),
+upstream = throttled origin). Runs the workloads W1 W3 W5 W6 W8 WDO (see README.md beside this file),
 alternating the servers per repetition, and prints a markdown table of wsus-edge / nginx ratios
 with PASS/MISS per target; --json FILE writes every measurement.
 
@@ -43,6 +43,7 @@ SLICE = 4 * MiB  # wsus-edge default cache.slice_bytes: the "+1 chunk" of the or
 W6_CLIENTS = 100
 W6_HASHED = 3  # clients whose body is written to a file and hashed
 W8_RANGE = (BIG_SIZE - MiB, BIG_SIZE - 1)  # bytes=267386880-268435455, the last MiB
+WDO_PEERS = 16  # Delivery Optimization peers asking for pieces of one object at once
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -904,6 +905,84 @@ class Bench:
                                   + " · slice " + ("yes" if all(r["body_ok"] for r in rr["slice_slow"]) else "NO"),
                                   ratio="", target="206 + right bytes", verdict="PASS" if ok else "MISS"))
 
+    # ---------------------------------------------------------------- WDO
+    def wdo_run(self, server):
+        """Delivery Optimization's pattern on one cold object: WDO_PEERS peers at once, each asking for
+        its share of the object's 1 MiB pieces in random order, one range at a time, until the
+        whole object has been asked for; every range's completion time, and its bytes checked."""
+        rel, sha = self.new_big()
+        port = self.port_of(server)
+        pieces = list(range(BIG_SIZE // MiB))
+        random.shuffle(pieces)
+        shares = [pieces[i::WDO_PEERS] for i in range(WDO_PEERS)]
+        with open(self.www + rel, "rb") as f:
+            want = {}
+            for k in pieces:
+                f.seek(k * MiB)
+                want[k] = hashlib.sha1(f.read(MiB)).digest()
+        times, bad = [], []
+        import threading
+        lock = threading.Lock()
+
+        def peer(share):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            for k in share:
+                t0 = time.time()
+                try:
+                    conn.request("GET", rel, headers={"Range": f"bytes={k * MiB}-{(k + 1) * MiB - 1}"})
+                    resp = conn.getresponse()
+                    body = resp.read()
+                    ok = resp.status == 206 and hashlib.sha1(body).digest() == want[k]
+                except (OSError, http.client.HTTPException):
+                    ok = False
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+                with lock:
+                    times.append(time.time() - t0)
+                    if not ok:
+                        bad.append(k)
+            conn.close()
+
+        def go():
+            t0 = time.time()
+            threads = [threading.Thread(target=peer, args=(sh,)) for sh in shares]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return {"wall_s": time.time() - t0}
+
+        r = self.measured(server, go)
+        times.sort()
+        r.update(object=rel, ranges=len(times), bad=len(bad), p50_s=pct(times, 50), p99_s=pct(times, 99),
+                 max_s=times[-1] if times else None)
+        if bad:
+            self.problems.append(f"WDO {server.label} {rel}: {len(bad)} ranges failed or wrong")
+        self.drop_origin_file(rel)
+        return r
+
+    def wdo(self):
+        reps = 1 if self.quick else 3
+        runs = []
+        for rep in range(reps):
+            r = self.wdo_run(self.S["edge_slow"])
+            r["rep"] = rep
+            runs.append(r)
+            log(f"   WDO rep {rep} wsus-edge: {r['ranges']} ranges, {r['bad']} bad, p50 {r['p50_s']:.3f} s "
+                f"p99 {r['p99_s']:.3f} s max {r['max_s']:.3f} s, all in {r['wall_s']:.2f} s")
+            self.sleep_between()
+        self.results["WDO"] = runs
+        for key, metric in (("p50_s", "range p50 (s)"), ("p99_s", "range p99 (s)"), ("max_s", "range max (s)"),
+                            ("wall_s", "whole object asked for (s)")):
+            v = [r[key] for r in runs]
+            self.rows.append(dict(workload="WDO 16 peers x random 1 MiB ranges, cold 256 MiB (50 MB/s/conn origin)"
+                                  if key == "p50_s" else "", metric=metric,
+                                  edge=f"{median(v):.3f}" + (f" [max {max(v):.3f}]" if len(v) > 1 else ""),
+                                  nginx="", ratio="", target="", verdict=""))
+        ok = all(r["bad"] == 0 for r in runs)
+        self.rows.append(dict(workload="", metric="every range 206 with the right bytes", edge="yes" if ok else "NO",
+                              nginx="", ratio="", target="right bytes", verdict="PASS" if ok else "MISS"))
+
     # ---------------------------------------------------------------- table rows
     def add_ratio_row(self, workload, metric, runs, key, fmt, op=None, limit=None, vs=None):
         """wsus-edge vs one nginx variant: medians of each, median of the per-rep ratios."""
@@ -961,13 +1040,13 @@ class Bench:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 repetition, shorter durations (smoke run)")
-    ap.add_argument("--only", default="W1,W3,W5,W6,W8", help="comma-separated workloads, e.g. W1,W8")
+    ap.add_argument("--only", default="W1,W3,W5,W6,W8,WDO", help="comma-separated workloads, e.g. W1,W8")
     ap.add_argument("--json", help="write every measurement and the table as JSON to this file")
     ap.add_argument("--no-build", action="store_true", help="use target/release/wsus-edge as it is")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, caches, content) after the run")
     args = ap.parse_args()
 
-    known = ["W1", "W3", "W5", "W6", "W8"]
+    known = ["W1", "W3", "W5", "W6", "W8", "WDO"]
     only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     bad = [w for w in only if w not in known]
     if bad or not only:

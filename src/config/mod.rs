@@ -58,6 +58,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "concurrency",
             "per_object",
             "fill_timeout",
+            "mismatch_backoff",
         ],
     ),
     ("downstream", &["token_file", "allow_anonymous"]),
@@ -75,6 +76,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "max_object_bytes",
             "max_partial_objects",
             "scrub_rate",
+            "hold_ranges",
         ],
     ),
     ("wan", &["max_bandwidth"]),
@@ -98,6 +100,9 @@ const DEFAULT_CONCURRENCY: usize = 16;
 const DEFAULT_PER_OBJECT: usize = 4;
 /// A 4 MiB slice takes 35 s at 1 Mbit/s; five minutes leaves room for a slow link's retries.
 const DEFAULT_FILL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longer than the retries of curl, wget and aria2c, short enough that a healed upstream is
+/// used again soon.
+const DEFAULT_MISMATCH_BACKOFF: Duration = Duration::from_secs(120);
 const DEFAULT_MEMORY_BYTES: u64 = 512 * MIB;
 const DEFAULT_DISK_BYTES: u64 = 100 * GIB;
 const DEFAULT_MIN_FREE_DISK: u64 = GIB;
@@ -259,6 +264,10 @@ pub struct Upstream {
     /// The most one slice's fetch may take, resumptions included: an upstream that sends part
     /// of every resumed range cannot keep a client waiting longer. Default 5m.
     pub fill_timeout: Duration,
+    /// After the upstream's bytes for a name failed verification, the name is answered 502
+    /// without a fetch for this long, so that no client completes a wrong file from ranges
+    /// served before and after. Zero: fetched again at once. Default 2m.
+    pub mismatch_backoff: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -360,6 +369,10 @@ pub struct Cache {
     /// Bytes per second the background scrub re-reads committed objects at, checking them
     /// against their seals; 0: no scrub. Default 8 MiB/s.
     pub scrub_rate: u64,
+    /// A response's last byte waits for the object's verdict (its whole SHA-1) when every
+    /// slice of the object is there or on its way, so that no client pieces a complete wrong
+    /// file together from ranges. Default true.
+    pub hold_ranges: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -469,6 +482,7 @@ impl Default for Config {
                 max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
                 max_partial_objects: DEFAULT_MAX_PARTIAL_OBJECTS,
                 scrub_rate: DEFAULT_SCRUB_RATE,
+                hold_ranges: true,
             },
             wan: Wan {
                 max_bandwidth: None,
@@ -1122,6 +1136,9 @@ impl Walk {
         let fill_timeout = self
             .field(section, "fill_timeout", as_interval)
             .or(DEFAULT_FILL_TIMEOUT);
+        let mismatch_backoff = self
+            .field(section, "mismatch_backoff", as_interval_or_off)
+            .or(DEFAULT_MISMATCH_BACKOFF);
 
         let concurrency_limit = match concurrency {
             Field::Set(concurrency) => Some(concurrency),
@@ -1208,6 +1225,7 @@ impl Walk {
             concurrency,
             per_object,
             fill_timeout,
+            mismatch_backoff,
         }))
     }
 
@@ -1229,6 +1247,7 @@ impl Walk {
             .field(section, "read_ahead", |v| as_count(v, 0, 64))
             .or(u64::from(DEFAULT_READ_AHEAD));
         let max_object_bytes = self.field(section, "max_object_bytes", as_bytes);
+        let hold_ranges = self.field(section, "hold_ranges", as_bool).or(true);
         let scrub_rate = self
             .field(section, "scrub_rate", as_scrub_rate)
             .or(DEFAULT_SCRUB_RATE);
@@ -1290,6 +1309,7 @@ impl Walk {
             max_object_bytes: max_object_bytes.or(DEFAULT_MAX_OBJECT_BYTES),
             max_partial_objects,
             scrub_rate,
+            hold_ranges,
         }
     }
 }

@@ -51,18 +51,29 @@ pub struct Settings {
     pub max_partial_objects: usize,
     /// Bytes per second the scrub re-reads committed objects at; 0: no scrub.
     pub scrub_rate: u64,
+    /// Every response's last byte waits for the object's verdict when all its slices are there
+    /// or coming (not only the object's last byte).
+    pub hold_ranges: bool,
     /// Slice fetches in flight for one object (also how far a response looks ahead).
     pub per_object: usize,
     pub retries: u32,
     /// The most one slice's fetch may take, resumptions included.
     pub fill_timeout: Duration,
+    /// How long a name whose upstream bytes failed verification is answered 502 without a
+    /// fetch.
+    pub mismatch_backoff: Duration,
 }
 
 impl Settings {
     pub fn from_config(config: &Config) -> Settings {
-        let (per_object, retries, fill_timeout) = match &config.upstream {
-            Some(up) => (up.per_object, up.retries, up.fill_timeout),
-            None => (4, 4, Duration::from_secs(300)),
+        let (per_object, retries, fill_timeout, mismatch_backoff) = match &config.upstream {
+            Some(up) => (
+                up.per_object,
+                up.retries,
+                up.fill_timeout,
+                up.mismatch_backoff,
+            ),
+            None => (4, 4, Duration::from_secs(300), Duration::ZERO),
         };
         Settings {
             data_dir: config.node.data_dir.clone(),
@@ -75,9 +86,11 @@ impl Settings {
             max_object_bytes: config.cache.max_object_bytes,
             max_partial_objects: config.cache.max_partial_objects,
             scrub_rate: config.cache.scrub_rate,
+            hold_ranges: config.cache.hold_ranges,
             per_object,
             retries,
             fill_timeout,
+            mismatch_backoff,
         }
     }
 }
@@ -222,7 +235,14 @@ struct Shared {
     next_generation: AtomicU64,
     /// Disk-full is logged once per episode, not once per slice.
     disk_full_logged: AtomicBool,
+    /// Names whose upstream bytes failed verification, with when: not fetched again for
+    /// `mismatch_backoff`, so that a client cannot piece a wrong file together from ranges
+    /// served before and after the failure.
+    failed: Mutex<HashMap<Digest, std::time::Instant>>,
 }
+
+/// At most this many names that failed verification are remembered (the oldest go first).
+const FAILED_NAMES: usize = 4096;
 
 /// The content store of a node. Cheap to clone.
 #[derive(Clone)]
@@ -295,6 +315,7 @@ impl Store {
             disk_used: AtomicU64::new(0),
             next_generation: AtomicU64::new(1),
             disk_full_logged: AtomicBool::new(false),
+            failed: Mutex::new(HashMap::new()),
         });
         let store = Store { shared };
         let mut used = 0;
@@ -498,6 +519,19 @@ impl Store {
             c.usage.readers.fetch_add(1, Ordering::AcqRel);
             return Ok(HandleKind::Committed(c.clone()));
         }
+        if !index.filling.contains_key(&digest)
+            && let Some(ago) = shared.failed_recently(&digest)
+        {
+            return Err(Error::upstream(
+                Kind::Digest,
+                format!(
+                    "the upstream's bytes for this name failed verification {}s ago; not \
+                     fetched again for {}s (upstream.mismatch_backoff)",
+                    ago.as_secs(),
+                    shared.settings.mismatch_backoff.as_secs()
+                ),
+            ));
+        }
         let object = index
             .filling
             .entry(digest)
@@ -568,6 +602,28 @@ async fn blocking<T: Send + 'static>(
 impl Shared {
     fn generation(&self) -> u64 {
         self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Remember that the upstream's bytes for `digest` failed verification.
+    fn remember_failure(&self, digest: Digest) {
+        let mut failed = lock(&self.failed);
+        let now = std::time::Instant::now();
+        let backoff = self.settings.mismatch_backoff;
+        failed.retain(|_, at| now.duration_since(*at) < backoff);
+        if failed.len() >= FAILED_NAMES
+            && let Some(oldest) = failed.iter().min_by_key(|(_, at)| **at).map(|(d, _)| *d)
+        {
+            failed.remove(&oldest);
+        }
+        failed.insert(digest, now);
+    }
+
+    /// How long ago `digest`'s upstream bytes failed verification, if within
+    /// `mismatch_backoff`.
+    fn failed_recently(&self, digest: &Digest) -> Option<Duration> {
+        let failed = lock(&self.failed);
+        let ago = failed.get(digest)?.elapsed();
+        (ago < self.settings.mismatch_backoff).then_some(ago)
     }
 
     fn new_object(&self, path: &ContentPath, state: ObjState, meta: MetaState) -> Arc<Object> {
@@ -1202,6 +1258,7 @@ impl Shared {
                 tracing::info!(%digest, size, "committed");
             }
             Ok(CommitOutcome::Mismatch { actual }) => {
+                self.remember_failure(digest);
                 if self.discard(&object).await {
                     self.metrics.fill_error("digest");
                     tracing::error!(%digest, %actual, size,
@@ -1590,6 +1647,9 @@ impl Handle {
     /// A whole-object response hashed what it sent and it did not match the name: the object's
     /// bytes are wrong, so drop them now rather than at the commit's verdict.
     pub async fn condemn(&self) {
+        if let HandleKind::Object(object) = &self.kind {
+            self.shared.remember_failure(object.digest);
+        }
         if let HandleKind::Object(object) = &self.kind
             && self.shared.discard(object).await
         {
@@ -1737,9 +1797,11 @@ mod tests {
             max_object_bytes: 1 << 40,
             max_partial_objects: 1024,
             scrub_rate: 0,
+            hold_ranges: true,
             per_object: 4,
             retries: 0,
             fill_timeout: Duration::from_secs(300),
+            mismatch_backoff: Duration::from_secs(120),
         }
     }
 

@@ -7,7 +7,8 @@
 //! object withholds its final piece until the object's own check (the commit's hash) has
 //! passed, and breaks the connection if it fails. An object streamed through without a disk
 //! copy is never checked as a whole, so such a response hashes what it sends instead. A range
-//! that ends at the object's end waits for the verdict when all its slices are there.
+//! that ends at the object's end, and with `cache.hold_ranges` any response's last byte, waits
+//! for the verdict when all the object's slices are there or on their way.
 
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Instant;
@@ -404,7 +405,8 @@ struct Cursor {
 enum Piece {
     /// Multipart framing.
     Frame(Bytes),
-    /// Object bytes; `last` when it holds the object's final byte.
+    /// Object bytes; `last` when it holds the object's final byte (or the response's, when
+    /// ranges are held).
     Data { bytes: Bytes, last: bool },
 }
 
@@ -539,9 +541,12 @@ impl Producer {
                 pieces
             }
         };
+        // The response's own last byte waits too (when the store holds ranges): a client that
+        // pieces an object together from ranges gets no complete wrong file either.
+        let hold = self.store.settings().hold_ranges && self.parts.is_empty();
         for bytes in pieces {
             cursor.pos += bytes.len() as u64;
-            let last = cursor.pos == size;
+            let last = cursor.pos == size || (hold && cursor.pos == cursor.end);
             self.ready.push_back(Piece::Data { bytes, last });
         }
         Ok(())
