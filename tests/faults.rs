@@ -22,6 +22,18 @@ async fn impatient_branch(dir: &Path, origin: &Origin) -> wsus_edge::server::Run
     .await
 }
 
+/// GET `path` once upstream.mismatch_backoff (1 s here) has passed: 502 until then.
+async fn after_backoff(node: &wsus_edge::server::Running, path: &str) -> Got {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(&url(node, path), &[]).await;
+        if got.status != 502 || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn committed_file(dir: &Path, path: &str) -> std::path::PathBuf {
     let hex = path
         .rsplit('/')
@@ -150,15 +162,7 @@ async fn wrong_bytes_never_make_a_complete_file_nor_a_cache_entry() {
     );
 
     origin.heal(&path);
-    // Fetched again once upstream.mismatch_backoff (1 s here) has passed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        let got = get(&url(&node, &path), &[]).await;
-        if got.status != 502 || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let got = after_backoff(&node, &path).await;
     assert_eq!((got.status.as_u16(), got.broken), (200, false));
     assert!(
         got.body == bytes,
@@ -199,15 +203,7 @@ async fn a_resetting_upstream_fails_cleanly_then_recovers() {
     let requests = origin.requests_for(&path).len();
     assert!(requests <= 10, "bounded retries, saw {requests}");
     origin.heal(&path);
-    // Fetched again once upstream.mismatch_backoff (1 s here) has passed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        let got = get(&url(&node, &path), &[]).await;
-        if got.status != 502 || Instant::now() > deadline {
-            break got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let got = after_backoff(&node, &path).await;
     assert_eq!((got.status.as_u16(), got.broken), (200, false));
     assert!(got.body == bytes);
     node.shutdown(Duration::from_secs(1)).await;
