@@ -158,6 +158,14 @@ async fn post(
     )
 }
 
+/// A root node's configuration with `extra` appended, in a directory of its own (kept as long
+/// as the returned guard).
+fn root_config(extra: &str) -> (tempfile::TempDir, wsus_edge::config::Config) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = node_config(&dir.path().join("root"), None, "", extra);
+    (dir, config)
+}
+
 /// A RollupComputerStatus of `elements` empty elements: a few KiB once compressed.
 fn rollup_bomb(elements: usize) -> Vec<u8> {
     soap_envelope(
@@ -171,15 +179,9 @@ fn rollup_bomb(elements: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_server_services_need_credentials_by_default() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
     // No downstream.token_file, no tls.client_ca, no allow_anonymous: the defaults.
-    let node = start(&node_config(
-        &dir.path().join("root"),
-        None,
-        "",
-        "[downstream]\n",
-    ))
-    .await;
+    let (_dir, config) = root_config("[downstream]\n");
+    let node = start(&config).await;
     let (status, headers, _) = post(
         &url(&node, SERVER_SYNC),
         "GetAuthConfig",
@@ -320,8 +322,8 @@ async fn with_tokens_only_a_known_downstream_may_roll_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_calls_are_parsed_under_their_operations_limits() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(&node_config(&dir.path().join("root"), None, "", "")).await;
+    let (_dir, config) = root_config("");
+    let node = start(&config).await;
     let before = resident();
     // GetConfig carries a few dozen elements: 200,000 in 4 KiB of gzip are refused early.
     let bomb = soap_envelope(CLIENT_NS, "GetConfig", &"<x/>".repeat(200_000)).into_bytes();
@@ -354,8 +356,8 @@ async fn client_calls_are_parsed_under_their_operations_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_storm_of_large_calls_is_told_the_server_is_busy() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(&node_config(&dir.path().join("root"), None, "", "")).await;
+    let (_dir, config) = root_config("");
+    let node = start(&config).await;
     // SyncUpdates may carry 100,000 elements: each of these parses whole, then faults.
     let large = soap_envelope(CLIENT_NS, "SyncUpdates", &"<x/>".repeat(99_000)).into_bytes();
     let calls: Vec<_> = (0..48)
@@ -524,8 +526,7 @@ async fn idle_and_slow_connections_are_closed_and_hits_stay_fast() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keep_alive_connection_left_idle_is_closed() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    let (_dir, mut config) = root_config("");
     config.listen.limits.idle_timeout = Duration::from_secs(1);
     let node = start(&config).await;
     let mut socket = TcpStream::connect(node.listening().http).await.unwrap();
@@ -553,8 +554,7 @@ async fn a_keep_alive_connection_left_idle_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_limit_are_closed_at_once() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    let (_dir, mut config) = root_config("");
     config.listen.limits.max_connections = 16;
     config.listen.limits.header_timeout = Duration::from_secs(2);
     let node = start(&config).await;
@@ -596,8 +596,7 @@ async fn connections_over_the_limit_are_closed_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_that_trickles_in_is_cut_at_the_body_timeout() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    let (_dir, mut config) = root_config("");
     config.listen.limits.body_timeout = Duration::from_secs(1);
     let node = start(&config).await;
     let mut socket = TcpStream::connect(node.listening().http).await.unwrap();
@@ -640,8 +639,8 @@ async fn a_body_that_trickles_in_is_cut_at_the_body_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_headers_follow_rfc_9112_and_heads_are_bounded() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let (_dir, config) = root_config("");
+    let node = start(&config).await;
     let addr = node.listening().http;
     let within = Duration::from_secs(5);
     let answer = raw(
@@ -687,14 +686,8 @@ async fn host_headers_follow_rfc_9112_and_heads_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_answers_only_to_its_own_names() {
     logs();
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(&node_config(
-        &dir.path().join("n"),
-        None,
-        "",
-        "[admin]\nserver_names = [\"wsus-admin.example.org\"]\n",
-    ))
-    .await;
+    let (_dir, config) = root_config("[admin]\nserver_names = [\"wsus-admin.example.org\"]\n");
+    let node = start(&config).await;
     let admin = node.listening().admin;
     let status = |host: &'static str, path: &'static str| async move {
         let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
@@ -745,8 +738,8 @@ async fn the_descriptor_limit_is_raised_to_the_hard_limit() {
         },
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let (_dir, config) = root_config("");
+    let node = start(&config).await;
     let after = getrlimit(Resource::Nofile);
     assert_eq!(after.current, maximum, "the soft limit is the hard one");
     // A gauge is an i64: unlimited shows as its maximum.
