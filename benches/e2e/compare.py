@@ -972,8 +972,10 @@ class Bench:
                 f"p99 {r['p99_s']:.3f} s max {r['max_s']:.3f} s, all in {r['wall_s']:.2f} s")
             self.sleep_between()
         self.results["WDO"] = runs
+        for r in runs:
+            r["cpu_s_per_GB"] = r["server_cpu_s"] / (BIG_SIZE / 1e9)
         for key, metric in (("p50_s", "range p50 (s)"), ("p99_s", "range p99 (s)"), ("max_s", "range max (s)"),
-                            ("wall_s", "whole object asked for (s)")):
+                            ("wall_s", "whole object asked for (s)"), ("cpu_s_per_GB", "server CPU-s / GB")):
             v = [r[key] for r in runs]
             self.rows.append(dict(workload="WDO 16 peers x random 1 MiB ranges, cold 256 MiB (50 MB/s/conn origin)"
                                   if key == "p50_s" else "", metric=metric,
