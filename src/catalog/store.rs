@@ -220,6 +220,12 @@ impl Store {
             .ok_or_else(|| CatalogError::Store("meta.server_id is missing or invalid".into()))
     }
 
+    /// Take on an identity this server had before (every cookie it issued names it): for a
+    /// data_dir rebuilt in place, and the fuzz fixture, whose committed corpora hold cookies.
+    pub fn set_server_id(&self, id: Guid) -> Result<(), CatalogError> {
+        self.set_meta("server_id", &id.to_string())
+    }
+
     /// Changes whenever another connection commits, to any table (the report journal shares
     /// the file): a cheap test before [`Store::catalog_version`].
     pub fn data_version(&self) -> Result<i64, CatalogError> {

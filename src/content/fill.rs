@@ -10,8 +10,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::StatusCode;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, LAST_MODIFIED};
+use http::{HeaderMap, StatusCode};
 use tokio::sync::watch;
 
 use crate::error::{Error, Kind, Result};
@@ -238,7 +238,8 @@ async fn resume(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) -> 
 }
 
 /// What an upstream answer to a range request says, once its status and headers are read.
-enum Answer {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
     /// 206: the bytes `first..=last` of an object of `total` bytes follow.
     Partial { first: u64, last: u64, total: u64 },
     /// 200: the upstream ignores ranges; the whole object of `total` bytes follows.
@@ -248,22 +249,26 @@ enum Answer {
 }
 
 /// Read the head of an answer to a request for `first..=last`: what follows, and what it
-/// teaches of the object. Statuses other than 206/200/416 are errors of their kind.
-fn classify(response: &Fetched, first: u64, last: u64, now_secs: u64) -> Result<(Answer, Learned)> {
-    let last_modified = response
-        .headers
+/// teaches of the object. Statuses other than 206/200/416 are errors of their kind. Sans-IO.
+pub fn read_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    first: u64,
+    last: u64,
+    now_secs: u64,
+) -> Result<(Answer, Learned)> {
+    let last_modified = headers
         .get(LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
         .map(super::disk::unix_secs)
         .unwrap_or(now_secs);
     let header = |name| {
-        response
-            .headers
+        headers
             .get(name)
             .and_then(|v: &http::HeaderValue| v.to_str().ok())
     };
-    let answer = match response.status {
+    let answer = match status {
         StatusCode::PARTIAL_CONTENT => {
             let (got_first, got_last, total) = header(CONTENT_RANGE)
                 .and_then(parse_content_range)
@@ -306,7 +311,7 @@ fn classify(response: &Fetched, first: u64, last: u64, now_secs: u64) -> Result<
         StatusCode::GATEWAY_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE => {
             return Err(Error::upstream(
                 Kind::Unavailable,
-                format!("upstream answered {}", response.status),
+                format!("upstream answered {status}"),
             ));
         }
         status if status.is_server_error() => {
@@ -346,7 +351,13 @@ async fn attempt(
     sizing: &impl Sizing,
 ) -> Result<()> {
     let mut response = spec.upstream.get(spec.path, Some((first, last))).await?;
-    let (answer, learned) = classify(&response, first, last, spec.now_secs)?;
+    let (answer, learned) = read_head(
+        response.status,
+        &response.headers,
+        first,
+        last,
+        spec.now_secs,
+    )?;
     let known = sizing.learn(learned).await?;
     *size = Some(known);
     match answer {
@@ -404,7 +415,7 @@ pub async fn probe(
     loop {
         let outcome = async {
             let response = upstream.get(path, Some((0, 0))).await?;
-            let (_, learned) = classify(&response, 0, 0, now_secs)?;
+            let (_, learned) = read_head(response.status, &response.headers, 0, 0, now_secs)?;
             // The body (one byte, or a whole object from an upstream that ignores ranges) is
             // dropped unread.
             sizing.learn(learned).await.map(|_| ())

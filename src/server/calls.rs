@@ -14,7 +14,8 @@
 //! short queue behind them; past that the caller is told ServerBusy (503, Retry-After).
 //!
 //! Calls `soap` (sans-IO codecs), `wusp`, `wsusss`, `auth`, `content::response` (bodies) and
-//! `metrics`; called by the router in `server`.
+//! `metrics`; called by the router in `server`. [`Preparation`] and [`Prepared::answer`] are
+//! public for the fuzz targets, which feed them bodies as the router does.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use crate::wsusss;
 use crate::wusp::{self, ErrorCode, Fault};
 
 /// Why a request body could not be had.
-pub(crate) enum BodyError {
+pub enum BodyError {
     /// Over the limit (declared or sent); reading stopped there.
     TooLarge,
     /// The transport failed mid-body, or a compressed body does not decompress.
@@ -135,7 +136,7 @@ fn decode_body(
 
 /// The Content-Encoding of a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Coding {
+pub enum Coding {
     Identity,
     Gzip,
     Other,
@@ -212,7 +213,7 @@ impl Parsers {
 
 /// The web service a SOAP call was posted to.
 #[derive(Debug, Clone, Copy)]
-pub(super) enum SoapService {
+pub enum SoapService {
     /// The client protocol (Windows Update Agents).
     Client(wusp::Endpoint),
     /// The server-server protocol (downstream servers).
@@ -235,7 +236,7 @@ impl SoapService {
 }
 
 /// A body made ready for its service: decoded, its operation found, parsed.
-enum Prepared {
+pub enum Prepared {
     Parsed {
         service: SoapService,
         envelope: soap::Envelope,
@@ -248,20 +249,20 @@ enum Prepared {
 
 /// What the preparation of one body needs to know, owned so that it can run on the blocking
 /// pool.
-struct Preparation {
-    service: SoapService,
-    coding: Coding,
+pub struct Preparation {
+    pub service: SoapService,
+    pub coding: Coding,
     /// The caller showed it is a downstream server (or anyone may be).
-    trusted: bool,
+    pub trusted: bool,
     /// The clients' limits (the service's, for the server-server ones).
-    client: Limits,
-    wsusss: Arc<wsusss::Service>,
+    pub client: Limits,
+    pub wsusss: Arc<wsusss::Service>,
 }
 
 impl Preparation {
     /// Decode, pick the service by the operation (the Reporting path), parse under the
     /// operation's limits. Sans-IO: bytes in, a value out.
-    fn prepare(self, raw: Vec<u8>) -> (Prepared, usize) {
+    pub fn prepare(self, raw: Vec<u8>) -> (Prepared, usize) {
         let reporting = matches!(self.service, SoapService::Client(wusp::Endpoint::Reporting));
         let limit = if reporting && self.trusted {
             wsusss::rollup::LIMITS.max_bytes
@@ -296,6 +297,63 @@ impl Preparation {
             Err(e) => Prepared::Unparsable(service, e),
         };
         (prepared, size)
+    }
+}
+
+/// Who answers a prepared call, and what the call brings besides its body.
+pub struct Context<'a> {
+    pub wusp: &'a Arc<wusp::Service>,
+    pub wsusss: &'a Arc<wsusss::Service>,
+    /// The SOAPAction header.
+    pub action: Option<&'a str>,
+    /// `http://host:port` content URLs are made from.
+    pub content_base: &'a str,
+    pub peer: Option<std::net::SocketAddr>,
+    /// Seconds since the epoch.
+    pub now: i64,
+}
+
+/// What a prepared call comes to.
+pub enum Answer {
+    /// The service's answer (a fault for a body that did not parse).
+    Reply(wusp::Reply),
+    Refused(BodyError),
+    Unauthenticated,
+}
+
+impl Prepared {
+    pub async fn answer(self, context: &Context<'_>) -> Answer {
+        Answer::Reply(match self {
+            Prepared::Refused(e) => return Answer::Refused(e),
+            Prepared::Unauthenticated => return Answer::Unauthenticated,
+            Prepared::Unparsable(service, e) => wusp::fault_in(
+                soap::Version::Soap11,
+                service.namespace(),
+                "(unparsed)",
+                &Fault::invalid(e.to_string()),
+            ),
+            Prepared::Parsed {
+                service: SoapService::Server(endpoint),
+                envelope,
+            } => {
+                context
+                    .wsusss
+                    .call(endpoint, envelope, context.peer, context.now)
+                    .await
+            }
+            Prepared::Parsed {
+                service: SoapService::Client(endpoint),
+                envelope,
+            } => {
+                let call = wusp::Call {
+                    endpoint,
+                    action: context.action,
+                    content_base: context.content_base,
+                    now: context.now,
+                };
+                context.wusp.call(call, envelope).await
+            }
+        })
     }
 }
 
@@ -417,40 +475,22 @@ async fn answer(
         return busy(app, service, call);
     };
     call.bytes_in = bytes_in;
-    let now = crate::catalog::store::unix_now();
-    let reply = match prepared {
-        Prepared::Refused(e) => return refused_body(app, service, e, limit),
-        Prepared::Unauthenticated => return unauthenticated(app, parts),
-        Prepared::Unparsable(service, e) => wusp::fault_in(
-            soap::Version::Soap11,
-            service.namespace(),
-            "(unparsed)",
-            &Fault::invalid(e.to_string()),
-        ),
-        Prepared::Parsed {
-            service: SoapService::Server(endpoint),
-            envelope,
-        } => {
-            let peer = parts.extensions.get::<Peer>().map(|p| p.0);
-            app.wsusss.call(endpoint, envelope, peer, now).await
-        }
-        Prepared::Parsed {
-            service: SoapService::Client(endpoint),
-            envelope,
-        } => {
-            let content_base = content_base(app, listener, parts);
-            let action = parts
-                .headers
-                .get("soapaction")
-                .and_then(|v| v.to_str().ok());
-            let call = wusp::Call {
-                endpoint,
-                action,
-                content_base: &content_base,
-                now,
-            };
-            app.wusp.call(call, envelope).await
-        }
+    let content_base = content_base(app, listener, parts);
+    let context = Context {
+        wusp: &app.wusp,
+        wsusss: &app.wsusss,
+        action: parts
+            .headers
+            .get("soapaction")
+            .and_then(|v| v.to_str().ok()),
+        content_base: &content_base,
+        peer: parts.extensions.get::<Peer>().map(|p| p.0),
+        now: crate::catalog::store::unix_now(),
+    };
+    let reply = match prepared.answer(&context).await {
+        Answer::Reply(reply) => reply,
+        Answer::Refused(e) => return refused_body(app, service, e, limit),
+        Answer::Unauthenticated => return unauthenticated(app, parts),
     };
     if large || bytes_in >= RELEASE_AFTER_BYTES {
         // On the blocking pool: trimming a large heap takes milliseconds that the other requests

@@ -31,7 +31,7 @@ use crate::metrics::Metrics;
 use crate::upstream::{self, BoxError, Upstream};
 use crate::{wsusss, wusp};
 
-mod calls;
+pub mod calls;
 mod connection;
 mod h3;
 

@@ -14,9 +14,14 @@ const MAX_DOCUMENT: u64 = crate::catalog::update::DOCUMENT_LIMITS.max_bytes as u
 /// The document an `XmlUpdateBlobCompressed` holds.
 pub fn decompress(base64_text: &str) -> Result<String, String> {
     let cabinet = crate::catalog::base64_decode(base64_text).ok_or("not base64")?;
+    document_of_cabinet(&cabinet)
+}
+
+/// The text of a cabinet's one document.
+pub fn document_of_cabinet(cabinet: &[u8]) -> Result<String, String> {
     // A malformed archive is the upstream's fault, never a reason to stop this server: the
     // decoders are third-party code fed what the upstream sent.
-    let bytes = std::panic::catch_unwind(|| extract(&cabinet))
+    let bytes = std::panic::catch_unwind(|| extract(cabinet))
         .map_err(|_| "the cabinet decoder failed on it".to_owned())??;
     text(bytes)
 }

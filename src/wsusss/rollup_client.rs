@@ -349,14 +349,7 @@ impl Rollup {
             let answer = self
                 .call(&mut report, "GetOutOfSyncComputers", &inner)
                 .await?;
-            let behind: Vec<String> = answer
-                .child("GetOutOfSyncComputersResult")
-                .map(|r| {
-                    r.children_named("string")
-                        .map(|s| s.text().to_owned())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let behind = read_out_of_sync(&answer);
             for ids in behind.chunks(config.statuses.max(1)) {
                 let ids = ids.to_vec();
                 let statuses = self.journal(move |j| j.statuses(&ids)).await?;
@@ -370,39 +363,7 @@ impl Rollup {
 
     async fn configuration(&self, report: &mut RollupReport) -> Result<Config> {
         let answer = self.call(report, "GetRollupConfiguration", COOKIE).await?;
-        let bad = |what: &str| {
-            Error::upstream(
-                Kind::BadUpstream,
-                format!("GetRollupConfiguration: the answer lacks a valid {what}"),
-            )
-        };
-        let r = answer
-            .child("GetRollupConfigurationResult")
-            .ok_or_else(|| bad("GetRollupConfigurationResult"))?;
-        let size = |name: &str| -> Result<usize> {
-            r.child_text(name)
-                .and_then(|n| n.parse::<usize>().ok())
-                .filter(|n| *n > 0)
-                .ok_or_else(|| bad(name))
-        };
-        let detailed = r.child_text("DoDetailedRollup") == Some("true");
-        if !detailed {
-            return Err(Error::upstream(
-                Kind::BadUpstream,
-                "the upstream takes no detailed rollup (DoDetailedRollup false)",
-            )
-            .retryable(false));
-        }
-        Ok(Config {
-            reset: r
-                .child_text("RollupResetGuid")
-                .and_then(Guid::parse)
-                .ok_or_else(|| bad("RollupResetGuid"))?,
-            servers: size("RollupDownstreamServersMaxBatchSize")?,
-            computers: size("RollupComputersMaxBatchSize")?,
-            out_of_sync: size("GetOutOfSyncComputersMaxBatchSize")?,
-            statuses: size("RollupComputerStatusMaxBatchSize")?,
-        })
+        read_configuration(&answer)
     }
 
     /// RollupComputerStatus, again after a wait while the upstream says it is busy.
@@ -430,6 +391,69 @@ impl Rollup {
             Kind::Unavailable,
             "RollupComputerStatus: the upstream stayed busy",
         ))
+    }
+}
+
+/// GetRollupConfigurationResult: the reset id and the batch sizes; an upstream that takes no
+/// detailed rollup is refused.
+fn read_configuration(answer: &Element) -> Result<Config> {
+    let bad = |what: &str| {
+        Error::upstream(
+            Kind::BadUpstream,
+            format!("GetRollupConfiguration: the answer lacks a valid {what}"),
+        )
+    };
+    let r = answer
+        .child("GetRollupConfigurationResult")
+        .ok_or_else(|| bad("GetRollupConfigurationResult"))?;
+    let size = |name: &str| -> Result<usize> {
+        r.child_text(name)
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad(name))
+    };
+    let detailed = r.child_text("DoDetailedRollup") == Some("true");
+    if !detailed {
+        return Err(Error::upstream(
+            Kind::BadUpstream,
+            "the upstream takes no detailed rollup (DoDetailedRollup false)",
+        )
+        .retryable(false));
+    }
+    Ok(Config {
+        reset: r
+            .child_text("RollupResetGuid")
+            .and_then(Guid::parse)
+            .ok_or_else(|| bad("RollupResetGuid"))?,
+        servers: size("RollupDownstreamServersMaxBatchSize")?,
+        computers: size("RollupComputersMaxBatchSize")?,
+        out_of_sync: size("GetOutOfSyncComputersMaxBatchSize")?,
+        statuses: size("RollupComputerStatusMaxBatchSize")?,
+    })
+}
+
+/// GetOutOfSyncComputersResult: the computers whose statuses the upstream wants again.
+fn read_out_of_sync(answer: &Element) -> Vec<String> {
+    answer
+        .child("GetOutOfSyncComputersResult")
+        .map(|r| {
+            r.children_named("string")
+                .map(|s| s.text().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything a rollup takes from an answer to `operation` (the response element): how many
+/// items it held. For the fuzz targets and their tests.
+pub fn read_result(operation: &str, answer: &Element) -> Result<usize> {
+    match operation {
+        "GetRollupConfiguration" => read_configuration(answer).map(|_| 1),
+        "GetOutOfSyncComputers" => Ok(read_out_of_sync(answer).len()),
+        other => Err(Error::upstream(
+            Kind::BadUpstream,
+            format!("{other}: not an answer a rollup reads"),
+        )),
     }
 }
 

@@ -242,6 +242,27 @@ pub(super) async fn post(
         }
         answer.extend_from_slice(&chunk);
     }
+    let wire = answer.len() as u64;
+    let gzipped = fetched
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let op = read_answer(operation, status, gzipped, answer)?;
+    Ok(Answer {
+        op,
+        sent,
+        received: wire,
+    })
+}
+
+/// An answer to `operation` as it came (its status, whether gzip, its body): the operation's
+/// response element, or the fault. Sans-IO.
+pub fn read_answer(
+    operation: &str,
+    status: StatusCode,
+    gzipped: bool,
+    mut answer: Vec<u8>,
+) -> std::result::Result<Element, Failure> {
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return Err(Error::upstream(
             Kind::BadUpstream,
@@ -253,11 +274,6 @@ pub(super) async fn post(
         .retryable(false)
         .into());
     }
-    let wire = answer.len() as u64;
-    let gzipped = fetched
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     if gzipped {
         answer = soap::coding::gunzip(&answer, ANSWER_LIMITS.max_bytes)
             .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}")))?;
@@ -287,15 +303,11 @@ pub(super) async fn post(
         )
         .into());
     }
-    Ok(Answer {
-        op,
-        sent,
-        received: wire,
-    })
+    Ok(op)
 }
 
 /// Why a call failed: a protocol fault (the sync may recover), or anything else.
-pub(super) enum Failure {
+pub enum Failure {
     Fault(ErrorCode, String),
     Other(Error),
 }
@@ -390,13 +402,7 @@ impl Session<'_> {
             let config = self
                 .post(SYNC_PATH, SERVER_SYNC_NS, "GetAuthConfig", "")
                 .await?;
-            let service = result(&config, "GetAuthConfigResult")?
-                .child("AuthInfo")
-                .and_then(|a| a.child("AuthPlugInInfo"))
-                .and_then(|p| p.child_text("ServiceUrl"))
-                .filter(|u| !u.is_empty() && !u.contains("://"))
-                .unwrap_or(DEFAULT_AUTH_PATH)
-                .to_owned();
+            let service = read_auth_config(&config)?;
             let mut inner = String::new();
             soap::text_element(&mut inner, "accountName", &self.syncer.account);
             soap::text_element(&mut inner, "accountGuid", &self.server_id.to_string());
@@ -404,11 +410,7 @@ impl Session<'_> {
             let auth = self
                 .post(&path, DSS_AUTH_NS, "GetAuthorizationCookie", &inner)
                 .await?;
-            let data = result(&auth, "GetAuthorizationCookieResult")?
-                .child_text("CookieData")
-                .filter(|d| !d.is_empty())
-                .ok_or_else(|| malformed("GetAuthorizationCookie", "CookieData"))?;
-            self.authorization = Some(data.to_owned());
+            self.authorization = Some(read_authorization_cookie(&auth)?);
         }
         let mut inner = String::from("<authCookies><AuthorizationCookie>");
         soap::text_element(&mut inner, "PlugInId", "DssTargeting");
@@ -434,19 +436,7 @@ impl Session<'_> {
             }
             other => other?,
         };
-        let got = result(&answer, "GetCookieResult")?;
-        let expiration = got
-            .child_text("Expiration")
-            .ok_or_else(|| malformed("GetCookie", "Expiration"))?;
-        let cookie = Cookie {
-            expires: parse_datetime(expiration)
-                .ok_or_else(|| malformed("GetCookie", "Expiration"))?,
-            expiration: expiration.to_owned(),
-            data: got
-                .child_text("EncryptedData")
-                .ok_or_else(|| malformed("GetCookie", "EncryptedData"))?
-                .to_owned(),
-        };
+        let cookie = read_cookie(&answer)?;
         let xml = cookie.xml("cookie");
         self.cookie = Some(cookie);
         Ok(xml)
@@ -472,14 +462,7 @@ impl Session<'_> {
         let config = self
             .call("GetConfigData", &optional("configAnchor", &anchors.config))
             .await?;
-        let config = result(&config, "GetConfigDataResult")?;
-        let per_request = config
-            .child_text("MaxNumberOfUpdatesPerRequest")
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or(super::MAX_UPDATES_PER_REQUEST as usize)
-            .min(1000);
-        let config_anchor = config.child_text("NewConfigAnchor").map(str::to_owned);
+        let (per_request, config_anchor) = read_config_data(&config)?;
         let (config_sync, config_ids) = self.revision_list(true, &anchors.config_sync).await?;
         let (update_sync, update_ids) = self.revision_list(false, &anchors.update_sync).await?;
         self.report.config_listed = config_ids.len();
@@ -614,6 +597,84 @@ fn malformed(operation: &str, what: &str) -> Failure {
 fn result<'a>(op: &'a Element, name: &str) -> Step<&'a Element> {
     op.child(name)
         .ok_or_else(|| malformed(op.name.trim_end_matches("Response"), name))
+}
+
+/// GetAuthConfigResult: the path of the DssAuth service.
+fn read_auth_config(op: &Element) -> Step<String> {
+    Ok(result(op, "GetAuthConfigResult")?
+        .child("AuthInfo")
+        .and_then(|a| a.child("AuthPlugInInfo"))
+        .and_then(|p| p.child_text("ServiceUrl"))
+        .filter(|u| !u.is_empty() && !u.contains("://"))
+        .unwrap_or(DEFAULT_AUTH_PATH)
+        .to_owned())
+}
+
+/// GetAuthorizationCookieResult: the CookieData to show GetCookie.
+fn read_authorization_cookie(op: &Element) -> Step<String> {
+    result(op, "GetAuthorizationCookieResult")?
+        .child_text("CookieData")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| malformed("GetAuthorizationCookie", "CookieData"))
+}
+
+/// GetCookieResult: the session cookie.
+fn read_cookie(op: &Element) -> Step<Cookie> {
+    let got = result(op, "GetCookieResult")?;
+    let expiration = got
+        .child_text("Expiration")
+        .ok_or_else(|| malformed("GetCookie", "Expiration"))?;
+    Ok(Cookie {
+        expires: parse_datetime(expiration).ok_or_else(|| malformed("GetCookie", "Expiration"))?,
+        expiration: expiration.to_owned(),
+        data: got
+            .child_text("EncryptedData")
+            .ok_or_else(|| malformed("GetCookie", "EncryptedData"))?
+            .to_owned(),
+    })
+}
+
+/// GetConfigDataResult: how many updates one GetUpdateData may ask for (1 to 1,000), and the
+/// new configuration anchor.
+fn read_config_data(op: &Element) -> Step<(usize, Option<String>)> {
+    let config = result(op, "GetConfigDataResult")?;
+    let per_request = config
+        .child_text("MaxNumberOfUpdatesPerRequest")
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(super::MAX_UPDATES_PER_REQUEST as usize)
+        .min(1000);
+    Ok((
+        per_request,
+        config.child_text("NewConfigAnchor").map(str::to_owned),
+    ))
+}
+
+/// Everything a sync takes from an answer to `operation` (the operation's response element),
+/// read as the sync reads it, documents parsed as staging parses them: how many items it
+/// held. For the fuzz targets and their tests.
+pub fn read_result(operation: &str, op: &Element) -> std::result::Result<usize, Failure> {
+    match operation {
+        "GetAuthConfig" => read_auth_config(op).map(|_| 1),
+        "GetAuthorizationCookie" => read_authorization_cookie(op).map(|_| 1),
+        "GetCookie" => read_cookie(op).map(|_| 1),
+        "GetConfigData" => read_config_data(op).map(|_| 1),
+        "GetRevisionIdList" => {
+            read_revision_list(result(op, "GetRevisionIdListResult")?).map(|(_, ids)| ids.len())
+        }
+        "GetUpdateData" => {
+            let documents = read_update_data(op, &[])?;
+            for document in &documents {
+                crate::catalog::update::parse(document)
+                    .map_err(|e| Error::upstream(Kind::BadUpstream, e.to_string()))?;
+            }
+            Ok(documents.len())
+        }
+        "GetDeployments" => read_deployments(result(op, "GetDeploymentsResult")?)
+            .map(|(_, set)| set.deployments.len() + set.dead.len()),
+        other => Err(malformed(other, "operation")),
+    }
 }
 
 fn identity(e: &Element) -> Option<(Guid, u32)> {
