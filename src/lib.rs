@@ -27,6 +27,8 @@
 //!   tests and load); it only speaks HTTP to a node. Also the WAN emulator.
 //! - [`logging`]: where log lines go and how they look; the filter SIGHUP changes.
 //! - [`systemd`]: readiness, reload, stop and watchdog notifications to the service manager.
+//! - [`fuzzing`]: the fuzz targets' entry points (`fuzz/`): untrusted bytes fed to the code that
+//!   reads them, the way a listener or the upstream link does.
 //! - [`cli`]: the subcommands.
 
 pub mod access;
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod content;
 pub mod error;
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod pki;
