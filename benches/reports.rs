@@ -103,7 +103,7 @@ fn fill_branch(dir: &std::path::Path, computers: usize, updates: usize) {
             )
             .unwrap();
         let ids: Vec<String> = (0..updates).map(|_| Guid::random().to_string()).collect();
-        let now = wsus_edge::catalog::store::unix_now();
+        let now = wsus_edge::clock::unix_now();
         for c in 0..computers {
             let id = format!("{:08x}-bench-computer", c);
             computer

@@ -25,17 +25,12 @@ impl Tokens {
     pub fn reload(&self, key: &str, path: Option<&Path>) -> Result<usize> {
         let tokens = read(key, path)?;
         let count = tokens.len();
-        *self
-            .0
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = tokens;
+        *crate::lock::write(&self.0) = tokens;
         Ok(count)
     }
 
     fn digests(&self) -> std::sync::RwLockReadGuard<'_, Vec<[u8; 32]>> {
-        self.0
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock::read(&self.0)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1009,14 +1009,14 @@ async fn sync(config: &Config) -> Exit {
     let syncer =
         crate::wsusss::sync::Syncer::new(link, config.node.data_dir.clone(), &config.node.name)
             .with_progress(Arc::new(move |fetched, wanted| {
-                let mut shown = shown.lock().unwrap_or_else(|p| p.into_inner());
+                let mut shown = crate::lock::lock(&shown);
                 let bar = shown.get_or_insert_with(|| {
                     Progress::new("documents", wanted as u64, Unit::Items("fetched"))
                 });
                 bar.inc(fetched as u64 - bar.done());
             }));
     let outcome = syncer.run().await;
-    if let Some(bar) = progress.lock().unwrap_or_else(|p| p.into_inner()).take() {
+    if let Some(bar) = crate::lock::lock(&progress).take() {
         bar.finish();
     }
     match outcome {
@@ -1384,7 +1384,7 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         }
         let reports = root_node.app.reports.clone();
         let servers =
-            tokio::task::spawn_blocking(move || crate::wusp::lock(&reports).downstreams())
+            tokio::task::spawn_blocking(move || crate::lock::lock(&reports).downstreams())
                 .await
                 .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
                 .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
@@ -1576,10 +1576,7 @@ async fn status(
     }
     match serde_json::from_str::<serde_json::Value>(&body) {
         Ok(value) => {
-            print!(
-                "{}",
-                describe_status(&value, crate::catalog::store::unix_now())
-            );
+            print!("{}", describe_status(&value, crate::clock::unix_now()));
             Exit::Ok
         }
         Err(e) => {

@@ -8,6 +8,8 @@
 //! from [`upstream`] one aligned slice at a time, one fetch per slice however many clients wait.
 //!
 //! Modules, in dependency order (a module may call those listed before it, never after):
+//! - [`clock`]: the wall clock, seconds since the epoch, where the node reads it.
+//! - [`lock`]: how the node takes its standard locks (a poisoned one as it is).
 //! - [`access`]: who sent a request (address, user agent, request id), for access lines.
 //! - [`error`]: the one error type (which side failed, whether a retry helps).
 //! - [`config`]: the typed configuration contract, human units, every problem with its key.
@@ -36,10 +38,12 @@ pub mod admin;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod content;
 pub mod error;
 pub mod fuzzing;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod pki;

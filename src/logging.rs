@@ -117,10 +117,7 @@ impl Logging {
         if self.filter_pinned {
             return FilterChange::Pinned;
         }
-        let mut current = match self.current.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut current = crate::lock::lock(&self.current);
         if *current == directives {
             return FilterChange::Same;
         }

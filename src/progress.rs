@@ -64,7 +64,7 @@ impl Progress {
             bar.inc(n);
             return;
         }
-        let mut plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+        let mut plain = crate::lock::lock(&self.plain);
         plain.0 += n;
         if plain.1.elapsed() >= LINE_EVERY {
             plain.1 = Instant::now();
@@ -76,7 +76,7 @@ impl Progress {
     pub fn done(&self) -> u64 {
         match &self.bar {
             Some(bar) => bar.position(),
-            None => self.plain.lock().unwrap_or_else(|p| p.into_inner()).0,
+            None => crate::lock::lock(&self.plain).0,
         }
     }
 
@@ -85,7 +85,7 @@ impl Progress {
         match &self.bar {
             Some(bar) => bar.finish_and_clear(),
             None => {
-                let plain = self.plain.lock().unwrap_or_else(|p| p.into_inner());
+                let plain = crate::lock::lock(&self.plain);
                 eprintln!("{}", self.line(plain.0));
             }
         }

@@ -180,7 +180,7 @@ async fn rollups_are_gated_and_bounded() {
 
     // Servers: a parent that is neither this node, one below it, nor one in the request is
     // refused; a summary older than the one kept is ignored (LastRollupTime).
-    let now = wsus_edge::catalog::store::unix_now();
+    let now = wsus_edge::clock::unix_now();
     let at = wsus_edge::soap::xsd::format_datetime;
     let server = |id: &str, parent: &str, rolled: i64, computers: u32| {
         format!(

@@ -282,7 +282,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
             )
         })
         .unwrap();
-    let go_live = wsus_edge::catalog::store::unix_now() + 86_400;
+    let go_live = wsus_edge::clock::unix_now() + 86_400;
     let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
     let moved = db
         .execute(

@@ -93,7 +93,7 @@ async fn a_downstream_server_authorizes_and_reads_the_configuration() {
 
     let cookie = authorize(&node, None).await;
     let expires = soap::xsd::parse_datetime(&cookie.0).unwrap();
-    let now = wsus_edge::catalog::store::unix_now();
+    let now = wsus_edge::clock::unix_now();
     assert!(
         expires > now + 3 * 3600 && expires <= now + 4 * 3600 + 5,
         "{}",
@@ -267,7 +267,7 @@ async fn every_fault_of_authorization_and_configuration() {
 
     // GetConfigData without a cookie, with the authorization cookie in its place (another
     // kind), with garbage: InvalidCookie.
-    let now = soap::xsd::format_datetime(wsus_edge::catalog::store::unix_now() + 3600);
+    let now = soap::xsd::format_datetime(wsus_edge::clock::unix_now() + 3600);
     for inner in [
         String::new(),
         cookie_xml(&(now.clone(), data.clone())),

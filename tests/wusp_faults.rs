@@ -76,7 +76,7 @@ async fn cookie_faults_follow_the_protocol() {
     let node = start(&node_config(&data, None, "", "")).await;
     let store = Store::open(&data).unwrap();
     let sealer = Sealer::open(&data).unwrap();
-    let now = wsus_edge::catalog::store::unix_now();
+    let now = wsus_edge::clock::unix_now();
     let claims = Claims {
         kind: Kind::Client,
         server_id: store.server_id().unwrap(),

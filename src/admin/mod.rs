@@ -114,10 +114,7 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
             .get::<crate::server::Peer>()
             .map(|p| p.0.ip());
         let open = {
-            let networks = app
-                .admin_read_networks
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let networks = crate::lock::read(&app.admin_read_networks);
             may_read(peer, &networks)
         };
         if !open && !app.admin_tokens.accepts(&parts.headers) {
@@ -418,7 +415,7 @@ async fn metrics(app: &App, headers: &http::HeaderMap) -> Response<Body> {
     }
     let reports = app.reports.clone();
     let downstream = app.upstream.is_some();
-    let backlog = tokio::task::spawn_blocking(move || crate::wusp::lock(&reports).backlog()).await;
+    let backlog = tokio::task::spawn_blocking(move || crate::lock::lock(&reports).backlog()).await;
     match backlog {
         Ok(Ok((pending, computers))) => {
             m.reports_pending
@@ -563,7 +560,7 @@ fn status(app: &App, backlog: Option<(u64, u64)>) -> Status<'_> {
 
 async fn status_json(app: &App) -> Response<Body> {
     let reports = app.reports.clone();
-    let backlog = tokio::task::spawn_blocking(move || crate::wusp::lock(&reports).backlog())
+    let backlog = tokio::task::spawn_blocking(move || crate::lock::lock(&reports).backlog())
         .await
         .ok()
         .and_then(|r| r.ok());

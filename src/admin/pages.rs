@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use http::{Method, Response, StatusCode};
 
 use super::{node_summary, with_type};
-use crate::catalog::store::unix_now;
 use crate::catalog::{CatalogError, Guid};
+use crate::clock::unix_now;
 use crate::content::response::{Body, text};
 use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
 use crate::server::App;
@@ -48,7 +48,7 @@ pub async fn respond(app: &App, method: &Method, path: &str) -> Option<Response<
     let catalog = app.wusp.catalog();
     let journal = app.reports.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let journal = crate::wusp::lock(&journal);
+        let journal = crate::lock::lock(&journal);
         page.render(
             &journal,
             &catalog,

@@ -76,7 +76,7 @@ impl View {
         journal: &Mutex<Journal>,
         title: impl Fn(Guid) -> Option<String>,
     ) -> Result<Response<Body>, CatalogError> {
-        let journal = crate::wusp::lock(journal);
+        let journal = crate::lock::lock(journal);
         Ok(match self {
             View::Computers {
                 filter,

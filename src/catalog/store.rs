@@ -18,6 +18,7 @@ use super::{
     ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Decision, Deployment, FileRef, Fragments,
     Group, Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
 };
+use crate::clock::unix_now;
 
 const SCHEMA: &str = "
 PRAGMA journal_mode = WAL;
@@ -1159,12 +1160,6 @@ fn import_parsed(
         }
     }
     Ok((new, updated))
-}
-
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[cfg(test)]

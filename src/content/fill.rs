@@ -54,10 +54,7 @@ impl SliceFill {
     }
 
     fn lock(&self) -> MutexGuard<'_, Buf> {
-        match self.buf.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        crate::lock::lock(&self.buf)
     }
 
     pub fn received(&self) -> u64 {

@@ -29,6 +29,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
+use crate::lock::lock;
 use crate::metrics::{FoundByLabels, Metrics, TierLabels};
 use crate::upstream::Upstream;
 use disk::{CommitOutcome, Dirs, PartialFile};
@@ -207,13 +208,6 @@ impl Object {
             MetaState::Known(m) => Some(*m),
             _ => None,
         }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }
 

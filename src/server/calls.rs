@@ -485,7 +485,7 @@ async fn answer(
             .and_then(|v| v.to_str().ok()),
         content_base: &content_base,
         peer: parts.extensions.get::<Peer>().map(|p| p.0),
-        now: crate::catalog::store::unix_now(),
+        now: crate::clock::unix_now(),
     };
     let reply = match prepared.answer(&context).await {
         Answer::Reply(reply) => reply,

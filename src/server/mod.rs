@@ -142,10 +142,7 @@ impl App {
     /// the caller says what needs a restart.
     pub fn reload(&self, config: &Config) -> Reloaded {
         let mut done = Reloaded::default();
-        let mut reloadable = self
-            .reloadable
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut reloadable = crate::lock::lock(&self.reloadable);
         let reloadable = &mut *reloadable;
         let files = [
             (
@@ -178,10 +175,7 @@ impl App {
                 Err(e) => done.failed.push(e.message().to_owned()),
             }
         }
-        let mut networks = self
-            .admin_read_networks
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut networks = crate::lock::write(&self.admin_read_networks);
         if *networks != config.admin.read_networks {
             *networks = config.admin.read_networks.clone();
             done.applied
@@ -913,7 +907,7 @@ impl Preflight {
         Preflight {
             unreadable: problems.iter().map(|p| p.key.clone()).collect(),
             problems,
-            now: crate::catalog::store::unix_now(),
+            now: crate::clock::unix_now(),
         }
     }
 

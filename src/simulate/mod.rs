@@ -160,10 +160,7 @@ pub async fn delivery_optimization(
                 outcome.requests += 1;
                 *outcome.statuses.entry(206).or_default() += 1;
                 outcome.body_bytes += body.len() as u64;
-                let mut file = match assembled.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
+                let mut file = crate::lock::lock(&assembled);
                 file[first as usize..=last as usize].copy_from_slice(&body);
             }
         });
@@ -179,10 +176,7 @@ pub async fn delivery_optimization(
         }
     }
     let digest = {
-        let file = match assembled.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let file = crate::lock::lock(&assembled);
         Digest(Sha1::digest(&file[..]).into())
     };
     total.verified = digest == file.sha1;

@@ -220,7 +220,7 @@ impl Session<'_> {
             .and_then(|r| r.child_text("CookieData"))
             .unwrap_or("")
             .to_owned();
-        let now = crate::catalog::store::unix_now();
+        let now = crate::clock::unix_now();
         let cookie = self
             .call(
                 CLIENT,
@@ -680,7 +680,7 @@ pub async fn report(
         scan: std::mem::take(scan),
     };
     let (cookie, _) = s.handshake(machine).await?;
-    let now = crate::catalog::store::unix_now();
+    let now = crate::clock::unix_now();
 
     let time = format_datetime(now);
     let event = |id: u16, update: Option<&Offered>, hresult: i32, misc: &str| {

@@ -46,10 +46,7 @@ impl Bandwidth {
 
     /// Sans-IO core: charge at `now`, return how long the caller must wait.
     fn charge(&self, bytes: u64, now: Instant) -> Duration {
-        let mut state = match self.state.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut state = crate::lock::lock(&self.state);
         let elapsed = now.saturating_duration_since(state.last).as_secs_f64();
         state.last = now;
         state.tokens = (state.tokens + elapsed * self.rate).min(self.rate * BURST);

@@ -35,6 +35,7 @@ pub use bandwidth::Bandwidth;
 
 use crate::config::{self, Transport};
 use crate::error::{Error, Kind, Result};
+use crate::lock::lock;
 use crate::metrics::{Metrics, TransportLabels};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -548,13 +549,6 @@ const NO_RESPONSE: &str = "no response within";
 
 fn no_response(timeout: Duration) -> Error {
     Error::upstream(Kind::Unavailable, format!("{NO_RESPONSE} {timeout:?}"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
 }
 
 fn quic_succeeded(quic: &Quic) {

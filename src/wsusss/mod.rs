@@ -30,11 +30,12 @@ use crate::catalog::replica::DeploymentSet;
 use crate::catalog::{
     ALL_COMPUTERS, Action, CatalogError, Guid, UpdateType, base64_decode, base64_encode,
 };
+use crate::lock::lock;
 use crate::report::{Downstream, DownstreamSeen, Journal};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element};
 use crate::wusp::cookie::{Claims, Kind};
-use crate::wusp::{ErrorCode, Fault, Reply, fault_in, lock};
+use crate::wusp::{ErrorCode, Fault, Reply, fault_in};
 
 pub const SERVER_SYNC_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 pub const DSS_AUTH_NS: &str =

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, watch};
 use super::sync::{
     PrefetchProgress, PrefetchReport, Schedule, SyncReport, Syncer, approved_files, prefetch,
 };
-use crate::catalog::store::unix_now;
+use crate::clock::unix_now;
 
 /// What a replica's syncs and prefetches did so far.
 #[derive(Debug, Clone, Default, serde::Serialize)]

@@ -13,13 +13,14 @@ use std::fmt::Write as _;
 
 use super::SERVER_SYNC_NS;
 use crate::catalog::{CatalogError, Guid};
+use crate::lock::lock;
 use crate::report::{
     Activity, ClientSummary, Computer, Journal, OsGroup, RolledComputer, RolledServer,
     RolledStatus, ServerSummary, UpdateState,
 };
 use crate::soap::Element;
 use crate::soap::xsd::{parse_bool, parse_datetime};
-use crate::wusp::{Fault, lock};
+use crate::wusp::Fault;
 
 /// The operations of the Reporting path that belong to this protocol.
 pub const OPERATIONS: [&str; 5] = [

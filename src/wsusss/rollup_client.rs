@@ -25,8 +25,8 @@ use tokio::sync::{Notify, watch};
 use super::SERVER_SYNC_NS;
 use super::sync::{Failure, Schedule, post};
 use crate::catalog::Guid;
-use crate::catalog::store::unix_now;
 use crate::catalog::{FileState, UpdateCounts};
+use crate::clock::unix_now;
 use crate::error::{Error, Kind, Result};
 use crate::report::{
     ComputerCounts, Journal, OsGroup, RolledComputer, RolledServer, RolledStatus, ServerSummary,

@@ -27,8 +27,9 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 
 use super::{DSS_AUTH_NS, NO_DEADLINE, PROTOCOL_VERSION, SERVER_SYNC_NS, action_from_code};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
-use crate::catalog::store::{Store, unix_now};
+use crate::catalog::store::Store;
 use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
+use crate::clock::unix_now;
 use crate::content::{ContentPath, Digest};
 use crate::error::{Error, Kind, Result};
 use crate::soap::xsd::{parse_bool, parse_datetime};

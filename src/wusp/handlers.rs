@@ -7,11 +7,12 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::cookie::{Claims, Kind};
-use super::{Call, Endpoint, ErrorCode, Fault, Service, lock};
+use super::{Call, Endpoint, ErrorCode, Fault, Service};
 use crate::catalog::scope::{self, Offer, SyncRequest};
 use crate::catalog::{
     Action, Catalog, FileRef, Guid, UNASSIGNED_COMPUTERS, UpdateType, base64_decode, base64_encode,
 };
+use crate::lock::{lock, read, write};
 use crate::report::{Computer, Event};
 use crate::soap::xsd::{format_date, format_datetime, parse_bool, parse_datetime, parse_version};
 use crate::soap::{Element, Escaped, escape_text, escaped_element, text_element};
@@ -360,10 +361,7 @@ impl Service {
         let now = call.now;
         tokio::task::spawn_blocking(move || {
             lock(&service.journal).register(&computer, now)?;
-            match service.registered.write() {
-                Ok(mut r) => r.insert(computer.client_id),
-                Err(p) => p.into_inner().insert(computer.client_id),
-            };
+            write(&service.registered).insert(computer.client_id);
             Ok::<_, crate::catalog::CatalogError>(())
         })
         .await
@@ -463,10 +461,7 @@ impl Service {
         if claims.config_change != catalog.config_last_change {
             return Err(Fault::new(ErrorCode::ConfigChanged, ""));
         }
-        let registered = match self.registered.read() {
-            Ok(r) => r.contains(&claims.client_id),
-            Err(p) => p.into_inner().contains(&claims.client_id),
-        };
+        let registered = read(&self.registered).contains(&claims.client_id);
         if !registered {
             return Err(Fault::new(ErrorCode::RegistrationRequired, ""));
         }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::store::Store;
 use crate::catalog::{Catalog, CatalogError, Guid};
+use crate::lock::lock;
 use crate::report::Journal;
 use crate::soap::{self, Limits, Version};
 use cookie::Sealer;
@@ -218,15 +219,6 @@ pub struct Service {
     registered: RwLock<HashSet<String>>,
 }
 
-/// A poisoned lock still guards consistent data here (every holder leaves it whole), so it
-/// is taken as it is.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
-}
-
 impl Service {
     /// Open the catalog, the journal and the cookie key of `data_dir` (blocking).
     pub fn open(data_dir: &Path, settings: Settings) -> Result<Service, CatalogError> {
@@ -284,10 +276,7 @@ impl Service {
     }
 
     fn loaded(&self) -> Arc<Loaded> {
-        match self.loaded.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        crate::lock::read(&self.loaded).clone()
     }
 
     /// The catalog requests are answered from now.
@@ -335,10 +324,7 @@ impl Service {
             data_version: AtomicI64::new(data_version),
             scopes: Mutex::new(HashMap::new()),
         });
-        match self.loaded.write() {
-            Ok(mut g) => *g = fresh,
-            Err(p) => *p.into_inner() = fresh,
-        }
+        *crate::lock::write(&self.loaded) = fresh;
         Ok(())
     }
 

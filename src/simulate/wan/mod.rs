@@ -118,10 +118,7 @@ impl Wire {
     /// Put `len` bytes on the wire: when their last bit has left, or `None` if the queue
     /// ahead is longer than `limit` (then nothing is reserved).
     fn send(&self, len: usize, limit: Option<Duration>) -> Option<Instant> {
-        let mut free_at = match self.free_at.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut free_at = crate::lock::lock(&self.free_at);
         let now = Instant::now();
         let start = (*free_at).max(now);
         if let Some(limit) = limit
@@ -139,10 +136,7 @@ impl Wire {
 
     /// How long until the queue is back under `limit`.
     fn backlog_over(&self, limit: Duration) -> Duration {
-        let free_at = match self.free_at.lock() {
-            Ok(g) => *g,
-            Err(p) => *p.into_inner(),
-        };
+        let free_at = *crate::lock::lock(&self.free_at);
         free_at
             .saturating_duration_since(Instant::now())
             .saturating_sub(limit)
@@ -217,10 +211,7 @@ impl Shared {
         if loss <= 0.0 {
             return true;
         }
-        let draw = match self.rng.lock() {
-            Ok(mut rng) => rng.next_u64(),
-            Err(p) => p.into_inner().next_u64(),
-        };
+        let draw = crate::lock::lock(&self.rng).next_u64();
         (draw >> 11) as f64 / (1u64 << 53) as f64 >= loss
     }
 
