@@ -64,6 +64,27 @@ async fn run(cmd: &mut Command, what: &str) -> Output {
     }
 }
 
+/// aria2c fetching `url` in four 1 MiB-split segments at once into `dir/name`, with `extra`
+/// options.
+fn aria2c_segments(dir: &std::path::Path, name: &str, url: &str, extra: &[&str]) -> Command {
+    let mut cmd = tool("aria2c");
+    cmd.args([
+        "--no-conf",
+        "--summary-interval=0",
+        "--console-log-level=warn",
+        "-x4",
+        "-s4",
+        "-k1M",
+        "--allow-overwrite=true",
+        "--auto-file-renaming=false",
+    ])
+    .args(extra)
+    .arg("-d")
+    .arg(dir)
+    .args(["-o", name, url]);
+    cmd
+}
+
 fn tail(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
     let start = text.len().saturating_sub(4000);
@@ -207,20 +228,7 @@ async fn aria2c_segmented_download_of_a_cold_object() {
     let name = path.rsplit('/').next().unwrap().to_owned();
 
     let output = run(
-        tool("aria2c")
-            .args([
-                "--no-conf",
-                "--summary-interval=0",
-                "--console-log-level=warn",
-                "-x4",
-                "-s4",
-                "-k1M",
-                "--allow-overwrite=true",
-                "--auto-file-renaming=false",
-                "-d",
-            ])
-            .arg(out_dir.path())
-            .args(["-o", &name, &url]),
+        &mut aria2c_segments(out_dir.path(), &name, &url, &[]),
         "aria2c -x4 -s4",
     )
     .await;
@@ -642,22 +650,12 @@ async fn no_client_assembles_a_complete_wrong_file_from_ranges() {
     // aria2c, four segments at once.
     let u = wrong(303);
     let output = run(
-        tool("aria2c")
-            .args([
-                "--no-conf",
-                "--summary-interval=0",
-                "--console-log-level=warn",
-                "-x4",
-                "-s4",
-                "-k1M",
-                "--max-tries=3",
-                "--retry-wait=1",
-                "--allow-overwrite=true",
-                "--auto-file-renaming=false",
-                "-d",
-            ])
-            .arg(out.path())
-            .args(["-o", "aria2c.cab", &u]),
+        &mut aria2c_segments(
+            out.path(),
+            "aria2c.cab",
+            &u,
+            &["--max-tries=3", "--retry-wait=1"],
+        ),
         "aria2c -x4 -s4",
     )
     .await;
