@@ -15,10 +15,12 @@ use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wsus_edge::catalog::store::Store;
-use wsus_edge::catalog::{ALL_COMPUTERS, Action, UpdateType, generate, scope};
+use wsus_edge::catalog::{ALL_COMPUTERS, Action, UpdateType, scope};
 use wsus_edge::clock::unix_now;
+use wsus_edge::served::Served;
 use wsus_edge::simulate::wua::{Machine, request};
 use wsus_edge::soap::{self, Limits};
+use wsus_edge::testkit::generate;
 use wsus_edge::wusp::{CLIENT_NS, Call, Endpoint, SIMPLE_AUTH_NS, Service, Settings};
 
 const UPDATES: usize = 10_000;
@@ -93,7 +95,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let service = Arc::new(Service::open(&data, Settings::default()).expect("service"));
+    let served = Arc::new(Served::open(&data).expect("catalog in service"));
+    let service = Arc::new(Service::open(served, &data, Settings::default()).expect("service"));
     let machine = Machine::new(1, None);
     let config = element(&call(
         &rt,

@@ -145,13 +145,13 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let quiet = "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
-        let root = wsus_edge::server::start(&config(&format!(
+        let root = wsus_edge::node::start(&config(&format!(
             "[node]\nname = \"root\"\ndata_dir = {:?}\n{quiet}",
             root_dir.to_string_lossy()
         )))
         .await
         .unwrap();
-        let branch = wsus_edge::server::start(&config(&format!(
+        let branch = wsus_edge::node::start(&config(&format!(
             "[node]\nname = \"branch\"\ndata_dir = {:?}\n{quiet}[upstream]\nurl = \"http://{}\"\n\
              sync_interval = \"0s\"\ntimeout = \"120s\"\n[cache]\nprefetch = \"none\"\n\
              [reports]\nrollup_interval = \"0s\"\n",

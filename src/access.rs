@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use http::HeaderValue;
 
+/// The address a request came from, put in its extensions by the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
 /// One request's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestId(u64);

@@ -7,8 +7,8 @@ use std::path::Path;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::content::response::{Body, text};
 use crate::error::{Error, Kind, Result};
+use crate::http::{Body, text};
 
 /// The tokens a node accepts for one purpose. They can be replaced while the node runs
 /// (SIGHUP re-reads the file).

@@ -19,8 +19,8 @@ use crate::content;
 use crate::error::{Error, Kind};
 use crate::logging::{FilterChange, Logging};
 use crate::metrics::{Metrics, TierLabels};
+use crate::node;
 use crate::progress::{Progress, Unit};
-use crate::server;
 use crate::simulate;
 
 /// `--version`: the package version and the commit it was built from.
@@ -419,7 +419,7 @@ fn wan_link(
     loss: &str,
     queue: &str,
     block_udp: bool,
-) -> Result<simulate::wan::Link, String> {
+) -> Result<crate::testkit::wan::Link, String> {
     use crate::config::units::{parse_duration, parse_rate};
     let loss = match loss.trim().strip_suffix('%') {
         Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
@@ -428,7 +428,7 @@ fn wan_link(
     .ok()
     .filter(|l| (0.0..=1.0).contains(l))
     .ok_or_else(|| format!("--loss {loss:?}: a percentage (\"2%\") or a fraction (0.02)"))?;
-    Ok(simulate::wan::Link {
+    Ok(crate::testkit::wan::Link {
         delay: parse_duration(delay).map_err(|e| format!("--delay: {e}"))?,
         rate: parse_rate(rate).map_err(|e| format!("--rate: {e}"))?,
         loss,
@@ -442,9 +442,9 @@ fn wan_link(
 async fn wan_emulator(
     relay: Option<String>,
     tun: Option<String>,
-    link: simulate::wan::Link,
+    link: crate::testkit::wan::Link,
 ) -> Result<(), Error> {
-    use simulate::wan::{Controls, Relay, tun::Tun};
+    use crate::testkit::wan::Relay;
     let usage = |m: &str| Error::internal(Kind::Config, m.to_owned());
     let controls = if let Some(spec) = relay {
         let (listen, target) = spec
@@ -460,26 +460,48 @@ async fn wan_emulator(
         relay.stop().await;
         controls
     } else if let Some(spec) = tun {
-        let (a, b) = spec
-            .split_once(',')
-            .ok_or_else(|| usage("--tun A,B: two device names"))?;
-        let open = |name: &str| Tun::open(name).map_err(|e| Error::io(format!("TUN {name}"), e));
-        let (a, b) = (open(a)?, open(b)?);
-        println!("wan-emulator ready tun={},{}", a.name(), b.name());
-        let controls = Controls::new(&link);
-        let task = tokio::spawn(simulate::wan::tun::run(a, b, link, controls.clone()));
-        run_until_signal(&controls).await;
-        task.abort();
-        controls
+        tun_emulator(&spec, link).await?
     } else {
         return Err(usage("give --relay LISTEN=TARGET or --tun A,B"));
     };
     println!("{}", emulator_stats(&controls));
     Ok(())
 }
+/// The packet form of the emulator: two TUN devices, every IP packet across the link.
+#[cfg(feature = "wan-tun")]
+async fn tun_emulator(
+    spec: &str,
+    link: crate::testkit::wan::Link,
+) -> Result<std::sync::Arc<crate::testkit::wan::Controls>, Error> {
+    use crate::testkit::wan::Controls;
+    use crate::testkit::wan::tun::Tun;
+    let usage = |m: &str| Error::internal(Kind::Config, m.to_owned());
+    let (a, b) = spec
+        .split_once(',')
+        .ok_or_else(|| usage("--tun A,B: two device names"))?;
+    let open = |name: &str| Tun::open(name).map_err(|e| Error::io(format!("TUN {name}"), e));
+    let (a, b) = (open(a)?, open(b)?);
+    println!("wan-emulator ready tun={},{}", a.name(), b.name());
+    let controls = Controls::new(&link);
+    let task = tokio::spawn(crate::testkit::wan::tun::run(a, b, link, controls.clone()));
+    run_until_signal(&controls).await;
+    task.abort();
+    Ok(controls)
+}
+
+#[cfg(not(feature = "wan-tun"))]
+async fn tun_emulator(
+    _spec: &str,
+    _link: crate::testkit::wan::Link,
+) -> Result<std::sync::Arc<crate::testkit::wan::Controls>, Error> {
+    Err(Error::internal(
+        Kind::Config,
+        "--tun: this build has no TUN support; build with `--features wan-tun`",
+    ))
+}
 
 /// Obey stdin's commands until SIGINT/SIGTERM (or stdin's end, then only the signal).
-async fn run_until_signal(controls: &simulate::wan::Controls) {
+async fn run_until_signal(controls: &crate::testkit::wan::Controls) {
     // A thread of its own reads stdin: a read blocked in the runtime's blocking pool would keep
     // the runtime (and so the process) from ending after the signal.
     let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -523,7 +545,7 @@ async fn run_until_signal(controls: &simulate::wan::Controls) {
     }
 }
 
-fn emulator_stats(controls: &simulate::wan::Controls) -> String {
+fn emulator_stats(controls: &crate::testkit::wan::Controls) -> String {
     let s = &controls.stats;
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     format!(
@@ -584,7 +606,7 @@ fn checked(path: Option<&Path>, env: &[(String, String)]) -> Option<Config> {
             return None;
         }
     };
-    let problems = server::preflight(&config);
+    let problems = node::preflight(&config);
     if !problems.is_empty() {
         eprintln!("{}", ConfigError { source, problems });
         return None;
@@ -610,9 +632,9 @@ fn check_config(path: Option<&Path>, env: &[(String, String)]) -> Exit {
     );
     println!(
         "server-server services: {}",
-        server::downstream_access(&config)
+        node::downstream_access(&config)
     );
-    for advisory in server::advisories(&config) {
+    for advisory in node::advisories(&config) {
         println!("warning: {advisory}");
     }
     Exit::Ok
@@ -630,7 +652,7 @@ async fn serve(path: Option<&Path>, env: &[(String, String)], logging: &Logging)
         eprintln!("wsus-edge: log.level: {e}");
         return Exit::Usage;
     }
-    let running = match server::start(&config).await {
+    let running = match node::start(&config).await {
         Ok(r) => r,
         Err(e) => return report(Err(e)),
     };
@@ -679,7 +701,7 @@ fn reload(
     path: Option<&Path>,
     env: &[(String, String)],
     current: Config,
-    running: &server::Running,
+    running: &node::Running,
     logging: &Logging,
 ) -> Config {
     let source = path.map_or("built-in defaults".into(), |p| p.display().to_string());
@@ -913,7 +935,7 @@ async fn generate_catalog(config: &Config, n: usize, budget: u64, seed: u64) -> 
             .map_err(|e| Error::io("creating a work folder", e))?;
         std::fs::create_dir_all(&updates).map_err(|e| Error::io("creating a work folder", e))?;
         let progress = Progress::new("generating", n as u64, Unit::Items("updates"));
-        let generated = crate::catalog::generate::generate_with_progress(
+        let generated = crate::testkit::generate::generate_with_progress(
             n,
             seed,
             budget,
@@ -1179,7 +1201,7 @@ fn print_fleet(r: &simulate::wua::FleetReport) {
 }
 
 /// The branch's first sync and the prefetch after it, within a minute.
-async fn synced(node: &server::Running) -> Result<crate::wsusss::replica::ReplicaStatus, Error> {
+async fn synced(node: &node::Running) -> Result<crate::wsusss::replica::ReplicaStatus, Error> {
     let Some(replica) = &node.app.replica else {
         return Err(Error::internal(Kind::Config, "the branch has no upstream"));
     };
@@ -1250,14 +1272,14 @@ async fn demo(base: &Config, clients: usize, keep_running: bool) -> Result<(), E
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
     };
     println!("approved {approved} updates for All Computers at the root");
-    let root_node = server::start(&root).await?;
+    let root_node = node::start(&root).await?;
     let branch = demo_config(
         "demo-branch",
         &root_dir.join("branch"),
         Some(&format!("http://{}", root_node.listening().http)),
         &token,
     )?;
-    let branch_node = server::start(&branch).await?;
+    let branch_node = node::start(&branch).await?;
     let branch_http = branch_node.listening().http;
     println!(
         "root   {} (admin http://{}/)\nbranch {} (admin http://{}/), upstream = root",

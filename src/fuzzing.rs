@@ -26,10 +26,14 @@ use crate::config::Config;
 use crate::content::fill::{self, Answer as Head};
 use crate::content::path::ContentPath;
 use crate::content::range::{self, Conditions, Plan, Validators};
-use crate::server::calls::{Answer, Coding, Context, Preparation, SoapService};
+use crate::http::coding::Coding;
+use crate::served::Served;
+use crate::served::cookie;
+use crate::server::calls::{Answer, Context, Preparation, SoapService};
+use crate::soap::wsus::Reply;
 use crate::soap::{self, Limits};
 use crate::wsusss::{self, blob, rollup_client, sync};
-use crate::wusp::{self, cookie};
+use crate::wusp;
 
 /// A fuzz target: bytes in; a panic is a finding.
 pub type Target = fn(&[u8]);
@@ -90,8 +94,8 @@ fn make_data_dir(dir: &Path, data: &Path) -> Result<(), String> {
     std::fs::create_dir_all(&payloads).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(data).map_err(|e| e.to_string())?;
     std::fs::write(data.join("cookie.key"), KEY).map_err(|e| e.to_string())?;
-    let generated =
-        catalog::generate::generate(12, 7, 64 << 10, &payloads).map_err(|e| e.to_string())?;
+    let generated = crate::testkit::generate::generate(12, 7, 64 << 10, &payloads)
+        .map_err(|e| e.to_string())?;
     let mut store = catalog::store::Store::open(data).map_err(|e| e.to_string())?;
     store.set_server_id(SERVER_ID).map_err(|e| e.to_string())?;
     store
@@ -112,8 +116,11 @@ fn fixture() -> &'static Fixture {
             prepare_in(&std::env::temp_dir().join("wsus-edge-fuzz-fixture"));
         }
         let data = DATA_DIR.get().expect("prepared");
-        let wusp = Arc::new(wusp::Service::open(data, wusp::Settings::default()).expect("wusp"));
-        let wsusss = Arc::new(wsusss::Service::open(wusp.clone(), data).expect("wsusss"));
+        let served = Arc::new(Served::open(data).expect("catalog in service"));
+        let settings = wusp::Settings::default();
+        let limits = settings.limits;
+        let wusp = Arc::new(wusp::Service::open(served.clone(), data, settings).expect("wusp"));
+        let wsusss = Arc::new(wsusss::Service::open(served, data, limits).expect("wsusss"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -128,7 +135,7 @@ fn fixture() -> &'static Fixture {
 
 /// The answer of the fixture's `service` to `body` (as sent, gzip when `gzip`), prepared and
 /// answered as the router does; `None` when it was refused before any answer was made.
-fn call(service: SoapService, gzip: bool, trusted: bool, body: &[u8]) -> Option<wusp::Reply> {
+fn call(service: SoapService, gzip: bool, trusted: bool, body: &[u8]) -> Option<Reply> {
     let f = fixture();
     let preparation = Preparation {
         service,
@@ -481,7 +488,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         .collect(),
         "cabinet" => {
             let document = "<Update><UpdateIdentity UpdateID=\"x\" RevisionNumber=\"1\"/></Update>";
-            vec![crate::simulate::cabinet::lzx_cabinet(
+            vec![crate::testkit::cabinet::lzx_cabinet(
                 "blob.xml",
                 document.as_bytes(),
             )]

@@ -7,34 +7,51 @@
 //! [`content`] serves exact RFC 9110 ranges from a memory tier and a disk tier, and fills misses
 //! from [`upstream`] one aligned slice at a time, one fetch per slice however many clients wait.
 //!
-//! Modules, in dependency order (a module may call those listed before it, never after):
+//! Modules, in dependency order: a module may call those listed before it, never one after it,
+//! so the module graph has no circle and no arrow that runs back up. `tests/architecture.rs`
+//! reads this list and every `crate::` path in `src/` and fails on an import against the order.
+//! - [`allocator`]: glibc's malloc told to keep few arenas and give freed pages back.
 //! - [`clock`]: the wall clock, seconds since the epoch, where the node reads it.
 //! - [`lock`]: how the node takes its standard locks (a poisoned one as it is).
 //! - [`access`]: who sent a request (address, user agent, request id), for access lines.
 //! - [`error`]: the one error type (which side failed, whether a retry helps).
 //! - [`config`]: the typed configuration contract, human units, every problem with its key.
 //! - [`metrics`]: the Prometheus registry of a node.
-//! - [`soap`]: SOAP 1.1/1.2 envelopes and faults, sans-IO, with hard parser limits.
+//! - [`http`]: what every HTTP exchange is made of: bodies, plain answers, request bodies read
+//!   under limits, the gzip content coding, the bound on large parses.
+//! - [`soap`]: SOAP 1.1/1.2 envelopes and faults, the WSUS fault shape, XML Schema forms;
+//!   sans-IO, with hard parser limits.
+//! - [`testkit`]: what tests, the demo and load use and a serving node never does: the
+//!   synthetic catalog and its random source, WSUS-shaped cabinets, the WAN emulator.
 //! - [`catalog`]: updates, their fragments, target groups and deployments; `state.db`.
+//! - [`report`]: what clients and downstream servers reported (the journal in `state.db`).
+//! - [`served`]: the catalog in service, shared by both protocols: reloads, scopes, this
+//!   server's identity and cookie key.
 //! - [`tls`]: the rustls configurations (server and upstream client, TCP and QUIC).
+//! - [`pki`]: the certificates `wsus-edge cert` issues.
 //! - [`upstream`]: the link to the parent server (HTTP/1.1, HTTP/2 and HTTP/3, TLS), retries and
 //!   the shared WAN bandwidth limit.
 //! - [`content`]: range math, slices, the fill, memory and disk tiers, verification, eviction.
-//! - [`wusp`]: the client protocol (MS-WUSP) answered from the catalog.
-//! - [`wsusss`]: the server-server protocol (MS-WSUSSS), upstream side.
+//! - [`wusp`]: the client protocol (MS-WUSP) answered from the catalog in service.
+//! - [`wsusss`]: the server-server protocol (MS-WSUSSS): the upstream side, the sync, the rollup.
 //! - [`auth`]: bearer tokens (admin writers, downstream servers).
-//! - [`admin`]: `/livez`, `/readyz`, `/metrics`, `/api/v1/status`.
-//! - [`server`]: listeners, routing, the running node.
-//! - [`simulate`]: a client that downloads like Windows' Delivery Optimization (for the demo,
-//!   tests and load); it only speaks HTTP to a node. Also the WAN emulator.
+//! - [`app`]: what every handler may see of a running node.
+//! - [`admin`]: `/livez`, `/readyz`, `/metrics`, the API and the pages.
+//! - [`server`]: listeners, routing, the SOAP calls' way through the node.
+//! - [`node`]: the composition root: a node built from its parts, started and stopped.
+//! - [`simulate`]: clients that scan like Windows Update and download like Delivery
+//!   Optimization (for the demo, tests and load); they only speak HTTP to a node.
 //! - [`logging`]: where log lines go and how they look; the filter SIGHUP changes.
 //! - [`systemd`]: readiness, reload, stop and watchdog notifications to the service manager.
+//! - [`progress`]: progress bars of the long commands.
 //! - [`fuzzing`]: the fuzz targets' entry points (`fuzz/`): untrusted bytes fed to the code that
 //!   reads them, the way a listener or the upstream link does.
 //! - [`cli`]: the subcommands.
 
 pub mod access;
 pub mod admin;
+pub mod allocator;
+pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod cli;
@@ -43,16 +60,20 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod fuzzing;
+pub mod http;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod node;
 pub mod pki;
 pub mod progress;
 pub mod report;
+pub mod served;
 pub mod server;
 pub mod simulate;
 pub mod soap;
 pub mod systemd;
+pub mod testkit;
 pub mod tls;
 pub mod upstream;
 pub mod wsusss;

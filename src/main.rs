@@ -34,16 +34,7 @@ fn main() -> std::process::ExitCode {
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("WSUS_EDGE_"))
         .collect();
-    // glibc gives every thread that allocates an arena of its own (up to 8 per core) and keeps
-    // what is freed there: SOAP answers of a few MiB, built on the workers and released on
-    // whichever thread wrote them out, left the heap at 2.7x the working set (957 MiB vs
-    // 358 MiB after 100 first scans of a 10,000-update catalog). Two arenas keep it near the
-    // working set; the CPU cost was within the run-to-run noise.
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets an allocator parameter; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    wsus_edge::allocator::limit_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -694,10 +694,8 @@ mod process {
             return Ok(());
         };
         let fields: Vec<&str> = fields.split_whitespace().collect();
-        // SAFETY: sysconf only reads a system constant.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        // SAFETY: as above.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as f64;
+        let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+        let page = rustix::param::page_size().max(1) as f64;
         let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
         // proc(5) numbers the fields from 1 with the state as field 3, here index 0.
         let (utime, stime, start, rss) = (field(11), field(12), field(19), field(21));

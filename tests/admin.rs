@@ -284,7 +284,7 @@ async fn without_a_token_file_the_admin_api_is_read_only() {
         "",
         &format!("[admin]\ntoken_file = {:?}\n", empty.to_string_lossy()),
     );
-    let refused = wsus_edge::server::start(&config)
+    let refused = wsus_edge::node::start(&config)
         .await
         .err()
         .expect("refused");

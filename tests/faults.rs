@@ -12,7 +12,7 @@ use common::*;
 const MIB: usize = 1 << 20;
 
 /// A branch whose upstream gives up quickly (tests of failure want failures fast).
-async fn impatient_branch(dir: &Path, origin: &Origin) -> wsus_edge::server::Running {
+async fn impatient_branch(dir: &Path, origin: &Origin) -> wsus_edge::node::Running {
     branch_with(
         dir,
         &origin.url(),
@@ -23,7 +23,7 @@ async fn impatient_branch(dir: &Path, origin: &Origin) -> wsus_edge::server::Run
 }
 
 /// GET `path` once upstream.mismatch_backoff (1 s here) has passed: 502 until then.
-async fn after_backoff(node: &wsus_edge::server::Running, path: &str) -> Got {
+async fn after_backoff(node: &wsus_edge::node::Running, path: &str) -> Got {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let got = get(&url(node, path), &[]).await;

@@ -15,12 +15,7 @@ fn resident() -> u64 {
 
 /// Wait until a metric has reached `at_least` (a fill's failure is counted by its own task, as
 /// the response goes out); fail after 10 s.
-async fn metric_reaches(
-    node: &wsus_edge::server::Running,
-    name: &str,
-    labels: &str,
-    at_least: f64,
-) {
+async fn metric_reaches(node: &wsus_edge::node::Running, name: &str, labels: &str, at_least: f64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let value = metric(node, name, labels).await;
@@ -126,7 +121,7 @@ async fn post(
         request = request.header("authorization", format!("Bearer {t}"));
     }
     let body = if gzip {
-        wsus_edge::soap::coding::gzip(&body).unwrap()
+        wsus_edge::http::coding::gzip(&body).unwrap()
     } else {
         body
     };

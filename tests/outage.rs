@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use wsus_edge::report::{ComputerFilter, Journal, UpdateState};
-use wsus_edge::simulate::wan::{Link, Relay};
 use wsus_edge::simulate::wua;
+use wsus_edge::testkit::wan::{Link, Relay};
 
 const CLIENTS: usize = 1000;
 

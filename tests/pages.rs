@@ -30,7 +30,7 @@ async fn a_person_browses_branches_computers_and_updates() {
     let offered = scan.offered.len();
     let approved = root
         .app
-        .wusp
+        .served
         .catalog()
         .update_counts(&Default::default(), |_| {
             wsus_edge::catalog::FileState::Present
@@ -52,7 +52,7 @@ async fn a_person_browses_branches_computers_and_updates() {
         "check_pages.py",
         vec![
             format!("http://{}", root.listening().admin),
-            branch.app.wusp.server_id().to_string(),
+            branch.app.served.server_id().to_string(),
             machine.dns_name.clone(),
             "old-branch.example".into(),
             approved.to_string(),

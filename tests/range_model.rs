@@ -1374,7 +1374,7 @@ async fn root_with(
     dir: &std::path::Path,
     sizes: &[u64],
     seed_base: u64,
-) -> (wsus_edge::server::Running, Vec<Bytes>) {
+) -> (wsus_edge::node::Running, Vec<Bytes>) {
     let data = dir.join("data");
     let source = dir.join("source");
     std::fs::create_dir_all(&source).unwrap();

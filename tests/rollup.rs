@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use wsus_edge::server::Running;
+use wsus_edge::node::Running;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_rollups_are_kept_and_shown() {
@@ -161,7 +161,7 @@ async fn rollups_are_gated_and_bounded() {
     // Request bodies in gzip are read (up to the same limit decompressed); another coding
     // is refused with 415 naming gzip, a broken one with 400, a bomb as too large.
     let configuration = soap_envelope(NS, "GetRollupConfiguration", COOKIE);
-    let packed = |text: &[u8]| wsus_edge::soap::coding::gzip(text).unwrap();
+    let packed = |text: &[u8]| wsus_edge::http::coding::gzip(text).unwrap();
     let (status, accepts) = post_coded(&node, "gzip", packed(configuration.as_bytes())).await;
     assert_eq!((status, accepts.as_deref()), (200, Some("gzip")));
     let (status, accepts) = post_coded(&node, "br", configuration.clone().into_bytes()).await;
@@ -244,7 +244,7 @@ async fn rollups_are_gated_and_bounded() {
     assert_eq!(kept["summary"]["UpdateCount"], 7);
     assert_eq!(
         kept["parent"],
-        node.app.wusp.server_id().to_string().as_str()
+        node.app.served.server_id().to_string().as_str()
     );
     assert_eq!(find(child).unwrap()["parent"], branch);
     node.shutdown(Duration::from_secs(1)).await;
@@ -392,7 +392,7 @@ async fn client_status_rolls_up_three_tiers() {
         truth.len(),
         "{computers}"
     );
-    let server_id = |n: &Running| n.app.wusp.server_id().to_string();
+    let server_id = |n: &Running| n.app.served.server_id().to_string();
     for Reported {
         client,
         branch,
@@ -448,7 +448,7 @@ async fn client_status_rolls_up_three_tiers() {
     // catalog, synced), and its computers' updates as the clients reported them.
     let mine = root
         .app
-        .wusp
+        .served
         .catalog()
         .update_counts(&Default::default(), |_| {
             wsus_edge::catalog::FileState::Present

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use common::pki::{ca, leaf};
 use common::*;
-use wsus_edge::catalog::generate::{self, Generated};
 use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{Action, Catalog, Decision, Guid};
-use wsus_edge::server::Running;
+use wsus_edge::node::Running;
 use wsus_edge::simulate::{self, wua};
+use wsus_edge::testkit::generate::{self, Generated};
 use wsus_edge::wsusss::replica::ReplicaStatus;
 use wsus_edge::wsusss::sync::approved_files;
 
@@ -88,7 +88,7 @@ async fn synced(node: &Running, n: u64) -> ReplicaStatus {
 }
 
 fn catalog_of(node: &Running) -> std::sync::Arc<Catalog> {
-    node.app.wusp.catalog()
+    node.app.served.catalog()
 }
 
 fn identities(c: &Catalog) -> BTreeSet<(Guid, u32)> {
@@ -243,7 +243,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     // One more approval at the root: the next sync fetches no document, one deployment.
     let extra = g.deployable[12];
     root.app
-        .wusp
+        .served
         .change(|s, c| {
             s.decide(
                 c,
@@ -271,7 +271,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     // An approval that goes live tomorrow (GoLiveTime): passed down now, not offered yet.
     let tomorrow = g.deployable[13];
     root.app
-        .wusp
+        .served
         .change(|s, c| {
             s.decide(
                 c,
@@ -307,7 +307,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     // both, and knows the decline.
     let (revoked, declined) = (g.deployable[0], g.deployable[1]);
     root.app
-        .wusp
+        .served
         .change(|s, c| {
             s.decide(
                 c,

@@ -20,13 +20,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use wsus_edge::catalog::generate;
 use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{Action, Catalog, Decision};
-use wsus_edge::server::Running;
+use wsus_edge::node::Running;
 use wsus_edge::soap::Version;
+use wsus_edge::soap::wsus::{ErrorCode, Fault, fault_in};
+use wsus_edge::testkit::generate;
 use wsus_edge::wsusss::SERVER_SYNC_NS;
-use wsus_edge::wusp::{ErrorCode, Fault, fault_in};
 
 /// A root with `n` generated updates, the first 4 approved for All Computers.
 async fn root(dir: &Path, n: usize, extra: &str) -> Running {
@@ -64,7 +64,7 @@ async fn replica(dir: &Path, upstream: &str, upstream_extra: &str) -> Running {
 }
 
 fn catalog(node: &Running) -> Arc<Catalog> {
-    node.app.wusp.catalog()
+    node.app.served.catalog()
 }
 
 fn failures_logged(mark: usize) -> usize {
@@ -205,7 +205,7 @@ async fn relay(
     // The downstream compresses what it posts once the upstream said it reads gzip.
     let text = match parts.headers.get(http::header::CONTENT_ENCODING) {
         Some(coding) if coding == "gzip" => {
-            wsus_edge::soap::coding::gunzip(&body, 64 << 20).unwrap()
+            wsus_edge::http::coding::gunzip(&body, 64 << 20).unwrap()
         }
         _ => body.to_vec(),
     };
@@ -292,7 +292,7 @@ fn compress_documents(t: &Tamper, answer: &str) -> String {
         .unwrap()
         .text()
         .to_owned();
-        let cabinet = wsus_edge::simulate::cabinet::lzx_cabinet("blob", document.as_bytes());
+        let cabinet = wsus_edge::testkit::cabinet::lzx_cabinet("blob", document.as_bytes());
         out.push_str(&rest[..start]);
         out.push_str("<XmlUpdateBlobCompressed>");
         out.push_str(&wsus_edge::catalog::base64_encode(&cabinet));

@@ -1,7 +1,7 @@
 //! The upstream link over HTTP/3: a root with TLS also serves QUIC on its HTTPS port; a branch
 //! fills from it over QUIC only, or in `auto` mode upgrades when the root advertises HTTP/3 and
 //! falls back to TCP when UDP is blocked. The WAN between them is the project's emulator
-//! (`simulate::wan`), which counts what crosses it and can block UDP or drop everything.
+//! (`testkit::wan`), which counts what crosses it and can block UDP or drop everything.
 
 mod common;
 
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::pki::{Ca, ca, expired_leaf, leaf, tls_root};
 use common::*;
-use wsus_edge::server::Running;
-use wsus_edge::simulate::wan::{Link, Relay};
+use wsus_edge::node::Running;
+use wsus_edge::testkit::wan::{Link, Relay};
 
 const MIB: usize = 1 << 20;
 

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use wsus_edge::catalog::Guid;
-use wsus_edge::server::Running;
+use wsus_edge::node::Running;
 use wsus_edge::soap::{self, Element};
 use wsus_edge::wsusss::{DSS_AUTH_NS, MONITORABLE_NS, SERVER_SYNC_NS};
 
@@ -382,8 +382,9 @@ fn filter(anchor: Option<&str>, config: bool, lists: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revision_lists_and_update_data_feed_an_incremental_sync() {
+    use wsus_edge::catalog::UpdateType;
     use wsus_edge::catalog::store::Store;
-    use wsus_edge::catalog::{UpdateType, generate};
+    use wsus_edge::testkit::generate;
     logs();
     let dir = tempfile::tempdir().unwrap();
     let (node, _, _) = catalog_root(dir.path()).await;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use common::*;
 use wsus_edge::catalog::Guid;
 use wsus_edge::catalog::store::Store;
+use wsus_edge::node::Running;
 use wsus_edge::report::{Journal, UpdateState};
-use wsus_edge::server::Running;
 use wsus_edge::simulate::{self, wua};
 
 fn base(node: &Running) -> String {
@@ -156,9 +156,10 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
 /// approval made by another process must.
 #[test]
 fn only_catalog_changes_reload_the_catalog() {
-    use wsus_edge::catalog::{ALL_COMPUTERS, Action, generate};
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action};
     use wsus_edge::report::Computer;
-    use wsus_edge::wusp::{Service, Settings};
+    use wsus_edge::served::Served;
+    use wsus_edge::testkit::generate;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
     let payloads = dir.path().join("payloads");
@@ -166,7 +167,7 @@ fn only_catalog_changes_reload_the_catalog() {
     let g = generate::generate(20, 5, 1 << 20, &payloads).unwrap();
     let mut store = Store::open(&data).unwrap();
     store.import(&g.documents).unwrap();
-    let service = Service::open(&data, Settings::default()).unwrap();
+    let service = Served::open(&data).unwrap();
     assert!(!service.reload_if_changed().unwrap(), "nothing changed");
 
     let mut journal = Journal::open(&data).unwrap();

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use wsus_edge::catalog::Guid;
 use wsus_edge::catalog::store::Store;
-use wsus_edge::server::Running;
+use wsus_edge::node::Running;
+use wsus_edge::served::cookie::{Claims, Kind, Sealer};
 use wsus_edge::soap::{self, Limits};
-use wsus_edge::wusp::cookie::{Claims, Kind, Sealer};
 
 const CLIENT: &str = "/ClientWebService/client.asmx";
 const NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";

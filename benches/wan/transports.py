@@ -295,8 +295,8 @@ def main():
         print(f"missing: {' '.join(missing)}", file=sys.stderr)
         return 2
     if not args.no_build:
-        log("cargo build --release ...")
-        if subprocess.run(["cargo", "build", "--release"], cwd=REPO).returncode != 0:
+        log("cargo build --release --features wan-tun ...")
+        if subprocess.run(["cargo", "build", "--release", "--features", "wan-tun"], cwd=REPO).returncode != 0:
             return 1
     bench = Bench(args)
     for sig in (signal.SIGINT, signal.SIGTERM):

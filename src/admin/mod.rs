@@ -9,22 +9,22 @@
 //! as SHA-256 digests and compared as such, so comparison time tells nothing about a token.
 //! Every request but the probes must name the listener by one of its own names in `Host`
 //! ([`host_is_ours`]): a web page that rebinds its DNS name to this machine is refused.
-//! Calls `server` (the node's shared state, request bodies), `wusp` (the catalog in service and
-//! changes to it), `catalog`, `content` (stats and response helpers), `config` and `metrics`.
+//! Calls `app` (what the node is), `http` (request bodies, answers), `served` (the catalog in
+//! service and changes to it), `catalog`, `content` (stats), `config` and `metrics`. Never
+//! `server`, which routes to it.
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use crate::auth::{Tokens, unauthorized};
 use crate::catalog::{Action, CatalogError, Decision, Guid};
 use crate::config::units::format_bytes;
 use crate::content::Digest;
-use crate::content::response::{Body, full_body, text};
 use crate::error::Result;
+use crate::http::{Body, BodyError, RequestBody, read_body, text, with_type};
 
 mod pages;
 mod reports;
-use crate::server::{App, BodyError, RequestBody, read_body};
+use crate::app::App;
 pub use reports::open as open_reports;
 
 /// The most a change request's JSON may be.
@@ -111,7 +111,7 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
     if reading && !probe {
         let peer = parts
             .extensions
-            .get::<crate::server::Peer>()
+            .get::<crate::access::Peer>()
             .map(|p| p.0.ip());
         let open = {
             let networks = crate::lock::read(&app.admin_read_networks);
@@ -172,7 +172,7 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         }
         Err(e) => return e.response(MAX_BODY),
     };
-    let wusp = app.wusp.clone();
+    let served = app.served.clone();
     let outcome = match change {
         Change::Sync => {
             return match &app.replica {
@@ -188,7 +188,8 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         Change::AddGroup => match serde_json::from_slice::<NewGroup>(&bytes) {
             Ok(g) => {
                 tokio::task::spawn_blocking(move || {
-                    wusp.change(|store, _| store.add_group(&g.name, g.parent.as_deref()))
+                    served
+                        .change(|store, _| store.add_group(&g.name, g.parent.as_deref()))
                         .map(|id| {
                             (
                                 StatusCode::CREATED,
@@ -207,23 +208,24 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
                     Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
                 };
                 tokio::task::spawn_blocking(move || {
-                    wusp.change(|store, catalog| {
-                        store.decide(catalog, updates.as_deref(), &a.group, decision, deadline)
-                    })
-                    .map(|n| {
-                        let counted = match decision {
-                            Decision::Approve(_) => "approved",
-                            Decision::NotApproved => "taken_back",
-                        };
-                        (
-                            StatusCode::OK,
-                            serde_json::json!({
-                                counted: n,
-                                "group": a.group,
-                                "action": decision.as_str(),
-                            }),
-                        )
-                    })
+                    served
+                        .change(|store, catalog| {
+                            store.decide(catalog, updates.as_deref(), &a.group, decision, deadline)
+                        })
+                        .map(|n| {
+                            let counted = match decision {
+                                Decision::Approve(_) => "approved",
+                                Decision::NotApproved => "taken_back",
+                            };
+                            (
+                                StatusCode::OK,
+                                serde_json::json!({
+                                    counted: n,
+                                    "group": a.group,
+                                    "action": decision.as_str(),
+                                }),
+                            )
+                        })
                 })
                 .await
             }
@@ -239,7 +241,8 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
                     Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
                 };
                 tokio::task::spawn_blocking(move || {
-                    wusp.change(|store, catalog| store.decline(catalog, &updates, !d.undo))
+                    served
+                        .change(|store, catalog| store.decline(catalog, &updates, !d.undo))
                         .map(|n| {
                             let key = if d.undo { "undeclined" } else { "declined" };
                             (StatusCode::OK, serde_json::json!({ key: n }))
@@ -454,7 +457,7 @@ async fn downstreams_json(app: &App) -> Response<Body> {
 }
 
 fn groups_json(app: &App) -> String {
-    let catalog = app.wusp.catalog();
+    let catalog = app.served.catalog();
     let groups: Vec<_> = catalog
         .groups
         .iter()
@@ -471,7 +474,7 @@ fn groups_json(app: &App) -> String {
 }
 
 fn approvals_json(app: &App) -> String {
-    let catalog = app.wusp.catalog();
+    let catalog = app.served.catalog();
     let approvals: Vec<_> = catalog
         .deployments
         .iter()
@@ -491,16 +494,6 @@ fn approvals_json(app: &App) -> String {
     serde_json::Value::Array(approvals).to_string()
 }
 
-fn with_type(body: String, content_type: &'static str) -> Response<Body> {
-    let len = body.len();
-    let mut response = Response::new(full_body(body));
-    let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
 #[derive(serde::Serialize)]
 struct Status<'a> {
     name: &'a str,
@@ -510,8 +503,8 @@ struct Status<'a> {
     commit: &'static str,
     uptime_seconds: u64,
     ready: bool,
-    readiness: crate::server::Readiness,
-    listen: crate::server::Listening,
+    readiness: crate::app::Readiness,
+    listen: crate::app::Listening,
     cache: crate::content::Stats,
     cache_disk_limit: u64,
     /// Computers this node knows; None when state.db could not be read.

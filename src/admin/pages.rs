@@ -9,12 +9,12 @@ use std::fmt::Write as _;
 
 use http::{Method, Response, StatusCode};
 
-use super::{node_summary, with_type};
+use super::node_summary;
+use crate::app::App;
 use crate::catalog::{CatalogError, Guid};
 use crate::clock::unix_now;
-use crate::content::response::{Body, text};
+use crate::http::{Body, text, with_type};
 use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
-use crate::server::App;
 use crate::soap::escape;
 use crate::soap::xsd::format_datetime;
 
@@ -45,7 +45,7 @@ pub async fn respond(app: &App, method: &Method, path: &str) -> Option<Response<
     }
     let summary = matches!(page, Page::Home).then(|| node_summary(app));
     let name = app.name.clone();
-    let catalog = app.wusp.catalog();
+    let catalog = app.served.catalog();
     let journal = app.reports.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let journal = crate::lock::lock(&journal);

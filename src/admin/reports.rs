@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, Response, StatusCode};
 
-use super::with_type;
+use crate::app::App;
 use crate::catalog::{CatalogError, Guid};
-use crate::content::response::{Body, text};
+use crate::http::{Body, text, with_type};
 use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
-use crate::server::App;
 
 /// The answer to a GET under `/api/v1/computers` or `/api/v1/updates/`; None when `path` is
 /// neither.
@@ -49,7 +48,7 @@ pub async fn respond(
         return Some(text(StatusCode::METHOD_NOT_ALLOWED, "read-only"));
     }
     let journal = app.reports.clone();
-    let catalog = app.wusp.catalog();
+    let catalog = app.served.catalog();
     let title = move |id: Guid| catalog.latest(id).map(|r| r.title().to_owned());
     let answer = tokio::task::spawn_blocking(move || view.answer(&journal, title)).await;
     Some(match answer {

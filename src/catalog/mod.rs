@@ -4,10 +4,9 @@
 //!
 //! Owns: the update model ([`update`]: one document read and its fragments derived), this
 //! node's stable revision ids, the prerequisite and bundle graph, which revisions a computer's
-//! groups may see and with which action ([`scope`]), the synthetic catalog of tests and the
-//! demo ([`generate`]). May call: `soap` (the XML tree), `error`. Knows no socket and no HTTP.
+//! groups may see and with which action ([`scope`]). May call: `soap` (the XML tree), `error`.
+//! Knows no socket and no HTTP. Its tests take their catalogs from `testkit::generate`.
 
-pub mod generate;
 pub mod replica;
 pub mod scope;
 pub mod store;
@@ -18,67 +17,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use base64::Engine as _;
-
+pub use crate::soap::xsd::{Guid, base64_decode, base64_encode};
 pub use summary::{FileState, UpdateCounts};
 pub use update::{Clause, Fragments, Parsed};
-
-/// A GUID, compared by value (text case varies in real metadata).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Guid(pub u128);
-
-impl Guid {
-    pub const NIL: Guid = Guid(0);
-
-    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case, optional braces.
-    pub fn parse(text: &str) -> Option<Guid> {
-        let t = text.trim();
-        let t = t
-            .strip_prefix('{')
-            .and_then(|t| t.strip_suffix('}'))
-            .unwrap_or(t);
-        let bytes = t.as_bytes();
-        if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
-            return None;
-        }
-        let hex: String = t.chars().filter(|c| *c != '-').collect();
-        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return None;
-        }
-        u128::from_str_radix(&hex, 16).ok().map(Guid)
-    }
-
-    /// A random (version 4) GUID.
-    pub fn random() -> Guid {
-        let mut bytes = [0u8; 16];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-        let mut v = u128::from_be_bytes(bytes);
-        v = (v & !(0xf << 76)) | (0x4 << 76);
-        v = (v & !(0x3 << 62)) | (0x2 << 62);
-        Guid(v)
-    }
-}
-
-impl fmt::Display for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let h = format!("{:032x}", self.0);
-        write!(
-            f,
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        )
-    }
-}
-
-impl fmt::Debug for Guid {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self}")
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UpdateType {
@@ -314,17 +255,6 @@ impl fmt::Display for CatalogError {
 }
 
 impl std::error::Error for CatalogError {}
-
-pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .ok()
-}
-
-pub fn base64_encode(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
 
 /// An immutable view of the whole catalog: what every request of one moment sees. A change
 /// (import, approval, sync) builds a new one and swaps it in whole.

@@ -511,7 +511,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(60, 7, 4 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(60, 7, 4 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.import(&generated.documents).unwrap();
         let ring = store.add_group("Ring 1", None).unwrap();
@@ -588,7 +588,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(40, 3, 1 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(40, 3, 1 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.import(&generated.documents).unwrap();
         let dense = store.load().unwrap();
@@ -666,7 +666,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(10, 5, 1 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(10, 5, 1 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.import(&generated.documents).unwrap();
         let latest = |store: &Store, i: usize| {
@@ -704,7 +704,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(20, 9, 1 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(20, 9, 1 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.import(&generated.documents).unwrap();
         let ring = store.add_group("Ring", None).unwrap();

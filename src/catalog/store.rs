@@ -1174,7 +1174,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(5, 3, 1 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(5, 3, 1 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.import(&generated.documents).unwrap();
         let seqs = |store: &Store| -> Vec<(u32, i64)> {
@@ -1220,7 +1220,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(40, 1, 8 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(40, 1, 8 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         let (new, updated) = store.import(&generated.documents).unwrap();
         assert_eq!((new, updated), (generated.documents.len(), 0));
@@ -1326,7 +1326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
-        let generated = super::super::generate::generate(6, 3, 1 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(6, 3, 1 << 20, &payloads).unwrap();
         let mut store = Store::open(dir.path()).unwrap();
         store.import(&generated.documents).unwrap();
         let (a, b) = (generated.deployable[0], generated.deployable[1]);

@@ -168,7 +168,7 @@ mod tests {
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
         let n = 20;
-        let generated = crate::catalog::generate::generate(n, 9, 1 << 20, &payloads).unwrap();
+        let generated = crate::testkit::generate::generate(n, 9, 1 << 20, &payloads).unwrap();
         // Update 10 is one clients need to keep updating.
         let documents: Vec<String> = generated
             .documents

@@ -21,54 +21,17 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::BodyExt;
-use http_body_util::combinators::UnsyncBoxBody;
 use sha1::{Digest as _, Sha1};
 
 use super::path::{ContentPath, PathError};
 use super::range::{self, ByteRange, Conditions, Limits, Plan, Validators};
 use super::{Handle, SliceData, Store, Tier};
-use crate::error::{Error, Kind};
-use crate::metrics::TierLabels;
-use crate::upstream::BoxError;
-
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Longest Range header we parse; longer ones are ignored (RFC 9110 allows ignoring Range).
 const MAX_RANGE_HEADER: usize = 16 * 1024;
-
-pub fn full_body(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
-pub fn empty_body() -> Body {
-    full_body(Bytes::new())
-}
-
-/// A short plain-text answer (errors).
-pub fn text(status: StatusCode, message: &str) -> Response<Body> {
-    let mut response = Response::new(full_body(format!("{message}\n")));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(message.len() + 1));
-    response
-}
-
-/// The status a failed lookup maps to.
-pub fn error_status(err: &Error) -> StatusCode {
-    match err.kind() {
-        Kind::BadRequest => StatusCode::BAD_REQUEST,
-        Kind::NotFound => StatusCode::NOT_FOUND,
-        Kind::Unavailable => StatusCode::GATEWAY_TIMEOUT,
-        Kind::BadUpstream | Kind::Digest => StatusCode::BAD_GATEWAY,
-        Kind::DiskFull | Kind::Io | Kind::Config => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
+use crate::error::{Error, Kind};
+use crate::http::{Body, BoxError, empty_body, error_status, text};
+use crate::metrics::TierLabels;
 
 /// Everything the access log line says of a content request.
 struct Access {

@@ -18,145 +18,20 @@
 //! public for the fuzz targets, which feed them bodies as the router does.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{HeaderValue, Response, StatusCode};
-use tokio::sync::Semaphore;
 
-use super::{App, Listener, Peer, RequestBody};
-use crate::access::Requester;
-use crate::content::response::{self, Body};
+use super::Listener;
+use crate::access::{Peer, Requester};
+use crate::app::App;
+use crate::http::coding::{self, Coding};
+use crate::http::{
+    self as response, Body, BodyError, RETRY_AFTER_SECONDS, RequestBody, decode_body, read_body,
+};
+use crate::soap::wsus::{ErrorCode, Fault, Reply, fault_in};
 use crate::soap::{self, Limits};
-use crate::wsusss;
-use crate::wusp::{self, ErrorCode, Fault};
-
-/// Why a request body could not be had.
-pub enum BodyError {
-    /// Over the limit (declared or sent); reading stopped there.
-    TooLarge,
-    /// The transport failed mid-body, or a compressed body does not decompress.
-    Broken,
-    /// Sent in a content coding other than gzip (RFC 7694: 415).
-    UnsupportedCoding,
-    /// Not all there by the deadline (`listen.body_timeout`).
-    TimedOut,
-}
-
-impl BodyError {
-    /// The plain answer to a body that could not be had (SOAP answers TooLarge with a fault).
-    pub(crate) fn response(&self, limit: usize) -> Response<Body> {
-        match self {
-            BodyError::TooLarge => response::text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body over {limit} bytes"),
-            ),
-            BodyError::Broken => response::text(StatusCode::BAD_REQUEST, "request body broken"),
-            BodyError::TimedOut => {
-                let mut r = response::text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body did not arrive in time",
-                );
-                r.headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                r
-            }
-            BodyError::UnsupportedCoding => {
-                let mut r = response::text(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "request body in a content coding this server does not read: send gzip or none",
-                );
-                r.headers_mut().insert(
-                    http::header::ACCEPT_ENCODING,
-                    HeaderValue::from_static("gzip"),
-                );
-                r
-            }
-        }
-    }
-
-    /// The `reason` it is counted under in `wsus_edge_requests_refused_total`.
-    fn reason(&self) -> &'static str {
-        match self {
-            BodyError::TooLarge => "body_too_large",
-            BodyError::Broken | BodyError::UnsupportedCoding => "body_broken",
-            BodyError::TimedOut => "body_timeout",
-        }
-    }
-}
-
-/// Read a whole request body of at most `limit` bytes within `timeout` of now; a declared
-/// Content-Length over the limit is refused before a byte is read.
-pub(crate) async fn read_body(
-    headers: &http::HeaderMap,
-    mut body: RequestBody,
-    limit: usize,
-    timeout: Duration,
-) -> std::result::Result<Vec<u8>, BodyError> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(BodyError::TooLarge);
-    }
-    let read = async {
-        let mut bytes = Vec::with_capacity(declared.unwrap_or(0) as usize);
-        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-            let frame = frame.map_err(|_| BodyError::Broken)?;
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                bytes.extend_from_slice(&data);
-            }
-        }
-        Ok(bytes)
-    };
-    tokio::time::timeout(timeout, read)
-        .await
-        .unwrap_or(Err(BodyError::TimedOut))
-}
-
-/// A SOAP body as sent, decoded from its content coding (gzip, or none): at most `limit`
-/// bytes decoded.
-fn decode_body(
-    coding: Coding,
-    bytes: Vec<u8>,
-    limit: usize,
-) -> std::result::Result<Vec<u8>, BodyError> {
-    match coding {
-        Coding::Identity => Ok(bytes),
-        Coding::Gzip => soap::coding::gunzip(&bytes, limit).map_err(|e| match e.kind() {
-            std::io::ErrorKind::FileTooLarge => BodyError::TooLarge,
-            _ => BodyError::Broken,
-        }),
-        Coding::Other => Err(BodyError::UnsupportedCoding),
-    }
-}
-
-/// The Content-Encoding of a request body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
-    Identity,
-    Gzip,
-    Other,
-}
-
-impl Coding {
-    fn of(headers: &http::HeaderMap) -> Coding {
-        let Some(coding) = headers.get(http::header::CONTENT_ENCODING) else {
-            return Coding::Identity;
-        };
-        let coding = coding.to_str().unwrap_or("?").trim();
-        if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
-            Coding::Identity
-        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-            Coding::Gzip
-        } else {
-            Coding::Other
-        }
-    }
-}
+use crate::{wsusss, wusp};
 
 /// A SOAP body from this size on (bytes) is parsed into a tree of up to millions of small
 /// allocations; typical calls are a few KiB.
@@ -166,50 +41,6 @@ const RELEASE_AFTER_BYTES: usize = 1 << 20;
 /// few thousand elements, well under a millisecond. Larger or compressed ones go to
 /// [`Parsers`].
 const INLINE_BYTES: usize = 64 << 10;
-
-/// How long a call waits for a parser before it is told the server is busy, and what it is
-/// told to wait before trying again.
-const PARSER_WAIT: Duration = Duration::from_secs(5);
-const RETRY_AFTER_SECONDS: u64 = 10;
-
-/// The bound on large parses: `parallel` at once on the blocking pool, and a queue of
-/// `4 × parallel` callers waiting at most [`PARSER_WAIT`]; the rest are refused at once. What
-/// they hold meanwhile is their body as sent (bounded by the service's limit).
-pub(crate) struct Parsers {
-    running: Arc<Semaphore>,
-    queue: Arc<Semaphore>,
-}
-
-impl Parsers {
-    /// Half the cores (at least one): the async workers keep the other half for the content
-    /// path while a storm of large calls parses.
-    pub(crate) fn for_this_machine() -> Parsers {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        Parsers::new((cores / 2).max(1))
-    }
-
-    pub(crate) fn new(parallel: usize) -> Parsers {
-        Parsers {
-            running: Arc::new(Semaphore::new(parallel)),
-            queue: Arc::new(Semaphore::new(parallel * 4)),
-        }
-    }
-
-    /// `work` on the blocking pool under the bound; `None`: the server is busy.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let _queued = self.queue.clone().try_acquire_owned().ok()?;
-        let permit = tokio::time::timeout(PARSER_WAIT, self.running.clone().acquire_owned())
-            .await
-            .ok()?
-            .ok()?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .ok()
-    }
-}
 
 /// The web service a SOAP call was posted to.
 #[derive(Debug, Clone, Copy)]
@@ -316,7 +147,7 @@ pub struct Context<'a> {
 /// What a prepared call comes to.
 pub enum Answer {
     /// The service's answer (a fault for a body that did not parse).
-    Reply(wusp::Reply),
+    Reply(Reply),
     Refused(BodyError),
     Unauthenticated,
 }
@@ -326,7 +157,7 @@ impl Prepared {
         Answer::Reply(match self {
             Prepared::Refused(e) => return Answer::Refused(e),
             Prepared::Unauthenticated => return Answer::Unauthenticated,
-            Prepared::Unparsable(service, e) => wusp::fault_in(
+            Prepared::Unparsable(service, e) => fault_in(
                 soap::Version::Soap11,
                 service.namespace(),
                 "(unparsed)",
@@ -496,7 +327,7 @@ async fn answer(
         // On the blocking pool: trimming a large heap takes milliseconds that the other requests
         // on this worker (the content path) should not wait for. The answer waits, so the memory
         // is back before the caller sees it.
-        let _ = tokio::task::spawn_blocking(release_freed_memory).await;
+        let _ = tokio::task::spawn_blocking(crate::allocator::release_freed_memory).await;
     }
     respond(parts, reply, call)
 }
@@ -510,7 +341,7 @@ fn refused_body(app: &App, service: SoapService, e: BodyError, limit: usize) -> 
             let reply = wusp::oversized(endpoint, limit);
             respond_plain(reply)
         }
-        (BodyError::TooLarge, SoapService::Server(endpoint)) => respond_plain(wusp::fault_in(
+        (BodyError::TooLarge, SoapService::Server(endpoint)) => respond_plain(fault_in(
             soap::Version::Soap11,
             endpoint.namespace(),
             "(unparsed)",
@@ -524,7 +355,7 @@ fn refused_body(app: &App, service: SoapService, e: BodyError, limit: usize) -> 
 /// both Windows clients and downstream servers take as "later".
 fn busy(app: &App, service: SoapService, call: &mut Call) -> Response<Body> {
     app.metrics.refused("busy");
-    let reply = wusp::fault_in(
+    let reply = fault_in(
         soap::Version::Soap11,
         service.namespace(),
         "(unparsed)",
@@ -543,7 +374,7 @@ fn busy(app: &App, service: SoapService, call: &mut Call) -> Response<Body> {
     r
 }
 
-fn respond_plain(reply: wusp::Reply) -> Response<Body> {
+fn respond_plain(reply: Reply) -> Response<Body> {
     let mut r = Response::new(response::full_body(reply.body));
     *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     r.headers_mut().insert(
@@ -554,12 +385,12 @@ fn respond_plain(reply: wusp::Reply) -> Response<Body> {
 }
 
 /// The HTTP answer to a call the service answered: gzip when the caller offers it.
-fn respond(parts: &http::request::Parts, reply: wusp::Reply, call: &mut Call) -> Response<Body> {
+fn respond(parts: &http::request::Parts, reply: Reply, call: &mut Call) -> Response<Body> {
     call.fault = reply.fault.map(|f| f.as_str());
     call.operation = Some(reply.operation.clone());
     // gzip when the client offers it (Windows offers only xpress: see README).
-    let body = soap::coding::lists_gzip(parts.headers.get_all(http::header::ACCEPT_ENCODING))
-        .then(|| soap::coding::gzip(reply.body.as_bytes()).ok())
+    let body = coding::lists_gzip(parts.headers.get_all(http::header::ACCEPT_ENCODING))
+        .then(|| coding::gzip(reply.body.as_bytes()).ok())
         .flatten();
     let compressed = body.is_some();
     call.bytes_out = body.as_ref().map_or(reply.body.len(), Vec::len);
@@ -593,17 +424,6 @@ fn respond(parts: &http::request::Parts, reply: wusp::Reply, call: &mut Call) ->
         HeaderValue::from_static("private"),
     );
     r
-}
-
-/// Hand the pages the allocator holds free back to the system. glibc returns only the top of
-/// each arena on free; the millions of small nodes of a large parse, freed below live ones,
-/// otherwise stay resident (60 MiB after a refused 2-million-element rollup).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists, under its locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// `http://host:port` of the plain HTTP listener, as the client reaches this node.

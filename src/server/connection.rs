@@ -163,7 +163,7 @@ const FEW_DESCRIPTORS: u64 = 4096;
 /// Raise this process's soft limit on open descriptors to its hard limit (each connection,
 /// partial object and cached file holds one; the common default of 1,024 is a few hundred
 /// clients). Returns the soft limit in effect after; warns when that is low.
-pub(crate) fn raise_descriptor_limit() -> Option<u64> {
+pub fn raise_descriptor_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, prlimit};
     let Rlimit { current, maximum } = getrlimit(Resource::Nofile);
     let mut soft = current;

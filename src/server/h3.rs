@@ -13,7 +13,9 @@ use http_body_util::BodyExt;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::{App, Listener, Role, route};
+use super::{Listener, Role, route};
+use crate::access::Peer;
+use crate::app::App;
 use crate::error::{Error, Kind, Result};
 
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
@@ -105,7 +107,7 @@ async fn respond(
     peer: std::net::SocketAddr,
 ) {
     let (mut parts, ()) = request.into_parts();
-    parts.extensions.insert(super::Peer(peer));
+    parts.extensions.insert(Peer(peer));
     let (mut stream, recv) = stream.split();
     let frames = futures_util::stream::unfold(recv, |mut recv| async move {
         match recv.recv_data().await {
@@ -115,7 +117,7 @@ async fn respond(
                 Some((Ok(http_body::Frame::data(data)), recv))
             }
             Ok(None) => None,
-            Err(e) => Some((Err(Box::new(e) as crate::upstream::BoxError), recv)),
+            Err(e) => Some((Err(Box::new(e) as crate::http::BoxError), recv)),
         }
     });
     let body = http_body_util::StreamBody::new(frames).boxed_unsync();

@@ -1,13 +1,12 @@
 //! Simulated Windows clients, for the demo, the tests and load. They are clients only: they
-//! speak HTTP to a node and never call its handlers. [`wan`] emulates the WAN between a branch
-//! and its upstream.
+//! speak HTTP to a node and never call its handlers.
 //!
 //! [`delivery_optimization`] downloads one file the way Delivery Optimization does against a
 //! WSUS content URL (`../shared/protocol/samples/native-wua-capture/06-*`): the size is known
 //! from the update metadata, the file is cut into 1 MiB ranges, the ranges are fetched in a
 //! shuffled order over a few keep-alive connections, every answer must be a 206 with the exact
 //! Content-Range, and the assembled file must hash to the SHA-1 in its name.
-//! Calls `content::path` (names) and `error`.
+//! Calls `content::path` (names), `error` and `testkit` (the random source).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,9 +26,9 @@ use tokio::sync::Mutex;
 use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
 
-pub mod cabinet;
-pub mod wan;
 pub mod wua;
+
+pub use crate::testkit::random::SplitMix;
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -42,35 +41,6 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(64)
         .build(connector)
-}
-
-/// A small deterministic generator (splitmix64): reproducible shuffles and payloads without
-/// a dependency.
-#[derive(Clone)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next_u64() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
-    }
-
-    pub fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let word = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
-        }
-    }
 }
 
 /// One file to fetch: its URL, its size (from the update metadata) and the SHA-1 it must have.

@@ -1,6 +1,6 @@
 //! SOAP 1.1 and 1.2 envelopes, sans-IO: a request body becomes a small element tree under hard
-//! limits; responses and faults are written as text; bodies are gzip-coded ([`coding`]). Owns
-//! nothing else; calls nothing but the XML tokenizer and the deflate codec.
+//! limits; responses and faults are written as text, the WSUS fault shape in [`wsus`]; the XML
+//! Schema forms in [`xsd`]. Owns nothing else; calls nothing but the XML tokenizer.
 //!
 //! What a request may not do, whatever it claims: declare a DOCTYPE (so no entity can be
 //! defined, and no external one fetched), use an entity other than the five predefined ones and
@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use quick_xml::XmlVersion;
-pub mod coding;
+pub mod wsus;
 pub mod xsd;
 
 use quick_xml::events::Event;

@@ -1,5 +1,9 @@
 //! XML Schema lexical forms the protocols use: `xs:dateTime` and `xs:date` (UTC, seconds since
-//! the epoch in our values), booleans, and version strings. Sans-IO.
+//! the epoch in our values), booleans, version strings, GUIDs and base64. Sans-IO.
+
+use std::fmt;
+
+use base64::Engine as _;
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -102,6 +106,75 @@ pub fn parse_bool(text: &str) -> Option<bool> {
 pub fn parse_version(text: &str) -> Option<(u32, u32)> {
     let (a, b) = text.trim().split_once('.')?;
     Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// A GUID, compared by value (text case varies in real metadata).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Guid(pub u128);
+
+impl Guid {
+    pub const NIL: Guid = Guid(0);
+
+    /// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case, optional braces.
+    pub fn parse(text: &str) -> Option<Guid> {
+        let t = text.trim();
+        let t = t
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or(t);
+        let bytes = t.as_bytes();
+        if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+            return None;
+        }
+        let hex: String = t.chars().filter(|c| *c != '-').collect();
+        if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return None;
+        }
+        u128::from_str_radix(&hex, 16).ok().map(Guid)
+    }
+
+    /// A random (version 4) GUID.
+    pub fn random() -> Guid {
+        let mut bytes = [0u8; 16];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+        let mut v = u128::from_be_bytes(bytes);
+        v = (v & !(0xf << 76)) | (0x4 << 76);
+        v = (v & !(0x3 << 62)) | (0x2 << 62);
+        Guid(v)
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let h = format!("{:032x}", self.0);
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
+    }
+}
+
+impl fmt::Debug for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+/// `xs:base64Binary`, whitespace anywhere ignored.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+pub fn base64_encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]

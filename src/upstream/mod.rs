@@ -38,7 +38,7 @@ use crate::error::{Error, Kind, Result};
 use crate::lock::lock;
 use crate::metrics::{Metrics, TransportLabels};
 
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use crate::http::BoxError;
 /// A response body from any transport.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
@@ -300,7 +300,7 @@ impl Upstream {
     /// Learn from an answer's headers which request codings the upstream reads (RFC 7694): it
     /// says so in every answer, so a changed upstream is followed.
     pub fn learn_codings(&self, answer: &HeaderMap) {
-        let gzip = crate::soap::coding::lists_gzip(answer.get_all(http::header::ACCEPT_ENCODING));
+        let gzip = crate::http::coding::lists_gzip(answer.get_all(http::header::ACCEPT_ENCODING));
         self.reads_gzip.store(gzip, Ordering::Relaxed);
     }
 

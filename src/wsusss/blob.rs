@@ -71,7 +71,7 @@ fn text(bytes: Vec<u8>) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::cabinet::lzx_cabinet;
+    use crate::testkit::cabinet::lzx_cabinet;
 
     fn encoded(document: &[u8]) -> String {
         crate::catalog::base64_encode(&lzx_cabinet("blob", document))

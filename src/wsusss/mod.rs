@@ -9,10 +9,10 @@
 //! catalog version (`meta.catalog_version`) the answer was cut at, and a revision is listed when
 //! its `change_seq` is above the anchor's. Only `seq` is read back; the time is for people.
 //!
-//! Cookies are the client protocol's sealed struct ([`crate::wusp::cookie`]) with kinds of
-//! their own, so a client cookie never opens as a server one. Faults are the WSUS ones
-//! (ErrorCode, Message, ID, Method; HTTP 500). Owns: request parsing and response writing of
-//! the two services. May call: `soap`, `wusp` (the catalog in service, the cookie key, faults),
+//! Cookies are the sealed struct of [`crate::served::cookie`] with kinds of their own, so a
+//! client cookie never opens as a server one. Faults are the WSUS ones ([`crate::soap::wsus`]:
+//! ErrorCode, Message, ID, Method; HTTP 500). Owns: request parsing and response writing of the
+//! two services. May call: `soap`, `served` (the catalog in service, the cookie key), `report`,
 //! `catalog`. Knows no socket: the server hands it bytes.
 
 pub mod blob;
@@ -32,10 +32,11 @@ use crate::catalog::{
 };
 use crate::lock::lock;
 use crate::report::{Downstream, DownstreamSeen, Journal};
+use crate::served::Served;
+use crate::served::cookie::{Claims, Kind};
+use crate::soap::wsus::{ErrorCode, Fault, Reply, fault_in};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element};
-use crate::wusp::cookie::{Claims, Kind};
-use crate::wusp::{ErrorCode, Fault, Reply, fault_in};
 
 pub const SERVER_SYNC_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 pub const DSS_AUTH_NS: &str =
@@ -88,20 +89,24 @@ type Result<T> = std::result::Result<T, Fault>;
 
 /// The upstream side of one node, answering from the catalog the client protocol serves.
 pub struct Service {
-    wusp: Arc<crate::wusp::Service>,
+    served: Arc<Served>,
+    /// The client protocol's parse limits, which the server-server calls share.
+    limits: soap::Limits,
     /// Where downstream servers are recorded.
     journal: Arc<Mutex<Journal>>,
 }
 
 impl Service {
-    /// Serve `wusp`'s catalog; downstream servers are recorded in `data_dir`'s state.db.
-    /// Blocking.
+    /// Serve `served`'s catalog, parsing under `limits`; downstream servers are recorded in
+    /// `data_dir`'s state.db. Blocking.
     pub fn open(
-        wusp: Arc<crate::wusp::Service>,
+        served: Arc<Served>,
         data_dir: &Path,
+        limits: soap::Limits,
     ) -> std::result::Result<Service, CatalogError> {
         Ok(Service {
-            wusp,
+            served,
+            limits,
             journal: Arc::new(Mutex::new(Journal::open(data_dir)?)),
         })
     }
@@ -133,7 +138,7 @@ impl Service {
     pub fn limits_for(&self, endpoint: Endpoint, operation: Option<&str>) -> soap::Limits {
         let base = match endpoint {
             Endpoint::Reporting => rollup::LIMITS,
-            _ => *self.wusp.limits(),
+            _ => self.limits,
         };
         let elements = match (endpoint, operation) {
             (_, None) => base.max_elements,
@@ -209,7 +214,7 @@ impl Service {
                 })
             }
             (Endpoint::Reporting, SERVER_SYNC_NS, name) if rollup::OPERATIONS.contains(&name) => {
-                let (journal, server_id) = (self.journal.clone(), self.wusp.server_id());
+                let (journal, server_id) = (self.journal.clone(), self.served.server_id());
                 let op = op.clone();
                 tokio::task::spawn_blocking(move || rollup::answer(&journal, server_id, &op, now))
                     .await
@@ -242,7 +247,7 @@ impl Service {
     }
 
     fn get_auth_config(&self) -> String {
-        let catalog = self.wusp.catalog();
+        let catalog = self.served.catalog();
         format!(
             "<GetAuthConfigResponse xmlns=\"{SERVER_SYNC_NS}\"><GetAuthConfigResult>\
              <LastChange>{}</LastChange><AuthInfo><AuthPlugInInfo><PlugInID>{PLUG_IN}</PlugInID>\
@@ -274,7 +279,7 @@ impl Service {
             .ok_or_else(|| Fault::invalid("accountGuid"))?;
         let claims = Claims {
             kind: Kind::DownstreamAuthorization,
-            server_id: self.wusp.server_id(),
+            server_id: self.served.server_id(),
             issued: now,
             expires: now + AUTHORIZATION_LIFETIME,
             config_change: 0,
@@ -295,7 +300,7 @@ impl Service {
             "<GetAuthorizationCookieResponse xmlns=\"{DSS_AUTH_NS}\"><GetAuthorizationCookieResult>\
              <PlugInId>{PLUG_IN}</PlugInId><CookieData>{}</CookieData>\
              </GetAuthorizationCookieResult></GetAuthorizationCookieResponse>",
-            base64_encode(&self.wusp.sealer().seal(&claims))
+            base64_encode(&self.served.sealer().seal(&claims))
         ))
     }
 
@@ -317,11 +322,11 @@ impl Service {
             .and_then(base64_decode)
             .ok_or_else(refused)?;
         let authorized = self
-            .wusp
+            .served
             .sealer()
             .open_cookie(&sealed, Kind::DownstreamAuthorization)
             .map_err(|_| refused())?;
-        if authorized.server_id != self.wusp.server_id() || authorized.expires <= now {
+        if authorized.server_id != self.served.server_id() || authorized.expires <= now {
             return Err(refused());
         }
         if major != 1 {
@@ -350,7 +355,7 @@ impl Service {
              <Expiration>{}</Expiration><EncryptedData>{}</EncryptedData>\
              </GetCookieResult></GetCookieResponse>",
             format_datetime(claims.expires),
-            base64_encode(&self.wusp.sealer().seal(&claims))
+            base64_encode(&self.served.sealer().seal(&claims))
         ))
     }
 
@@ -366,11 +371,11 @@ impl Service {
             .ok_or_else(|| invalid("no cookie"))?;
         let bytes = base64_decode(sealed).ok_or_else(|| invalid("cookie is not base64"))?;
         let claims = self
-            .wusp
+            .served
             .sealer()
             .open_cookie(&bytes, Kind::Downstream)
             .map_err(|_| invalid("not a cookie of this server"))?;
-        if claims.server_id != self.wusp.server_id() {
+        if claims.server_id != self.served.server_id() {
             return Err(invalid("cookie of another server"));
         }
         if claims.expires <= now {
@@ -386,7 +391,7 @@ impl Service {
     /// change time): a downstream holding the current anchor gets an empty language list.
     fn get_config_data(&self, op: &Element, now: i64) -> Result<String> {
         self.downstream_cookie(op, now)?;
-        let anchor = self.wusp.catalog().config_last_change.to_string();
+        let anchor = self.served.catalog().config_last_change.to_string();
         let current = op.child_text("configAnchor").map(str::trim) == Some(anchor.as_str());
         let mut out = String::with_capacity(1024);
         let _ = write!(
@@ -445,7 +450,7 @@ impl Service {
             .ok_or_else(|| Fault::invalid("filter"))?;
         let categories = ids_and_deltas(filter, "Categories")?;
         let classifications = ids_and_deltas(filter, "Classifications")?;
-        let catalog = self.wusp.catalog();
+        let catalog = self.served.catalog();
         // An anchor from the future: this catalog was rebuilt since; everything is new.
         let since = if since > catalog.version { 0 } else { since };
         let mut out = String::with_capacity(4096);
@@ -502,14 +507,14 @@ impl Service {
     /// `/Content`, so no URL is given.
     async fn get_update_data(&self, op: &Element, now: i64) -> Result<String> {
         self.downstream_cookie(op, now)?;
-        let catalog = self.wusp.catalog();
+        let catalog = self.served.catalog();
         let revisions: Vec<_> = identities(op, "updateIds")?
             .into_iter()
             .filter_map(|(update, number)| catalog.by_identity(update, number))
             .collect();
         let wanted: Vec<u32> = revisions.iter().map(|r| r.id).collect();
-        let wusp = self.wusp.clone();
-        let documents = tokio::task::spawn_blocking(move || wusp.read(|s| s.documents(&wanted)))
+        let served = self.served.clone();
+        let documents = tokio::task::spawn_blocking(move || served.read(|s| s.documents(&wanted)))
             .await
             .map_err(Fault::internal)?
             .map_err(Fault::internal)?;
@@ -566,7 +571,7 @@ impl Service {
     /// ServerChanged, and the downstream starts over.
     async fn get_deployments(&self, op: &Element, now: i64) -> Result<String> {
         self.downstream_cookie(op, now)?;
-        let version = self.wusp.catalog().version;
+        let version = self.served.catalog().version;
         let anchor = |name: &str| -> Result<Option<(i64, String)>> {
             match op.child_text(name).map(str::trim) {
                 None | Some("") => Ok(None),
@@ -585,9 +590,9 @@ impl Service {
         let (until, sync_anchor) =
             anchor("syncAnchor")?.ok_or_else(|| Fault::invalid("syncAnchor"))?;
         let since = anchor("deploymentAnchor")?.map(|(seq, _)| seq);
-        let wusp = self.wusp.clone();
+        let served = self.served.clone();
         let set =
-            tokio::task::spawn_blocking(move || wusp.read(|s| s.deployment_set(since, until)))
+            tokio::task::spawn_blocking(move || served.read(|s| s.deployment_set(since, until)))
                 .await
                 .map_err(Fault::internal)?
                 .map_err(Fault::internal)?;
@@ -598,7 +603,7 @@ impl Service {
     /// known identity gets its files' digests alone.
     fn get_update_decryption_data(&self, op: &Element, now: i64) -> Result<String> {
         self.downstream_cookie(op, now)?;
-        let catalog = self.wusp.catalog();
+        let catalog = self.served.catalog();
         let mut out = format!(
             "<GetUpdateDecryptionDataResponse xmlns=\"{SERVER_SYNC_NS}\">\
              <GetUpdateDecryptionDataResult><UpdateFileDecryptionData>"
@@ -647,7 +652,7 @@ impl Service {
         if digests.is_empty() || digests.len() > MAX_UPDATES_PER_REQUEST as usize {
             return Err(Fault::invalid("fileDigestList"));
         }
-        let catalog = self.wusp.catalog();
+        let catalog = self.served.catalog();
         let mut missing = Vec::new();
         for text in digests {
             let sha1: Option<[u8; 20]> = base64_decode(text).and_then(|d| d.try_into().ok());

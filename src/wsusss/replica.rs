@@ -4,7 +4,7 @@
 //! after `wsus-edge sync` run beside it).
 //!
 //! Owns: when to sync and prefetch, and what the last ones did (for status views and
-//! tests). Calls [`super::sync`] for both, `wusp` (to serve a synced catalog at once) and
+//! tests). Calls [`super::sync`] for both, `served` (to serve a synced catalog at once) and
 //! `content`.
 
 use std::sync::Arc;
@@ -84,7 +84,7 @@ impl Replica {
     /// Sync on schedule until `shutdown`.
     pub async fn run_syncs(
         self: Arc<Self>,
-        wusp: Arc<crate::wusp::Service>,
+        served: Arc<crate::served::Served>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut schedule = Schedule::new(self.interval);
@@ -110,7 +110,7 @@ impl Replica {
                         elapsed_ms = report.elapsed_ms,
                         "synced from upstream"
                     );
-                    let service = wusp.clone();
+                    let service = served.clone();
                     match tokio::task::spawn_blocking(move || service.reload_if_changed()).await {
                         Ok(Ok(_)) => {}
                         Ok(Err(e)) => tracing::warn!(error = %e, "serving the synced catalog"),
@@ -144,7 +144,7 @@ impl Replica {
     /// Prefetch whenever told a new catalog is in service, until `shutdown`.
     pub async fn run_prefetches(
         self: Arc<Self>,
-        wusp: Arc<crate::wusp::Service>,
+        served: Arc<crate::served::Served>,
         content: crate::content::Store,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -156,7 +156,7 @@ impl Replica {
                 _ = self.prefetch_now.notified() => {}
                 _ = shutdown.changed() => return,
             }
-            let files = approved_files(&wusp.catalog());
+            let files = approved_files(&served.catalog());
             let metrics = content.metrics().clone();
             let mut last_line = std::time::Instant::now();
             let report = prefetch(&content, files, |p| {

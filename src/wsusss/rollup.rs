@@ -19,8 +19,8 @@ use crate::report::{
     RolledStatus, ServerSummary, UpdateState,
 };
 use crate::soap::Element;
+use crate::soap::wsus::Fault;
 use crate::soap::xsd::{parse_bool, parse_datetime};
-use crate::wusp::Fault;
 
 /// The operations of the Reporting path that belong to this protocol.
 pub const OPERATIONS: [&str; 5] = [
@@ -90,7 +90,7 @@ pub fn answer(
                     && !journal.knows_server(s.parent).map_err(store)?
                 {
                     return Err(Fault::new(
-                        crate::wusp::ErrorCode::InternalServerError,
+                        crate::soap::wsus::ErrorCode::InternalServerError,
                         format!("ParentServerId {} is no server below this one", s.parent),
                     ));
                 }
@@ -105,7 +105,7 @@ pub fn answer(
             for c in &computers {
                 if !journal.knows_server(c.parent).map_err(store)? {
                     return Err(Fault::new(
-                        crate::wusp::ErrorCode::InternalServerError,
+                        crate::soap::wsus::ErrorCode::InternalServerError,
                         format!("ParentServerId {} is no server below this one", c.parent),
                     ));
                 }

@@ -78,7 +78,7 @@ pub struct RollupStatus {
 /// What the update half of this server's summary is counted from.
 pub struct Sources {
     /// The catalog clients are served from.
-    pub wusp: Arc<crate::wusp::Service>,
+    pub served: Arc<crate::served::Served>,
     /// Where payload files are (or are not yet).
     pub content: crate::content::Store,
     /// The prefetches, whose failures are the server errors (none: a node without sync).
@@ -197,7 +197,7 @@ impl Rollup {
     /// The catalog's update counts, with each approved file as the content store and the
     /// last prefetch know it.
     async fn update_counts(&self) -> Result<UpdateCounts> {
-        let catalog = self.sources.wusp.catalog();
+        let catalog = self.sources.served.catalog();
         let content = self.sources.content.clone();
         let failed = self
             .sources

@@ -32,10 +32,10 @@ use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
 use crate::clock::unix_now;
 use crate::content::{ContentPath, Digest};
 use crate::error::{Error, Kind, Result};
+use crate::soap::wsus::ErrorCode;
 use crate::soap::xsd::{parse_bool, parse_datetime};
 use crate::soap::{self, Element, Limits, Version};
 use crate::upstream::Upstream;
-use crate::wusp::ErrorCode;
 
 const SYNC_PATH: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
 /// Where the DssAuth service is when GetAuthConfig does not say.
@@ -203,7 +203,7 @@ pub(super) async fn post(
         .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
     headers.insert("SOAPAction", action);
     let coded = (upstream.reads_gzip() && body.len() >= GZIP_FROM)
-        .then(|| soap::coding::gzip(body.as_bytes()).ok())
+        .then(|| crate::http::coding::gzip(body.as_bytes()).ok())
         .flatten();
     let body = match coded {
         Some(packed) => {
@@ -276,7 +276,7 @@ pub fn read_answer(
         .into());
     }
     if gzipped {
-        answer = soap::coding::gunzip(&answer, ANSWER_LIMITS.max_bytes)
+        answer = crate::http::coding::gunzip(&answer, ANSWER_LIMITS.max_bytes)
             .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}")))?;
     }
     let envelope = soap::parse(&answer, &ANSWER_LIMITS).map_err(|e| {
@@ -1162,7 +1162,7 @@ mod tests {
             refused.contains(&b.to_string()) && refused.contains("not a cabinet"),
             "{refused}"
         );
-        let cabinet = crate::simulate::cabinet::lzx_cabinet("blob", b"<upd:Update/>");
+        let cabinet = crate::testkit::cabinet::lzx_cabinet("blob", b"<upd:Update/>");
         let compressed = item(
             b,
             &format!(

@@ -6,14 +6,15 @@ use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::cookie::{Claims, Kind};
-use super::{Call, Endpoint, ErrorCode, Fault, Service};
+use super::{Call, Endpoint, Service};
 use crate::catalog::scope::{self, Offer, SyncRequest};
 use crate::catalog::{
     Action, Catalog, FileRef, Guid, UNASSIGNED_COMPUTERS, UpdateType, base64_decode, base64_encode,
 };
 use crate::lock::{lock, read, write};
 use crate::report::{Computer, Event};
+use crate::served::cookie::{Claims, Kind};
+use crate::soap::wsus::{ErrorCode, Fault};
 use crate::soap::xsd::{format_date, format_datetime, parse_bool, parse_datetime, parse_version};
 use crate::soap::{Element, Escaped, escape_text, escaped_element, text_element};
 
@@ -154,10 +155,11 @@ impl Service {
         let bytes = base64_decode(sealed)
             .ok_or_else(|| Fault::new(ErrorCode::InvalidCookie, "cookie is not base64"))?;
         let claims = self
-            .sealer
+            .served
+            .sealer()
             .open_cookie(&bytes, Kind::Client)
             .map_err(|_| Fault::new(ErrorCode::InvalidCookie, "not a cookie of this server"))?;
-        if claims.server_id != self.server_id {
+        if claims.server_id != self.served.server_id() {
             return Err(Fault::new(
                 ErrorCode::ServerChanged,
                 "cookie of another server",
@@ -171,7 +173,7 @@ impl Service {
 
     /// A fresh cookie carrying `claims` (same expiry: use does not extend it).
     fn reseal(&self, claims: &Claims) -> Vec<u8> {
-        self.sealer.seal(claims)
+        self.served.sealer().seal(claims)
     }
 
     fn get_authorization_cookie(&self, op: &Element, call: &Call<'_>) -> Result<String> {
@@ -184,7 +186,7 @@ impl Service {
         if !valid_id {
             return Err(Fault::invalid("clientId"));
         }
-        let catalog = self.catalog();
+        let catalog = self.served.catalog();
         // Client-side targeting: "Servers;Workstations". Names the catalog does not know are
         // ignored; a computer in no known group is Unassigned.
         let mut groups: Vec<Guid> = op
@@ -195,13 +197,13 @@ impl Service {
             .map(|g| g.id)
             .collect();
         groups.dedup();
-        groups.truncate(super::cookie::MAX_GROUPS);
+        groups.truncate(crate::served::cookie::MAX_GROUPS);
         if groups.is_empty() {
             groups.push(UNASSIGNED_COMPUTERS);
         }
         let claims = Claims {
             kind: Kind::Authorization,
-            server_id: self.server_id,
+            server_id: self.served.server_id(),
             issued: call.now,
             expires: call.now + self.settings.cookie_lifetime,
             config_change: catalog.config_last_change,
@@ -221,7 +223,7 @@ impl Service {
             "<GetAuthorizationCookieResult><PlugInId>SimpleTargeting</PlugInId>\
              <CookieData>{}</CookieData></GetAuthorizationCookieResult>\
              </GetAuthorizationCookieResponse>",
-            base64_encode(&self.sealer.seal(&claims))
+            base64_encode(&self.served.sealer().seal(&claims))
         );
         Ok(out)
     }
@@ -232,7 +234,7 @@ impl Service {
         {
             return Err(Fault::invalid("protocolVersion"));
         }
-        let catalog = self.catalog();
+        let catalog = self.served.catalog();
         let mut out = String::new();
         open_response(&mut out, "GetConfigResponse", super::CLIENT_NS);
         let _ = write!(
@@ -274,8 +276,13 @@ impl Service {
         let auth = auth
             .child_text("CookieData")
             .and_then(base64_decode)
-            .and_then(|b| self.sealer.open_cookie(&b, Kind::Authorization).ok())
-            .filter(|c| c.server_id == self.server_id && c.expires > call.now)
+            .and_then(|b| {
+                self.served
+                    .sealer()
+                    .open_cookie(&b, Kind::Authorization)
+                    .ok()
+            })
+            .filter(|c| c.server_id == self.served.server_id() && c.expires > call.now)
             .ok_or_else(|| Fault::new(ErrorCode::InvalidAuthorizationCookie, ""))?;
         let protocol = op.child_text("protocolVersion").unwrap_or("1.0");
         if parse_version(protocol).is_none() {
@@ -291,12 +298,12 @@ impl Service {
         {
             Some(data) => Some(
                 base64_decode(data)
-                    .and_then(|b| self.sealer.open_cookie(&b, Kind::Client).ok())
+                    .and_then(|b| self.served.sealer().open_cookie(&b, Kind::Client).ok())
                     .ok_or_else(|| Fault::new(ErrorCode::InvalidCookie, "oldCookie"))?,
             ),
             None => None,
         };
-        let catalog = self.catalog();
+        let catalog = self.served.catalog();
         let last_change = op
             .child_text("lastChange")
             .and_then(parse_datetime)
@@ -306,7 +313,7 @@ impl Service {
         }
         let claims = Claims {
             kind: Kind::Client,
-            server_id: self.server_id,
+            server_id: self.served.server_id(),
             issued: call.now,
             expires: call.now + self.settings.cookie_lifetime,
             config_change: catalog.config_last_change,
@@ -382,7 +389,7 @@ impl Service {
         if relations.len() >= 200 {
             return Err(Fault::invalid("requestedCategories"));
         }
-        let catalog = self.catalog();
+        let catalog = self.served.catalog();
         let mut groups: std::collections::BTreeMap<i64, Vec<Guid>> = Default::default();
         let mut errors = Vec::new();
         let mut broken = HashSet::new();
@@ -456,7 +463,7 @@ impl Service {
 
     async fn sync_updates(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
         let mut claims = self.client_cookie(op, call.now)?;
-        let loaded = self.loaded();
+        let loaded = self.served.snapshot();
         let catalog: &Catalog = &loaded.catalog;
         if claims.config_change != catalog.config_last_change {
             return Err(Fault::new(ErrorCode::ConfigChanged, ""));
@@ -496,7 +503,7 @@ impl Service {
             .child_text("NeedTwoGroupOutOfScopeUpdates")
             .and_then(parse_bool)
             .unwrap_or(false);
-        let scope = self.scope(&loaded, &claims.groups, call.now);
+        let scope = loaded.scope(&claims.groups, call.now);
         let result = scope::sync(
             catalog,
             &scope,
@@ -581,8 +588,8 @@ impl Service {
         if op.child("globalIDs").is_none_or(|g| g.is_nil()) {
             return Err(Fault::invalid("globalIDs"));
         }
-        let loaded = self.loaded();
-        let scope = self.scope(&loaded, &claims.groups, call.now);
+        let loaded = self.served.snapshot();
+        let scope = loaded.scope(&claims.groups, call.now);
         let mut out = String::new();
         open_response(&mut out, "RefreshCacheResponse", super::CLIENT_NS);
         out.push_str("<RefreshCacheResult>");
@@ -637,9 +644,9 @@ impl Service {
         if wants_locale && op.child("locales").is_none_or(|l| l.is_nil()) {
             return Err(Fault::invalid("locales"));
         }
-        let loaded = self.loaded();
+        let loaded = self.served.snapshot();
         let catalog = &loaded.catalog;
-        let scope = self.scope(&loaded, &claims.groups, call.now);
+        let scope = loaded.scope(&claims.groups, call.now);
         let (in_scope, out_of_scope): (Vec<u32>, Vec<u32>) =
             ids.iter().partition(|id| scope.contains(**id));
         let mut updates = String::new();
@@ -718,7 +725,7 @@ impl Service {
                     .ok_or_else(|| Fault::invalid("fileDigests"))
             })
             .collect::<Result<Vec<_>>>()?;
-        let catalog = self.catalog();
+        let catalog = self.served.catalog();
         let mut out = String::new();
         open_response(&mut out, "GetFileLocationsResponse", super::CLIENT_NS);
         out.push_str("<GetFileLocationsResult><FileLocations>");
@@ -735,7 +742,7 @@ impl Service {
 
     async fn report_event_batch(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
-        if claims.config_change != self.catalog().config_last_change {
+        if claims.config_change != self.served.catalog().config_last_change {
             return Err(Fault::new(ErrorCode::ConfigChanged, ""));
         }
         let mut events = Vec::new();

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use wsus_edge::config::Config;
 use wsus_edge::content::path::{ContentPath, Digest};
-use wsus_edge::server::{self, Running};
+use wsus_edge::node::{self, Running};
 use wsus_edge::simulate::SplitMix;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -399,7 +399,7 @@ pub fn node_config(
 }
 
 pub async fn start(config: &Config) -> Running {
-    server::start(config).await.expect("node starts")
+    node::start(config).await.expect("node starts")
 }
 
 /// A branch of `origin`. The stall timeout is generous: under load tests the test's own
@@ -545,7 +545,8 @@ pub async fn catalog_root_with(
     let payloads = dir.join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
     use wsus_edge::catalog::store::Store;
-    use wsus_edge::catalog::{ALL_COMPUTERS, Action, Guid, generate};
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action, Guid};
+    use wsus_edge::testkit::generate;
     let g = generate::generate(60, 11, 24 << 20, &payloads).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
     let mut store = Store::open(&data).unwrap();

@@ -72,7 +72,7 @@ pub async fn tls_root(
     key: &Path,
     client_ca: Option<&Path>,
     bytes: &[u8],
-) -> wsus_edge::server::Running {
+) -> wsus_edge::node::Running {
     let source = dir.join("source");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("payload.exe"), bytes).unwrap();
@@ -90,6 +90,6 @@ pub async fn tls_root(
     start(&config).await
 }
 
-pub fn https_url(node: &wsus_edge::server::Running) -> String {
+pub fn https_url(node: &wsus_edge::node::Running) -> String {
     format!("https://{}", node.listening().https.unwrap())
 }

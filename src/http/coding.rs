@@ -1,7 +1,7 @@
 //! The gzip content coding of SOAP bodies, both ways: answers to clients that offer it, and
 //! requests between nodes (RFC 7694: a node says `Accept-Encoding: gzip` in its answers, and
-//! a downstream that saw it compresses what it posts). Sans-IO: bytes in, bytes out, the
-//! decoded size bounded before it is reached.
+//! a downstream that saw it compresses what it posts); which coding a request body came in.
+//! Sans-IO: bytes in, bytes out, the decoded size bounded before it is reached.
 
 use std::io::{Read as _, Write as _};
 
@@ -47,6 +47,30 @@ pub fn lists_gzip(values: http::header::GetAll<'_, http::HeaderValue>) -> bool {
             let refused = it.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
             name.eq_ignore_ascii_case("gzip") && !refused
         })
+}
+
+/// The Content-Encoding of a request body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Other,
+}
+
+impl Coding {
+    pub fn of(headers: &http::HeaderMap) -> Coding {
+        let Some(coding) = headers.get(http::header::CONTENT_ENCODING) else {
+            return Coding::Identity;
+        };
+        let coding = coding.to_str().unwrap_or("?").trim();
+        if coding.is_empty() || coding.eq_ignore_ascii_case("identity") {
+            Coding::Identity
+        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            Coding::Gzip
+        } else {
+            Coding::Other
+        }
+    }
 }
 
 #[cfg(test)]

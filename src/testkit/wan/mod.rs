@@ -10,10 +10,12 @@
 //! sender's flow control backs off instead. Stopping the relay drops every connection and UDP
 //! flow through it, as a WAN outage or an emulator restart does.
 //!
-//! [`tun`] is the packet form: every IP packet, TCP included, crosses the same link (for
-//! benchmarks, with CAP_NET_ADMIN). A tool for tests and benchmarks; it knows nothing of HTTP or
+//! `tun` is the packet form: every IP packet, TCP included, crosses the same link (for
+//! benchmarks, with CAP_NET_ADMIN; built with the `wan-tun` feature only, so that the binary a
+//! branch runs holds no `ioctl`). A tool for tests and benchmarks; it knows nothing of HTTP or
 //! QUIC.
 
+#[cfg(feature = "wan-tun")]
 pub mod tun;
 
 use std::collections::HashMap;
@@ -30,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::SplitMix;
+use crate::testkit::random::SplitMix;
 
 /// Default link time a queue may hold before UDP is dropped (and TCP is no longer read).
 pub const QUEUE_LIMIT: Duration = Duration::from_millis(100);

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use sha1::{Digest as _, Sha1};
 
-use super::{Guid, base64_encode};
-use crate::simulate::SplitMix;
+use super::random::SplitMix;
+use crate::soap::xsd::{Guid, base64_encode};
 
 const LANGUAGES: [(&str, &str); 4] = [
     ("en", "Update"),
