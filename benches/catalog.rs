@@ -10,6 +10,8 @@
 //! - `sync_updates/rescan`: the daily rescan of a client that finished its walk and holds all it
 //!   was sent (InstalledNonLeafUpdateIDs / OtherCachedUpdateIDs): nothing new to send. What
 //!   5,000 clients a day mostly ask.
+// A test: a panic is a failed check, and what it shares with other tests is its own business.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 

@@ -9,6 +9,8 @@
 //!   each way, peak memory (VmHWM of the process, both nodes).
 //!
 //!     cargo bench --bench reports [-- --computers 50000 --updates 200]
+// A test: a panic is a failed check, and what it shares with other tests is its own business.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 

@@ -16,6 +16,9 @@
 //!
 //! Stands where the listeners and the upstream link stand: may call every module but `cli`.
 
+// The fixture is the harness, not the node: if it cannot be made, the run stops there.
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -289,7 +292,7 @@ pub fn upstream_head(data: &[u8]) {
     }
 }
 
-/// The sealer every cookie of the fixture and of [`cookie`] is sealed with.
+/// The sealer every cookie of the fixture and of the `cookie` target is sealed with.
 pub fn sealer() -> cookie::Sealer {
     cookie::Sealer::from_key(&KEY).expect("a 32-byte key")
 }

@@ -1,5 +1,7 @@
 //! The admin listener of a live node: probes, the metrics DESIGN.md §5 names, the status JSON
 //! and page.
+// A test: a panic is a failed check, and what it shares with other tests is its own business.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! The committed fuzz corpora (`fuzz/corpus/TARGET`, grown and minimised by `fuzz/run --merge`)
 //! replayed through their targets as plain tests, and each finding of the fuzzers kept as a
 //! test of its own: what was found once stays fixed without AFL++ or an instrumented build.
+// A test: a panic is a failed check, and what it shares with other tests is its own business.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 

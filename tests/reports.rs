@@ -2,6 +2,8 @@
 //! redelivered batch is kept once, an event id the server does not know is kept but changes
 //! no state, a batch of 100,000 events is refused without reading it whole, and a cookie of
 //! another server is refused; nothing of a refused batch is kept.
+// A test: a panic is a failed check, and what it shares with other tests is its own business.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! fills from it over QUIC only, or in `auto` mode upgrades when the root advertises HTTP/3 and
 //! falls back to TCP when UDP is blocked. The WAN between them is the project's emulator
 //! (`testkit::wan`), which counts what crosses it and can block UDP or drop everything.
+// A test: a panic is a failed check, and what it shares with other tests is its own business.
+#![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

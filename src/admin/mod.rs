@@ -1,7 +1,7 @@
 //! The admin listener: `/livez`, `/readyz`, `/metrics` (Prometheus text), `/api/v1/status`
 //! (JSON), `/api/v1/content/<sha1>` (what the cache holds of one object), the target groups and
 //! approvals of the catalog (`/api/v1/groups`, `/api/v1/approvals`, `/api/v1/declines`), what
-//! clients reported ([`reports`]), and the status pages ([`pages`]).
+//! clients reported (`reports`), and the status pages (`pages`).
 //!
 //! Reading is open from loopback and from `admin.read_networks` (elsewhere it needs a token;
 //! `/livez` and `/readyz` are open to all); a change (POST) needs a bearer token from

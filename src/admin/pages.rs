@@ -19,14 +19,14 @@ use crate::soap::escape;
 use crate::soap::xsd::format_datetime;
 
 /// A server not heard from (sync or rollup) for longer than this is shown as stale (seconds).
-pub const STALE_AFTER: i64 = 2 * 3600;
+pub(crate) const STALE_AFTER: i64 = 2 * 3600;
 
 const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
     td,th{padding:.25em .8em;text-align:left;border-bottom:1px solid #ddd}\
     th{background:#f3f3f3}tr.stale td{background:#fde2e2;color:#8a1010}\
     .failed{color:#b00020;font-weight:bold}.ok{color:#0a6b2d}nav a{margin-right:1em}";
 
-pub async fn respond(app: &App, method: &Method, path: &str) -> Option<Response<Body>> {
+pub(crate) async fn respond(app: &App, method: &Method, path: &str) -> Option<Response<Body>> {
     let page = match path {
         "/" => Page::Home,
         "/updates" => Page::Updates,

@@ -15,7 +15,7 @@ use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
 
 /// The answer to a GET under `/api/v1/computers` or `/api/v1/updates/`; None when `path` is
 /// neither.
-pub async fn respond(
+pub(crate) async fn respond(
     app: &App,
     method: &Method,
     path: &str,

@@ -235,7 +235,7 @@ pub enum Transport {
 
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// Base URL of the parent, "http(s)://host[:port][/prefix]", without a trailing "/", query
+    /// Base URL of the parent, `http(s)://host[:port][/prefix]`, without a trailing "/", query
     /// or fragment.
     pub url: String,
     /// Default [`Transport::Auto`].
@@ -501,9 +501,9 @@ impl Default for Config {
 impl Config {
     /// Parse TOML text, then apply environment overrides, then validate. `env` holds (NAME, VALUE)
     /// pairs of the process environment; only names starting with "WSUS_EDGE_" and containing "__"
-    /// are overrides: WSUS_EDGE_<SECTION>__<KEY> (case-insensitive, e.g.
-    /// WSUS_EDGE_CACHE__MEMORY_BYTES=1GiB, WSUS_EDGE_UPSTREAM__URL=http://central:8530 which
-    /// creates the [upstream] section). An empty value removes the key, so it takes its default.
+    /// are overrides: `WSUS_EDGE_<SECTION>__<KEY>` (case-insensitive, e.g.
+    /// `WSUS_EDGE_CACHE__MEMORY_BYTES=1GiB`, `WSUS_EDGE_UPSTREAM__URL=http://central:8530` which
+    /// creates the `[upstream]` section). An empty value removes the key, so it takes its default.
     /// An override naming an unknown section/key is a problem whose key is the variable name.
     pub fn parse(
         text: &str,

@@ -10,7 +10,7 @@
 //! gets the clients' body limit and is refused a rollup operation before its body is parsed.
 //!
 //! Parsing builds a tree of up to hundreds of thousands of elements: a large or compressed
-//! body is decoded and parsed on the blocking pool, at most [`Parsers`]' number at once, with a
+//! body is decoded and parsed on the blocking pool, at most [`crate::http::Parsers`]' number at once, with a
 //! short queue behind them; past that the caller is told ServerBusy (503, Retry-After).
 //!
 //! Calls `soap` (sans-IO codecs), `wusp`, `wsusss`, `auth`, `content::response` (bodies) and

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// What one `Alt-Svc` field value says about HTTP/3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alternative {
+pub(crate) enum Alternative {
     /// `h3` on this host at `port`, valid for `max_age`.
     H3 { port: u16, max_age: Duration },
     /// `clear`: forget every alternative.
@@ -19,7 +19,7 @@ const DEFAULT_MAX_AGE: Duration = Duration::from_secs(86_400);
 
 /// Alternatives on another host are ignored: the certificate is checked against the upstream's
 /// own name either way, and following a redirect to a third host is more than a branch needs.
-pub fn h3_alternative(value: &str) -> Alternative {
+pub(crate) fn h3_alternative(value: &str) -> Alternative {
     if value.trim() == "clear" {
         return Alternative::Clear;
     }

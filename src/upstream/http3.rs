@@ -40,7 +40,7 @@ struct State {
     failed: Option<(Instant, String)>,
 }
 
-pub struct Http3 {
+pub(crate) struct Http3 {
     host: String,
     config: quinn::ClientConfig,
     state: Mutex<State>,
@@ -48,7 +48,11 @@ pub struct Http3 {
 
 impl Http3 {
     /// `idle_timeout`: a connection from which nothing arrives for this long is dead.
-    pub fn new(tls: &rustls::ClientConfig, host: &str, idle_timeout: Duration) -> Result<Http3> {
+    pub(crate) fn new(
+        tls: &rustls::ClientConfig,
+        host: &str,
+        idle_timeout: Duration,
+    ) -> Result<Http3> {
         let crypto = crate::tls::quic_client_config(tls)?;
         let mut transport = quinn::TransportConfig::default();
         transport
@@ -68,7 +72,7 @@ impl Http3 {
     }
 
     /// True while a connection is up (for status pages; never waits).
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.state.try_lock().is_ok_and(|s| {
             s.conn
                 .as_ref()
@@ -156,7 +160,7 @@ impl Http3 {
     /// Send a request (with `body` when not empty) to `port` and wait for the response head. A failure to reach
     /// the upstream at all is not retryable (the caller falls back or answers 504); a failure
     /// of an established exchange is.
-    pub async fn request(
+    pub(crate) async fn request(
         &self,
         port: u16,
         request: Request<()>,

@@ -1,6 +1,6 @@
 //! The link to the parent server: one small seam ([`Upstream::get`]) through which every byte from
 //! upstream arrives, whatever the transport: HTTP/1.1 and HTTP/2 over TCP (hyper's pooled client,
-//! TLS via rustls), or HTTP/3 over QUIC ([`http3`]).
+//! TLS via rustls), or HTTP/3 over QUIC (`http3`).
 //!
 //! `upstream.transport`: `tcp` never uses QUIC; `quic` uses nothing else (the URL's port over
 //! UDP); `auto` starts over TCP, learns from the upstream's `Alt-Svc` header that it speaks

@@ -5,6 +5,10 @@
 //! Needs CAP_NET_ADMIN. The devices are made in the caller's network namespace and usually
 //! moved into two others (`ip link set NAME netns NS`), one for each end; their file
 //! descriptors stay valid wherever the devices go.
+//!
+//! The opening of a device is an ioctl on a raw descriptor: this file is the test kit's one
+//! with `unsafe`, each block with its SAFETY comment.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
