@@ -234,12 +234,15 @@ pub struct PartialFile {
 
 impl PartialFile {
     pub fn slice_count(&self) -> u64 {
-        self.size.div_ceil(self.slice_bytes)
+        self.slicing().count(self.size)
+    }
+
+    fn slicing(&self) -> super::Slicing {
+        super::Slicing::new(self.slice_bytes)
     }
 
     fn slice_len(&self, index: u64) -> u64 {
-        let start = index * self.slice_bytes;
-        self.slice_bytes.min(self.size.saturating_sub(start))
+        self.slicing().len(self.size, index)
     }
 
     /// Write one slice, then record it as present. The data is written first: a crash between
@@ -255,7 +258,7 @@ impl PartialFile {
                 ),
             ));
         }
-        self.data.write_all_at(bytes, index * self.slice_bytes)?;
+        self.data.write_all_at(bytes, self.slicing().start(index))?;
         let digest = Sha1::digest(bytes);
         self.map.write_all_at(&digest, MAP_HEADER + index * SLOT)
     }
@@ -294,7 +297,7 @@ pub fn create_partial(
         .truncate(true)
         .open(dirs.partial_data(digest))?;
     data.set_len(size)?;
-    let slices = size.div_ceil(slice_bytes);
+    let slices = super::Slicing::new(slice_bytes).count(size);
     let mut header = Vec::with_capacity((MAP_HEADER + slices * SLOT) as usize);
     header.extend_from_slice(MAP_MAGIC);
     header.extend_from_slice(&size.to_le_bytes());
@@ -389,7 +392,7 @@ fn recover_one(dirs: &Dirs, digest: &Digest, slice_bytes: u64) -> io::Result<Opt
         return Ok(None);
     }
     let ext = ext.to_owned();
-    let slices = size.div_ceil(slice_bytes);
+    let slices = super::Slicing::new(slice_bytes).count(size);
     if stored_slice != slice_bytes || bytes.len() as u64 != MAP_HEADER + slices * SLOT {
         return Ok(None);
     }
@@ -417,7 +420,7 @@ fn recover_one(dirs: &Dirs, digest: &Digest, slice_bytes: u64) -> io::Result<Opt
             continue;
         }
         let len = file.slice_len(index as u64) as usize;
-        let data = read_at(&file.data, index as u64 * slice_bytes, len)?;
+        let data = read_at(&file.data, file.slicing().start(index as u64), len)?;
         if Sha1::digest(&data).as_slice() == slot {
             *flag = true;
         } else {

@@ -155,7 +155,7 @@ pub struct FetchSpec<'a> {
     pub upstream: &'a Upstream,
     /// URL path of the object at the upstream.
     pub path: &'a str,
-    pub slice_bytes: u64,
+    pub slicing: super::Slicing,
     /// The object's size if known; else the first answer teaches it through `sizing`.
     pub size: Option<u64>,
     pub retries: u32,
@@ -184,7 +184,7 @@ pub async fn fetch(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) 
 
 /// [`fetch`] without its deadline.
 async fn resume(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) -> Result<Bytes> {
-    let start = fill.index * spec.slice_bytes;
+    let start = spec.slicing.start(fill.index);
     let mut size = spec.size;
     let mut failures = 0u32;
     // Every attempt must deliver something or count as a failure; progress forgives failures
@@ -192,10 +192,7 @@ async fn resume(spec: FetchSpec<'_>, fill: &SliceFill, sizing: &impl Sizing) -> 
     let mut attempts = 0u32;
     let max_attempts = spec.retries.saturating_add(1).saturating_mul(8);
     loop {
-        let slice_end = match size {
-            Some(size) => (start + spec.slice_bytes).min(size),
-            None => start + spec.slice_bytes,
-        };
+        let slice_end = spec.slicing.end(fill.index, size);
         let pos = start + fill.received();
         if pos >= slice_end {
             return Ok(fill.concat());

@@ -460,9 +460,9 @@ impl Producer {
             return Ok(());
         };
         let size = self.handle.size();
-        let slice_bytes = self.handle.slice_bytes();
-        let index = cursor.pos / slice_bytes;
-        let slice_start = index * slice_bytes;
+        let slicing = self.handle.slicing();
+        let index = slicing.index_of(cursor.pos);
+        let slice_start = slicing.start(index);
         let (data, tier) = self.handle.slice(index).await?;
         // A slice this response's look-ahead sent for may have landed before it is read; its
         // bytes came from upstream all the same.
@@ -475,8 +475,8 @@ impl Producer {
         // Look ahead within what this response needs (plus configured read-ahead), so the
         // next slices are on their way while this one streams.
         let settings = self.store.settings();
-        let last_needed = (cursor.end - 1) / slice_bytes + u64::from(settings.read_ahead);
-        let last_slice = size.div_ceil(slice_bytes).saturating_sub(1);
+        let last_needed = slicing.index_of(cursor.end - 1) + u64::from(settings.read_ahead);
+        let last_slice = slicing.count(size).saturating_sub(1);
         let ahead = settings
             .per_object
             .saturating_sub(1)
@@ -486,7 +486,7 @@ impl Producer {
                 self.fetched_ahead.insert(next);
             }
         }
-        let within_end = (cursor.end - slice_start).min(slice_bytes);
+        let within_end = (cursor.end - slice_start).min(slicing.slice_bytes());
         let pieces = match data {
             SliceData::Ready(bytes) => {
                 let from = (cursor.pos - slice_start) as usize;

@@ -959,7 +959,7 @@ async fn fetch_whole(content: &crate::content::Store, path: &ContentPath) -> Res
         return Ok(None);
     }
     let handle = content.lookup(path, Some(0)).await?;
-    let slices = handle.size().div_ceil(handle.slice_bytes().max(1));
+    let slices = handle.slicing().count(handle.size());
     for index in 0..slices {
         handle.slice(index).await?;
     }
