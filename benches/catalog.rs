@@ -22,6 +22,7 @@ use wsus_edge::clock::unix_now;
 use wsus_edge::served::Served;
 use wsus_edge::simulate::wua::{Machine, request};
 use wsus_edge::soap::{self, Limits};
+use wsus_edge::soap_client::{Caller::WindowsClient, envelope};
 use wsus_edge::testkit::generate;
 use wsus_edge::wusp::{CLIENT_NS, Call, Endpoint, SIMPLE_AUTH_NS, Service, Settings};
 
@@ -104,7 +105,8 @@ fn bench(c: &mut Criterion) {
         &rt,
         &service,
         Endpoint::Client,
-        &request::envelope(
+        &envelope(
+            WindowsClient,
             CLIENT_NS,
             "GetConfig",
             "<protocolVersion>2.90</protocolVersion>",
@@ -119,7 +121,8 @@ fn bench(c: &mut Criterion) {
         &rt,
         &service,
         Endpoint::SimpleAuth,
-        &request::envelope(
+        &envelope(
+            WindowsClient,
             SIMPLE_AUTH_NS,
             "GetAuthorizationCookie",
             &request::authorization_cookie(&machine),
@@ -134,7 +137,8 @@ fn bench(c: &mut Criterion) {
         &rt,
         &service,
         Endpoint::Client,
-        &request::envelope(
+        &envelope(
+            WindowsClient,
             CLIENT_NS,
             "GetCookie",
             &request::get_cookie(&auth_data, &last_change, unix_now()),
@@ -145,14 +149,16 @@ fn bench(c: &mut Criterion) {
         &rt,
         &service,
         Endpoint::Client,
-        &request::envelope(
+        &envelope(
+            WindowsClient,
             CLIENT_NS,
             "RegisterComputer",
             &request::register_computer(&cookie, &machine),
         ),
     );
 
-    let first = request::envelope(
+    let first = envelope(
+        WindowsClient,
         CLIENT_NS,
         "SyncUpdates",
         &request::sync_software(&cookie, &[], &[]),
@@ -210,7 +216,8 @@ fn bench(c: &mut Criterion) {
 
     // The cookie of a client that synced: it carries what the client has seen, so unchanged
     // deployments are not resent as ChangedUpdates.
-    let synced = request::envelope(
+    let synced = envelope(
+        WindowsClient,
         CLIENT_NS,
         "SyncUpdates",
         &request::sync_software(&cookie, &installed, &other),
@@ -222,7 +229,8 @@ fn bench(c: &mut Criterion) {
             .and_then(|r| r.child("NewCookie")),
     )
     .expect("a new cookie");
-    let rescan = request::envelope(
+    let rescan = envelope(
+        WindowsClient,
         CLIENT_NS,
         "SyncUpdates",
         &request::sync_software(&cookie, &installed, &other),

@@ -526,7 +526,12 @@ impl Session {
         operation: &str,
         inner: &str,
     ) -> Option<soap::Envelope> {
-        let body = crate::simulate::wua::request::envelope(ns, operation, inner);
+        let body = crate::soap_client::envelope(
+            crate::soap_client::Caller::WindowsClient,
+            ns,
+            operation,
+            inner,
+        );
         let answer = call(service, false, trusted, body.as_bytes())
             .map(|r| r.body)
             .unwrap_or_default();

@@ -23,6 +23,8 @@
 //!   sans-IO, with hard parser limits.
 //! - [`testkit`]: what tests, the demo and load use and a serving node never does: the
 //!   synthetic catalog and its random source, WSUS-shaped cabinets, the WAN emulator.
+//! - [`soap_client`]: one client of the WSUS web services (envelope, SOAPAction, gzip,
+//!   answer or fault) over any [`soap_client::Transport`].
 //! - [`catalog`]: updates, their fragments, target groups and deployments; `state.db`.
 //! - [`report`]: what clients and downstream servers reported (the journal in `state.db`).
 //! - [`served`]: the catalog in service, shared by both protocols: reloads, scopes, this
@@ -72,6 +74,7 @@ pub mod served;
 pub mod server;
 pub mod simulate;
 pub mod soap;
+pub mod soap_client;
 pub mod systemd;
 pub mod testkit;
 pub mod tls;

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -24,6 +24,7 @@ use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
 use crate::soap::xsd::format_datetime;
 use crate::soap::{self, Element, Limits};
+use crate::soap_client::{self, Failure};
 
 const CLIENT: &str = "/ClientWebService/client.asmx";
 const SIMPLE_AUTH: &str = "/SimpleAuthWebService/SimpleAuth.asmx";
@@ -126,6 +127,61 @@ struct Session<'a> {
     scan: Scan,
 }
 
+/// The node as a simulated client reaches it: plain HTTP/1.1 to `base`, with the agent's
+/// User-Agent.
+struct Node<'a> {
+    http: &'a SoapClient,
+    base: &'a str,
+}
+
+impl soap_client::Transport for Node<'_> {
+    async fn post(
+        &self,
+        path: &str,
+        headers: http::HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<soap_client::Posted> {
+        let mut request = Request::post(format!("{}{path}", self.base))
+            .header(http::header::USER_AGENT, AGENT)
+            .body(Full::new(body))
+            .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
+        request.headers_mut().extend(headers);
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| Error::upstream(Kind::Unavailable, "the node").with_source(e))?;
+        let (parts, body) = response.into_parts();
+        let body = http_body_util::Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|e| Error::upstream(Kind::BadUpstream, e.to_string()))?
+            .to_bytes();
+        Ok(soap_client::Posted {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.to_vec(),
+        })
+    }
+
+    fn caller(&self) -> soap_client::Caller {
+        soap_client::Caller::WindowsClient
+    }
+
+    fn reads_gzip(&self) -> bool {
+        false
+    }
+}
+
+/// The most an answer may be (a SyncUpdates page of a large catalog is a few MiB); depth and
+/// elements as a node's own defaults.
+const ANSWER_LIMITS: Limits = Limits {
+    max_bytes: 64 << 20,
+    max_depth: 32,
+    max_elements: 200_000,
+};
+
 impl Session<'_> {
     async fn call(
         &mut self,
@@ -134,53 +190,25 @@ impl Session<'_> {
         operation: &'static str,
         inner: &str,
     ) -> Result<Element> {
-        let body = request::envelope(ns, operation, inner);
-        let request = Request::post(format!("{}{path}", self.base))
-            .header(http::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-            .header("SOAPAction", format!("\"{ns}/{operation}\""))
-            .header(http::header::USER_AGENT, AGENT)
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
-        let started = Instant::now();
-        let response = self
-            .http
-            .request(request)
-            .await
-            .map_err(|e| Error::upstream(Kind::Unavailable, operation).with_source(e))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: {e}")))?
-            .to_bytes();
-        self.scan.calls.push((operation, started.elapsed()));
-        let limits = Limits {
-            max_bytes: 64 << 20,
-            ..Limits::default()
+        let node = Node {
+            http: self.http,
+            base: self.base,
         };
-        let envelope = soap::parse(&bytes, &limits).map_err(|e| {
-            Error::upstream(
-                Kind::BadUpstream,
-                format!("{operation}: answer is not SOAP ({e}), HTTP {status}"),
-            )
-        })?;
-        let op = envelope.operation;
-        if let Some((code, _)) = soap::fault_detail(&op) {
-            let code = if code.is_empty() { "(none)" } else { code }.to_owned();
-            self.scan.faults.push((operation, code.clone()));
-            return Err(Error::upstream(
-                Kind::BadUpstream,
-                SoapFault { operation, code }.to_string(),
-            ));
+        let started = Instant::now();
+        let answer = soap_client::call(&node, path, ns, operation, inner, &ANSWER_LIMITS).await;
+        self.scan.calls.push((operation, started.elapsed()));
+        match answer {
+            Ok(answer) => Ok(answer.op),
+            Err(Failure::Fault(code, _)) => {
+                let code = code.as_str().to_owned();
+                self.scan.faults.push((operation, code.clone()));
+                Err(Error::upstream(
+                    Kind::BadUpstream,
+                    SoapFault { operation, code }.to_string(),
+                ))
+            }
+            Err(Failure::Other(e)) => Err(e),
         }
-        if status != StatusCode::OK || op.name != format!("{operation}Response") {
-            return Err(Error::upstream(
-                Kind::BadUpstream,
-                format!("{operation}: HTTP {status}, element {}", op.name),
-            ));
-        }
-        Ok(op)
     }
 }
 
@@ -244,14 +272,6 @@ pub mod request {
 
     /// A client cookie as it travels: (Expiration, EncryptedData).
     pub type Cookie = (String, String);
-
-    /// A SOAP 1.1 envelope around one operation element.
-    pub fn envelope(ns: &str, operation: &str, inner: &str) -> String {
-        format!(
-            "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
-             <{operation} xmlns=\"{ns}\">{inner}</{operation}></s:Body></s:Envelope>"
-        )
-    }
 
     /// One ReportingEvent as Windows writes it; `misc` is MiscData's `<string>` items.
     pub fn reporting_event(

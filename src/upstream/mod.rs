@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE, RANGE, USER_AGENT};
+use http::header::{AUTHORIZATION, RANGE, USER_AGENT};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -302,17 +302,6 @@ impl Upstream {
     pub fn learn_codings(&self, answer: &HeaderMap) {
         let gzip = crate::http::coding::lists_gzip(answer.get_all(http::header::ACCEPT_ENCODING));
         self.reads_gzip.store(gzip, Ordering::Relaxed);
-    }
-
-    pub async fn post(
-        &self,
-        path: &str,
-        content_type: &'static str,
-        mut headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Fetched> {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        self.request(Method::POST, path, headers, body).await
     }
 
     /// One exchange, counted: its time to the response head by transport, or why it failed.
@@ -618,4 +607,44 @@ pub(crate) fn tls_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+/// SOAP calls to the upstream (the sync, the rollup) go over the link like every other request:
+/// its transport, retries of the connection, TLS and bandwidth share.
+impl crate::soap_client::Transport for Upstream {
+    async fn post(
+        &self,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        limit: usize,
+    ) -> Result<crate::soap_client::Posted> {
+        let mut fetched = self.request(Method::POST, path, headers, body).await?;
+        self.learn_codings(&fetched.headers);
+        let mut answer = Vec::new();
+        while let Some(chunk) = self.next_chunk(&mut fetched).await? {
+            if answer.len() + chunk.len() > limit {
+                return Err(Error::upstream(
+                    Kind::BadUpstream,
+                    format!("answer over {limit} bytes"),
+                ));
+            }
+            answer.extend_from_slice(&chunk);
+        }
+        Ok(crate::soap_client::Posted {
+            status: fetched.status,
+            headers: fetched.headers,
+            body: answer,
+        })
+    }
+
+    /// A server: a wsus-edge upstream compresses its answers (mostly update XML: ~8x
+    /// smaller); a Microsoft one offers only xpress and answers this uncompressed.
+    fn caller(&self) -> crate::soap_client::Caller {
+        crate::soap_client::Caller::Server
+    }
+
+    fn reads_gzip(&self) -> bool {
+        Upstream::reads_gzip(self)
+    }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 
 use super::SERVER_SYNC_NS;
-use super::sync::{Failure, Schedule, post};
+use super::sync::{Schedule, post};
 use crate::catalog::Guid;
 use crate::catalog::{FileState, UpdateCounts};
 use crate::clock::unix_now;
@@ -33,6 +33,7 @@ use crate::report::{
 };
 use crate::soap::xsd::format_datetime;
 use crate::soap::{self, Element};
+use crate::soap_client::Failure;
 use crate::upstream::Upstream;
 
 const REPORTING_PATH: &str = "/ReportingWebService/ReportingWebService.asmx";

@@ -22,8 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::StatusCode;
 
 use super::{DSS_AUTH_NS, NO_DEADLINE, PROTOCOL_VERSION, SERVER_SYNC_NS, action_from_code};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
@@ -34,7 +33,8 @@ use crate::content::{ContentPath, Digest};
 use crate::error::{Error, Kind, Result};
 use crate::soap::wsus::ErrorCode;
 use crate::soap::xsd::{parse_bool, parse_datetime};
-use crate::soap::{self, Element, Limits, Version};
+use crate::soap::{self, Element, Limits};
+use crate::soap_client::{self, Answer, Failure};
 use crate::upstream::Upstream;
 
 const SYNC_PATH: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
@@ -172,21 +172,8 @@ impl Syncer {
     }
 }
 
-/// An answer to a call, with the bytes that crossed the link.
-pub(super) struct Answer {
-    /// The operation's response element.
-    pub op: Element,
-    /// The request body as sent (gzip-coded when the upstream reads that).
-    pub sent: u64,
-    /// The answer body as received.
-    pub received: u64,
-}
-
-/// Request bodies smaller than this go as they are: gzip would save less than a packet.
-const GZIP_FROM: usize = 1024;
-
-/// POST one SOAP 1.1 call and read its answer: the operation's response element, or the
-/// fault.
+/// POST one SOAP 1.1 call to the upstream and read its answer (under [`ANSWER_LIMITS`]): the
+/// operation's response element, or the fault.
 pub(super) async fn post(
     upstream: &Upstream,
     path: &str,
@@ -194,148 +181,18 @@ pub(super) async fn post(
     operation: &str,
     inner: &str,
 ) -> std::result::Result<Answer, Failure> {
-    let body = soap::envelope(
-        Version::Soap11,
-        &format!("<{operation} xmlns=\"{ns}\">{inner}</{operation}>"),
-    );
-    let mut headers = HeaderMap::new();
-    let action = HeaderValue::from_str(&format!("\"{ns}/{operation}\""))
-        .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
-    headers.insert("SOAPAction", action);
-    let coded = (upstream.reads_gzip() && body.len() >= GZIP_FROM)
-        .then(|| crate::http::coding::gzip(body.as_bytes()).ok())
-        .flatten();
-    let body = match coded {
-        Some(packed) => {
-            headers.insert(
-                http::header::CONTENT_ENCODING,
-                HeaderValue::from_static("gzip"),
-            );
-            Bytes::from(packed)
-        }
-        None => Bytes::from(body),
-    };
-    let sent = body.len() as u64;
-    // A wsus-edge upstream compresses (answers are mostly update XML: ~8x smaller); a
-    // Microsoft one offers only xpress and answers this uncompressed.
-    headers.insert(
-        http::header::ACCEPT_ENCODING,
-        HeaderValue::from_static("gzip"),
-    );
-    let mut fetched = upstream
-        .post(path, Version::Soap11.content_type(), headers, body)
-        .await
-        .map_err(|e| e.context(operation))?;
-    let status = fetched.status;
-    upstream.learn_codings(&fetched.headers);
-    let mut answer = Vec::new();
-    while let Some(chunk) = upstream
-        .next_chunk(&mut fetched)
-        .await
-        .map_err(|e| e.context(operation))?
-    {
-        if answer.len() + chunk.len() > ANSWER_LIMITS.max_bytes {
-            return Err(Error::upstream(
-                Kind::BadUpstream,
-                format!("{operation}: answer over {} bytes", ANSWER_LIMITS.max_bytes),
-            )
-            .into());
-        }
-        answer.extend_from_slice(&chunk);
-    }
-    let wire = answer.len() as u64;
-    let gzipped = fetched
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let op = read_answer(operation, status, gzipped, answer)?;
-    Ok(Answer {
-        op,
-        sent,
-        received: wire,
-    })
+    soap_client::call(upstream, path, ns, operation, inner, &ANSWER_LIMITS).await
 }
 
-/// An answer to `operation` as it came (its status, whether gzip, its body): the operation's
-/// response element, or the fault. Sans-IO.
+/// An answer to `operation` from an upstream, as it came: the operation's response element,
+/// or the fault. Sans-IO.
 pub fn read_answer(
     operation: &str,
     status: StatusCode,
     gzipped: bool,
-    mut answer: Vec<u8>,
+    answer: Vec<u8>,
 ) -> std::result::Result<Element, Failure> {
-    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        return Err(Error::upstream(
-            Kind::BadUpstream,
-            format!(
-                "{operation}: the upstream refused this server (HTTP {status}); check \
-                 upstream.token_file or the client certificate"
-            ),
-        )
-        .retryable(false)
-        .into());
-    }
-    if gzipped {
-        answer = crate::http::coding::gunzip(&answer, ANSWER_LIMITS.max_bytes)
-            .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}")))?;
-    }
-    let envelope = soap::parse(&answer, &ANSWER_LIMITS).map_err(|e| {
-        Error::upstream(
-            Kind::BadUpstream,
-            format!("{operation}: the answer (HTTP {status}) is not SOAP: {e}"),
-        )
-    })?;
-    let op = envelope.operation;
-    if let Some((code, message)) = soap::fault_detail(&op) {
-        let message = message.to_owned();
-        return Err(match ErrorCode::parse(code) {
-            Some(code) => Failure::Fault(code, format!("{operation}: {message}")),
-            None => Error::upstream(
-                Kind::BadUpstream,
-                format!("{operation}: fault {code:?} {message}"),
-            )
-            .into(),
-        });
-    }
-    if status != StatusCode::OK || op.name != format!("{operation}Response") {
-        return Err(Error::upstream(
-            Kind::BadUpstream,
-            format!("{operation}: HTTP {status} with <{}>", op.name),
-        )
-        .into());
-    }
-    Ok(op)
-}
-
-/// Why a call failed: a protocol fault (the sync may recover), or anything else.
-pub enum Failure {
-    Fault(ErrorCode, String),
-    Other(Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Failure {
-        Failure::Other(e)
-    }
-}
-
-impl Failure {
-    pub(super) fn into_error(self) -> Error {
-        match self {
-            Failure::Other(e) => e,
-            Failure::Fault(code, message) => {
-                let retry = matches!(
-                    code,
-                    ErrorCode::ServerBusy
-                        | ErrorCode::InternalServerError
-                        | ErrorCode::InvalidCookie
-                        | ErrorCode::ServerChanged
-                );
-                Error::upstream(Kind::BadUpstream, format!("{message} ({})", code.as_str()))
-                    .retryable(retry)
-            }
-        }
-    }
+    soap_client::read_answer(operation, status, gzipped, answer, &ANSWER_LIMITS)
 }
 
 type Step<T> = std::result::Result<T, Failure>;
