@@ -16,13 +16,13 @@
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{ALL_COMPUTERS, Action, UpdateType, scope};
 use wsus_edge::clock::unix_now;
 use wsus_edge::served::Served;
 use wsus_edge::simulate::wua::{Machine, request};
 use wsus_edge::soap::{self, Limits};
 use wsus_edge::soap_client::{Caller::WindowsClient, envelope};
+use wsus_edge::state::Store;
 use wsus_edge::testkit::generate;
 use wsus_edge::wusp::{CLIENT_NS, Call, Endpoint, SIMPLE_AUTH_NS, Service, Settings};
 

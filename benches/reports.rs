@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use wsus_edge::catalog::Guid;
 use wsus_edge::config::Config;
-use wsus_edge::report::{Computer, Event, Journal};
+use wsus_edge::report::{Computer, Event};
+use wsus_edge::state::Journal;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();

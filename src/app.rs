@@ -45,7 +45,7 @@ pub struct App {
     /// The rollup of client status to the upstream (none on a root).
     pub rollup: Option<Arc<wsusss::rollup_client::Rollup>>,
     /// A connection to the report journal for the admin views.
-    pub reports: Arc<std::sync::Mutex<crate::report::Journal>>,
+    pub reports: Arc<std::sync::Mutex<crate::state::Journal>>,
     /// Who may change state through the admin API (and read it from afar).
     pub admin_tokens: crate::auth::Tokens,
     /// The names the admin listener answers to (lower case), besides IP literals and localhost.

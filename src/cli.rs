@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
-use crate::catalog::store::Store;
 use crate::catalog::{Action, CatalogError, Decision, Guid};
 use crate::config::units::{format_bytes, format_duration};
 use crate::config::{Config, ConfigError};
@@ -22,6 +21,7 @@ use crate::metrics::{Metrics, TierLabels};
 use crate::node;
 use crate::progress::{Progress, Unit};
 use crate::simulate;
+use crate::state::Store;
 
 /// `--version`: the package version and the commit it was built from.
 pub const VERSION: &str = concat!(

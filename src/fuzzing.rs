@@ -99,7 +99,7 @@ fn make_data_dir(dir: &Path, data: &Path) -> Result<(), String> {
     std::fs::write(data.join("cookie.key"), KEY).map_err(|e| e.to_string())?;
     let generated = crate::testkit::generate::generate(12, 7, 64 << 10, &payloads)
         .map_err(|e| e.to_string())?;
-    let mut store = catalog::store::Store::open(data).map_err(|e| e.to_string())?;
+    let mut store = crate::state::Store::open(data).map_err(|e| e.to_string())?;
     store.set_server_id(SERVER_ID).map_err(|e| e.to_string())?;
     store
         .import(&generated.documents)

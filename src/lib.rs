@@ -25,8 +25,10 @@
 //!   synthetic catalog and its random source, WSUS-shaped cabinets, the WAN emulator.
 //! - [`soap_client`]: one client of the WSUS web services (envelope, SOAPAction, gzip,
 //!   answer or fault) over any [`soap_client::Transport`].
-//! - [`catalog`]: updates, their fragments, target groups and deployments; `state.db`.
+//! - [`catalog`]: updates, their fragments, target groups and deployments (the model).
 //! - [`report`]: what clients and downstream servers reported (the journal in `state.db`).
+//! - [`state`]: `state.db`: the connections, the schema and its upgrades, the catalog's and
+//!   the journal's rows; what tells a node its catalog changed.
 //! - [`served`]: the catalog in service, shared by both protocols: reloads, scopes, this
 //!   server's identity and cookie key.
 //! - [`tls`]: the rustls configurations (server and upstream client, TCP and QUIC).
@@ -75,6 +77,7 @@ pub mod server;
 pub mod simulate;
 pub mod soap;
 pub mod soap_client;
+pub mod state;
 pub mod systemd;
 pub mod testkit;
 pub mod tls;

@@ -121,7 +121,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("opening state.db: {e}")))?
-        .map_err(|e| Error::internal(Kind::Io, e.to_string()))?
+        .map_err(Error::from)?
     };
     let bind = |addr: SocketAddr, key: &'static str| async move {
         TcpListener::bind(addr).await.map_err(|e| {

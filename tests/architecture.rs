@@ -36,16 +36,36 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// `text` without `//` comments (doc comments name modules in prose and links).
+/// `text` without `//` comments (doc comments name modules in prose and links) and without its
+/// `#[cfg(test)] mod … { … }` blocks: a module's unit tests may use whatever the crate has (the
+/// test kit's catalogs, the store they import them into); they are not the product's graph.
 fn code_of(text: &str) -> String {
-    text.lines()
-        .map(|l| match l.find("//") {
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let code = match line.find("//") {
             // A `//` inside a string literal ("http://...") is kept: it names no module.
-            Some(i) if l[..i].matches('"').count() % 2 == 0 => &l[..i],
-            _ => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+            Some(i) if line[..i].matches('"').count() % 2 == 0 => &line[..i],
+            _ => line,
+        };
+        let opens_tests = code.trim() == "#[cfg(test)]"
+            && lines.peek().is_some_and(|next| {
+                let next = next.trim();
+                (next.starts_with("mod ") || next.starts_with("pub mod ")) && next.ends_with('{')
+            });
+        if !opens_tests {
+            out.push(code);
+            continue;
+        }
+        let mut depth = 0i64;
+        for skipped in lines.by_ref() {
+            depth += skipped.matches('{').count() as i64 - skipped.matches('}').count() as i64;
+            if depth <= 0 {
+                break;
+            }
+        }
+    }
+    out.join("\n")
 }
 
 fn ident_at(text: &str) -> &str {
@@ -172,10 +192,11 @@ fn every_import_runs_down_the_list_in_lib_rs() {
 fn the_reader_sees_every_form_of_path() {
     let code = code_of(
         "use crate::{http::{Body, text}, soap, self};\nfn f() { crate::clock::unix_now(); }\n\
-         // crate::admin in a comment\nlet u = \"http://x\"; super::lock::read(&l);",
+         // crate::admin in a comment\nlet u = \"http://x\"; super::lock::read(&l);\n\
+         #[cfg(test)]\nmod tests {\n    fn t() { crate::node::start(); }\n}\nuse crate::auth;",
     );
     let named = references(&code, true);
-    let want: BTreeSet<String> = ["http", "soap", "clock", "lock"]
+    let want: BTreeSet<String> = ["http", "soap", "clock", "lock", "auth"]
         .into_iter()
         .map(String::from)
         .collect();

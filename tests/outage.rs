@@ -10,8 +10,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use wsus_edge::report::{ComputerFilter, Journal, UpdateState};
+use wsus_edge::report::{ComputerFilter, UpdateState};
 use wsus_edge::simulate::wua;
+use wsus_edge::state::Journal;
 use wsus_edge::testkit::wan::{Link, Relay};
 
 const CLIENTS: usize = 1000;

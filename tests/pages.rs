@@ -40,14 +40,17 @@ async fn a_person_browses_branches_computers_and_updates() {
         .approved;
 
     // A branch last heard of long ago.
-    let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
-    db.execute(
-        "INSERT INTO downstreams (id, name, address, first_seen, last_seen)
-         VALUES (?1, 'old-branch.example', '10.9.9.9', 1000, 1000)",
-        [Guid::random().to_string()],
-    )
-    .unwrap();
-    drop(db);
+    wsus_edge::state::Journal::open(&dir.path().join("root"))
+        .unwrap()
+        .downstream_seen(
+            &Guid::random().to_string(),
+            "10.9.9.9",
+            &wsus_edge::report::DownstreamSeen::Authorized {
+                name: "old-branch.example".into(),
+            },
+            1000,
+        )
+        .unwrap();
 
     let stdout = python_checks(
         "browser",

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use common::*;
 use wsus_edge::catalog::Guid;
-use wsus_edge::report::Journal;
 use wsus_edge::simulate::wua::{self, request};
+use wsus_edge::state::Journal;
 
 const REPORTING: &str = "/ReportingWebService/ReportingWebService.asmx";
 const NS: &str = "http://www.microsoft.com/SoftwareDistribution";

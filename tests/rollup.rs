@@ -552,15 +552,10 @@ async fn client_status_rolls_up_three_tiers() {
 
     // The root loses what it had (a restored database): a new reset GUID, and branch B
     // sends everything again.
-    let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
-    db.execute_batch(
-        "DELETE FROM update_status WHERE client_id IN
-            (SELECT client_id FROM computers WHERE parent_server IS NOT NULL);
-         DELETE FROM computers WHERE parent_server IS NOT NULL;
-         DELETE FROM rollup_meta WHERE key = 'reset_guid';",
-    )
-    .unwrap();
-    drop(db);
+    wsus_edge::state::Journal::open(&dir.path().join("root"))
+        .unwrap()
+        .reset_rollup()
+        .unwrap();
     let again = rolled_up(&b).await;
     assert!(again.reset);
     assert_eq!((again.computers, again.statuses), (2, 2));

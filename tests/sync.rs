@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use common::pki::{ca, leaf};
 use common::*;
-use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{Action, Catalog, Decision, Guid};
 use wsus_edge::node::Running;
 use wsus_edge::simulate::{self, wua};
+use wsus_edge::state::Store;
 use wsus_edge::testkit::generate::{self, Generated};
 use wsus_edge::wsusss::replica::ReplicaStatus;
 use wsus_edge::wsusss::sync::approved_files;
@@ -272,29 +272,24 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
 
     // An approval that goes live tomorrow (GoLiveTime): passed down now, not offered yet.
     let tomorrow = g.deployable[13];
-    root.app
+    let now = wsus_edge::clock::unix_now();
+    let go_live = now + 86_400;
+    let approved = root
+        .app
         .served
         .change(|s, c| {
-            s.decide(
-                c,
-                Some(&[tomorrow]),
-                "All Computers",
-                Decision::Approve(Action::Install),
+            let revisions = c.approvable(Some(&[tomorrow]))?;
+            s.approve_from(
+                &revisions,
+                wsus_edge::catalog::ALL_COMPUTERS,
+                Action::Install,
                 None,
+                now,
+                go_live,
             )
         })
         .unwrap();
-    let go_live = wsus_edge::clock::unix_now() + 86_400;
-    let db = rusqlite::Connection::open(dir.path().join("root").join("state.db")).unwrap();
-    let moved = db
-        .execute(
-            "UPDATE deployments SET go_live = ?1 WHERE revision_id IN
-             (SELECT id FROM revisions WHERE update_id = ?2)",
-            rusqlite::params![go_live, tomorrow.to_string()],
-        )
-        .unwrap();
-    assert_eq!(moved, 1);
-    drop(db);
+    assert_eq!(approved, 1);
     branch.app.replica.as_ref().unwrap().sync_now();
     let s = replica_until(&branch, |s| s.syncs >= 3).await;
     assert_eq!(s.last_sync.unwrap().deployments_received, 1);

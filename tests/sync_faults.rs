@@ -22,11 +22,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use wsus_edge::catalog::store::Store;
 use wsus_edge::catalog::{Action, Catalog, Decision};
 use wsus_edge::node::Running;
 use wsus_edge::soap::Version;
 use wsus_edge::soap::wsus::{ErrorCode, Fault, fault_in};
+use wsus_edge::state::Store;
 use wsus_edge::testkit::generate;
 use wsus_edge::wsusss::SERVER_SYNC_NS;
 

@@ -385,7 +385,7 @@ fn filter(anchor: Option<&str>, config: bool, lists: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revision_lists_and_update_data_feed_an_incremental_sync() {
     use wsus_edge::catalog::UpdateType;
-    use wsus_edge::catalog::store::Store;
+    use wsus_edge::state::Store;
     use wsus_edge::testkit::generate;
     logs();
     let dir = tempfile::tempdir().unwrap();

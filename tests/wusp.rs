@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use common::*;
 use wsus_edge::catalog::Guid;
-use wsus_edge::catalog::store::Store;
 use wsus_edge::node::Running;
-use wsus_edge::report::{Journal, UpdateState};
+use wsus_edge::report::UpdateState;
 use wsus_edge::simulate::{self, wua};
+use wsus_edge::state::Journal;
+use wsus_edge::state::Store;
 
 fn base(node: &Running) -> String {
     format!("http://{}", node.listening().http)

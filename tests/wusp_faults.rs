@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use wsus_edge::catalog::Guid;
-use wsus_edge::catalog::store::Store;
 use wsus_edge::node::Running;
 use wsus_edge::served::cookie::{Claims, Kind, Sealer};
 use wsus_edge::soap::{self, Limits};
+use wsus_edge::state::Store;
 
 const CLIENT: &str = "/ClientWebService/client.asmx";
 const NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";

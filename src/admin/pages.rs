@@ -14,9 +14,10 @@ use crate::app::App;
 use crate::catalog::{CatalogError, Guid};
 use crate::clock::unix_now;
 use crate::http::{Body, text, with_type};
-use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
+use crate::report::{ComputerFilter, ComputerStatus, UpdateState};
 use crate::soap::escape;
 use crate::soap::xsd::format_datetime;
+use crate::state::Journal;
 
 /// A server not heard from (sync or rollup) for longer than this is shown as stale (seconds).
 pub(crate) const STALE_AFTER: i64 = 2 * 3600;

@@ -11,7 +11,8 @@ use http::{Method, Response, StatusCode};
 use crate::app::App;
 use crate::catalog::{CatalogError, Guid};
 use crate::http::{Body, text, with_type};
-use crate::report::{ComputerFilter, ComputerStatus, Journal, UpdateState};
+use crate::report::{ComputerFilter, ComputerStatus, UpdateState};
+use crate::state::Journal;
 
 /// The answer to a GET under `/api/v1/computers` or `/api/v1/updates/`; None when `path` is
 /// neither.

@@ -1,6 +1,6 @@
 //! The update catalog of a node: revisions (updates, categories, detectoids) with the fragments
-//! clients are given, target groups and deployments (approvals). Sans-IO except [`store`],
-//! which keeps it in `data_dir/state.db`.
+//! clients are given, target groups and deployments (approvals). Sans-IO: `state` keeps it in
+//! `data_dir/state.db`.
 //!
 //! Owns: the update model ([`update`]: one document read and its fragments derived), this
 //! node's stable revision ids, the prerequisite and bundle graph, which revisions a computer's
@@ -9,7 +9,6 @@
 
 pub mod replica;
 pub mod scope;
-pub mod store;
 pub mod summary;
 pub mod update;
 
@@ -255,6 +254,24 @@ impl fmt::Display for CatalogError {
 }
 
 impl std::error::Error for CatalogError {}
+
+/// The side that failed: an administrator's name or request (client), a document as an upstream
+/// or an import gave it (upstream), or the database (this node; a retry may pass, as a busy
+/// database frees up).
+impl From<CatalogError> for crate::error::Error {
+    fn from(e: CatalogError) -> crate::error::Error {
+        use crate::error::{Error, Kind};
+        let message = e.to_string();
+        match e {
+            CatalogError::Unknown(_) => Error::client(Kind::NotFound, message),
+            CatalogError::Invalid(_) | CatalogError::Exists(_) => {
+                Error::client(Kind::BadRequest, message)
+            }
+            CatalogError::Document(_) => Error::upstream(Kind::BadUpstream, message),
+            CatalogError::Store(_) => Error::internal(Kind::Io, message),
+        }
+    }
+}
 
 /// An immutable view of the whole catalog: what every request of one moment sees. A change
 /// (import, approval, sync) builds a new one and swaps it in whole.

@@ -459,8 +459,8 @@ fn category_filter(catalog: &Catalog, scope: &Scope, categories: &[Guid]) -> Has
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::store::Store;
     use crate::catalog::{ALL_COMPUTERS, Deployment, Revision, UNASSIGNED_COMPUTERS};
+    use crate::state::Store;
 
     /// A client that treats every non-leaf revision it is sent as installed, as a machine to
     /// which every category and detectoid applies; returns every offer received, in order.

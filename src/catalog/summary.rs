@@ -150,7 +150,7 @@ fn is_mandatory(r: &super::Revision) -> bool {
 mod tests {
     use super::*;
     use crate::catalog::ALL_COMPUTERS;
-    use crate::catalog::store::Store;
+    use crate::state::Store;
 
     /// The generator's update `i`, by the number in its English title.
     fn index_of(r: &crate::catalog::Revision) -> Option<usize> {

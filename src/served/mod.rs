@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::scope::Scope;
-use crate::catalog::store::Store;
 use crate::catalog::{Catalog, CatalogError, Guid};
 use crate::lock::lock;
+use crate::state::Store;
 use cookie::Sealer;
 
 /// The scope of a set of groups (sorted) at one [`Catalog::live_epoch`].

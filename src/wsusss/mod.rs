@@ -31,12 +31,13 @@ use crate::catalog::{
     ALL_COMPUTERS, Action, CatalogError, Guid, UpdateType, base64_decode, base64_encode,
 };
 use crate::lock::lock;
-use crate::report::{Downstream, DownstreamSeen, Journal};
+use crate::report::{Downstream, DownstreamSeen};
 use crate::served::Served;
 use crate::served::cookie::{Claims, Kind};
 use crate::soap::wsus::{ErrorCode, Fault, Reply, fault_in};
 use crate::soap::xsd::{format_datetime, parse_bool, parse_version};
 use crate::soap::{self, Element};
+use crate::state::Journal;
 
 pub const SERVER_SYNC_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 pub const DSS_AUTH_NS: &str =

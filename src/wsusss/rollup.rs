@@ -15,12 +15,13 @@ use super::SERVER_SYNC_NS;
 use crate::catalog::{CatalogError, Guid};
 use crate::lock::lock;
 use crate::report::{
-    Activity, ClientSummary, Computer, Journal, OsGroup, RolledComputer, RolledServer,
-    RolledStatus, ServerSummary, UpdateState,
+    Activity, ClientSummary, Computer, OsGroup, RolledComputer, RolledServer, RolledStatus,
+    ServerSummary, UpdateState,
 };
 use crate::soap::Element;
 use crate::soap::wsus::Fault;
 use crate::soap::xsd::{parse_bool, parse_datetime};
+use crate::state::Journal;
 
 /// The operations of the Reporting path that belong to this protocol.
 pub const OPERATIONS: [&str; 5] = [

@@ -29,11 +29,12 @@ use crate::catalog::{FileState, UpdateCounts};
 use crate::clock::unix_now;
 use crate::error::{Error, Kind, Result};
 use crate::report::{
-    ComputerCounts, Journal, OsGroup, RolledComputer, RolledServer, RolledStatus, ServerSummary,
+    ComputerCounts, OsGroup, RolledComputer, RolledServer, RolledStatus, ServerSummary,
 };
 use crate::soap::xsd::format_datetime;
 use crate::soap::{self, Element};
 use crate::soap_client::Failure;
+use crate::state::Journal;
 use crate::upstream::Upstream;
 
 const REPORTING_PATH: &str = "/ReportingWebService/ReportingWebService.asmx";
@@ -192,7 +193,7 @@ impl Rollup {
         tokio::task::spawn_blocking(move || f(&mut Journal::open(&data_dir)?))
             .await
             .map_err(|e| Error::internal(Kind::Io, format!("rollup task: {e}")))?
-            .map_err(|e| Error::internal(Kind::Io, e.to_string()))
+            .map_err(Error::from)
     }
 
     /// The catalog's update counts, with each approved file as the content store and the
@@ -214,7 +215,7 @@ impl Rollup {
             .unwrap_or_default();
         let data_dir = self.data_dir.clone();
         tokio::task::spawn_blocking(move || {
-            let hidden = crate::catalog::store::Store::open(&data_dir)?.hidden()?;
+            let hidden = crate::state::Store::open(&data_dir)?.hidden()?;
             Ok(catalog.update_counts(&hidden.into_iter().collect(), |f| {
                 let digest = crate::content::path::Digest(f.sha1);
                 if content
@@ -231,7 +232,7 @@ impl Rollup {
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("rollup task: {e}")))?
-        .map_err(|e: crate::catalog::CatalogError| Error::internal(Kind::Io, e.to_string()))
+        .map_err(|e: crate::catalog::CatalogError| Error::from(e))
     }
 
     async fn call(

@@ -26,7 +26,6 @@ use http::StatusCode;
 
 use super::{DSS_AUTH_NS, NO_DEADLINE, PROTOCOL_VERSION, SERVER_SYNC_NS, action_from_code};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
-use crate::catalog::store::Store;
 use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
 use crate::clock::unix_now;
 use crate::content::{ContentPath, Digest};
@@ -35,6 +34,7 @@ use crate::soap::wsus::ErrorCode;
 use crate::soap::xsd::{parse_bool, parse_datetime};
 use crate::soap::{self, Element, Limits};
 use crate::soap_client::{self, Answer, Failure};
+use crate::state::Store;
 use crate::upstream::Upstream;
 
 const SYNC_PATH: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
@@ -168,7 +168,7 @@ impl Syncer {
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
-        .map_err(|e| Error::internal(Kind::Io, e.to_string()))
+        .map_err(Error::from)
     }
 }
 

@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::CatalogError;
-use crate::report::Journal;
 use crate::served::Served;
 use crate::soap::wsus::{Fault, Reply, fault_in};
 use crate::soap::{self, Limits, Version};
+use crate::state::Journal;
 
 pub const CLIENT_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService";
 pub const SIMPLE_AUTH_NS: &str =

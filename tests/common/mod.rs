@@ -544,8 +544,8 @@ pub async fn catalog_root_with(
     let data = dir.join("root");
     let payloads = dir.join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
-    use wsus_edge::catalog::store::Store;
     use wsus_edge::catalog::{ALL_COMPUTERS, Action, Guid};
+    use wsus_edge::state::Store;
     use wsus_edge::testkit::generate;
     let g = generate::generate(60, 11, 24 << 20, &payloads).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();

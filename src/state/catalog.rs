@@ -1,4 +1,4 @@
-//! The catalog on disk: `data_dir/state.db`, one SQLite database (WAL). Revisions keep the
+//! The catalog in `state.db`. Revisions keep the
 //! document as imported and what was derived from it (so loading reads, never re-parses),
 //! under ids that never change for a given (UpdateID, RevisionNumber); target groups;
 //! deployments. Blocking: call it off the async workers.
@@ -13,14 +13,20 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
-use super::{
+use super::{Meta, Schema, connect, db};
+use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
+use crate::catalog::{
     ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Decision, Deployment, FileRef, Fragments,
     Group, Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
 };
 use crate::clock::unix_now;
 
-const SCHEMA: &str = "
+const SCHEMA: Schema = Schema {
+    tables: TABLES,
+    added: &ADDED_COLUMNS,
+};
+
+const TABLES: &str = "
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -90,6 +96,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
     ("deployments", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
+/// The catalog's key-value table: this server's id, the catalog version, sync anchors.
+const META: Meta = Meta("meta");
+
 /// Who approved, for approvals made on this server (passed down to downstream servers).
 const LOCAL_ADMIN: &str = "wsus-edge";
 
@@ -130,10 +139,6 @@ struct StoredFile {
     size: u64,
 }
 
-fn db(e: rusqlite::Error) -> CatalogError {
-    CatalogError::Store(e.to_string())
-}
-
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -142,17 +147,9 @@ pub struct Store {
 impl Store {
     /// Open (creating) `data_dir/state.db`, with the built-in groups and this server's id.
     pub fn open(data_dir: &Path) -> Result<Store, CatalogError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| CatalogError::Store(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join("state.db");
-        let conn = Connection::open(&path).map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db)?;
-        // Older files lack columns the schema's indexes need: add those first.
-        conn.execute_batch(&SCHEMA[..SCHEMA.find("CREATE UNIQUE INDEX").unwrap_or(SCHEMA.len())])
-            .map_err(db)?;
-        add_missing_columns(&conn, &ADDED_COLUMNS)?;
-        conn.execute_batch(SCHEMA).map_err(db)?;
+        let conn = connect(data_dir)?;
+        SCHEMA.apply(&conn)?;
         // Deployments from before GUIDs: each gets one, as the protocol names them by it.
         let unnamed: Vec<i64> = conn
             .prepare("SELECT id FROM deployments WHERE guid IS NULL")
@@ -196,21 +193,11 @@ impl Store {
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
-        self.conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-            .optional()
-            .map_err(db)
+        META.get(&self.conn, key)
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map(|_| ())
-            .map_err(db)
+        META.set(&self.conn, key, value)
     }
 
     /// This server's identity (in every cookie it issues).
@@ -316,9 +303,9 @@ impl Store {
             .ok_or_else(|| CatalogError::Unknown(format!("target group {name:?}")))
     }
 
-    /// Approve `revisions` for a group (replacing an earlier deployment of the same pair).
-    /// A changed approval is a new deployment under a new GUID, the old GUID dead: that is how
-    /// downstream servers hear of the change.
+    /// Approve `revisions` for a group (replacing an earlier deployment of the same pair),
+    /// live at once. A changed approval is a new deployment under a new GUID, the old GUID
+    /// dead: that is how downstream servers hear of the change.
     pub fn approve(
         &mut self,
         revisions: &[u32],
@@ -326,6 +313,20 @@ impl Store {
         action: Action,
         deadline: Option<i64>,
         now: i64,
+    ) -> Result<usize, CatalogError> {
+        self.approve_from(revisions, group, action, deadline, now, now)
+    }
+
+    /// [`Store::approve`], offered to clients from `go_live` on (seconds since the epoch; the
+    /// protocol's GoLiveTime): passed down to downstream servers at once.
+    pub fn approve_from(
+        &mut self,
+        revisions: &[u32],
+        group: Guid,
+        action: Action,
+        deadline: Option<i64>,
+        now: i64,
+        go_live: i64,
     ) -> Result<usize, CatalogError> {
         let tx = self.conn.transaction().map_err(db)?;
         let seq = bump_catalog_version(&tx)?;
@@ -341,7 +342,7 @@ impl Store {
                 .execute(
                     "INSERT INTO deployments (revision_id, group_id, action, deadline,
                      last_change, download_priority, guid, admin_name, go_live, change_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 2, ?6, ?7, ?5, ?8)",
+                     VALUES (?1, ?2, ?3, ?4, ?5, 2, ?6, ?7, ?8, ?9)",
                     params![
                         rev,
                         group.to_string(),
@@ -350,6 +351,7 @@ impl Store {
                         now,
                         Guid::random().to_string(),
                         LOCAL_ADMIN,
+                        go_live,
                         seq
                     ],
                 )
@@ -994,30 +996,6 @@ impl Store {
         catalog.version = self.catalog_version()?;
         Ok(catalog)
     }
-}
-
-/// Add the columns of `added` (table, column, declaration) that a state.db from an older
-/// version lacks.
-pub(crate) fn add_missing_columns(
-    conn: &Connection,
-    added: &[(&str, &str, &str)],
-) -> Result<(), CatalogError> {
-    for (table, column, declaration) in added {
-        let present: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM pragma_table_info(?1) WHERE name = ?2",
-                [table, column],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        if present == 0 {
-            conn.execute_batch(&format!(
-                "ALTER TABLE {table} ADD COLUMN {column} {declaration}"
-            ))
-            .map_err(db)?;
-        }
-    }
-    Ok(())
 }
 
 /// Remove the deployments `filter` selects (a WHERE clause over `deployments`), leaving each

@@ -1,0 +1,667 @@
+//! The journal of what clients and downstream servers report: the computers that registered
+//! (RegisterComputer) and the events they report (ReportEventBatch), kept before a client is told
+//! they were received, the per-computer, per-update state those events imply (WSUS's
+//! SummarizationState, with when it changed), and the downstream servers that sync from this
+//! node. The status rollup's side of it is in `rollup`.
+//!
+//! Owns the `computers`, `events`, `update_status`, `downstreams`, `client_groups`,
+//! `client_activity` and `rollup_meta` tables. Blocking: call it off the async workers.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+
+use super::{Schema, connect, db};
+use crate::catalog::{CatalogError, Guid};
+use crate::report::*;
+
+const SCHEMA: Schema = Schema {
+    tables: TABLES,
+    added: &ADDED_COLUMNS,
+};
+
+const TABLES: &str = "
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = FULL;
+CREATE TABLE IF NOT EXISTS computers (
+    client_id TEXT PRIMARY KEY,
+    dns_name TEXT NOT NULL,
+    os_version TEXT NOT NULL,
+    os_locale TEXT NOT NULL,
+    manufacturer TEXT NOT NULL,
+    model TEXT NOT NULL,
+    processor TEXT NOT NULL,
+    client_version TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    registered_at INTEGER NOT NULL,
+    last_sync INTEGER,
+    last_status INTEGER
+);
+CREATE TABLE IF NOT EXISTS update_status (
+    client_id TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    changed_at INTEGER NOT NULL,
+    PRIMARY KEY (client_id, update_id)
+);
+CREATE INDEX IF NOT EXISTS update_status_by_update ON update_status (update_id, state);
+CREATE TABLE IF NOT EXISTS events (
+    client_id TEXT NOT NULL,
+    event_instance_id TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    source_id INTEGER NOT NULL,
+    update_id TEXT,
+    revision_number INTEGER,
+    hresult INTEGER NOT NULL,
+    time_at_target INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    misc TEXT NOT NULL,
+    PRIMARY KEY (client_id, event_instance_id)
+);
+-- What the status rollup keeps between runs: this node's reset GUID, its position upstream.
+CREATE TABLE IF NOT EXISTS rollup_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- What servers below roll up of their computers by operating system (MS-WSUSSS client
+-- summaries): how many, when the sender summed them (its clock: a summary is applied once),
+-- and per update revision the installs that succeeded and failed, in total and not yet passed
+-- on to this node's own upstream.
+CREATE TABLE IF NOT EXISTS client_groups (
+    server_id TEXT NOT NULL,
+    os TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    sent_at INTEGER NOT NULL,
+    PRIMARY KEY (server_id, os)
+);
+CREATE TABLE IF NOT EXISTS client_activity (
+    server_id TEXT NOT NULL,
+    os TEXT NOT NULL,
+    update_id TEXT NOT NULL,
+    revision_number INTEGER NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    unsent_succeeded INTEGER NOT NULL,
+    unsent_failed INTEGER NOT NULL,
+    PRIMARY KEY (server_id, os, update_id, revision_number)
+);
+CREATE TABLE IF NOT EXISTS downstreams (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    address TEXT NOT NULL,
+    protocol TEXT,
+    first_seen INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    last_sync INTEGER
+);
+";
+
+/// Columns added since the first state.db files: (table, column, declaration).
+const ADDED_COLUMNS: [(&str, &str, &str); 13] = [
+    ("computers", "last_status", "INTEGER"),
+    // The server a rolled-up computer reports to (none: this one).
+    ("computers", "parent_server", "TEXT"),
+    ("computers", "rollup_number", "INTEGER"),
+    ("computers", "detection", "INTEGER"),
+    ("downstreams", "parent", "TEXT"),
+    ("downstreams", "is_replica", "INTEGER"),
+    ("downstreams", "version", "TEXT"),
+    ("downstreams", "last_rollup", "INTEGER"),
+    ("downstreams", "computers", "INTEGER"),
+    ("downstreams", "needing", "INTEGER"),
+    ("downstreams", "with_errors", "INTEGER"),
+    ("downstreams", "up_to_date", "INTEGER"),
+    // Its last DownstreamServerRollupServerSummary, as JSON (supersedes the four above).
+    ("downstreams", "summary", "TEXT"),
+];
+
+pub struct Journal {
+    pub(super) conn: Connection,
+}
+
+impl Journal {
+    pub fn open(data_dir: &Path) -> Result<Journal, CatalogError> {
+        let conn = connect(data_dir)?;
+        SCHEMA.apply(&conn)?;
+        Ok(Journal { conn })
+    }
+
+    /// Record (or refresh) a computer's registration.
+    pub fn register(&mut self, c: &Computer, now: i64) -> Result<(), CatalogError> {
+        let groups = c
+            .groups
+            .iter()
+            .map(Guid::to_string)
+            .collect::<Vec<_>>()
+            .join(";");
+        self.conn
+            .execute(
+                "INSERT INTO computers (client_id, dns_name, os_version, os_locale, manufacturer,
+                 model, processor, client_version, groups, registered_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (client_id) DO UPDATE SET dns_name = excluded.dns_name,
+                 os_version = excluded.os_version, os_locale = excluded.os_locale,
+                 manufacturer = excluded.manufacturer, model = excluded.model,
+                 processor = excluded.processor, client_version = excluded.client_version,
+                 groups = excluded.groups",
+                params![
+                    c.client_id,
+                    c.dns_name,
+                    c.os_version,
+                    c.os_locale,
+                    c.manufacturer,
+                    c.model,
+                    c.processor,
+                    c.client_version,
+                    groups,
+                    now
+                ],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// The client ids of every registered computer.
+    pub fn registered(&self) -> Result<HashSet<String>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT client_id FROM computers")
+            .map_err(db)?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(db)?
+            .collect::<Result<HashSet<_>, _>>()
+            .map_err(db)?;
+        Ok(ids)
+    }
+
+    /// Record what a downstream server's call told of it, from `address` at `now`. A call
+    /// before any authorization (a cookie of a forgotten downstream) records nothing.
+    pub fn downstream_seen(
+        &mut self,
+        id: &str,
+        address: &str,
+        seen: &DownstreamSeen,
+        now: i64,
+    ) -> Result<(), CatalogError> {
+        let changed = match seen {
+            DownstreamSeen::Authorized { name } => self.conn.execute(
+                "INSERT INTO downstreams (id, name, address, first_seen, last_seen)
+                 VALUES (?1, ?3, ?2, ?4, ?4)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                 address = excluded.address, last_seen = excluded.last_seen",
+                params![id, address, name, now],
+            ),
+            DownstreamSeen::Cookie { protocol } => self.conn.execute(
+                "UPDATE downstreams SET address = ?2, protocol = ?3, last_seen = ?4 WHERE id = ?1",
+                params![id, address, protocol, now],
+            ),
+            DownstreamSeen::Synced => self.conn.execute(
+                "UPDATE downstreams SET address = ?2, last_seen = ?3, last_sync = ?3 WHERE id = ?1",
+                params![id, address, now],
+            ),
+        };
+        changed.map(|_| ()).map_err(db)
+    }
+
+    /// Every downstream server, most recently seen first.
+    pub fn downstreams(&self) -> Result<Vec<Downstream>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, name, address, protocol, first_seen, last_seen, last_sync, parent,
+                 last_rollup, summary FROM downstreams ORDER BY last_seen DESC, id",
+            )
+            .map_err(db)?;
+        let mut listed: Vec<Downstream> = stmt
+            .query_map([], |r| {
+                let summary = r
+                    .get::<_, Option<String>>(9)?
+                    .map(|kept| summary_of(Some(&kept)));
+                Ok(Downstream {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    address: r.get(2)?,
+                    protocol: r.get(3)?,
+                    first_seen: r.get(4)?,
+                    last_seen: r.get(5)?,
+                    last_sync: r.get(6)?,
+                    parent: r.get(7)?,
+                    last_rollup: r.get(8)?,
+                    computers: summary.map(|m| m.computers),
+                    needing_updates: summary.map(|m| m.computers_needing),
+                    with_errors: summary.map(|m| m.computers_with_errors),
+                    up_to_date: summary.map(|m| m.computers_up_to_date),
+                    summary,
+                    clients: Vec::new(),
+                })
+            })
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        for d in &mut listed {
+            d.clients = self.client_groups(&d.id)?;
+        }
+        Ok(listed)
+    }
+
+    /// When a computer last scanned.
+    pub fn touch_sync(&mut self, client_id: &str, now: i64) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE computers SET last_sync = ?2 WHERE client_id = ?1",
+                params![client_id, now],
+            )
+            .map(|_| ())
+            .map_err(db)
+    }
+
+    /// Append events durably (one transaction, synced before it returns); an event seen before
+    /// (same client, same EventInstanceID) is ignored. Returns how many were new.
+    pub fn append(&mut self, events: &[Event], now: i64) -> Result<usize, CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut new = 0;
+        {
+            let mut stmt = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO events (client_id, event_instance_id, event_id,
+                     source_id, update_id, revision_number, hresult, time_at_target,
+                     received_at, misc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )
+                .map_err(db)?;
+            let mut state = tx
+                .prepare(
+                    "INSERT INTO update_status (client_id, update_id, state, changed_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (client_id, update_id) DO UPDATE SET state = excluded.state,
+                     changed_at = excluded.changed_at
+                     WHERE excluded.changed_at >= update_status.changed_at
+                       AND excluded.state <> update_status.state",
+                )
+                .map_err(db)?;
+            let mut next_number = tx
+                .prepare(
+                    "UPDATE computers SET rollup_number = COALESCE(rollup_number, 0) + 1
+                     WHERE client_id = ?1",
+                )
+                .map_err(db)?;
+            let mut status_report = tx
+                .prepare(
+                    "UPDATE computers SET last_status = MAX(COALESCE(last_status, 0), ?2)
+                     WHERE client_id = ?1",
+                )
+                .map_err(db)?;
+            for e in events {
+                let inserted = stmt
+                    .execute(params![
+                        e.client_id,
+                        e.instance.to_string(),
+                        e.event_id,
+                        e.source_id,
+                        e.update.map(|(u, _)| u.to_string()),
+                        e.update.map(|(_, r)| r),
+                        e.hresult,
+                        e.time,
+                        now,
+                        e.misc.join("\n"),
+                    ])
+                    .map_err(db)?;
+                new += inserted;
+                // A duplicate told its news already; an older event does not undo a newer one.
+                if inserted == 0 {
+                    continue;
+                }
+                let mut moved = 0;
+                for (update, s) in states_of(e) {
+                    moved += state
+                        .execute(params![e.client_id, update.to_string(), s.code(), e.time])
+                        .map_err(db)?;
+                }
+                // A new status to roll up: its number moves (GetOutOfSyncComputers).
+                if moved > 0 {
+                    next_number.execute([&e.client_id]).map_err(db)?;
+                }
+                if e.event_id == 156 {
+                    status_report
+                        .execute(params![e.client_id, e.time])
+                        .map_err(db)?;
+                }
+            }
+        }
+        tx.commit().map_err(db)?;
+        Ok(new)
+    }
+
+    /// Computers with their update counts per state, `filter`ed, by name.
+    pub fn computers(&self, filter: ComputerFilter) -> Result<Vec<ComputerStatus>, CatalogError> {
+        let mut counts: std::collections::HashMap<String, Vec<(i32, u64)>> =
+            std::collections::HashMap::new();
+        {
+            let mut stmt = self
+                .conn
+                .prepare(
+                    "SELECT client_id, state, COUNT(*) FROM update_status
+                     GROUP BY client_id, state",
+                )
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i32>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in rows {
+                let (client, state, n) = row.map_err(db)?;
+                counts
+                    .entry(client)
+                    .or_default()
+                    .push((state, n.max(0) as u64));
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT client_id, dns_name, os_version, manufacturer, model, registered_at,
+                 last_sync, last_status, parent_server FROM computers
+                 ORDER BY dns_name, client_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ComputerStatus {
+                    client_id: r.get(0)?,
+                    dns_name: r.get(1)?,
+                    os_version: r.get(2)?,
+                    manufacturer: r.get(3)?,
+                    model: r.get(4)?,
+                    registered_at: r.get(5)?,
+                    last_sync: r.get(6)?,
+                    last_status: r.get(7)?,
+                    parent_server: r.get(8)?,
+                    updates: Default::default(),
+                })
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let mut c = row.map_err(db)?;
+            for (code, n) in counts.remove(&c.client_id).unwrap_or_default() {
+                if let Some(state) = UpdateState::from_code(code) {
+                    c.updates.insert(state.name(), n);
+                }
+            }
+            let keep = match filter {
+                ComputerFilter::All => true,
+                ComputerFilter::UpToDate => c.up_to_date(),
+                ComputerFilter::With(s) => c.updates.get(s.name()).is_some_and(|n| *n > 0),
+            };
+            if keep {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Each update's state on one computer, with when it changed (seconds since the epoch).
+    pub fn computer_updates(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(Guid, UpdateState, i64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT update_id, state, changed_at FROM update_status WHERE client_id = ?1
+                 ORDER BY update_id",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([client_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (update, state, at) = row.map_err(db)?;
+            if let (Some(u), Some(s)) = (Guid::parse(&update), UpdateState::from_code(state)) {
+                out.push((u, s, at));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many computers have `update` in each state, per server they report to (None:
+    /// this one).
+    #[allow(clippy::type_complexity)]
+    pub fn update_counts(
+        &self,
+        update: Guid,
+    ) -> Result<Vec<(Option<String>, UpdateState, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT c.parent_server, s.state, COUNT(*) FROM update_status s
+                 LEFT JOIN computers c ON c.client_id = s.client_id
+                 WHERE s.update_id = ?1 GROUP BY c.parent_server, s.state",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([update.to_string()], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, i32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (server, state, n) = row.map_err(db)?;
+            if let Some(s) = UpdateState::from_code(state) {
+                out.push((server, s, n.max(0) as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many events are kept (all clients).
+    pub fn event_count(&self) -> Result<u64, CatalogError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(db)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downstream_servers_are_recorded_from_their_authorization_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        // Not authorized here (a cookie from before a rebuilt state.db): nothing recorded.
+        let cookie = DownstreamSeen::Cookie {
+            protocol: "1.20".into(),
+        };
+        j.downstream_seen("a", "10.0.0.1", &cookie, 5).unwrap();
+        assert!(j.downstreams().unwrap().is_empty());
+        let authorized = |name: &str| DownstreamSeen::Authorized { name: name.into() };
+        j.downstream_seen("a", "10.0.0.1", &authorized("branch-a"), 10)
+            .unwrap();
+        j.downstream_seen("b", "10.0.0.2", &authorized("branch-b"), 11)
+            .unwrap();
+        j.downstream_seen("a", "10.0.0.9", &cookie, 12).unwrap();
+        j.downstream_seen("a", "10.0.0.9", &DownstreamSeen::Synced, 13)
+            .unwrap();
+        let listed = j.downstreams().unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[0],
+            Downstream {
+                id: "a".into(),
+                name: "branch-a".into(),
+                address: "10.0.0.9".into(),
+                protocol: Some("1.20".into()),
+                first_seen: 10,
+                last_seen: 13,
+                last_sync: Some(13),
+                parent: None,
+                last_rollup: None,
+                computers: None,
+                needing_updates: None,
+                with_errors: None,
+                up_to_date: None,
+                summary: None,
+                clients: Vec::new(),
+            }
+        );
+        assert_eq!(
+            (listed[1].protocol.as_deref(), listed[1].last_sync),
+            (None, None)
+        );
+        // Authorizing again keeps when it was first seen.
+        j.downstream_seen("a", "10.0.0.9", &authorized("branch-a2"), 20)
+            .unwrap();
+        let a = j.downstreams().unwrap().remove(0);
+        assert_eq!(
+            (a.name.as_str(), a.first_seen, a.last_seen),
+            ("branch-a2", 10, 20)
+        );
+    }
+
+    #[test]
+    fn events_are_kept_once_and_computers_register() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        let c = Computer {
+            client_id: "c1".into(),
+            dns_name: "pc1.branch.example".into(),
+            groups: vec![crate::catalog::UNASSIGNED_COMPUTERS],
+            ..Computer::default()
+        };
+        j.register(&c, 10).unwrap();
+        j.register(&c, 20).unwrap();
+        assert_eq!(j.registered().unwrap().len(), 1);
+        let e = Event {
+            client_id: "c1".into(),
+            instance: Guid(5),
+            event_id: 147,
+            source_id: 101,
+            update: None,
+            hresult: 0,
+            time: 100,
+            misc: vec!["A=1".into()],
+        };
+        assert_eq!(j.append(&[e.clone(), e.clone()], 200).unwrap(), 1);
+        assert_eq!(
+            j.append(&[e], 300).unwrap(),
+            0,
+            "a redelivered event is ignored"
+        );
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.event_count().unwrap(), 1, "kept across a reopen");
+        assert!(j.registered().unwrap().contains("c1"));
+    }
+
+    /// Status events and install events set each update's state on the computer, with the
+    /// time it changed; a redelivered or older event changes nothing; the lists and counts
+    /// of the admin views follow.
+    #[test]
+    fn events_move_update_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        for id in ["c1", "c2"] {
+            let c = Computer {
+                client_id: id.into(),
+                dns_name: format!("{id}.branch.example"),
+                ..Computer::default()
+            };
+            j.register(&c, 10).unwrap();
+        }
+        let (a, b, c) = (Guid(0xa), Guid(0xb), Guid(0xc));
+        let event =
+            |client: &str, n: u128, id: i32, update: Option<Guid>, time: i64, misc: &[&str]| {
+                Event {
+                    client_id: client.into(),
+                    instance: Guid(n),
+                    event_id: id,
+                    source_id: 101,
+                    update: update.map(|u| (u, 100)),
+                    hresult: 0,
+                    time,
+                    misc: misc.iter().map(|m| m.to_string()).collect(),
+                }
+            };
+        let status = event(
+            "c1",
+            1,
+            156,
+            None,
+            100,
+            &[&format!("U={a};{b}"), &format!("V={c}"), "Q=1"],
+        );
+        assert_eq!(
+            states_of(&status),
+            vec![
+                (a, UpdateState::NotInstalled),
+                (b, UpdateState::NotInstalled),
+                (c, UpdateState::Installed)
+            ]
+        );
+        j.append(&[status], 1000).unwrap();
+        j.append(
+            &[
+                event("c1", 2, 183, Some(a), 200, &[]),
+                event("c1", 3, 182, Some(b), 200, &[]),
+                // Older than what is known of c: ignored.
+                event("c1", 4, 182, Some(c), 50, &[]),
+                event("c2", 5, 184, Some(a), 300, &[]),
+            ],
+            1000,
+        )
+        .unwrap();
+        let states = j.computer_updates("c1").unwrap();
+        assert_eq!(
+            states,
+            vec![
+                (a, UpdateState::Installed, 200),
+                (b, UpdateState::Failed, 200),
+                (c, UpdateState::Installed, 100)
+            ]
+        );
+        let all = j.computers(ComputerFilter::All).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].last_status, Some(100));
+        assert_eq!(all[0].updates.get("installed"), Some(&2));
+        assert_eq!(all[0].updates.get("failed"), Some(&1));
+        let failing = j
+            .computers(ComputerFilter::parse(Some("failed")).unwrap())
+            .unwrap();
+        assert_eq!(
+            failing
+                .iter()
+                .map(|c| c.client_id.as_str())
+                .collect::<Vec<_>>(),
+            ["c1"]
+        );
+        let done = j.computers(ComputerFilter::UpToDate).unwrap();
+        assert_eq!(done.len(), 0, "c2 waits for a restart");
+        let mut counts = j.update_counts(a).unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![
+                (None, UpdateState::Installed, 1),
+                (None, UpdateState::InstalledPendingReboot, 1)
+            ]
+        );
+        assert_eq!(ComputerFilter::parse(Some("bogus")), None);
+    }
+}
