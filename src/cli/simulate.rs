@@ -1,0 +1,80 @@
+//! `simulate`: a fleet of simulated Windows Update clients against a node, and how a fleet's
+//! outcome is printed (the demo prints its own fleet the same way).
+//! Calls `super` (`Exit`) and the crate's `simulate::wua`; no sibling.
+
+use crate::config::units::format_duration;
+use crate::simulate;
+
+use super::Exit;
+
+/// Run `fleet`, print what happened; a failure when a scan, download or rescan failed.
+pub(super) async fn simulate(fleet: &simulate::wua::Fleet) -> Exit {
+    let outcome = simulate::wua::run(fleet).await;
+    print_fleet(&outcome);
+    let rescans_failed = outcome
+        .rescans
+        .as_ref()
+        .is_some_and(|r| !r.failures.is_empty());
+    if outcome.failures.is_empty() && !rescans_failed {
+        Exit::Ok
+    } else {
+        Exit::Failure
+    }
+}
+
+pub(super) fn print_fleet(r: &simulate::wua::FleetReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-3);
+    println!(
+        "scans               {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} failed",
+        r.scans,
+        format_duration(r.elapsed),
+        r.scans as f64 / secs,
+        r.pages,
+        r.failures.len()
+    );
+    println!(
+        "SOAP calls          {} (latency p50 {}, p99 {})",
+        r.calls.len(),
+        format_duration(r.percentile(50.0)),
+        format_duration(r.percentile(99.0))
+    );
+    println!(
+        "offered updates     {} ({:.1} per client)",
+        r.offered,
+        r.offered as f64 / r.scans.max(1) as f64
+    );
+    if !r.downloads.is_empty() {
+        let verified = r.downloads.iter().filter(|d| d.verified).count();
+        println!(
+            "downloads           {} ({verified} verified against their SHA-1)",
+            r.downloads.len()
+        );
+    }
+    if r.events > 0 {
+        println!("events reported     {}", r.events);
+    }
+    for f in r.failures.iter().take(5) {
+        println!("failed: {f}");
+    }
+    if let Some(re) = &r.rescans {
+        println!(
+            "rescans             {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} revisions \
+             received, {} failed",
+            re.scans,
+            format_duration(re.elapsed),
+            re.scans as f64 / re.elapsed.as_secs_f64().max(1e-3),
+            re.pages,
+            re.received,
+            re.failures.len()
+        );
+        println!(
+            "rescan SOAP calls   {} (latency p50 {}, p99 {})",
+            re.calls.len(),
+            format_duration(simulate::wua::percentile(&re.calls, 50.0)),
+            format_duration(simulate::wua::percentile(&re.calls, 99.0))
+        );
+        for f in re.failures.iter().take(5) {
+            println!("failed rescan: {f}");
+        }
+    }
+}
