@@ -1,0 +1,211 @@
+//! Nodes under test. In this process: configurations ([`node_config`]), roots, branches and
+//! downstreams started from them, a root with a generated catalog ([`catalog_root`]), and waits
+//! on their sync and rollup. As a process of its own: `wsus-edge serve` spawned ([`spawn`]) and
+//! its admin status polled.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use wsus_edge::config::Config;
+use wsus_edge::node::{self, Running};
+
+use super::client;
+
+/// A node's configuration: a loopback root or branch with `extra` TOML appended (sections
+/// given in `extra` must not repeat [node], [listen] or [upstream]).
+pub fn node_config(
+    data_dir: &Path,
+    upstream: Option<&str>,
+    upstream_extra: &str,
+    extra: &str,
+) -> Config {
+    let mut text = format!(
+        "[node]\nname = \"test\"\ndata_dir = {:?}\n[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n",
+        data_dir.to_string_lossy()
+    );
+    if let Some(url) = upstream {
+        text.push_str(&format!("[upstream]\nurl = {url:?}\n{upstream_extra}\n"));
+        // Most tests' upstreams serve content only: no metadata sync unless a test asks.
+        if !upstream_extra.contains("sync_interval") {
+            text.push_str("sync_interval = \"0s\"\n");
+        }
+    }
+    text.push_str(extra);
+    // Nodes here serve their downstreams without credentials unless a test names them: the
+    // tests of authentication say [downstream] themselves.
+    if !extra.contains("[downstream]") {
+        text.push_str("\n[downstream]\nallow_anonymous = true\n");
+    }
+    // Nor a rollup of client status.
+    if upstream.is_some() && !extra.contains("rollup_interval") {
+        text.push_str("\n[reports]\nrollup_interval = \"0s\"\n");
+    }
+    Config::parse(&text, "test", &[]).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+pub async fn start(config: &Config) -> Running {
+    node::start(config).await.expect("node starts")
+}
+
+/// A branch of `origin`. The stall timeout is generous: under load tests the test's own
+/// clients compete with the node for the same two cores.
+pub async fn branch(data_dir: &Path, origin: &str, extra: &str) -> Running {
+    branch_with(
+        data_dir,
+        origin,
+        "timeout = \"10s\"\nconnect_timeout = \"1s\"",
+        extra,
+    )
+    .await
+}
+
+/// A branch with its own `[upstream]` keys (besides url).
+pub async fn branch_with(data_dir: &Path, origin: &str, upstream: &str, extra: &str) -> Running {
+    start(&node_config(data_dir, Some(origin), upstream, extra)).await
+}
+
+/// A root whose catalog was generated (60 updates) with approvals: the first four deployable
+/// updates for All Computers, the next six for "Ring 1". Returns the node and the update ids
+/// each approval set holds.
+pub async fn catalog_root(
+    dir: &Path,
+) -> (
+    Running,
+    Vec<wsus_edge::catalog::Guid>,
+    Vec<wsus_edge::catalog::Guid>,
+) {
+    catalog_root_with(dir, "").await
+}
+
+/// [`catalog_root`] with `extra` configuration.
+pub async fn catalog_root_with(
+    dir: &Path,
+    extra: &str,
+) -> (
+    Running,
+    Vec<wsus_edge::catalog::Guid>,
+    Vec<wsus_edge::catalog::Guid>,
+) {
+    let data = dir.join("root");
+    let payloads = dir.join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    use wsus_edge::catalog::store::Store;
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action, Guid};
+    use wsus_edge::testkit::generate;
+    let g = generate::generate(60, 11, 24 << 20, &payloads).unwrap();
+    wsus_edge::content::import_dir(&data, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&g.documents).unwrap();
+    let ring = store.add_group("Ring 1", None).unwrap();
+    let latest = |store: &Store, id: &Guid| *store.revisions_of(*id).unwrap().last().unwrap();
+    let (all, ringed) = (g.deployable[..4].to_vec(), g.deployable[4..10].to_vec());
+    let revs: Vec<u32> = all.iter().map(|id| latest(&store, id)).collect();
+    store
+        .approve(&revs, ALL_COMPUTERS, Action::Install, None, 1_000)
+        .unwrap();
+    let revs: Vec<u32> = ringed.iter().map(|id| latest(&store, id)).collect();
+    store
+        .approve(&revs, ring, Action::Install, None, 2_000)
+        .unwrap();
+    drop(store);
+    let node = start(&node_config(&data, None, "", extra)).await;
+    (node, all, ringed)
+}
+
+/// A downstream of `upstream` that syncs at start and rolls up when asked.
+pub async fn downstream(dir: &std::path::Path, name: &str, upstream: &Running) -> Running {
+    branch_with(
+        &dir.join(name),
+        &format!("http://{}", upstream.listening().http),
+        "sync_interval = \"1h\"\ntimeout = \"10s\"\nconnect_timeout = \"1s\"",
+        "",
+    )
+    .await
+}
+
+/// Wait (at most a minute) until a downstream node's sync status satisfies `done`.
+pub async fn replica_until(
+    node: &Running,
+    done: impl Fn(&wsus_edge::wsusss::replica::ReplicaStatus) -> bool,
+) -> wsus_edge::wsusss::replica::ReplicaStatus {
+    let replica = node.app.replica.as_ref().expect("a replica");
+    let mut rx = replica.status();
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
+    })
+    .await;
+    match got {
+        Ok(status) => status.expect("status channel"),
+        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
+    }
+}
+
+/// Roll up now and wait (bounded) for it to succeed.
+pub async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::RollupReport {
+    let rollup = node.app.rollup.as_ref().expect("a downstream");
+    let before = rollup.status().borrow().rollups;
+    rollup.rollup_now();
+    let mut rx = rollup.status();
+    let status = tokio::time::timeout(Duration::from_secs(60), async {
+        rx.wait_for(|s| s.rollups > before).await.map(|s| s.clone())
+    })
+    .await
+    .expect("rollup within a minute")
+    .unwrap();
+    assert_eq!(status.last_error, None);
+    status.last.unwrap()
+}
+
+/// A port free on loopback now (for a node that is a process of its own and must be told
+/// its ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node as a process of its own (to kill it, to measure its memory), started from
+/// `config`; its log goes beside `config`.
+pub fn spawn(config: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("log"))
+        .unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args(["--config", &config.to_string_lossy(), "serve"])
+        .env("WSUS_EDGE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("the binary runs")
+}
+
+/// Poll `admin`'s status (bounded) until `done` says so.
+pub async fn status_until(admin: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Not listening yet is no failure: the process is starting.
+        let asked = client()
+            .request(
+                http::Request::get(format!("{admin}/api/v1/status"))
+                    .body(http_body_util::Empty::new())
+                    .unwrap(),
+            )
+            .await;
+        if let Ok(response) = asked {
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body)
+                && done(&status)
+            {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: not within a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
