@@ -6,6 +6,7 @@
 //! - [`http`]: a small HTTP client, a node's URLs and metrics
 //! - [`soap`]: SOAP calls and the Python (zeep) checks
 //! - [`logs`]: the nodes' logs, kept for tests to search
+//! - [`wait`]: the one polling wait for a condition
 //! - [`payload`]: deterministic bytes and their content names
 //! - [`pki`]: certificates made at run time, a node serving TLS
 #![allow(dead_code)]
@@ -17,7 +18,8 @@ mod origin;
 mod payload;
 pub mod pki;
 mod soap;
+mod wait;
 
 // Each test binary uses a part of the harness: the rest of these is unused there.
 #[allow(unused_imports)]
-pub use self::{http::*, logs::*, node::*, origin::*, payload::*, soap::*};
+pub use self::{http::*, logs::*, node::*, origin::*, payload::*, soap::*, wait::*};

@@ -4,13 +4,13 @@
 //! its admin status polled.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use wsus_edge::config::Config;
 use wsus_edge::node::{self, Running};
 
-use super::client;
+use super::{client, until};
 
 /// A node's configuration: a loopback root or branch with `extra` TOML appended (sections
 /// given in `extra` must not repeat [node], [listen] or [upstream]).
@@ -114,7 +114,7 @@ pub async fn catalog_root_with(
 }
 
 /// A downstream of `upstream` that syncs at start and rolls up when asked.
-pub async fn downstream(dir: &std::path::Path, name: &str, upstream: &Running) -> Running {
+pub async fn downstream(dir: &Path, name: &str, upstream: &Running) -> Running {
     branch_with(
         &dir.join(name),
         &format!("http://{}", upstream.listening().http),
@@ -130,15 +130,19 @@ pub async fn replica_until(
     done: impl Fn(&wsus_edge::wsusss::replica::ReplicaStatus) -> bool,
 ) -> wsus_edge::wsusss::replica::ReplicaStatus {
     let replica = node.app.replica.as_ref().expect("a replica");
-    let mut rx = replica.status();
-    let got = tokio::time::timeout(Duration::from_secs(60), async {
-        rx.wait_for(|s| done(s)).await.map(|s| s.clone())
-    })
-    .await;
-    match got {
-        Ok(status) => status.expect("status channel"),
-        Err(_) => panic!("timed out; status {:#?}", replica.status().borrow().clone()),
-    }
+    until(
+        "the replica's sync status",
+        Duration::from_secs(60),
+        async || {
+            let status = replica.status().borrow().clone();
+            if done(&status) {
+                Ok(status)
+            } else {
+                Err(format!("{status:#?}"))
+            }
+        },
+    )
+    .await
 }
 
 /// Roll up now and wait (bounded) for it to succeed.
@@ -146,13 +150,15 @@ pub async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::Roll
     let rollup = node.app.rollup.as_ref().expect("a downstream");
     let before = rollup.status().borrow().rollups;
     rollup.rollup_now();
-    let mut rx = rollup.status();
-    let status = tokio::time::timeout(Duration::from_secs(60), async {
-        rx.wait_for(|s| s.rollups > before).await.map(|s| s.clone())
+    let status = until("the rollup", Duration::from_secs(60), async || {
+        let status = rollup.status().borrow().clone();
+        if status.rollups > before {
+            Ok(status)
+        } else {
+            Err(format!("{status:#?}"))
+        }
     })
-    .await
-    .expect("rollup within a minute")
-    .unwrap();
+    .await;
     assert_eq!(status.last_error, None);
     status.last.unwrap()
 }
@@ -187,8 +193,7 @@ pub fn spawn(config: &Path) -> std::process::Child {
 
 /// Poll `admin`'s status (bounded) until `done` says so.
 pub async fn status_until(admin: &str, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    until(what, Duration::from_secs(60), async || {
         // Not listening yet is no failure: the process is starting.
         let asked = client()
             .request(
@@ -197,15 +202,13 @@ pub async fn status_until(admin: &str, what: &str, done: impl Fn(&serde_json::Va
                     .unwrap(),
             )
             .await;
-        if let Ok(response) = asked {
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            if let Ok(status) = serde_json::from_slice::<serde_json::Value>(&body)
-                && done(&status)
-            {
-                return;
-            }
+        let response = asked.map_err(|e| format!("no answer: {e}"))?;
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(status) if done(&status) => Ok(()),
+            Ok(status) => Err(status.to_string()),
+            Err(_) => Err(String::from_utf8_lossy(&body).into_owned()),
         }
-        assert!(Instant::now() < deadline, "{what}: not within a minute");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
