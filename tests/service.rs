@@ -601,11 +601,8 @@ async fn status_and_health_ask_the_running_node() {
     let (code, _) = node.stop();
     assert_eq!(code, 0);
     // Nobody there: exit 1, says so.
-    let (code, _, err) = run(&[
-        "health",
-        "--admin",
-        &format!("http://127.0.0.1:{}", free_port()),
-    ]);
+    let nobody = Refusing::new();
+    let (code, _, err) = run(&["health", "--admin", &nobody.url()]);
     assert_eq!(code, 1);
     assert!(err.contains("no answer"), "{err}");
 }
@@ -613,10 +610,14 @@ async fn status_and_health_ask_the_running_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_that_never_synced_is_alive_but_not_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    // An upstream that refuses every connection, for as long as the test runs.
+    let nowhere = Refusing::new();
     let config = root_config(
         dir.path(),
-        &format!("[upstream]\nurl = {nowhere:?}\nconnect_timeout = \"1s\"\n"),
+        &format!(
+            "[upstream]\nurl = {:?}\nconnect_timeout = \"1s\"\n",
+            nowhere.url()
+        ),
     );
     let node = Process::start(&config, &[]);
     let live = get(&format!("{}/livez", node.admin), &[]).await;

@@ -1,8 +1,10 @@
 //! Nodes under test. In this process: configurations ([`node_config`]), roots, branches and
 //! downstreams started from them, a root with a generated catalog ([`catalog_root`]), and waits
-//! on their sync and rollup. As a process of its own: `wsus-edge serve` spawned ([`spawn`]) and
-//! its admin status polled.
+//! on their sync and rollup. As a process of its own: `wsus-edge serve` spawned ([`spawn`]),
+//! its addresses learnt from its readiness line, and its admin status polled.
 
+use std::io::BufRead as _;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -163,32 +165,77 @@ pub async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::Roll
     status.last.unwrap()
 }
 
-/// A port free on loopback now (for a node that is a process of its own and must be told
-/// its ports).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A node as a process of its own (to kill it, to measure its memory), with the addresses it
+/// said it listens on; killed when dropped.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
 }
 
-/// A node as a process of its own (to kill it, to measure its memory), started from
-/// `config`; its log goes beside `config`.
-pub fn spawn(config: &Path) -> std::process::Child {
-    let log = std::fs::OpenOptions::new()
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run `wsus-edge serve` on the configuration file `config` (its log goes beside it) and wait
+/// (bounded) for its readiness line. The configuration gives 127.0.0.1:0 for its listeners:
+/// each port is chosen as it is bound, and the line says which.
+pub async fn spawn(config: &Path) -> Spawned {
+    let log = config.with_extension("log");
+    let stderr = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(config.with_extension("log"))
+        .open(&log)
         .unwrap();
-    std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
         .args(["--config", &config.to_string_lossy(), "serve"])
         .env("WSUS_EDGE_LOG", "info")
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
         .spawn()
-        .expect("the binary runs")
+        .expect("the binary runs");
+    // The readiness line is the one the node writes to stdout; stdout is read to its end, so
+    // the node never writes to a closed pipe.
+    let stdout = child.stdout.take().unwrap();
+    let (ready, line) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.starts_with("wsus-edge ready")
+                && let Some(ready) = ready.take()
+            {
+                let _ = ready.send(line);
+            }
+        }
+    });
+    let said = || String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default()).into_owned();
+    let line = match tokio::time::timeout(Duration::from_secs(60), line).await {
+        Ok(Ok(line)) => line,
+        Ok(Err(_)) => panic!(
+            "the node ended without a readiness line; its log:\n{}",
+            said()
+        ),
+        Err(_) => panic!("no readiness line within a minute; the log:\n{}", said()),
+    };
+    let address = |name: &str| -> SocketAddr {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    Spawned {
+        http: address("http"),
+        admin: address("admin"),
+        child,
+    }
 }
 
 /// Poll `admin`'s status (bounded) until `done` says so.

@@ -1,6 +1,6 @@
-//! The upstream the tests stand up: [`Origin`], a scriptable origin server with the WSUS content
+//! Upstreams the tests stand up: [`Origin`], a scriptable origin server with the WSUS content
 //! layout that counts every request and byte ([`Logged`]) and does wrong on request
-//! ([`Fault`]).
+//! ([`Fault`]); and [`Refusing`], an address where no upstream answers.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -335,4 +335,28 @@ fn serve(state: &Arc<OriginState>, req: Request<Incoming>) -> Response<OriginBod
         );
     }
     r
+}
+
+/// A loopback address that refuses connections for as long as this lives: a socket bound to a
+/// port the kernel chose and never listening. A connection to it is reset at once (no one
+/// listens), and no other socket can bind the port while it is held, so no race can make it
+/// answer.
+pub struct Refusing {
+    pub addr: SocketAddr,
+    _bound: tokio::net::TcpSocket,
+}
+
+impl Refusing {
+    pub fn new() -> Refusing {
+        let bound = tokio::net::TcpSocket::new_v4().unwrap();
+        bound.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        Refusing {
+            addr: bound.local_addr().unwrap(),
+            _bound: bound,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
 }
