@@ -12,7 +12,7 @@ use std::net::TcpListener as StdTcpListener;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tokio::process::{Child, Command};
@@ -152,25 +152,29 @@ async fn curl_resumes_an_interrupted_download() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = first.spawn().unwrap_or_else(|e| missing_tool("curl", e));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let have = file_len(&file);
-        if have > 5 * MIB as u64 {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().await.unwrap();
-            panic!(
-                "expected curl to still be downloading (to interrupt it past 5 MiB), but it exited \
-                 {status} with {have} of {len} bytes\n--- stderr:\n{}",
-                tail(&out.stderr)
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "expected the first curl to write more than 5 MiB within 60 s; it wrote {have} bytes"
+    // Some((status, bytes written)) when curl exited first.
+    let exited = until(
+        "the first curl to write more than 5 MiB",
+        Duration::from_secs(60),
+        async || {
+            let have = file_len(&file);
+            if have > 5 * MIB as u64 {
+                return Ok(None);
+            }
+            match child.try_wait().unwrap() {
+                Some(status) => Ok(Some((status, have))),
+                None => Err(format!("{have} bytes written")),
+            }
+        },
+    )
+    .await;
+    if let Some((status, have)) = exited {
+        let out = child.wait_with_output().await.unwrap();
+        panic!(
+            "expected curl to still be downloading (to interrupt it past 5 MiB), but it exited \
+             {status} with {have} of {len} bytes\n--- stderr:\n{}",
+            tail(&out.stderr)
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     child.kill().await.expect("kill the first curl");
     let partial = file_len(&file);
@@ -376,36 +380,40 @@ impl Nginx {
                 port,
                 dir: dir.to_owned(),
             };
-            let deadline = Instant::now() + Duration::from_secs(15);
             let ready = format!("http://127.0.0.1:{port}/__ready");
-            loop {
-                if let Some(status) = nginx.child.try_wait().unwrap() {
-                    last_error = format!(
-                        "nginx exited {status}\n--- stderr:\n{}\n--- error.log:\n{}",
-                        std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
-                        nginx.error_log()
-                    );
-                    if last_error.contains("Address already in use") {
-                        break; // Another process took the port: try another.
+            // Some(status) when nginx exited instead of answering.
+            let exited = until(
+                &format!("nginx to answer on 127.0.0.1:{port}"),
+                Duration::from_secs(15),
+                async || {
+                    if let Some(status) = nginx.child.try_wait().unwrap() {
+                        return Ok(Some(status));
                     }
-                    panic!("expected nginx to start; {last_error}");
-                }
-                let probe = http::Request::get(&ready)
-                    .body(http_body_util::Empty::new())
-                    .unwrap();
-                if let Ok(Ok(response)) =
-                    tokio::time::timeout(Duration::from_secs(1), client().request(probe)).await
-                    && response.status() == 204
-                {
-                    return nginx;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "expected nginx to answer on 127.0.0.1:{port} within 15 s; it did not\n{}",
-                    nginx.error_log()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                    let probe = http::Request::get(&ready)
+                        .body(http_body_util::Empty::new())
+                        .unwrap();
+                    if let Ok(Ok(response)) =
+                        tokio::time::timeout(Duration::from_secs(1), client().request(probe)).await
+                        && response.status() == 204
+                    {
+                        return Ok(None);
+                    }
+                    Err(format!("no answer; error.log:\n{}", nginx.error_log()))
+                },
+            )
+            .await;
+            let Some(status) = exited else {
+                return nginx;
+            };
+            last_error = format!(
+                "nginx exited {status}\n--- stderr:\n{}\n--- error.log:\n{}",
+                std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
+                nginx.error_log()
+            );
+            if !last_error.contains("Address already in use") {
+                panic!("expected nginx to start; {last_error}");
             }
+            // Another process took the port: try another.
         }
         panic!("expected nginx to bind a free port within 5 attempts; last: {last_error}");
     }
@@ -543,14 +551,15 @@ async fn nginx_as_upstream_gets_each_aligned_slice_once() {
 
     // nginx logs a request when it has sent it; wait until the log shows every slice.
     let slices = len.div_ceil(SLICE);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let lines = loop {
+    let (Ok(lines) | Err(lines)) = within(Duration::from_secs(10), async || {
         let lines = nginx.access_log();
-        if lines.len() as u64 >= slices || Instant::now() >= deadline {
-            break lines;
+        if lines.len() as u64 >= slices {
+            Ok(lines)
+        } else {
+            Err(lines)
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    })
+    .await;
     let mut seen: HashMap<u64, usize> = HashMap::new();
     for line in &lines {
         let access = parse_access(line);

@@ -26,14 +26,12 @@ async fn impatient_branch(dir: &Path, origin: &Origin) -> wsus_edge::node::Runni
 
 /// GET `path` once upstream.mismatch_backoff (1 s here) has passed: 502 until then.
 async fn after_backoff(node: &wsus_edge::node::Running, path: &str) -> Got {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let (Ok(got) | Err(got)) = within(Duration::from_secs(10), async || {
         let got = get(&url(node, path), &[]).await;
-        if got.status != 502 || Instant::now() > deadline {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if got.status != 502 { Ok(got) } else { Err(got) }
+    })
+    .await;
+    got
 }
 
 fn committed_file(dir: &Path, path: &str) -> std::path::PathBuf {

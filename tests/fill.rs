@@ -188,14 +188,15 @@ async fn the_access_log_tells_hits_misses_and_partial_fills_apart() {
     let status_of = |mark: usize| {
         let path = path.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let lines = loop {
+            let (Ok(lines) | Err(lines)) = within(Duration::from_secs(10), async || {
                 let lines = logged_since(mark, &["wsus_edge::access", &path]);
-                if !lines.is_empty() || Instant::now() > deadline {
-                    break lines;
+                if lines.is_empty() {
+                    Err(lines)
+                } else {
+                    Ok(lines)
                 }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
+            })
+            .await;
             assert_eq!(lines.len(), 1, "one access line per request: {lines:#?}");
             assert!(lines[0].contains("complete=true"), "{}", lines[0]);
             lines[0]
@@ -219,13 +220,20 @@ async fn the_access_log_tells_hits_misses_and_partial_fills_apart() {
         // The first slice is fetched whole though 100 bytes were asked: let it land, so that
         // the next request finds it in the cache.
         let info = format!("http://{}/api/v1/content/{digest}", node.listening().admin);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while want == "miss"
-            && !String::from_utf8_lossy(&get(&info, &[]).await.body)
-                .contains("\"slices_present\": 1")
-        {
-            assert!(Instant::now() < deadline, "the first slice never landed");
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if want == "miss" {
+            until(
+                "the first slice to land",
+                Duration::from_secs(10),
+                async || {
+                    let body = String::from_utf8_lossy(&get(&info, &[]).await.body).into_owned();
+                    if body.contains("\"slices_present\": 1") {
+                        Ok(())
+                    } else {
+                        Err(body)
+                    }
+                },
+            )
+            .await;
         }
     }
     node.shutdown(Duration::from_secs(1)).await;

@@ -18,18 +18,19 @@ fn resident() -> u64 {
 /// Wait until a metric has reached `at_least` (a fill's failure is counted by its own task, as
 /// the response goes out); fail after 10 s.
 async fn metric_reaches(node: &wsus_edge::node::Running, name: &str, labels: &str, at_least: f64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let value = metric(node, name, labels).await;
-        if value >= at_least {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name}{{{labels}}} is {value}, not {at_least}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    until(
+        &format!("{name}{{{labels}}} to reach {at_least}"),
+        std::time::Duration::from_secs(10),
+        async || {
+            let value = metric(node, name, labels).await;
+            if value >= at_least {
+                Ok(())
+            } else {
+                Err(value)
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,15 +507,19 @@ async fn idle_and_slow_connections_are_closed_and_hits_stay_fast() {
             >= 700.0
     );
     // The node's ends are gone with them.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while descriptors() > baseline + 8 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        descriptors() <= baseline + 8,
-        "{} descriptors, {baseline} before",
-        descriptors()
-    );
+    until(
+        &format!("the descriptors to come back to {baseline} (+8)"),
+        Duration::from_secs(5),
+        async || {
+            let open = descriptors();
+            if open <= baseline + 8 {
+                Ok(())
+            } else {
+                Err(format!("{open} descriptors, {baseline} before"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -558,11 +563,15 @@ async fn connections_over_the_limit_are_closed_at_once() {
         held.push(TcpStream::connect(addr).await.unwrap());
     }
     // Let the accept loop take them all before the one too many.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while metric(&node, "wsus_edge_connections_open", "listener=\"http\"").await < 16.0 {
-        assert!(Instant::now() < deadline, "16 connections not accepted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "16 connections accepted",
+        Duration::from_secs(5),
+        async || {
+            let open = metric(&node, "wsus_edge_connections_open", "listener=\"http\"").await;
+            if open >= 16.0 { Ok(()) } else { Err(open) }
+        },
+    )
+    .await;
     let mut extra = TcpStream::connect(addr).await.unwrap();
     assert!(closed(&mut extra, Duration::from_secs(1)).await);
     assert!(
@@ -895,15 +904,12 @@ fn committed_file(data_dir: &std::path::Path, bytes: &[u8]) -> std::path::PathBu
 
 /// Wait until `path` exists (a commit, a seal); fail after 10 s.
 async fn appears(path: &std::path::Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        &format!("{} to appear", path.display()),
+        Duration::from_secs(10),
+        async || if path.exists() { Ok(()) } else { Err("absent") },
+    )
+    .await;
 }
 
 /// Flip one byte of a file in place.
@@ -1054,16 +1060,20 @@ async fn a_partial_slice_gone_bad_on_disk_is_fetched_again() {
         node.listening().admin,
         sha1(&bytes).to_hex()
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = get(&info, &[]).await;
-        let json: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
-        if json["slices_present"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{json}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until(
+        "the first slice on disk",
+        Duration::from_secs(10),
+        async || {
+            let got = get(&info, &[]).await;
+            let json: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+            if json["slices_present"] == 1 {
+                Ok(())
+            } else {
+                Err(json)
+            }
+        },
+    )
+    .await;
     let data = dir
         .path()
         .join("partial")

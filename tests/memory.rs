@@ -66,26 +66,25 @@ async fn post_large(url: &str, operation: &str, body: String) -> u16 {
 async fn memory_is_flat_under_hostile_reports_and_rollups() {
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let (http, admin) = (free_port(), free_port());
     let data_dir = dir.path().join("node");
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
         format!(
             "[node]\nname = \"hostile\"\ndata_dir = {:?}\n\
-             [listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             [listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
              [downstream]\nallow_anonymous = true\n",
             data_dir.to_string_lossy()
         ),
     )
     .unwrap();
-    let mut node = spawn(&config);
-    let pid = node.id();
-    status_until(&format!("http://127.0.0.1:{admin}"), "start", |s| {
+    let mut node = spawn(&config).await;
+    let pid = node.child.id();
+    status_until(&format!("http://{}", node.admin), "start", |s| {
         s["role"].is_string()
     })
     .await;
-    let base = format!("http://127.0.0.1:{http}");
+    let base = format!("http://{}", node.http);
     let reporting = format!("{base}{REPORTING}");
 
     let soap = wua::soap_client();
@@ -228,6 +227,6 @@ async fn memory_is_flat_under_hostile_reports_and_rollups() {
     // Nothing refused is kept, the valid batch once.
     let journal = Journal::open(&data_dir).unwrap();
     assert_eq!(journal.event_count().unwrap(), 50);
-    node.kill().unwrap();
-    node.wait().unwrap();
+    node.child.kill().unwrap();
+    node.child.wait().unwrap();
 }

@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -77,19 +77,16 @@ impl Node {
 
     /// Poll the admin API until `check` holds (or fail after 20 s).
     async fn wait_for(&self, path: &str, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(v) = self.object(path).await
-                && check(&v)
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what} of {path}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until(
+            &format!("{what} of {path}"),
+            Duration::from_secs(20),
+            async || match self.object(path).await {
+                Some(v) if check(&v) => Ok(()),
+                Some(v) => Err(v.to_string()),
+                None => Err("not in the cache".to_owned()),
+            },
+        )
+        .await;
     }
 }
 

@@ -86,14 +86,12 @@ impl Process {
     /// SIGTERM, then the exit status (bounded).
     fn stop(mut self) -> (i32, String) {
         self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code().unwrap_or(-1), read(&self.stderr));
-            }
-            assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = until_blocking(
+            "the node to stop on SIGTERM",
+            Duration::from_secs(60),
+            || self.child.try_wait().unwrap().ok_or("still running"),
+        );
+        (status.code().unwrap_or(-1), read(&self.stderr))
     }
 
     fn log(&self) -> String {
@@ -247,15 +245,15 @@ async fn sighup_accepts_a_new_downstream_token_while_a_download_finishes_byte_ex
         .unwrap();
     std::io::Write::write_all(&mut file, b"beta-secret\n").unwrap();
     node.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while call("beta-secret").await != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not accepted after SIGHUP:\n{}",
-            node.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        "the new token to be accepted after SIGHUP",
+        Duration::from_secs(30),
+        async || match call("beta-secret").await {
+            200 => Ok(()),
+            status => Err(format!("{status}; the log:\n{}", node.log())),
+        },
+    )
+    .await;
     assert_eq!(call("alpha-secret").await, 200);
     assert_eq!(call("gamma-secret").await, 401);
     let log = node.log();
@@ -308,11 +306,18 @@ async fn sighup_says_what_needs_a_restart_and_refuses_a_broken_file() {
 }
 
 fn wait_for_log(node: &Process, word: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !node.log().contains(word) {
-        assert!(Instant::now() < deadline, "no {word:?} in:\n{}", node.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_blocking(
+        &format!("{word:?} in the log"),
+        Duration::from_secs(30),
+        || {
+            let log = node.log();
+            if log.contains(word) {
+                Ok(())
+            } else {
+                Err(format!("\n{log}"))
+            }
+        },
+    );
 }
 
 /// Client requests of every kind against a node: a content hit, a SOAP call, a 404.
@@ -596,11 +601,8 @@ async fn status_and_health_ask_the_running_node() {
     let (code, _) = node.stop();
     assert_eq!(code, 0);
     // Nobody there: exit 1, says so.
-    let (code, _, err) = run(&[
-        "health",
-        "--admin",
-        &format!("http://127.0.0.1:{}", free_port()),
-    ]);
+    let nobody = Refusing::new();
+    let (code, _, err) = run(&["health", "--admin", &nobody.url()]);
     assert_eq!(code, 1);
     assert!(err.contains("no answer"), "{err}");
 }
@@ -608,10 +610,14 @@ async fn status_and_health_ask_the_running_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_that_never_synced_is_alive_but_not_ready() {
     let dir = tempfile::tempdir().unwrap();
-    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    // An upstream that refuses every connection, for as long as the test runs.
+    let nowhere = Refusing::new();
     let config = root_config(
         dir.path(),
-        &format!("[upstream]\nurl = {nowhere:?}\nconnect_timeout = \"1s\"\n"),
+        &format!(
+            "[upstream]\nurl = {:?}\nconnect_timeout = \"1s\"\n",
+            nowhere.url()
+        ),
     );
     let node = Process::start(&config, &[]);
     let live = get(&format!("{}/livez", node.admin), &[]).await;

@@ -96,19 +96,6 @@ async fn quic_state(node: &Running) -> String {
         .to_owned()
 }
 
-/// Poll until `done` (a readiness condition, not a timing assumption), failing after `limit`.
-async fn until<F: std::future::Future<Output = bool>>(
-    what: &str,
-    limit: Duration,
-    mut done: impl FnMut() -> F,
-) {
-    let deadline = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < deadline, "waited {limit:?} for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_only_branch_fills_over_http3_and_no_tcp_crosses_the_wan() {
     logs();
@@ -227,9 +214,13 @@ async fn a_killed_quic_connection_resumes_every_slice_by_range() {
     until(
         "a quarter of the object to cross",
         Duration::from_secs(30),
-        || {
+        async || {
             let down = wan.stats().bytes_down();
-            async move { down >= (size / 4) as u64 }
+            if down >= (size / 4) as u64 {
+                Ok(())
+            } else {
+                Err(down)
+            }
         },
     )
     .await;
@@ -238,9 +229,9 @@ async fn a_killed_quic_connection_resumes_every_slice_by_range() {
     until(
         "the branch to notice the connection is gone",
         Duration::from_secs(30),
-        || {
-            let branch = &branch;
-            async move { quic_state(branch).await != "connected" }
+        async || match quic_state(&branch).await.as_str() {
+            "connected" => Err("connected"),
+            _ => Ok(()),
         },
     )
     .await;

@@ -625,18 +625,19 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
     added.sort();
     assert!(!added.is_empty());
     // The node takes the import into service within a second or so.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (listed, _) = list(Some(anchor.clone()), false, String::new()).await;
-        if !listed.is_empty() {
-            assert_eq!(listed, added);
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the import was not served"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let listed = until(
+        "the import to be served",
+        std::time::Duration::from_secs(10),
+        async || {
+            let (listed, _) = list(Some(anchor.clone()), false, String::new()).await;
+            if listed.is_empty() {
+                Err("nothing listed")
+            } else {
+                Ok(listed)
+            }
+        },
+    )
+    .await;
+    assert_eq!(listed, added);
     node.shutdown(std::time::Duration::from_secs(1)).await;
 }
