@@ -536,3 +536,70 @@ impl Preflight {
         }
     }
 }
+
+/// The admin listener's view of the node.
+impl admin::Node for App {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn started(&self) -> Instant {
+        self.started
+    }
+
+    fn listening(&self) -> Listening {
+        self.listen
+    }
+
+    fn readiness(&self) -> crate::app::Readiness {
+        App::readiness(self)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn body_timeout(&self) -> Duration {
+        self.limits.body_timeout
+    }
+
+    fn names(&self) -> &[String] {
+        &self.admin_names
+    }
+
+    fn read_networks(&self) -> Vec<crate::config::Network> {
+        crate::lock::read(&self.admin_read_networks).clone()
+    }
+
+    fn tokens(&self) -> &crate::auth::Tokens {
+        &self.admin_tokens
+    }
+
+    fn content(&self) -> &Store {
+        &self.store
+    }
+
+    fn served(&self) -> &Arc<Served> {
+        &self.served
+    }
+
+    fn reports(&self) -> &Arc<std::sync::Mutex<crate::state::Journal>> {
+        &self.reports
+    }
+
+    fn wsusss(&self) -> &Arc<wsusss::Service> {
+        &self.wsusss
+    }
+
+    fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.upstream.as_ref()
+    }
+
+    fn replica(&self) -> Option<&Arc<wsusss::replica::Replica>> {
+        self.replica.as_ref()
+    }
+
+    fn rollup(&self) -> Option<&Arc<wsusss::rollup_client::Rollup>> {
+        self.rollup.as_ref()
+    }
+}

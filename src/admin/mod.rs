@@ -9,9 +9,9 @@
 //! as SHA-256 digests and compared as such, so comparison time tells nothing about a token.
 //! Every request but the probes must name the listener by one of its own names in `Host`
 //! ([`host_is_ours`]): a web page that rebinds its DNS name to this machine is refused.
-//! Calls `app` (what the node is), `http` (request bodies, answers), `served` (the catalog in
-//! service and changes to it), `catalog`, `content` (stats), `config` and `metrics`. Never
-//! `server`, which routes to it.
+//! Reads the node through [`Node`], the narrow view the composition root gives it. Calls `http`
+//! (request bodies, answers), `served` (the catalog in service and changes to it), `catalog`,
+//! `content` (stats), `config` and `metrics`. Never `server`, which routes to it.
 
 use http::{HeaderValue, Method, Response, StatusCode};
 
@@ -24,11 +24,39 @@ use crate::http::{Body, BodyError, RequestBody, read_body, text, with_type};
 
 mod pages;
 mod reports;
-use crate::app::App;
 pub use reports::open as open_reports;
 
 /// The most a change request's JSON may be.
 const MAX_BODY: usize = 64 << 10;
+
+/// What the admin listener reads of a running node, and nothing more: not the client
+/// protocol, the parsers, the downstream tokens or what a reload changes. The composition root
+/// (`node`) implements it for the node it built.
+pub trait Node: Send + Sync {
+    fn name(&self) -> &str;
+    fn started(&self) -> std::time::Instant;
+    fn listening(&self) -> crate::app::Listening;
+    fn readiness(&self) -> crate::app::Readiness;
+    fn metrics(&self) -> &crate::metrics::Metrics;
+    /// How long a request body may take to arrive.
+    fn body_timeout(&self) -> std::time::Duration;
+    /// The names the admin listener answers to (lower case), besides IP literals and
+    /// localhost.
+    fn names(&self) -> &[String];
+    /// Who may read without a token, besides loopback (as SIGHUP last set it).
+    fn read_networks(&self) -> Vec<crate::config::Network>;
+    /// Who may change state.
+    fn tokens(&self) -> &Tokens;
+    fn content(&self) -> &crate::content::Store;
+    /// The catalog in service, and changes to it.
+    fn served(&self) -> &std::sync::Arc<crate::served::Served>;
+    fn reports(&self) -> &std::sync::Arc<std::sync::Mutex<crate::state::Journal>>;
+    /// The server-server protocol's view of the downstream servers.
+    fn wsusss(&self) -> &std::sync::Arc<crate::wsusss::Service>;
+    fn upstream(&self) -> Option<&std::sync::Arc<crate::upstream::Upstream>>;
+    fn replica(&self) -> Option<&std::sync::Arc<crate::wsusss::replica::Replica>>;
+    fn rollup(&self) -> Option<&std::sync::Arc<crate::wsusss::rollup_client::Rollup>>;
+}
 
 /// The tokens that may change state: none configured, nothing is accepted.
 pub fn tokens(admin: &crate::config::Admin) -> Result<Tokens> {
@@ -84,7 +112,11 @@ fn refuse(tokens: &Tokens, headers: &http::HeaderMap) -> Option<Response<Body>> 
     (!tokens.accepts(headers)).then(|| unauthorized("Bearer realm=\"wsus-edge admin\""))
 }
 
-pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody) -> Response<Body> {
+pub async fn respond(
+    app: &dyn Node,
+    parts: &http::request::Parts,
+    body: RequestBody,
+) -> Response<Body> {
     let path = parts.uri.path();
     let method = &parts.method;
     // Reading is open to loopback and the configured networks (and to a token); health
@@ -97,8 +129,8 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
             .get(http::header::HOST)
             .map(|h| h.to_str().unwrap_or(""))
             .or_else(|| parts.uri.authority().map(|a| a.as_str()));
-        if let Some(host) = host.filter(|h| !host_is_ours(h, &app.admin_names)) {
-            app.metrics.refused("admin_host");
+        if let Some(host) = host.filter(|h| !host_is_ours(h, app.names())) {
+            app.metrics().refused("admin_host");
             return text(
                 StatusCode::MISDIRECTED_REQUEST,
                 &format!(
@@ -114,10 +146,10 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
             .get::<crate::access::Peer>()
             .map(|p| p.0.ip());
         let open = {
-            let networks = crate::lock::read(&app.admin_read_networks);
+            let networks = app.read_networks();
             may_read(peer, &networks)
         };
-        if !open && !app.admin_tokens.accepts(&parts.headers) {
+        if !open && !app.tokens().accepts(&parts.headers) {
             return unauthorized("Bearer realm=\"wsus-edge admin\"");
         }
     }
@@ -154,28 +186,24 @@ pub async fn respond(app: &App, parts: &http::request::Parts, body: RequestBody)
         );
         return r;
     }
-    if let Some(refusal) = refuse(&app.admin_tokens, &parts.headers) {
+    if let Some(refusal) = refuse(app.tokens(), &parts.headers) {
         return refusal;
     }
-    if let Some(up) = app
-        .upstream
-        .as_ref()
-        .filter(|_| !matches!(change, Change::Sync))
-    {
+    if let Some(up) = app.upstream().filter(|_| !matches!(change, Change::Sync)) {
         let refusal = crate::catalog::replica::replica_refusal(up.url());
         return text(StatusCode::CONFLICT, &refusal.to_string());
     }
-    let bytes = match read_body(&parts.headers, body, MAX_BODY, app.limits.body_timeout).await {
+    let bytes = match read_body(&parts.headers, body, MAX_BODY, app.body_timeout()).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
             return text(StatusCode::PAYLOAD_TOO_LARGE, "at most 64 KiB of JSON");
         }
         Err(e) => return e.response(MAX_BODY),
     };
-    let served = app.served.clone();
+    let served = app.served().clone();
     let outcome = match change {
         Change::Sync => {
-            return match &app.replica {
+            return match app.replica() {
                 Some(replica) => {
                     replica.sync_now();
                     let mut r = with_type(r#"{"sync":"queued"}"#.into(), "application/json");
@@ -358,7 +386,7 @@ fn bad_json(e: &serde_json::Error) -> Response<Body> {
     text(StatusCode::BAD_REQUEST, &format!("JSON: {e}"))
 }
 
-fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
+fn read_only(app: &dyn Node, method: &Method, path: &str) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "read-only");
     }
@@ -384,7 +412,7 @@ fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
         "/api/v1/groups" => with_type(groups_json(app), "application/json"),
         "/api/v1/approvals" => with_type(approvals_json(app), "application/json"),
         _ => match path.strip_prefix("/api/v1/content/").map(Digest::from_hex) {
-            Some(Some(digest)) => match app.store.describe(&digest) {
+            Some(Some(digest)) => match app.content().describe(&digest) {
                 Some(info) => with_type(
                     serde_json::to_string_pretty(&info).unwrap_or_default(),
                     "application/json",
@@ -399,25 +427,25 @@ fn read_only(app: &App, method: &Method, path: &str) -> Response<Body> {
 
 /// `/metrics`: the gauges that describe state are brought up to date first. OpenMetrics to a
 /// scraper that asks for it (Prometheus does), else the Prometheus text format.
-async fn metrics(app: &App, headers: &http::HeaderMap) -> Response<Body> {
-    let m = &app.metrics;
+async fn metrics(app: &dyn Node, headers: &http::HeaderMap) -> Response<Body> {
+    let m = &app.metrics();
     m.ready.set(i64::from(app.readiness().ready));
-    let stats = app.store.stats();
+    let stats = app.content().stats();
     m.fills_in_progress.set(stats.filling as i64);
-    if let Ok(fs) = rustix::fs::statvfs(&app.store.settings().data_dir) {
+    if let Ok(fs) = rustix::fs::statvfs(&app.content().settings().data_dir) {
         let free = fs.f_bavail.saturating_mul(fs.f_frsize);
         m.data_dir_free.set(i64::try_from(free).unwrap_or(i64::MAX));
     }
-    if let Some(replica) = &app.replica {
+    if let Some(replica) = app.replica() {
         let last = replica.status().borrow().last_success.unwrap_or(0);
         m.sync_last_success.set(last);
     }
-    if let Some(rollup) = &app.rollup {
+    if let Some(rollup) = app.rollup() {
         let last = rollup.status().borrow().last_success.unwrap_or(0);
         m.rollup_last_success.set(last);
     }
-    let reports = app.reports.clone();
-    let downstream = app.upstream.is_some();
+    let reports = app.reports().clone();
+    let downstream = app.upstream().is_some();
     let backlog = tokio::task::spawn_blocking(move || crate::lock::lock(&reports).backlog()).await;
     match backlog {
         Ok(Ok((pending, computers))) => {
@@ -444,8 +472,8 @@ async fn metrics(app: &App, headers: &http::HeaderMap) -> Response<Body> {
 }
 
 /// The downstream servers that authorized here (MS-WSUSSS), most recently seen first.
-async fn downstreams_json(app: &App) -> Response<Body> {
-    let wsusss = app.wsusss.clone();
+async fn downstreams_json(app: &dyn Node) -> Response<Body> {
+    let wsusss = app.wsusss().clone();
     match tokio::task::spawn_blocking(move || wsusss.downstreams()).await {
         Ok(Ok(list)) => with_type(
             serde_json::to_string_pretty(&list).unwrap_or_default(),
@@ -456,8 +484,8 @@ async fn downstreams_json(app: &App) -> Response<Body> {
     }
 }
 
-fn groups_json(app: &App) -> String {
-    let catalog = app.served.catalog();
+fn groups_json(app: &dyn Node) -> String {
+    let catalog = app.served().catalog();
     let groups: Vec<_> = catalog
         .groups
         .iter()
@@ -473,8 +501,8 @@ fn groups_json(app: &App) -> String {
     serde_json::Value::Array(groups).to_string()
 }
 
-fn approvals_json(app: &App) -> String {
-    let catalog = app.served.catalog();
+fn approvals_json(app: &dyn Node) -> String {
+    let catalog = app.served().catalog();
     let approvals: Vec<_> = catalog
         .deployments
         .iter()
@@ -523,36 +551,36 @@ struct UpstreamStatus<'a> {
     rollup: Option<crate::wsusss::rollup_client::RollupStatus>,
 }
 
-fn status(app: &App, backlog: Option<(u64, u64)>) -> Status<'_> {
+fn status(app: &dyn Node, backlog: Option<(u64, u64)>) -> Status<'_> {
     let readiness = app.readiness();
     Status {
         commit: crate::metrics::COMMIT,
         ready: readiness.ready,
         readiness,
-        cache_disk_limit: app.store.settings().disk_bytes,
+        cache_disk_limit: app.content().settings().disk_bytes,
         computers: backlog.map(|(_, c)| c),
-        reports_pending: backlog.map(|(p, _)| if app.upstream.is_some() { p } else { 0 }),
-        name: &app.name,
+        reports_pending: backlog.map(|(p, _)| if app.upstream().is_some() { p } else { 0 }),
+        name: app.name(),
         version: env!("CARGO_PKG_VERSION"),
-        role: if app.upstream.is_some() {
+        role: if app.upstream().is_some() {
             "downstream"
         } else {
             "root"
         },
-        upstream: app.upstream.as_ref().map(|u| UpstreamStatus {
+        upstream: app.upstream().map(|u| UpstreamStatus {
             url: u.url(),
             transport: u.transport_status(),
-            sync: app.replica.as_ref().map(|r| r.status().borrow().clone()),
-            rollup: app.rollup.as_ref().map(|r| r.status().borrow().clone()),
+            sync: app.replica().map(|r| r.status().borrow().clone()),
+            rollup: app.rollup().map(|r| r.status().borrow().clone()),
         }),
-        uptime_seconds: app.started.elapsed().as_secs(),
-        listen: app.listen,
-        cache: app.store.stats(),
+        uptime_seconds: app.started().elapsed().as_secs(),
+        listen: app.listening(),
+        cache: app.content().stats(),
     }
 }
 
-async fn status_json(app: &App) -> Response<Body> {
-    let reports = app.reports.clone();
+async fn status_json(app: &dyn Node) -> Response<Body> {
+    let reports = app.reports().clone();
     let backlog = tokio::task::spawn_blocking(move || crate::lock::lock(&reports).backlog())
         .await
         .ok()
@@ -563,7 +591,7 @@ async fn status_json(app: &App) -> Response<Body> {
 }
 
 /// The node in a table: role, upstream, uptime, cache.
-fn node_summary(app: &App) -> String {
+fn node_summary(app: &dyn Node) -> String {
     let s = status(app, None);
     let upstream = match &s.upstream {
         Some(u) => format!(

@@ -9,8 +9,8 @@ use std::fmt::Write as _;
 
 use http::{Method, Response, StatusCode};
 
+use super::Node;
 use super::node_summary;
-use crate::app::App;
 use crate::catalog::{CatalogError, Guid};
 use crate::clock::unix_now;
 use crate::http::{Body, text, with_type};
@@ -27,7 +27,7 @@ const STYLE: &str = "body{font-family:sans-serif;margin:2em;color:#222}\
     th{background:#f3f3f3}tr.stale td{background:#fde2e2;color:#8a1010}\
     .failed{color:#b00020;font-weight:bold}.ok{color:#0a6b2d}nav a{margin-right:1em}";
 
-pub(crate) async fn respond(app: &App, method: &Method, path: &str) -> Option<Response<Body>> {
+pub(crate) async fn respond(app: &dyn Node, method: &Method, path: &str) -> Option<Response<Body>> {
     let page = match path {
         "/" => Page::Home,
         "/updates" => Page::Updates,
@@ -45,9 +45,9 @@ pub(crate) async fn respond(app: &App, method: &Method, path: &str) -> Option<Re
         return Some(text(StatusCode::METHOD_NOT_ALLOWED, "read-only"));
     }
     let summary = matches!(page, Page::Home).then(|| node_summary(app));
-    let name = app.name.clone();
-    let catalog = app.served.catalog();
-    let journal = app.reports.clone();
+    let name = app.name().to_owned();
+    let catalog = app.served().catalog();
+    let journal = app.reports().clone();
     let answer = tokio::task::spawn_blocking(move || {
         let journal = crate::lock::lock(&journal);
         page.render(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use http::{Method, Response, StatusCode};
 
-use crate::app::App;
+use super::Node;
 use crate::catalog::{CatalogError, Guid};
 use crate::http::{Body, text, with_type};
 use crate::report::{ComputerFilter, ComputerStatus, UpdateState};
@@ -17,7 +17,7 @@ use crate::state::Journal;
 /// The answer to a GET under `/api/v1/computers` or `/api/v1/updates/`; None when `path` is
 /// neither.
 pub(crate) async fn respond(
-    app: &App,
+    app: &dyn Node,
     method: &Method,
     path: &str,
     query: Option<&str>,
@@ -48,8 +48,8 @@ pub(crate) async fn respond(
     if method != Method::GET && method != Method::HEAD {
         return Some(text(StatusCode::METHOD_NOT_ALLOWED, "read-only"));
     }
-    let journal = app.reports.clone();
-    let catalog = app.served.catalog();
+    let journal = app.reports().clone();
+    let catalog = app.served().catalog();
     let title = move |id: Guid| catalog.latest(id).map(|r| r.title().to_owned());
     let answer = tokio::task::spawn_blocking(move || view.answer(&journal, title)).await;
     Some(match answer {
