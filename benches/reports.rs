@@ -149,7 +149,9 @@ fn main() {
     rt.block_on(async {
         let quiet = "[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
         let root = wsus_edge::node::start(&config(&format!(
-            "[node]\nname = \"root\"\ndata_dir = {:?}\n{quiet}",
+            // Its server-server services open to the branch beside it on loopback (they take
+            // a token or a client certificate otherwise).
+            "[node]\nname = \"root\"\ndata_dir = {:?}\n{quiet}[downstream]\nallow_anonymous = true\n",
             root_dir.to_string_lossy()
         )))
         .await
