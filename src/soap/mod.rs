@@ -214,14 +214,11 @@ pub fn parse_tree(xml: &[u8], limits: &Limits) -> Result<Element, ParseError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut elements = 0usize;
-    let mut buf = Vec::new();
     // A document names a handful of namespaces; each is allocated once.
     let mut namespaces: Vec<Arc<str>> = Vec::new();
     loop {
-        buf.clear();
-        let (resolved, event) = reader
-            .read_resolved_event_into(&mut buf)
-            .map_err(malformed)?;
+        // Events borrow the input itself: nothing is copied into a buffer first.
+        let (resolved, event) = reader.read_resolved_event().map_err(malformed)?;
         match event {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 elements += 1;
