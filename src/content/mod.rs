@@ -293,6 +293,8 @@ pub struct ObjectInfo {
     /// Slices on disk (committed objects: all).
     pub slices_present: u64,
     pub slices_total: Option<u64>,
+    /// Slices being fetched from upstream now.
+    pub slices_fetching: u64,
     /// Responses reading it now.
     pub readers: usize,
 }
@@ -457,6 +459,7 @@ impl Store {
                 size: Some(c.size),
                 slices_present: slices,
                 slices_total: Some(slices),
+                slices_fetching: 0,
                 readers: c.usage.readers.load(Ordering::Relaxed),
             });
         }
@@ -474,6 +477,11 @@ impl Store {
             size: object.known_meta().map(|m| m.size),
             slices_present: state.present as u64,
             slices_total: total,
+            slices_fetching: state
+                .slots
+                .iter()
+                .filter(|s| matches!(s, Slot::Fetching(_)))
+                .count() as u64,
             readers: object.usage.readers.load(Ordering::Relaxed),
         })
     }
