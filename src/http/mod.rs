@@ -181,11 +181,11 @@ pub fn decode_body(
 
 /// How long a call waits for a parser before it is told the server is busy, and what it is
 /// told to wait before trying again.
-pub const PARSER_WAIT: Duration = Duration::from_secs(5);
+const PARSER_WAIT: Duration = Duration::from_secs(5);
 pub const RETRY_AFTER_SECONDS: u64 = 10;
 
 /// The bound on large parses: `parallel` at once on the blocking pool, and a queue of
-/// `4 × parallel` callers waiting at most [`PARSER_WAIT`]; the rest are refused at once. What
+/// `4 × parallel` callers waiting at most `PARSER_WAIT`; the rest are refused at once. What
 /// they hold meanwhile is their body as sent (bounded by the service's limit).
 pub struct Parsers {
     running: Arc<Semaphore>,

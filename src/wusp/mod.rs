@@ -121,11 +121,6 @@ impl Service {
         })
     }
 
-    /// The catalog in service this protocol answers from.
-    pub fn served(&self) -> &Arc<Served> {
-        &self.served
-    }
-
     pub fn limits(&self) -> &Limits {
         &self.settings.limits
     }
