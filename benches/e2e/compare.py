@@ -6,7 +6,16 @@ an nginx origin (unthrottled and throttled to 50 MB/s per connection), the nginx
 (whole object with proxy_cache_lock 1h; slice 1m) and two wsus-edge nodes (upstream = fast origin,
 upstream = throttled origin). Runs the workloads W1 W3 W5 W6 W8 WDO (see README.md beside this file),
 alternating the servers per repetition, and prints a markdown table of wsus-edge / nginx ratios
-with PASS/MISS per target; --json FILE writes every measurement.
+with PASS/MISS per target, CPU per request and per byte first; --json FILE writes every measurement.
+
+Pinning: the server under test (wsus-edge, or nginx with one worker per CPU) runs on the server
+CPUs, the origin on the origin CPUs and every load generator (wrk, bigclient, curl, this script) on
+the client CPUs, disjoint sets (taskset, sched_setaffinity), so that a client never takes the
+server's cycles. Defaults: CPU 0 for the servers on a machine of 2 or 3 CPUs, CPUs 0-1 on a larger
+one, the rest for origin and clients; --server-cpus, --origin-cpus and --client-cpus (or
+SERVER_CPUS, ORIGIN_CPUS, CLIENT_CPUS in the environment) choose. wsus-edge's async workers follow
+its CPU set (tokio sizes its pool from the affinity mask). SCALE repeats W1 and W3 with the servers
+on 1, 2 and 4 CPUs, as many as leave one for the clients.
 
 Python 3 standard library only. Needs nginx, wrk, curl, gcc, cargo on PATH.
 Exit: 0 every target PASS; 3 some target MISS; 1 a workload failed (error, crash, wrong bytes);
@@ -116,6 +125,27 @@ def children(pid):
         except (OSError, IndexError, ValueError):
             pass
     return out
+
+
+def parse_cpus(text):
+    """'0-1,4' -> [0, 1, 4]."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return sorted(set(out))
+
+
+def cpu_list(cpus):
+    return ",".join(str(c) for c in cpus)
+
+
+def nginx_affinity(cpus):
+    """worker_cpu_affinity with one mask per worker (bit i = CPU i, rightmost bit CPU 0)."""
+    return "worker_cpu_affinity " + " ".join("1" + "0" * c for c in cpus) + ";"
 
 
 def cpu_ticks(pids):
@@ -230,30 +260,44 @@ class Server:
 
 
 class Nginx:
+    """One nginx (the origin or the cache under test) started on `cpus`; the cache's template gets
+    one worker per CPU, each bound to its own."""
+
     def __init__(self, bench, name, template, subst):
-        self.bench, self.name = bench, name
-        text = open(os.path.join(HERE, template)).read()
+        self.bench, self.name, self.template, self.subst = bench, name, template, subst
+        self.conf = os.path.join(bench.tmp, "conf", f"nginx-{name}.conf")
+        self.errlog = os.path.join(bench.logdir, f"{name}-error.log")
+        self.proc = None
+
+    def render(self, cpus):
+        text = open(os.path.join(HERE, self.template)).read()
+        pinned = self.bench.pinned
+        subst = dict(self.subst, WORKERS=len(cpus) if pinned else 2,
+                     AFFINITY=nginx_affinity(cpus) if pinned else "worker_cpu_affinity auto;")
         for k, v in subst.items():
             text = text.replace(f"@@{k}@@", str(v))
         left = re.findall(r"@@[A-Z_]+@@", text)
         if left:
-            raise Failure(f"{template}: unreplaced placeholders {left}")
-        self.conf = os.path.join(bench.tmp, "conf", f"nginx-{name}.conf")
+            raise Failure(f"{self.template}: unreplaced placeholders {left}")
         with open(self.conf, "w") as f:
             f.write(text)
-        self.errlog = os.path.join(bench.logdir, f"{name}-error.log")
-        self.proc = None
 
-    def start(self, ports):
+    def start(self, ports, cpus):
+        self.ports = ports
+        self.render(cpus)
         argv = ["nginx", "-p", self.bench.tmp, "-e", self.errlog, "-c", self.conf]
         t = subprocess.run(argv + ["-t"], capture_output=True, text=True)
         if t.returncode != 0:
             raise Failure(f"nginx -t ({self.name}) failed:\n{t.stderr}")
-        self.proc = self.bench.procs.spawn(argv, f"nginx-{self.name}", server=True,
+        self.proc = self.bench.procs.spawn(self.bench.pin(argv, cpus), f"nginx-{self.name}", server=True,
                                            stdout=subprocess.DEVNULL,
                                            stderr=open(os.path.join(self.bench.logdir, f"{self.name}-stderr.log"), "w"))
         for p in ports:
             wait_port(p, self.proc, f"nginx {self.name}", self.errlog)
+
+    def restart(self, cpus):
+        self.bench.procs.stop(self.proc)
+        self.start(self.ports, cpus)
 
     def pids(self):
         if not self.proc or self.proc.poll() is not None:
@@ -277,17 +321,21 @@ class Edge:
                 f'[cache]\nmemory_bytes = "1GiB"\nprefetch = "none"\n[reports]\nrollup_interval = "0s"\n'
             )
         self.proc = None
+        self.cpus = bench.server_cpus
         self.port = self.admin = None
         self.starts = 0
         self.deaths = []  # what we saw when it was found dead
 
-    def start(self):
+    def start(self, cpus=None):
+        if cpus is not None:
+            self.cpus = cpus
         self.starts += 1
         out = os.path.join(self.dir, f"stdout.{self.starts}.log")
         self.stderr = os.path.join(self.dir, f"stderr.{self.starts}.log")
         env = dict(os.environ, WSUS_EDGE_LOG="warn")
         env.pop("RUST_LOG", None)
-        self.proc = self.bench.procs.spawn([self.bench.binary, "serve", "--config", self.conf], f"wsus-edge-{self.name}",
+        self.proc = self.bench.procs.spawn(self.bench.pin([self.bench.binary, "serve", "--config", self.conf], self.cpus),
+                                           f"wsus-edge-{self.name}",
                                            server=True, stdout=open(out, "w"), stderr=open(self.stderr, "w"),
                                            env=env, cwd=self.dir)
         end = time.time() + 30
@@ -320,6 +368,12 @@ class Edge:
         self.bench.procs.forget(self.proc)
         self.start()
         return False
+
+    def restart(self, cpus):
+        """Stopped and started on `cpus` (SCALE): a new port is expected, not a sign of a death."""
+        self.bench.procs.stop(self.proc)
+        self.port = None
+        self.start(cpus)
 
     def pids(self):
         return [self.proc.pid] if self.proc and self.proc.poll() is None else []
@@ -371,6 +425,18 @@ class Bench:
         self.results = {}
         self.rows = []
         self.port_changed = False
+        self.pinned = not args.no_pin
+        self.all_cpus = sorted(os.sched_getaffinity(0))
+        self.server_cpus, self.origin_cpus, self.client_cpus = args.cpus
+
+    def pin(self, argv, cpus):
+        """argv started on `cpus` (nothing changes when pinning is off)."""
+        return ["taskset", "-c", cpu_list(cpus)] + argv if self.pinned else argv
+
+    def pin_self(self):
+        """This script, and every load generator it starts, on the client CPUs."""
+        if self.pinned:
+            os.sched_setaffinity(0, self.client_cpus)
 
     # ---------------------------------------------------------------- set-up
     def setup(self):
@@ -399,12 +465,12 @@ class Bench:
                   "NGTMP": os.path.join(self.tmp, "ngtmp"), "WWW": self.www, "CACHE": os.path.join(self.tmp, "cache")}
         self.origin = Nginx(self, "origin", "nginx-origin.conf.in",
                             dict(common, PORT_FAST=p["ORIGIN_FAST"], PORT_SLOW=p["ORIGIN_SLOW"]))
-        self.origin.start([p["ORIGIN_FAST"], p["ORIGIN_SLOW"]])
+        self.origin.start([p["ORIGIN_FAST"], p["ORIGIN_SLOW"]], self.origin_cpus)
         self.ngx = Nginx(self, "cache", "nginx-cache.conf.in",
                          dict(common, ORIGIN_FAST=p["ORIGIN_FAST"], ORIGIN_SLOW=p["ORIGIN_SLOW"],
                               PORT_WHOLE=p["WHOLE"], PORT_WHOLE_SLOW=p["WHOLE_SLOW"],
                               PORT_SLICE=p["SLICE"], PORT_SLICE_SLOW=p["SLICE_SLOW"]))
-        self.ngx.start([p["WHOLE"], p["WHOLE_SLOW"], p["SLICE"], p["SLICE_SLOW"]])
+        self.ngx.start([p["WHOLE"], p["WHOLE_SLOW"], p["SLICE"], p["SLICE_SLOW"]], self.server_cpus)
 
         self.edge_fast = Edge(self, "fast", p["ORIGIN_FAST"])
         self.edge_slow = Edge(self, "slow", p["ORIGIN_SLOW"])
@@ -498,10 +564,19 @@ class Bench:
         out = subprocess.run([self.bigclient, "probe", str(secs)], capture_output=True, text=True, timeout=30).stdout
         m = re.search(r"loopback_GBps=([\d.]+)", out)
         info["loopback_GBps_1stream"] = float(m.group(1)) if m else None
+        info["pinning"] = ({"server_cpus": cpu_list(self.server_cpus), "origin_cpus": cpu_list(self.origin_cpus),
+                            "client_cpus": cpu_list(self.client_cpus)} if self.pinned else None)
         self.results["host"] = info
         print(f"host: {info['nproc']} CPUs ({info.get('cpu', '?')}), {info.get('mem_gib', '?')} GiB RAM, "
               f"kernel {info['kernel']}, load {' '.join(info.get('loadavg', []))}; "
               f"loopback TCP 1 stream {info['loopback_GBps_1stream']} GB/s ({secs:g} s probe)", flush=True)
+        print(self.pinning_line(), flush=True)
+
+    def pinning_line(self):
+        if not self.pinned:
+            return "pinning: off (servers and clients share every CPU)"
+        return (f"pinning: servers on CPU {cpu_list(self.server_cpus)} (nginx: {len(self.server_cpus)} worker{'s' if len(self.server_cpus) > 1 else ''}), "
+                f"origin on {cpu_list(self.origin_cpus)}, clients on {cpu_list(self.client_cpus)}")
 
     # ---------------------------------------------------------------- measurement primitives
     def check_alive(self):
@@ -539,7 +614,8 @@ class Bench:
 
     def wrk(self, server, secs, script, url_path="/", env=None):
         port = self.port_of(server)
-        argv = ["wrk", "-t2", "-c64", f"-d{secs}s", "--latency", "-s", os.path.join(HERE, script),
+        threads = max(1, min(4, len(self.client_cpus))) if self.pinned else 2
+        argv = ["wrk", f"-t{threads}", "-c64", f"-d{secs}s", "--latency", "-s", os.path.join(HERE, script),
                 f"http://127.0.0.1:{port}{url_path}"]
         rc, out = self.run_client(argv, timeout=secs + 30, env=env)
         if rc != 0:
@@ -644,13 +720,17 @@ class Bench:
         E, N = self.S["edge"], self.S["whole"]
         for s in (E, N):
             self.warm_small(s)
+        runs = self.wrk_series("W1", E, N, reps, secs, "cycle.lua", {"E2E_PATHS": self.w1_paths()})
+        self.add_ratio_row("W1 4 KiB hits, 200 URLs, 64 conns", "server CPU-s / 10k req", runs, "cpu_s_per_10k", "{:.3f}",
+                           "<=", 0.8, "nginx whole")
+        self.add_ratio_row("", "req/s", runs, "rps", "{:.0f}", ">=", 1.2)
+        self.add_ratio_row("", "p99 latency (ms)", runs, "p99_ms", "{:.2f}")
+
+    def w1_paths(self):
         paths = os.path.join(self.tmp, "w1-paths.txt")
         with open(paths, "w") as f:
             f.write("\n".join(rel for rel, _ in self.small) + "\n")
-        runs = self.wrk_series("W1", E, N, reps, secs, "cycle.lua", {"E2E_PATHS": paths})
-        self.add_ratio_row("W1 4 KiB hits, 200 URLs, 64 conns", "req/s", runs, "rps", "{:.0f}", ">=", 1.0, "nginx whole")
-        self.add_ratio_row("", "p99 latency (ms)", runs, "p99_ms", "{:.2f}")
-        self.add_ratio_row("", "server CPU-s / 10k req", runs, "cpu_s_per_10k", "{:.3f}")
+        return paths
 
     # ---------------------------------------------------------------- W3
     def w3(self):
@@ -660,41 +740,11 @@ class Bench:
             self.warm_big(s, self.hot, self.hot_sha)
         self.results["W3"] = {}
         for conns in (8, 64):
-            runs = {"edge": [], "nginx": []}
-            for rep in range(reps):
-                for key in self.order(rep, ["edge", "nginx"]):
-                    s = E if key == "edge" else N
-                    pids = s.pids()
-                    rss0 = sum(proc_status_kib(p, "VmRSS") for p in pids)
-                    reset_hwm(pids)
-
-                    def go():
-                        rc, out = self.run_client([self.bigclient, "get", "127.0.0.1", str(self.port_of(s)), self.hot,
-                                                   str(conns), str(secs)], timeout=secs + 30)
-                        m = dict(kv.split("=") for kv in out.split() if "=" in kv)
-                        if rc != 0 or "bytes" not in m:
-                            raise Failure(f"bigclient failed ({rc}): {out[-1000:]}")
-                        return {k: float(v) for k, v in m.items()}
-
-                    r = self.measured(s, go)
-                    hwm = sum(proc_status_kib(p, "VmHWM") for p in pids)
-                    r["GBps"] = r["bytes"] / r["secs"] / 1e9
-                    r["cpu_s_per_GB"] = r["server_cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else float("nan")
-                    r["rss_before_MiB"] = rss0 / 1024
-                    r["peak_rss_MiB"] = hwm / 1024
-                    r["rss_growth_MiB"] = (hwm - rss0) / 1024
-                    r["rep"] = rep
-                    runs[key].append(r)
-                    log(f"   W3 c={conns} rep {rep} {s.label:12s} {r['GBps']:.2f} GB/s  CPU {r['cpu_s_per_GB']:.3f} s/GB  "
-                        f"peak RSS {r['peak_rss_MiB']:.0f} MiB (+{r['rss_growth_MiB']:.0f})  bad {r['bad']:.0f} errs {r['errs']:.0f}")
-                    if key == "edge" and (r["bad"] or r["errs"] > conns):
-                        self.problems.append(f"W3 c={conns} wsus-edge rep {rep}: {r['bad']:.0f} non-200 answers, "
-                                             f"{r['errs']:.0f} connection errors")
-                    self.sleep_between()
+            runs = self.w3_series(E, N, conns, reps, secs)
             self.results["W3"][f"c{conns}"] = runs
             wl = f"W3 256 MiB hits, {conns} conns"
-            self.add_ratio_row(wl, "GB/s", runs, "GBps", "{:.2f}", ">=", 0.95, "nginx whole")
-            self.add_ratio_row("", "server CPU-s / GB", runs, "cpu_s_per_GB", "{:.3f}", "<=", 1.1)
+            self.add_ratio_row(wl, "server CPU-s / GB", runs, "cpu_s_per_GB", "{:.3f}", "<=", 1.0, "nginx whole")
+            self.add_ratio_row("", "GB/s", runs, "GBps", "{:.2f}", ">=", 1.0)
             limit = 64 + conns
             worst = max(r["rss_growth_MiB"] for r in runs["edge"])
             self.rows.append(dict(workload="", metric="peak RSS MiB (growth during run)",
@@ -702,6 +752,89 @@ class Bench:
                                   nginx=f"{median([r['peak_rss_MiB'] for r in runs['nginx']]):.0f} "
                                         f"(+{max(r['rss_growth_MiB'] for r in runs['nginx']):.0f})",
                                   ratio="", target=f"growth <= {limit} MiB", verdict="PASS" if worst <= limit else "MISS"))
+
+    def w3_series(self, E, N, conns, reps, secs, tag="W3"):
+        """bigclient fetching the hot object over `conns` connections, wsus-edge (E) and nginx (N)
+        alternating, reps times: GB/s, CPU-s per GB, peak RSS and its growth."""
+        runs = {"edge": [], "nginx": []}
+        for rep in range(reps):
+            for key in self.order(rep, ["edge", "nginx"]):
+                s = E if key == "edge" else N
+                pids = s.pids()
+                rss0 = sum(proc_status_kib(p, "VmRSS") for p in pids)
+                reset_hwm(pids)
+
+                def go():
+                    rc, out = self.run_client([self.bigclient, "get", "127.0.0.1", str(self.port_of(s)), self.hot,
+                                               str(conns), str(secs)], timeout=secs + 30)
+                    m = dict(kv.split("=") for kv in out.split() if "=" in kv)
+                    if rc != 0 or "bytes" not in m:
+                        raise Failure(f"bigclient failed ({rc}): {out[-1000:]}")
+                    return {k: float(v) for k, v in m.items()}
+
+                r = self.measured(s, go)
+                hwm = sum(proc_status_kib(p, "VmHWM") for p in pids)
+                r["GBps"] = r["bytes"] / r["secs"] / 1e9
+                r["cpu_s_per_GB"] = r["server_cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else float("nan")
+                r["rss_before_MiB"] = rss0 / 1024
+                r["peak_rss_MiB"] = hwm / 1024
+                r["rss_growth_MiB"] = (hwm - rss0) / 1024
+                r["rep"] = rep
+                runs[key].append(r)
+                log(f"   {tag} c={conns} rep {rep} {s.label:12s} {r['GBps']:.2f} GB/s  CPU {r['cpu_s_per_GB']:.3f} s/GB  "
+                    f"peak RSS {r['peak_rss_MiB']:.0f} MiB (+{r['rss_growth_MiB']:.0f})  bad {r['bad']:.0f} errs {r['errs']:.0f}")
+                if key == "edge" and (r["bad"] or r["errs"] > conns):
+                    self.problems.append(f"{tag} c={conns} wsus-edge rep {rep}: {r['bad']:.0f} non-200 answers, "
+                                         f"{r['errs']:.0f} connection errors")
+                self.sleep_between()
+        return runs
+
+    # ---------------------------------------------------------------- SCALE
+    def scale(self):
+        """W1 and W3 (64 connections) with the servers on 1, 2 and 4 CPUs (those that leave at least one
+        CPU to the clients), each server against its own 1-CPU figure."""
+        if not self.pinned:
+            raise Failure("SCALE needs pinning (drop --no-pin)")
+        # The run's server CPUs first, then CPUs that are neither the origin's nor (yet) the servers'.
+        base_client = self.args.cpus[2]
+        pool = self.server_cpus + [c for c in self.all_cpus if c not in self.server_cpus and c not in self.origin_cpus]
+        counts = [k for k in (1, 2, 4) if len(pool) >= k and any(c not in pool[:k] for c in base_client)]
+        secs, reps = (3, 1) if self.quick else (6, 3)
+        E, N = self.S["edge"], self.S["whole"]
+        series = {}
+        for k in counts:
+            server = pool[:k]
+            client = [c for c in base_client if c not in server]
+            log(f"   SCALE: servers on CPU {cpu_list(server)}, clients on {cpu_list(client)}")
+            self.client_cpus = client
+            self.pin_self()
+            self.edge_fast.restart(server)
+            self.ngx.restart(server)
+            for s in (E, N):
+                self.warm_small(s)
+                self.warm_big(s, self.hot, self.hot_sha)
+            w1 = self.wrk_series(f"SCALE{k} W1", E, N, reps, secs, "cycle.lua", {"E2E_PATHS": self.w1_paths()})
+            w3 = self.w3_series(E, N, 64, reps, secs, tag=f"SCALE{k} W3")
+            series[k] = {"server_cpus": cpu_list(server), "client_cpus": cpu_list(client), "W1": w1, "W3": w3}
+        self.results["SCALE"] = series
+        # Back to the run's own pinning for whatever runs next.
+        self.client_cpus = base_client
+        self.pin_self()
+        self.edge_fast.restart(self.server_cpus)
+        self.ngx.restart(self.server_cpus)
+        for wl, key, fmt, metric in (("W1", "rps", "{:.0f}", "req/s"), ("W1", "cpu_s_per_10k", "{:.3f}", "CPU-s / 10k req"),
+                                     ("W3", "GBps", "{:.2f}", "GB/s (64 conns)"), ("W3", "cpu_s_per_GB", "{:.3f}", "CPU-s / GB")):
+            base = {side: median([r[key] for r in series[counts[0]][wl][side]]) for side in ("edge", "nginx")}
+            for i, k in enumerate(counts):
+                runs = series[k][wl]
+                med = {side: median([r[key] for r in runs[side]]) for side in ("edge", "nginx")}
+                ratios = [a[key] / b[key] for a, b in zip(runs["edge"], runs["nginx"]) if b[key]]
+                self.rows.append(dict(
+                    workload=f"SCALE {wl} {metric}" if i == 0 else "", metric=f"{k} server CPU{'s' if k > 1 else ''} "
+                    f"(÷ 1 CPU)", edge=f"{fmt.format(med['edge'])} ({med['edge'] / base['edge']:.2f}×)",
+                    nginx=f"{fmt.format(med['nginx'])} ({med['nginx'] / base['nginx']:.2f}×)",
+                    ratio=f"{median(ratios):.2f}" + (f" [{min(ratios):.2f}..{max(ratios):.2f}]" if len(ratios) > 1 else ""),
+                    target="", verdict=""))
 
     # ---------------------------------------------------------------- W5
     def w5(self):
@@ -713,7 +846,9 @@ class Bench:
         env = {"E2E_SIZE": str(BIG_SIZE), "E2E_LEN": str(MiB), "E2E_PATH": self.hot}
         runs = self.wrk_series("W5", E, N, reps, secs, "range.lua", env)
         self.check_ranges(E)  # still right after the load
-        self.add_ratio_row("W5 random 1 MiB ranges, 64 conns", "req/s", runs, "rps", "{:.0f}", ">=", 1.0, "nginx slice 1m")
+        self.add_ratio_row("W5 random 1 MiB ranges, 64 conns", "server CPU-s / 10k req", runs, "cpu_s_per_10k", "{:.3f}",
+                           "<=", 1.0, "nginx slice 1m")
+        self.add_ratio_row("", "req/s", runs, "rps", "{:.0f}", ">=", 1.2)
         self.add_ratio_row("", "p99 latency (ms)", runs, "p99_ms", "{:.2f}")
 
     # ---------------------------------------------------------------- W6
@@ -813,13 +948,17 @@ class Bench:
                     f"complete {r['complete']}/{r['clients']}  sha1 {r['hashes_ok']}/{r['hashed']}  {r['server_cpu_s']:.1f} CPU-s")
                 self.sleep_between()
         self.results["W6"] = runs
+        for rs in runs.values():
+            for r in rs:
+                r["cpu_s_per_GB"] = r["server_cpu_s"] / (r["complete"] * BIG_SIZE / 1e9) if r["complete"] else None
         wl = "W6 stampede: 100 clients, cold 256 MiB, 50 MB/s origin"
         lim = (BIG_SIZE + SLICE) / BIG_SIZE
-        self.add_multi_row(wl, "origin requests", runs, "origin_reqs", "{:.0f}")
+        self.add_multi_row(wl, "server CPU-s / GB served", runs, "cpu_s_per_GB", "{:.3f}", relative=("<=", 1.0, "slice_slow"))
+        self.add_multi_row("", "origin requests", runs, "origin_reqs", "{:.0f}")
         self.add_multi_row("", "origin bytes / object", runs, "origin_amp", "{:.3f}", absolute=("<=", lim, f"<= {lim:.4f} (object + 4 MiB)"))
         self.add_multi_row("", "TTFB p50 (s)", runs, "ttfb_p50_s", "{:.3f}")
-        self.add_multi_row("", "TTFB p99 (s)", runs, "ttfb_p99_s", "{:.3f}", absolute=("<=", 1.0, "<= 1 s"))
-        self.add_multi_row("", "time to last byte, max (s)", runs, "ttlb_max_s", "{:.2f}")
+        self.add_multi_row("", "TTFB p99 (s)", runs, "ttfb_p99_s", "{:.3f}", absolute=("<=", 0.1, "<= 0.1 s"))
+        self.add_multi_row("", "time to last byte, max (s)", runs, "ttlb_max_s", "{:.2f}", relative=("<=", 1.0, "slice_slow"))
         self.add_multi_row("", "server CPU-s", runs, "server_cpu_s", "{:.1f}")
         ok = all(r["complete"] == W6_CLIENTS and r["hashes_ok"] == r["hashed"] for r in runs["edge_slow"])
         self.rows.append(dict(workload="", metric=f"complete bodies (of {W6_CLIENTS}); SHA-1 sample ok",
@@ -1001,8 +1140,9 @@ class Bench:
                               ratio=f"{ratio:.2f}" + (f" [{min(ratios):.2f}..{max(ratios):.2f}]" if len(ratios) > 1 else ""),
                               target=target, verdict=verdict, ratios=ratios))
 
-    def add_multi_row(self, workload, metric, runs, key, fmt, absolute=None):
-        """wsus-edge vs nginx whole and nginx slice (W6, W8); absolute targets judged on wsus-edge's worst rep."""
+    def add_multi_row(self, workload, metric, runs, key, fmt, absolute=None, relative=None):
+        """wsus-edge vs nginx whole and nginx slice (W6, W8); absolute targets judged on wsus-edge's worst rep,
+        relative ones (op, limit, nginx variant) on the median of the per-rep ratios to that variant."""
         ek = [k for k in runs if k.startswith("edge")][0]
         e = runs[ek]
 
@@ -1024,6 +1164,12 @@ class Bench:
             v = [r.get(key) for r in e]
             worst = None if any(x is None for x in v) else (max(v) if op == "<=" else min(v))
             verdict = "MISS" if worst is None else ("PASS" if (worst <= lim if op == "<=" else worst >= lim) else "MISS")
+        if relative:
+            op, lim, nk = relative
+            rs = [a[key] / b[key] for a, b in zip(e, runs[nk]) if a.get(key) is not None and b.get(key)]
+            target = f"÷{nk.split('_')[0]} {op} {lim:g}"
+            ratio = median(rs) if rs else None
+            verdict = "MISS" if ratio is None else ("PASS" if (ratio <= lim if op == "<=" else ratio >= lim) else "MISS")
         self.rows.append(dict(workload=workload, metric=metric, edge=val(e), nginx=" · ".join(parts_n),
                               ratio=" · ".join(parts_r), target=target, verdict=verdict))
 
@@ -1042,13 +1188,33 @@ class Bench:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 repetition, shorter durations (smoke run)")
-    ap.add_argument("--only", default="W1,W3,W5,W6,W8,WDO", help="comma-separated workloads, e.g. W1,W8")
+    ap.add_argument("--only", default="W1,W3,W5,W6,W8,WDO,SCALE", help="comma-separated workloads, e.g. W1,W8")
     ap.add_argument("--json", help="write every measurement and the table as JSON to this file")
     ap.add_argument("--no-build", action="store_true", help="use target/release/wsus-edge as it is")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, caches, content) after the run")
+    ap.add_argument("--server-cpus", default=os.environ.get("SERVER_CPUS"),
+                    help="CPUs of the server under test, e.g. 0-1 (default: 0 on 2-3 CPUs, else 0-1)")
+    ap.add_argument("--origin-cpus", default=os.environ.get("ORIGIN_CPUS"), help="CPUs of the origin (default: the client CPUs)")
+    ap.add_argument("--client-cpus", default=os.environ.get("CLIENT_CPUS"),
+                    help="CPUs of the load generators (default: every CPU not the servers')")
+    ap.add_argument("--no-pin", action="store_true", help="no pinning: servers and clients share every CPU")
     args = ap.parse_args()
 
-    known = ["W1", "W3", "W5", "W6", "W8", "WDO"]
+    avail = sorted(os.sched_getaffinity(0))
+    server = parse_cpus(args.server_cpus) if args.server_cpus else avail[:1 if len(avail) <= 3 else 2]
+    client = parse_cpus(args.client_cpus) if args.client_cpus else [c for c in avail if c not in server]
+    origin = parse_cpus(args.origin_cpus) if args.origin_cpus else client
+    if not args.no_pin:
+        if not client or set(server) & set(client) or set(server) & set(origin):
+            print(f"pinning needs disjoint CPU sets: servers {cpu_list(server)}, clients {cpu_list(client)}, origin "
+                  f"{cpu_list(origin)} (of {cpu_list(avail)}); or --no-pin", file=sys.stderr)
+            return 2
+        if not shutil.which("taskset"):
+            print("missing tool: taskset (util-linux), or --no-pin", file=sys.stderr)
+            return 2
+    args.cpus = (server, origin, client)
+
+    known = ["W1", "W3", "W5", "W6", "W8", "WDO", "SCALE"]
     only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     bad = [w for w in only if w not in known]
     if bad or not only:
@@ -1092,6 +1258,7 @@ def main():
     interrupted = False
     try:
         t_setup = time.time()
+        bench.pin_self()
         bench.setup()
         bench.host_limits()
         log(f"set-up done in {time.time() - t_setup:.1f}s")
@@ -1145,6 +1312,8 @@ def main():
     print()
     print(f"## wsus-edge vs nginx ({'quick' if args.quick else 'full'} run, {total / 60:.1f} min; ratios = wsus-edge ÷ nginx, "
           f"median of per-repetition ratios [min..max])")
+    print()
+    print(bench.pinning_line())
     print()
     print(bench.table())
     print()
