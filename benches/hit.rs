@@ -44,7 +44,7 @@ fn store(rt: &tokio::runtime::Runtime, dir: &std::path::Path, memory_bytes: u64)
 
 async fn drain(store: &Store, path: &str, headers: &HeaderMap) -> usize {
     let requester = wsus_edge::access::Requester::new(None, headers);
-    let response = respond(store, &Method::GET, path, headers, requester).await;
+    let response = respond(store, &Method::GET, path, headers, requester, None).await;
     let mut body = response.into_body();
     let mut n = 0;
     while let Some(Ok(frame)) = body.frame().await {

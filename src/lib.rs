@@ -18,7 +18,7 @@
 //! - [`config`]: the typed configuration contract, human units, every problem with its key.
 //! - [`metrics`]: the Prometheus registry of a node.
 //! - [`http`]: what every HTTP exchange is made of: bodies, plain answers, request bodies read
-//!   under limits, the gzip content coding, the bound on large parses.
+//!   under limits, the gzip content coding, the bound on large parses, files sent by `sendfile`.
 //! - [`soap`]: SOAP 1.1/1.2 envelopes and faults, the WSUS fault shape, XML Schema forms;
 //!   sans-IO, with hard parser limits.
 //! - [`testkit`]: what tests, the demo and load use and a serving node never does: the

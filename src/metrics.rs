@@ -188,6 +188,8 @@ pub struct Metrics {
     pub upstream_errors: Family<ReasonLabels, Counter>,
     pub upstream_bytes: Counter,
     pub served_bytes: Counter,
+    /// The part of `served_bytes` sent from the page cache by `sendfile`.
+    pub sendfile_bytes: Counter,
     /// Bytes held per tier (`memory`, `disk`); disk counts partial objects at their full size.
     pub cache_bytes: Family<TierLabels, Gauge>,
     pub cache_disk_limit: Gauge,
@@ -305,6 +307,12 @@ impl Metrics {
             "served_bytes",
             "Content body bytes sent to clients",
             served_bytes.clone(),
+        );
+        let sendfile_bytes = Counter::default();
+        r.register(
+            "sendfile_bytes",
+            "Content body bytes sent from the page cache by sendfile (part of served_bytes)",
+            sendfile_bytes.clone(),
         );
         let cache_bytes = Family::<TierLabels, Gauge>::default();
         r.register(
@@ -537,6 +545,7 @@ impl Metrics {
             upstream_errors,
             upstream_bytes,
             served_bytes,
+            sendfile_bytes,
             cache_bytes,
             cache_disk_limit,
             cache_min_free_disk,

@@ -182,6 +182,9 @@ impl Shared {
                     fill.finish();
                     return;
                 }
+                // Held while the object fills, large or not: readers that follow the fill a
+                // little behind share these bytes instead of each reading and checking the
+                // slice on disk again. A large object lets them go when it is committed.
                 if let Some(memory) = &self.memory {
                     memory
                         .insert(
@@ -190,7 +193,7 @@ impl Shared {
                                 generation: object.generation,
                                 index,
                             },
-                            bytes.clone(),
+                            Resident::Bytes(bytes.clone()),
                         )
                         .await;
                 }
@@ -394,6 +397,11 @@ impl Shared {
                 }
                 object.verdict.send_replace(Verdict::Verified);
                 tracing::info!(%digest, size, "committed");
+                // From now on the page cache holds a large object's bytes for every reader
+                // (notes in the memory tier say which slices were checked).
+                if size >= PAGE_CACHE_FROM {
+                    self.forget_memory(digest, object.generation, size).await;
+                }
             }
             Ok(CommitOutcome::Mismatch { actual }) => {
                 self.remember_failure(digest);

@@ -127,10 +127,12 @@ impl Handle {
             generation: self.generation(),
             index,
         };
-        if let Some(memory) = &self.shared.memory
-            && let Some(bytes) = memory.get(&key).await
-        {
-            return Ok((SliceData::Ready(bytes), Tier::Memory));
+        if let Some(memory) = &self.shared.memory {
+            match memory.get(&key).await {
+                Some(Resident::Bytes(bytes)) => return Ok((SliceData::Ready(bytes), Tier::Memory)),
+                Some(Resident::Checked(_)) => return Ok((SliceData::Checked, Tier::Disk)),
+                None => {}
+            }
         }
         let size = self.size();
         let object = match &self.kind {
@@ -142,7 +144,7 @@ impl Handle {
                 if read.as_ref().is_err_and(|e| e.kind() == Kind::Digest) {
                     self.shared.corrupt(self.digest(), "read").await;
                 }
-                return Ok((SliceData::Ready(read?), Tier::Disk));
+                return Ok((read?, Tier::Disk));
             }
             HandleKind::Object(o) => o,
         };
@@ -173,7 +175,7 @@ impl Handle {
                     FileSource::Committed => None,
                 };
                 match (self.shared.read_slice(key, size, source).await, partial) {
-                    (Ok(bytes), _) => Ok((SliceData::Ready(bytes), Tier::Disk)),
+                    (Ok(data), _) => Ok((data, Tier::Disk)),
                     // A slice of an object still being filled went bad on disk: forgotten
                     // and fetched again, the client none the wiser.
                     (Err(e), Some(pf)) if e.kind() == Kind::Digest => {
@@ -192,6 +194,11 @@ impl Handle {
             // Absent, or present only in a memory tier that let it go: fetch it (again).
             (_, _) => self.refetch(object, index),
         }
+    }
+
+    /// The object's committed file, for [`SliceData::Checked`] slices.
+    pub async fn committed_file(&self) -> Result<Arc<std::fs::File>> {
+        self.shared.open_committed(self.digest()).await
     }
 
     /// Slice `index` of `object` is not to be had where it was: absent again, fetched anew.

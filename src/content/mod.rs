@@ -125,6 +125,36 @@ pub enum SliceData {
     Ready(Bytes),
     /// In flight: read it as it arrives.
     Filling(Arc<SliceFill>),
+    /// A slice of a committed object that matched its seal when it was last read into the page
+    /// cache: read it, or send it, from the object's file.
+    Checked,
+}
+
+/// Objects of this many bytes or more are served from the page cache: the memory tier holds
+/// only the note that a slice matched its seal ([`Resident::Checked`]), and a plain HTTP/1
+/// connection sends the bytes with `sendfile`. Smaller objects are held as bytes, where one
+/// `writev` sends head and body together and no file is opened per request.
+pub const PAGE_CACHE_FROM: u64 = 1 << 20;
+
+/// What the memory tier holds of one slice. Both weigh the slice's length: the tier's budget
+/// bounds the bytes served without a fresh check against the seal, wherever they are held.
+#[derive(Clone)]
+enum Resident {
+    /// The bytes: slices of objects under [`PAGE_CACHE_FROM`], and of any object until it is
+    /// committed.
+    Bytes(Bytes),
+    /// A committed slice of this many bytes was read from disk and matched its seal; its bytes
+    /// are left to the page cache, which holds them anyway.
+    Checked(u32),
+}
+
+impl Resident {
+    fn weight(&self) -> u32 {
+        match self {
+            Resident::Bytes(b) => b.len().try_into().unwrap_or(u32::MAX),
+            Resident::Checked(len) => *len,
+        }
+    }
 }
 
 /// Where a slice is read from on disk.
@@ -254,7 +284,7 @@ struct Shared {
     upstream: Option<Arc<Upstream>>,
     metrics: Arc<Metrics>,
     index: Mutex<Index>,
-    memory: Option<moka::future::Cache<SliceKey, Bytes>>,
+    memory: Option<moka::future::Cache<SliceKey, Resident>>,
     /// Committed bytes plus the full size of every partial object on disk.
     disk_used: AtomicU64,
     next_generation: AtomicU64,
@@ -329,7 +359,7 @@ impl Store {
         let memory = (settings.memory_bytes > 0).then(|| {
             moka::future::Cache::builder()
                 .max_capacity(settings.memory_bytes)
-                .weigher(|_k: &SliceKey, v: &Bytes| v.len().try_into().unwrap_or(u32::MAX))
+                .weigher(|_k: &SliceKey, v: &Resident| v.weight())
                 .build()
         });
         let shared = Arc::new(Shared {
@@ -695,18 +725,21 @@ impl Shared {
     }
 
     /// Read one slice of a file into the memory tier (coalescing concurrent reads of it).
+    /// Slice `key` of an object of `size` bytes from disk, checked before it is served or
+    /// enters the memory tier: against the seal of a committed object, the map slot of a
+    /// partial one. A committed slice of an object of [`PAGE_CACHE_FROM`] bytes or more enters
+    /// the tier as a [`Resident::Checked`] note; the reader that read it gets its bytes.
     async fn read_slice(
         self: &Arc<Self>,
         key: SliceKey,
         size: u64,
         source: FileSource,
-    ) -> Result<Bytes> {
+    ) -> Result<SliceData> {
         let index = key.index;
         let len = self.slicing.len(size, index) as usize;
         let offset = self.slicing.start(index);
+        let page_cache = matches!(source, FileSource::Committed) && size >= PAGE_CACHE_FROM;
         let shared = self.clone();
-        // Checked before it is served or enters the memory tier: against the seal of a
-        // committed object, the map slot of a partial one.
         let read = async move {
             let digest = key.digest;
             let intact = blocking(move || {
@@ -734,13 +767,34 @@ impl Shared {
                 )
             })
         };
-        match &self.memory {
-            Some(memory) => memory
-                .try_get_with(key, read)
-                .await
-                .map_err(|e| Error::internal(e.kind(), e.message().to_owned())),
-            None => read.await,
-        }
+        let Some(memory) = &self.memory else {
+            return read.await.map(SliceData::Ready);
+        };
+        // The bytes the read brought, for this reader alone when the tier keeps only a note.
+        let mut loaded = None;
+        let resident = memory
+            .try_get_with(key, async {
+                let bytes = read.await?;
+                if page_cache {
+                    let len = bytes.len().try_into().unwrap_or(u32::MAX);
+                    loaded = Some(bytes);
+                    Ok(Resident::Checked(len))
+                } else {
+                    Ok(Resident::Bytes(bytes))
+                }
+            })
+            .await
+            .map_err(|e: Arc<Error>| Error::internal(e.kind(), e.message().to_owned()))?;
+        Ok(match (loaded, resident) {
+            (Some(bytes), _) | (None, Resident::Bytes(bytes)) => SliceData::Ready(bytes),
+            (None, Resident::Checked(_)) => SliceData::Checked,
+        })
+    }
+
+    /// A committed object's file, opened for reading.
+    async fn open_committed(self: &Arc<Self>, digest: Digest) -> Result<Arc<std::fs::File>> {
+        let path = self.dirs.committed(&digest);
+        blocking(move || std::fs::File::open(path).map(Arc::new)).await
     }
 }
 

@@ -9,8 +9,13 @@
 //! copy is never checked as a whole, so such a response hashes what it sends instead. A range
 //! that ends at the object's end, and with `cache.hold_ranges` any response's last byte, waits
 //! for the verdict when all the object's slices are there or on their way.
+//!
+//! Bytes of large committed objects stay in the page cache: on a plain HTTP/1 connection they
+//! leave by `sendfile` (a file piece's stand-in, `http::sendfile`), elsewhere they are read from
+//! the file a bounded piece at a time.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -25,11 +30,12 @@ use sha1::{Digest as _, Sha1};
 
 use super::path::{ContentPath, PathError};
 use super::range::{self, ByteRange, Conditions, Limits, Plan, Validators};
-use super::{Handle, SliceData, Store, Tier};
+use super::{Handle, SliceData, Store, Tier, blocking, disk};
 
 /// Longest Range header we parse; longer ones are ignored (RFC 9110 allows ignoring Range).
 const MAX_RANGE_HEADER: usize = 16 * 1024;
 use crate::error::{Error, Kind};
+use crate::http::sendfile::{STAND_IN_BYTES, Sink};
 use crate::http::{Body, BoxError, empty_body, error_status, text};
 use crate::metrics::TierLabels;
 
@@ -119,6 +125,7 @@ pub async fn respond(
     path: &str,
     headers: &HeaderMap,
     requester: crate::access::Requester,
+    files: Option<&Sink>,
 ) -> Response<Body> {
     let mut access = Access {
         requester,
@@ -318,6 +325,8 @@ pub async fn respond(
         access,
         failed: false,
         logged: false,
+        files: files.cloned(),
+        file: None,
     };
     let stream = futures_util::stream::unfold(producer, |mut p| async move {
         let item = p.next().await?;
@@ -371,6 +380,9 @@ enum Piece {
     /// Object bytes; `last` when it holds the object's final byte (or the response's, when
     /// ranges are held).
     Data { bytes: Bytes, last: bool },
+    /// Object bytes to be sent from the committed file (at most [`STAND_IN_BYTES`]); `last` as
+    /// for `Data`.
+    File { offset: u64, len: usize, last: bool },
 }
 
 struct Producer {
@@ -392,7 +404,15 @@ struct Producer {
     failed: bool,
     /// The access is counted and logged: at the last byte, or when the body is dropped short.
     logged: bool,
+    /// The connection sends files in place of stand-ins (plain HTTP/1).
+    files: Option<Sink>,
+    /// The committed file, once a slice is to be had from it.
+    file: Option<Arc<std::fs::File>>,
 }
+
+/// The most bytes of a [`SliceData::Checked`] slice read into memory at once, where they cannot
+/// be sent by `sendfile`: what a response holds is bounded by this, not by the slice size.
+const FILE_READ_BYTES: u64 = 512 << 10;
 
 impl Producer {
     async fn next(&mut self) -> Option<Result<Bytes, BoxError>> {
@@ -487,7 +507,34 @@ impl Producer {
             }
         }
         let within_end = (cursor.end - slice_start).min(slicing.slice_bytes());
+        let hold = self.store.settings().hold_ranges && self.parts.is_empty();
         let pieces = match data {
+            SliceData::Checked => {
+                let file = match &self.file {
+                    Some(file) => file.clone(),
+                    None => self
+                        .file
+                        .insert(self.handle.committed_file().await?)
+                        .clone(),
+                };
+                let end = slice_start + within_end;
+                if self.files.is_some() && self.hasher.is_none() {
+                    while cursor.pos < end {
+                        let len = (end - cursor.pos).min(STAND_IN_BYTES as u64);
+                        let offset = cursor.pos;
+                        cursor.pos += len;
+                        let last = cursor.pos == size || (hold && cursor.pos == cursor.end);
+                        self.ready.push_back(Piece::File {
+                            offset,
+                            len: len as usize,
+                            last,
+                        });
+                    }
+                    return Ok(());
+                }
+                let (offset, len) = (cursor.pos, (end - cursor.pos).min(FILE_READ_BYTES));
+                vec![blocking(move || disk::read_at(&file, offset, len as usize)).await?]
+            }
             SliceData::Ready(bytes) => {
                 let from = (cursor.pos - slice_start) as usize;
                 let to = (within_end as usize).min(bytes.len());
@@ -506,7 +553,6 @@ impl Producer {
         };
         // The response's own last byte waits too (when the store holds ranges): a client that
         // pieces an object together from ranges gets no complete wrong file either.
-        let hold = self.store.settings().hold_ranges && self.parts.is_empty();
         for bytes in pieces {
             cursor.pos += bytes.len() as u64;
             let last = cursor.pos == size || (hold && cursor.pos == cursor.end);
@@ -520,6 +566,19 @@ impl Producer {
         let (bytes, last) = match piece {
             Piece::Frame(bytes) => return Ok(bytes),
             Piece::Data { bytes, last } => (bytes, last),
+            // Queued only with a sink and a file, and only when nothing hashes what is sent.
+            Piece::File { offset, len, last } => {
+                if last {
+                    self.handle.await_verdict(self.whole).await?;
+                }
+                return match (&self.files, &self.file) {
+                    (Some(sink), Some(file)) => {
+                        self.store.metrics().sendfile_bytes.inc_by(len as u64);
+                        Ok(sink.stand_in(file.clone(), offset, len))
+                    }
+                    _ => Err(Error::internal(Kind::Io, "a file piece without its file")),
+                };
+            }
         };
         if let Some(hasher) = &mut self.hasher {
             hasher.update(&bytes);

@@ -1,10 +1,12 @@
 //! What every HTTP exchange of a node is made of, whichever listener it came by: the body types,
 //! short plain-text and typed answers, a request body read whole under a size and a time limit,
-//! and the content codings of SOAP bodies ([`coding`]). Knows no route and no protocol.
+//! the content codings of SOAP bodies ([`coding`]), and file bytes sent by `sendfile(2)` on plain
+//! HTTP/1 connections ([`sendfile`]). Knows no route and no protocol.
 //!
-//! May call: `error` (the status a failure maps to). Everything that answers HTTP uses it.
+//! May call: `error` (the status a failure maps to), `lock`. Everything that answers HTTP uses it.
 
 pub mod coding;
+pub mod sendfile;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,6 +22,7 @@ use crate::access::{Peer, Requester};
 use crate::admin;
 use crate::app::App;
 use crate::content;
+use crate::http::sendfile::{SendfileStream, Sink};
 use crate::http::{self as response, Body, BoxError, RequestBody};
 
 pub mod calls;
@@ -59,6 +60,10 @@ pub async fn serve_tcp(
         // hyper-util reads to tell HTTP/1 from HTTP/2, and the TLS handshake).
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_bytes)
+        // Body frames are queued as they are, never copied into one buffer: a copy costs a
+        // pass over every byte, and file stand-ins (`http::sendfile`) must reach the transport
+        // whole.
+        .writev(true)
         .keep_alive(true);
     builder
         .http2()
@@ -114,14 +119,28 @@ pub async fn serve_tcp(
         let alt_svc = alt_svc.clone();
         let tls_listener = tls.is_some();
         let requests = activity.clone();
+        // Content answers on a plain connection send committed files from the page cache.
+        let sink = Sink::new();
+        let files = (!tls_listener && matches!(role, Role::Clients)).then(|| sink.clone());
         let service = service_fn(move |req: Request<Incoming>| {
             let app = app.clone();
             let alt_svc = alt_svc.clone();
             let tls = tls_listener;
             let in_flight = requests.request();
+            let files = files.clone();
             async move {
                 let (mut parts, body) = req.into_parts();
                 parts.extensions.insert(Peer(peer));
+                // HTTP/2 interleaves streams on the connection: its frames are not written in
+                // the order the bodies yield them.
+                if let Some(files) = files
+                    && matches!(
+                        parts.version,
+                        http::Version::HTTP_10 | http::Version::HTTP_11
+                    )
+                {
+                    parts.extensions.insert(files);
+                }
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
                 let listener = if tls { Listener::Tls } else { Listener::Plain };
                 let mut response = route(&app, role, listener, &parts, body).await;
@@ -137,15 +156,20 @@ pub async fn serve_tcp(
         let tls = tls.clone();
         let open = open.clone();
         open.inc();
+        let watched = activity.clone();
         tokio::spawn(async move {
-            let stream = connection::Watched::new(stream, activity.clone());
             let serve = async move {
                 match tls {
                     None => {
+                        let stream = SendfileStream::new(stream, sink);
+                        let stream = connection::Watched::new(stream, watched);
                         let conn = builder.serve_connection(TokioIo::new(stream), service);
                         watcher.watch(conn.into_owned()).await
                     }
-                    Some(acceptor) => match acceptor.accept(stream).await {
+                    Some(acceptor) => match acceptor
+                        .accept(connection::Watched::new(stream, watched))
+                        .await
+                    {
                         Ok(stream) => {
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn.into_owned()).await
@@ -229,8 +253,15 @@ async fn route(
         }
         Role::Clients if content::path::is_content_path(path) => (
             "content",
-            content::response::respond(&app.store, &parts.method, path, &parts.headers, requester)
-                .await,
+            content::response::respond(
+                &app.store,
+                &parts.method,
+                path,
+                &parts.headers,
+                requester,
+                parts.extensions.get::<Sink>(),
+            )
+            .await,
         ),
         Role::Clients => match calls::SoapService::from_path(path) {
             Some(service) => (
