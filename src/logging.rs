@@ -51,18 +51,32 @@ pub struct Logging {
     format_pinned: bool,
 }
 
+/// rustls warns of what a peer sent in its handshake (an IP address given as the server name,
+/// as OpenSSL-based clients do): one line per connection, written at a peer's will. Such lines
+/// are kept to errors unless the directives name rustls themselves.
+const PEER_HANDSHAKE: &str = "rustls::msgs::handshake=error";
+
+/// `directives` as a filter, with [`PEER_HANDSHAKE`] unless they speak of rustls.
+fn filter(directives: &str) -> Result<EnvFilter, tracing_subscriber::filter::ParseError> {
+    let filter = EnvFilter::try_new(directives)?;
+    if directives.contains("rustls") {
+        return Ok(filter);
+    }
+    Ok(filter.add_directive(PEER_HANDSHAKE.parse()?))
+}
+
 impl Logging {
     /// Install the process's subscriber. A filter that does not parse falls back to "info" (the
     /// configuration's `log.level` is validated before it gets here; the environment's is not).
     pub fn init(options: Options) -> Logging {
-        let (filter, current) = match EnvFilter::try_new(&options.filter) {
+        let (filter, current) = match filter(&options.filter) {
             Ok(filter) => (filter, options.filter.clone()),
             Err(e) => {
                 eprintln!(
                     "wsus-edge: log filter {:?} does not parse ({e}); using \"info\"",
                     options.filter
                 );
-                (EnvFilter::new("info"), "info".to_string())
+                (filter("info").unwrap_or_default(), "info".to_string())
             }
         };
         let (filter, handle) = reload::Layer::new(filter);
@@ -121,7 +135,7 @@ impl Logging {
         if *current == directives {
             return FilterChange::Same;
         }
-        let filter = match EnvFilter::try_new(directives) {
+        let filter = match filter(directives) {
             Ok(filter) => filter,
             Err(e) => return FilterChange::Invalid(e.to_string()),
         };
@@ -222,6 +236,15 @@ pub fn stderr_is_journal(journal_stream: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peers_handshake_warnings_stay_out_unless_asked_for() {
+        let quiet = filter("warn").unwrap().to_string();
+        assert!(quiet.contains(PEER_HANDSHAKE), "{quiet}");
+        let asked = filter("warn,rustls=debug").unwrap().to_string();
+        assert!(!asked.contains(PEER_HANDSHAKE), "{asked}");
+        assert!(filter("no such=level=x").is_err());
+    }
 
     #[test]
     fn priorities_follow_syslog() {

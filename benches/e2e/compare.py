@@ -252,8 +252,9 @@ def metrics(admin_port):
 class Server:
     """Something we measure: a port plus the pids whose CPU/RSS we account."""
 
-    def __init__(self, key, label, port, pids_fn, edge=None):
+    def __init__(self, key, label, port, pids_fn, edge=None, tls=False):
         self.key, self.label, self.port, self._pids, self.edge = key, label, port, pids_fn, edge
+        self.tls = tls
 
     def pids(self):
         return self._pids()
@@ -316,13 +317,14 @@ class Edge:
         with open(self.conf, "w") as f:
             f.write(
                 f'[node]\nname = "bench-{name}"\ndata_dir = "{self.dir}/data"\n\n'
-                f'[listen]\nhttp = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\n\n'
+                f'[listen]\nhttp = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\nhttps = "127.0.0.1:0"\n\n'
+                f'[tls]\ncert = "{bench.cert}"\nkey = "{bench.key}"\n\n'
                 f'[upstream]\nurl = "http://127.0.0.1:{upstream_port}"\nsync_interval = "0s"\n\n'
                 f'[cache]\nmemory_bytes = "1GiB"\nprefetch = "none"\n[reports]\nrollup_interval = "0s"\n'
             )
         self.proc = None
         self.cpus = bench.server_cpus
-        self.port = self.admin = None
+        self.port = self.admin = self.https = None
         self.starts = 0
         self.deaths = []  # what we saw when it was found dead
 
@@ -348,6 +350,8 @@ class Edge:
                 if self.port is not None and new_port != self.port:
                     self.bench.port_changed = True
                 self.port, self.admin = new_port, int(m.group(4))
+                t = re.search(r"https=\S+:(\d+)", open(out).read())
+                self.https = int(t.group(1)) if t else None
                 break
             time.sleep(0.05)
         else:
@@ -405,6 +409,9 @@ def parse_wrk(text):
     if not m:
         raise Failure(f"cannot parse wrk output:\n{text[-2000:]}")
     r["requests"] = int(m.group(1))
+    b = re.search(r"requests in [\d.]+\w+, ([\d.]+)(B|KB|MB|GB|TB) read", text)
+    r["bytes"] = float(b.group(1)) * {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[b.group(2)] if b else None
+    r["secs"] = float(m.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[m.group(3)]
     r["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     r["p50_ms"] = ms(re.search(r"\s50%\s+(\S+)", text).group(1))
     r["p99_ms"] = ms(re.search(r"\s99%\s+(\S+)", text).group(1))
@@ -456,7 +463,15 @@ class Bench:
 
         self.make_content()
 
-        p = {k: free_port() for k in ("ORIGIN_FAST", "ORIGIN_SLOW", "WHOLE", "WHOLE_SLOW", "SLICE", "SLICE_SLOW")}
+        # W7: one certificate and key for both servers' HTTPS (P-256, as wsus-edge cert makes).
+        self.cert, self.key = os.path.join(self.tmp, "conf", "cert.pem"), os.path.join(self.tmp, "conf", "key.pem")
+        ssl = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                              "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-addext", "basicConstraints=critical,CA:FALSE",
+                              "-keyout", self.key, "-out", self.cert], capture_output=True, text=True)
+        if ssl.returncode != 0:
+            raise Failure(f"openssl req failed:\n{ssl.stderr}")
+        p = {k: free_port() for k in ("ORIGIN_FAST", "ORIGIN_SLOW", "WHOLE", "WHOLE_SLOW", "SLICE", "SLICE_SLOW",
+                                      "WHOLE_TLS")}
         self.ports = p
         user_line = "user root;" if os.geteuid() == 0 else "# not root: workers run as the invoking user"
         hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
@@ -469,8 +484,9 @@ class Bench:
         self.ngx = Nginx(self, "cache", "nginx-cache.conf.in",
                          dict(common, ORIGIN_FAST=p["ORIGIN_FAST"], ORIGIN_SLOW=p["ORIGIN_SLOW"],
                               PORT_WHOLE=p["WHOLE"], PORT_WHOLE_SLOW=p["WHOLE_SLOW"],
-                              PORT_SLICE=p["SLICE"], PORT_SLICE_SLOW=p["SLICE_SLOW"]))
-        self.ngx.start([p["WHOLE"], p["WHOLE_SLOW"], p["SLICE"], p["SLICE_SLOW"]], self.server_cpus)
+                              PORT_SLICE=p["SLICE"], PORT_SLICE_SLOW=p["SLICE_SLOW"],
+                              PORT_WHOLE_TLS=p["WHOLE_TLS"], CERT=self.cert, KEY=self.key))
+        self.ngx.start([p["WHOLE"], p["WHOLE_SLOW"], p["SLICE"], p["SLICE_SLOW"], p["WHOLE_TLS"]], self.server_cpus)
 
         self.edge_fast = Edge(self, "fast", p["ORIGIN_FAST"])
         self.edge_slow = Edge(self, "slow", p["ORIGIN_SLOW"])
@@ -485,13 +501,17 @@ class Bench:
             "edge": Server("edge", "wsus-edge", None, lambda: self.edge_fast.pids(), self.edge_fast),
             "edge_slow": Server("edge_slow", "wsus-edge", None, lambda: self.edge_slow.pids(), self.edge_slow),
             "whole": Server("whole", "nginx whole", p["WHOLE"], ng),
+            "edge_tls": Server("edge_tls", "wsus-edge TLS", None, lambda: self.edge_fast.pids(), self.edge_fast, tls=True),
+            "whole_tls": Server("whole_tls", "nginx whole TLS", p["WHOLE_TLS"], ng, tls=True),
             "whole_slow": Server("whole_slow", "nginx whole (lock 1h)", p["WHOLE_SLOW"], ng),
             "slice": Server("slice", "nginx slice 1m", p["SLICE"], ng),
             "slice_slow": Server("slice_slow", "nginx slice 1m", p["SLICE_SLOW"], ng),
         }
 
     def port_of(self, s):
-        return s.edge.port if s.edge else s.port
+        if s.edge:
+            return s.edge.https if s.tls else s.edge.port
+        return s.port
 
     def make_content(self):
         t0 = time.time()
@@ -612,11 +632,12 @@ class Bench:
             raise Failure(f"wsus-edge {server.edge.name} died during the measurement")
         return r
 
-    def wrk(self, server, secs, script, url_path="/", env=None):
+    def wrk(self, server, secs, script, url_path="/", env=None, conns=64):
         port = self.port_of(server)
         threads = max(1, min(4, len(self.client_cpus))) if self.pinned else 2
-        argv = ["wrk", f"-t{threads}", "-c64", f"-d{secs}s", "--latency", "-s", os.path.join(HERE, script),
-                f"http://127.0.0.1:{port}{url_path}"]
+        scheme = "https" if server.tls else "http"
+        argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--latency"] + (
+            ["-s", os.path.join(HERE, script)] if script else []) + [f"{scheme}://127.0.0.1:{port}{url_path}"]
         rc, out = self.run_client(argv, timeout=secs + 30, env=env)
         if rc != 0:
             raise Failure(f"wrk exited {rc}:\n{out[-2000:]}")
@@ -788,6 +809,59 @@ class Bench:
                                          f"{r['errs']:.0f} connection errors")
                 self.sleep_between()
         return runs
+
+    # ---------------------------------------------------------------- W7
+    def w7(self):
+        """W1's 4 KiB hits (wrk) and W3's 256 MiB hits (8 curl connections) over HTTPS: wsus-edge's
+        listener and nginx's, the same certificate, TLS 1.3, the suite the client prefers."""
+        secs, reps = (4, 1) if self.quick else (8, 3)
+        E, N = self.S["edge_tls"], self.S["whole_tls"]
+        for s in (self.S["edge"], self.S["whole"]):
+            self.warm_small(s)
+            self.warm_big(s, self.hot, self.hot_sha)
+        runs = self.wrk_series("W7 small", E, N, reps, secs, "cycle.lua", {"E2E_PATHS": self.w1_paths()})
+        self.add_ratio_row("W7 HTTPS 4 KiB hits, 200 URLs, 64 conns", "server CPU-s / 10k req", runs, "cpu_s_per_10k",
+                           "{:.3f}", "<=", 1.0, "nginx whole TLS")
+        self.add_ratio_row("", "req/s", runs, "rps", "{:.0f}", ">=", 1.0)
+        big = {"edge": [], "nginx": []}
+        rounds = 1 if self.quick else 2
+        for rep in range(reps):
+            for key in self.order(rep, ["edge", "nginx"]):
+                s = E if key == "edge" else N
+                url = f"https://127.0.0.1:{self.port_of(s)}{self.hot}"
+
+                def go():
+                    # 8 connections, each fetching the whole object `rounds` times (curl, keep-alive).
+                    fmt = "%{http_code} %{size_download}\\n"
+                    t0 = time.time()
+                    ps = [self.procs.spawn(["curl", "-k", "-s", "--max-time", "120", "-w", fmt]
+                                           + ["-o", "/dev/null", url] * rounds, "curl",
+                                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                          for _ in range(8)]
+                    outs = []
+                    for p in ps:
+                        o, _ = p.communicate(timeout=180)
+                        self.procs.forget(p)
+                        outs.append(o)
+                    secs = time.time() - t0
+                    lines = [line.split() for o in outs for line in o.splitlines() if line.strip()]
+                    good = [int(b) for c, b in lines if c == "200" and int(b) == BIG_SIZE]
+                    return {"secs": secs, "bytes": sum(good), "objects": len(good), "bad": 8 * rounds - len(good)}
+
+                r = self.measured(s, go)
+                r["GBps"] = r["bytes"] / r["secs"] / 1e9
+                r["cpu_s_per_GB"] = r["server_cpu_s"] / (r["bytes"] / 1e9) if r["bytes"] else float("nan")
+                r["rep"] = rep
+                big[key].append(r)
+                log(f"   W7 big rep {rep} {s.label:16s} {r['GBps']:.2f} GB/s  CPU {r['cpu_s_per_GB']:.3f} s/GB  "
+                    f"{r['objects']} whole objects, {r['bad']} bad")
+                if key == "edge" and r["bad"]:
+                    self.problems.append(f"W7 big wsus-edge rep {rep}: {r['bad']} of {8 * rounds} GETs not a whole 200")
+                self.sleep_between()
+        self.results["W7"] = {"small": runs, "big": big}
+        self.add_ratio_row("W7 HTTPS 256 MiB hits, 8 conns", "server CPU-s / GB", big, "cpu_s_per_GB", "{:.3f}",
+                           "<=", 1.0, "nginx whole TLS")
+        self.add_ratio_row("", "GB/s", big, "GBps", "{:.2f}", ">=", 1.0)
 
     # ---------------------------------------------------------------- SCALE
     def scale(self):
@@ -1188,7 +1262,7 @@ class Bench:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 repetition, shorter durations (smoke run)")
-    ap.add_argument("--only", default="W1,W3,W5,W6,W8,WDO,SCALE", help="comma-separated workloads, e.g. W1,W8")
+    ap.add_argument("--only", default="W1,W3,W5,W6,W7,W8,WDO,SCALE", help="comma-separated workloads, e.g. W1,W8")
     ap.add_argument("--json", help="write every measurement and the table as JSON to this file")
     ap.add_argument("--no-build", action="store_true", help="use target/release/wsus-edge as it is")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, caches, content) after the run")
@@ -1214,14 +1288,14 @@ def main():
             return 2
     args.cpus = (server, origin, client)
 
-    known = ["W1", "W3", "W5", "W6", "W8", "WDO", "SCALE"]
+    known = ["W1", "W3", "W5", "W6", "W7", "W8", "WDO", "SCALE"]
     only = [w.strip().upper() for w in args.only.split(",") if w.strip()]
     bad = [w for w in only if w not in known]
     if bad or not only:
         print(f"--only: unknown workload(s) {bad}; known: {','.join(known)}", file=sys.stderr)
         return 2
 
-    missing = [t for t in ("nginx", "wrk", "curl", "gcc", "cargo") if not shutil.which(t)]
+    missing = [t for t in ("nginx", "wrk", "curl", "gcc", "cargo", "openssl") if not shutil.which(t)]
     if missing:
         print(f"missing tools: {' '.join(missing)}  (Debian/Ubuntu: apt-get install -y nginx wrk curl gcc; "
               f"cargo from rustup)", file=sys.stderr)

@@ -174,6 +174,12 @@ pub async fn serve_tcp(
                             let conn = builder.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn.into_owned()).await
                         }
+                        // A peer that hangs up mid-handshake (a load generator's last
+                        // connections, a port scan) is no problem of the node's.
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake abandoned");
+                            Ok(())
+                        }
                         Err(e) => {
                             tracing::warn!(%peer, error = %e, "TLS handshake refused");
                             Ok(())
