@@ -131,7 +131,7 @@ pub enum SliceData {
 }
 
 /// Objects of this many bytes or more are served from the page cache: the memory tier holds
-/// only the note that a slice matched its seal ([`Resident::Checked`]), and a plain HTTP/1
+/// only the note that a slice matched its seal (`Resident::Checked`), and a plain HTTP/1
 /// connection sends the bytes with `sendfile`. Smaller objects are held as bytes, where one
 /// `writev` sends head and body together and no file is opened per request.
 pub const PAGE_CACHE_FROM: u64 = 1 << 20;
