@@ -507,7 +507,12 @@ impl Producer {
             }
         }
         let within_end = (cursor.end - slice_start).min(slicing.slice_bytes());
+        // A piece is `last` when it ends the object, or (when the store holds ranges) the
+        // response: a client that pieces an object together from ranges gets no complete wrong
+        // file either.
         let hold = self.store.settings().hold_ranges && self.parts.is_empty();
+        let range_end = cursor.end;
+        let ends = |pos: u64| pos == size || (hold && pos == range_end);
         let pieces = match data {
             SliceData::Checked => {
                 let file = match &self.file {
@@ -523,11 +528,10 @@ impl Producer {
                         let len = (end - cursor.pos).min(STAND_IN_BYTES as u64);
                         let offset = cursor.pos;
                         cursor.pos += len;
-                        let last = cursor.pos == size || (hold && cursor.pos == cursor.end);
                         self.ready.push_back(Piece::File {
                             offset,
                             len: len as usize,
-                            last,
+                            last: ends(cursor.pos),
                         });
                     }
                     return Ok(());
@@ -551,12 +555,12 @@ impl Producer {
                 pieces
             }
         };
-        // The response's own last byte waits too (when the store holds ranges): a client that
-        // pieces an object together from ranges gets no complete wrong file either.
         for bytes in pieces {
             cursor.pos += bytes.len() as u64;
-            let last = cursor.pos == size || (hold && cursor.pos == cursor.end);
-            self.ready.push_back(Piece::Data { bytes, last });
+            self.ready.push_back(Piece::Data {
+                bytes,
+                last: ends(cursor.pos),
+            });
         }
         Ok(())
     }
