@@ -121,7 +121,7 @@ async fn respond(
         }
     });
     let body = http_body_util::StreamBody::new(frames).boxed_unsync();
-    let response = route(app, Role::Clients, Listener::Tls, &parts, body).await;
+    let response = route(app, Role::Clients, Listener::Tls, &parts, body, None).await;
     let (head, mut body) = response.into_parts();
     if stream
         .send_response(http::Response::from_parts(head, ()))

@@ -133,17 +133,15 @@ pub async fn serve_tcp(
                 parts.extensions.insert(Peer(peer));
                 // HTTP/2 interleaves streams on the connection: its frames are not written in
                 // the order the bodies yield them.
-                if let Some(files) = files
-                    && matches!(
+                let files = files.filter(|_| {
+                    matches!(
                         parts.version,
                         http::Version::HTTP_10 | http::Version::HTTP_11
                     )
-                {
-                    parts.extensions.insert(files);
-                }
+                });
                 let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
                 let listener = if tls { Listener::Tls } else { Listener::Plain };
-                let mut response = route(&app, role, listener, &parts, body).await;
+                let mut response = route(&app, role, listener, &parts, body, files.as_ref()).await;
                 drop(in_flight);
                 if let Some(v) = alt_svc {
                     response.headers_mut().insert(http::header::ALT_SVC, v);
@@ -219,13 +217,15 @@ enum Listener {
     Tls,
 }
 
-/// One request, whichever listener and protocol it came by.
+/// One request, whichever listener and protocol it came by; `files` where its connection sends
+/// file stand-ins (plain HTTP/1).
 async fn route(
     app: &App,
     role: Role,
     listener: Listener,
     parts: &http::request::Parts,
     body: RequestBody,
+    files: Option<&Sink>,
 ) -> Response<Body> {
     let started = Instant::now();
     let path = parts.uri.path();
@@ -265,7 +265,7 @@ async fn route(
                 path,
                 &parts.headers,
                 requester,
-                parts.extensions.get::<Sink>(),
+                files,
             )
             .await,
         ),
