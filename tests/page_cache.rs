@@ -1,7 +1,8 @@
 //! Large committed objects leave from the page cache: on a plain HTTP/1 connection by
 //! `sendfile` (counted in `wsus_edge_sendfile_bytes_total`), on HTTP/2 read from the file; the
 //! bytes are the object's either way, whole, by range, several ranges, and many responses in a
-//! row on one connection.
+//! row on one connection. So do the slices a fill has written while the object is still
+//! incomplete.
 // A test: a panic is a failed check, and what it shares with other tests is its own business.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -209,4 +210,92 @@ async fn http2_reads_the_file_instead() {
         before,
         "no sendfile on HTTP/2"
     );
+}
+
+/// The info the admin API gives of one object.
+async fn described(node: &Running, path: &str) -> serde_json::Value {
+    let info = format!(
+        "http://{}/api/v1/content/{}",
+        node.listening().admin,
+        &path[12..52]
+    );
+    serde_json::from_slice(&get(&info, &[]).await.body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slices_written_while_the_object_fills_go_out_by_sendfile() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let bytes = payload(4 * MIB + 5, 65);
+    let path = origin.add(bytes.clone(), "cab");
+    let node = branch(
+        dir.path(),
+        &origin.url(),
+        "[cache]\nslice_bytes = \"1MiB\"\nread_ahead = 0\n",
+    )
+    .await;
+    // The first three slices are fetched (and followed from the fill: no sendfile), the
+    // fourth and the tail never asked for, so the object stays incomplete.
+    let first = format!("bytes=0-{}", 3 * MIB - 1);
+    let got = get(&url(&node, &path), &[("range", &first)]).await;
+    assert!(got.status == 206 && !got.broken && got.body == bytes.slice(..3 * MIB));
+    until(
+        "three slices on disk",
+        Duration::from_secs(10),
+        async || {
+            let info = described(&node, &path).await;
+            if info["slices_present"] == 3 {
+                Ok(())
+            } else {
+                Err(info.to_string())
+            }
+        },
+    )
+    .await;
+
+    // The first response on a file-sending connection that finds a slice written reads it
+    // back and checks it (sending what it read); from then on it leaves the partial file by
+    // sendfile. (The first response, which followed the fill, may have done so for its later
+    // slices already.)
+    let got = get(&url(&node, &path), &[("range", &first)]).await;
+    assert!(got.status == 206 && !got.broken && got.body == bytes.slice(..3 * MIB));
+    let before = sent_by_sendfile(&node).await;
+    let across = (MIB - 10, 2 * MIB + 20);
+    let answers = on_one_connection(
+        &node,
+        &[
+            (&path, Some(first.clone())),
+            (&path, Some(format!("bytes={}-{}", across.0, across.1 - 1))),
+        ],
+    )
+    .await;
+    assert_eq!(answers[0].0, 206);
+    assert!(
+        answers[0].1 == bytes.slice(..3 * MIB),
+        "written slices, in order"
+    );
+    assert_eq!(answers[1].0, 206);
+    assert!(
+        answers[1].1 == bytes.slice(across.0..across.1),
+        "a range across them"
+    );
+    assert_eq!(
+        sent_by_sendfile(&node).await - before,
+        (3 * MIB + across.1 - across.0) as u64,
+        "every byte from the partial file"
+    );
+    let info = described(&node, &path).await;
+    assert_eq!(info["state"], "filling", "{info}");
+    assert_eq!(
+        origin.requests_for(&path).len(),
+        3,
+        "each slice fetched once; nothing read back from upstream"
+    );
+
+    // The rest of the object: the fill completes and is checked; a whole response that began
+    // on written slices ends right.
+    let got = get(&url(&node, &path), &[]).await;
+    assert!(got.status == 200 && !got.broken);
+    assert_eq!(sha1(&got.body), sha1(&bytes));
 }

@@ -223,7 +223,9 @@ pub fn remove_retired(path: &Path) -> io::Result<()> {
 
 /// An object being filled: its sparse data file and its slice map, both open.
 pub struct PartialFile {
-    pub data: File,
+    /// Shared with responses that send written slices from it: the commit renames the file,
+    /// so the descriptor goes on naming the same bytes.
+    pub data: std::sync::Arc<File>,
     map: File,
     pub size: u64,
     pub slice_bytes: u64,
@@ -316,7 +318,7 @@ pub fn create_partial(
         .open(dirs.partial_map(digest))?;
     map.write_all(&header)?;
     Ok(PartialFile {
-        data,
+        data: data.into(),
         map,
         size,
         slice_bytes,
@@ -404,7 +406,7 @@ fn recover_one(dirs: &Dirs, digest: &Digest, slice_bytes: u64) -> io::Result<Opt
         return Ok(None);
     }
     let file = PartialFile {
-        data,
+        data: data.into(),
         map,
         size,
         slice_bytes,

@@ -135,7 +135,7 @@ impl Shared {
         let slot = state.slots.get_mut(index as usize)?;
         match slot {
             Slot::Fetching(fill) => Some(fill.clone()),
-            Slot::Present => None,
+            Slot::Present { .. } => None,
             Slot::Absent => {
                 let fill = Arc::new(SliceFill::new(index));
                 *slot = Slot::Fetching(fill.clone());
@@ -314,7 +314,9 @@ impl Shared {
             };
             // Memory-only objects (and one whose disk copy just failed, which becomes one)
             // keep the slot present while the memory tier holds the slice.
-            *slot = Slot::Present;
+            *slot = Slot::Present {
+                read_back: ReadBack::Not,
+            };
             state.present += 1;
             // A partial object whose disk copy failed becomes memory-only, under the same
             // lock, so no other slice's completion can start a commit of the incomplete file.

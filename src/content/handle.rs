@@ -159,7 +159,9 @@ impl Handle {
                 }
             };
             let slot = match state.storage {
-                Storage::Committed => Slot::Present,
+                Storage::Committed => Slot::Present {
+                    read_back: ReadBack::Matched,
+                },
                 _ => state
                     .slots
                     .get(index as usize)
@@ -169,7 +171,7 @@ impl Handle {
             (slot, source)
         };
         match (slot, source) {
-            (Slot::Present, Some(source)) => {
+            (Slot::Present { .. }, Some(source)) => {
                 let partial = match &source {
                     FileSource::Partial(pf) => Some(pf.clone()),
                     FileSource::Committed => None,
@@ -196,6 +198,67 @@ impl Handle {
         }
     }
 
+    /// For a connection that sends files: slice `index` of a large object still filling, from
+    /// its partial file, so that readers right behind the fill do not each copy the memory
+    /// tier's bytes. The first such reader reads the slice back and checks it against its
+    /// digest (and gets what it read, or a fetch of the slice again if it went bad); after
+    /// that, [`SliceData::Written`]. None: no such slice, or its check is under way: take
+    /// [`Handle::slice`].
+    pub async fn written_slice(&self, index: u64) -> Result<Option<(SliceData, Tier)>> {
+        let HandleKind::Object(object) = &self.kind else {
+            return Ok(None);
+        };
+        // Without a memory tier every read is checked (`cache.memory_bytes = 0`).
+        if self.size() < PAGE_CACHE_FROM || self.shared.memory.is_none() {
+            return Ok(None);
+        }
+        let pf = {
+            let mut state = object.lock();
+            let pf = match &state.storage {
+                Storage::Partial(pf) => pf.clone(),
+                _ => return Ok(None),
+            };
+            match state.slots.get_mut(index as usize) {
+                Some(Slot::Present {
+                    read_back: ReadBack::Matched,
+                }) => return Ok(Some((SliceData::Written(pf.data.clone()), Tier::Disk))),
+                Some(Slot::Present { read_back }) if *read_back == ReadBack::Not => {
+                    *read_back = ReadBack::Running;
+                    pf
+                }
+                _ => return Ok(None),
+            }
+        };
+        let slicing = self.slicing();
+        let (offset, len) = (slicing.start(index), slicing.len(self.size(), index));
+        let file = pf.clone();
+        let read = blocking(move || {
+            let bytes = disk::read_at(&file.data, offset, len as usize)?;
+            Ok(file.check_slice(index, &bytes)?.then_some(bytes))
+        })
+        .await;
+        let matched = matches!(read, Ok(Some(_)));
+        {
+            let mut state = object.lock();
+            if let Some(Slot::Present { read_back }) = state.slots.get_mut(index as usize) {
+                *read_back = if matched {
+                    ReadBack::Matched
+                } else {
+                    ReadBack::Not
+                };
+            }
+        }
+        match read? {
+            Some(bytes) => Ok(Some((SliceData::Ready(bytes), Tier::Disk))),
+            None => {
+                tracing::warn!(digest = %object.digest, slice = index,
+                    "a slice on disk no longer matches its digest; fetching it again");
+                let _ = blocking(move || pf.forget_slice(index)).await;
+                self.refetch(object, index).map(Some)
+            }
+        }
+    }
+
     /// The object's committed file, for [`SliceData::Checked`] slices.
     pub async fn committed_file(&self) -> Result<Arc<std::fs::File>> {
         self.shared.open_committed(self.digest()).await
@@ -206,7 +269,7 @@ impl Handle {
         {
             let mut state = object.lock();
             if let Some(s) = state.slots.get_mut(index as usize)
-                && matches!(s, Slot::Present)
+                && matches!(s, Slot::Present { .. })
             {
                 *s = Slot::Absent;
                 state.present -= 1;

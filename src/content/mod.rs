@@ -128,6 +128,9 @@ pub enum SliceData {
     /// A slice of a committed object that matched its seal when it was last read into the page
     /// cache: read it, or send it, from the object's file.
     Checked,
+    /// A slice of a large object still filling that matched its digest when read back from
+    /// this file (the object's, the same file once the commit renames it): send it from there.
+    Written(Arc<std::fs::File>),
 }
 
 /// Objects of this many bytes or more are served from the page cache: the memory tier holds
@@ -229,7 +232,21 @@ enum Storage {
 enum Slot {
     Absent,
     Fetching(Arc<SliceFill>),
-    Present,
+    /// Present on disk or, for a memory-only object, in the memory tier.
+    Present {
+        read_back: ReadBack,
+    },
+}
+
+/// Whether a present slice of a partial file was read back from it and matched its digest:
+/// from then on a response may send it from the file unread, as a committed object's checked
+/// slice is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ReadBack {
+    Not,
+    /// One reader is checking it; the others take the slice as they did before.
+    Running,
+    Matched,
 }
 
 struct ObjState {
@@ -428,7 +445,15 @@ impl Store {
             let slots = rec
                 .present
                 .iter()
-                .map(|p| if *p { Slot::Present } else { Slot::Absent })
+                .map(|p| {
+                    if *p {
+                        Slot::Present {
+                            read_back: ReadBack::Not,
+                        }
+                    } else {
+                        Slot::Absent
+                    }
+                })
                 .collect::<Vec<_>>();
             let all = present == slots.len();
             let object = store.shared.new_object(
@@ -840,7 +865,9 @@ mod tests {
         };
         let mut pf =
             disk::create_partial(&shared.dirs, &path.digest, "cab", 2 * slice, slice, 0).unwrap();
-        pf.data = std::fs::File::open(shared.dirs.partial_data(&path.digest)).unwrap();
+        pf.data = std::fs::File::open(shared.dirs.partial_data(&path.digest))
+            .unwrap()
+            .into();
         shared.disk_used.store(2 * slice, Ordering::Relaxed);
         let object = shared.new_object(
             &path,

@@ -483,7 +483,16 @@ impl Producer {
         let slicing = self.handle.slicing();
         let index = slicing.index_of(cursor.pos);
         let slice_start = slicing.start(index);
-        let (data, tier) = self.handle.slice(index).await?;
+        // On a connection that sends files, a slice the fill already wrote leaves from the
+        // page cache, like a committed one.
+        let written = match (&self.files, &self.hasher) {
+            (Some(_), None) => self.handle.written_slice(index).await?,
+            _ => None,
+        };
+        let (data, tier) = match written {
+            Some(found) => found,
+            None => self.handle.slice(index).await?,
+        };
         // A slice this response's look-ahead sent for may have landed before it is read; its
         // bytes came from upstream all the same.
         let tier = if self.fetched_ahead.remove(&index) {
@@ -514,10 +523,11 @@ impl Producer {
         let range_end = cursor.end;
         let ends = |pos: u64| pos == size || (hold && pos == range_end);
         let pieces = match data {
-            SliceData::Checked => {
-                let file = match &self.file {
-                    Some(file) => file.clone(),
-                    None => self
+            SliceData::Checked | SliceData::Written(_) => {
+                let file = match (&self.file, data) {
+                    (Some(file), _) => file.clone(),
+                    (None, SliceData::Written(file)) => self.file.insert(file).clone(),
+                    (None, _) => self
                         .file
                         .insert(self.handle.committed_file().await?)
                         .clone(),
