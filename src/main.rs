@@ -34,7 +34,11 @@ fn main() -> std::process::ExitCode {
     let env: Vec<(String, String)> = std::env::vars()
         .filter(|(k, _)| k.starts_with("WSUS_EDGE_"))
         .collect();
-    wsus_edge::allocator::limit_arenas();
+    // The load generator's threads each want an arena of their own: two shared by every core
+    // it is given would serialise its allocations (a node's memory is what the limit is for).
+    if !matches!(cli.command, wsus_edge::cli::Command::Simulate { .. }) {
+        wsus_edge::allocator::limit_arenas();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

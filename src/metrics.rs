@@ -689,6 +689,8 @@ impl Default for Metrics {
     }
 }
 
+pub use process::own_cpu_seconds;
+
 /// The standard process metrics (names as the Prometheus client libraries give them), read
 /// from procfs; on another system, or when procfs is not mounted, none.
 mod process {
@@ -707,14 +709,14 @@ mod process {
         let page = rustix::param::page_size().max(1) as f64;
         let field = |n: usize| fields.get(n).and_then(|f| f.parse::<f64>().ok());
         // proc(5) numbers the fields from 1 with the state as field 3, here index 0.
-        let (utime, stime, start, rss) = (field(11), field(12), field(19), field(21));
-        if let (Some(utime), Some(stime)) = (utime, stime) {
+        let (start, rss) = (field(19), field(21));
+        if let Some(cpu) = cpu_seconds(&fields) {
             gauge_or_counter(
                 out,
                 "process_cpu_seconds",
                 "counter",
                 "User and system CPU time spent, in seconds",
-                (utime + stime) / ticks,
+                cpu,
             )?;
         }
         if let Some(rss) = rss {
@@ -754,6 +756,21 @@ mod process {
             )?;
         }
         Ok(())
+    }
+
+    /// User and system time from the fields of `/proc/self/stat` after the command name.
+    fn cpu_seconds(fields: &[&str]) -> Option<f64> {
+        let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / ticks)
+    }
+
+    /// This process's CPU time so far, in seconds (for a load generator to state its own cost).
+    pub fn own_cpu_seconds() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let fields = stat.rsplit_once(')')?.1;
+        cpu_seconds(&fields.split_whitespace().collect::<Vec<_>>())
     }
 
     fn boot_time() -> Option<f64> {

@@ -1,6 +1,9 @@
 //! `simulate`: a fleet of simulated Windows Update clients against a node, and how a fleet's
 //! outcome is printed (the demo prints its own fleet the same way).
-//! Calls `super` (`Exit`) and the crate's `simulate::wua`; no sibling.
+//! Calls `super` (`Exit`), the crate's `simulate::wua` and `metrics` (its own CPU time); no
+//! sibling.
+
+use std::time::Duration;
 
 use crate::config::units::format_duration;
 use crate::simulate;
@@ -9,8 +12,25 @@ use super::Exit;
 
 /// Run `fleet`, print what happened; a failure when a scan, download or rescan failed.
 pub(super) async fn simulate(fleet: &simulate::wua::Fleet) -> Exit {
+    let cpu_before = crate::metrics::own_cpu_seconds();
     let outcome = simulate::wua::run(fleet).await;
     print_fleet(&outcome);
+    // What the load generator itself spent: a node is measured only while this stays below
+    // the CPUs it was given.
+    if let (Some(before), Some(after)) = (cpu_before, crate::metrics::own_cpu_seconds()) {
+        let scans = outcome.scans + outcome.rescans.as_ref().map_or(0, |r| r.scans);
+        let wall = outcome.elapsed
+            + outcome
+                .rescans
+                .as_ref()
+                .map_or(Duration::ZERO, |r| r.elapsed);
+        println!(
+            "simulator CPU       {:.2} s ({:.1} ms per scan, {:.2} CPUs busy)",
+            after - before,
+            (after - before) * 1e3 / scans.max(1) as f64,
+            (after - before) / wall.as_secs_f64().max(1e-3)
+        );
+    }
     let rescans_failed = outcome
         .rescans
         .as_ref()

@@ -23,7 +23,7 @@ use crate::catalog::{Guid, base64_decode};
 use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
 use crate::soap::xsd::format_datetime;
-use crate::soap::{self, Element, Limits};
+use crate::soap::{Element, Limits};
 use crate::soap_client::{self, Failure};
 
 const CLIENT: &str = "/ClientWebService/client.asmx";
@@ -412,20 +412,41 @@ fn installed(machine: &Machine, core: &str, update_id: Guid) -> bool {
     false
 }
 
+/// The elements named `name` in an update fragment (several top-level elements, no root), as
+/// their attributes: read as a stream, for the load generator spends its CPU on the node's
+/// answers and not on trees of fragments it looks at twice. Stops after `most`.
+fn fragment_elements(xml: &str, name: &str, most: usize) -> Vec<HashMap<String, String>> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut found = Vec::new();
+    while found.len() < most {
+        match reader.read_event() {
+            Ok(Event::Start(e) | Event::Empty(e)) if e.local_name().as_ref() == name => {
+                found.push(
+                    e.attributes()
+                        .flatten()
+                        .filter_map(|a| {
+                            let value = a
+                                .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                                .ok()?
+                                .into_owned();
+                            Some((a.key.local_name().as_ref().to_owned(), value))
+                        })
+                        .collect(),
+                );
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    found
+}
+
 fn identity(core: &str) -> Option<(Guid, u32)> {
-    let root = soap::parse_tree(
-        format!("<f>{core}</f>").as_bytes(),
-        &Limits {
-            max_bytes: 64 << 20,
-            max_depth: 64,
-            max_elements: 2_000_000,
-        },
-    )
-    .ok()?;
-    let id = root.child("UpdateIdentity")?;
+    let id = fragment_elements(core, "UpdateIdentity", 1).pop()?;
     Some((
-        Guid::parse(id.attr("UpdateID")?)?,
-        id.attr("RevisionNumber")?.parse().ok()?,
+        Guid::parse(id.get("UpdateID")?)?,
+        id.get("RevisionNumber")?.parse().ok()?,
     ))
 }
 
@@ -592,18 +613,13 @@ async fn scan_from(
         {
             let xml = update.child_text("Xml").unwrap_or("");
             // Sizes come from the Extended fragment's File elements.
-            if let Ok(tree) =
-                soap::parse_tree(format!("<f>{xml}</f>").as_bytes(), &Limits::default())
-                && let Some(files) = tree.child("Files")
-            {
-                for file in files.children_named("File") {
-                    if let (Some(d), Some(size)) = (
-                        file.attr("Digest").and_then(base64_decode),
-                        file.attr("Size").and_then(|s| s.parse::<u64>().ok()),
-                    ) && let Ok(d) = <[u8; 20]>::try_from(d)
-                    {
-                        sizes.insert(d, size);
-                    }
+            for file in fragment_elements(xml, "File", usize::MAX) {
+                if let (Some(d), Some(size)) = (
+                    file.get("Digest").and_then(|d| base64_decode(d)),
+                    file.get("Size").and_then(|s| s.parse::<u64>().ok()),
+                ) && let Ok(d) = <[u8; 20]>::try_from(d)
+                {
+                    sizes.insert(d, size);
                 }
             }
         }
@@ -929,4 +945,39 @@ async fn rescan_all(
     }
     out.elapsed = started.elapsed();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_are_read_without_a_root() {
+        let core = "<UpdateIdentity UpdateID=\"9a3b1d2c-1111-4c4c-8a8a-0123456789ab\" \
+                    RevisionNumber=\"204\" /><Properties UpdateType=\"Software\" />\
+                    <Relationships><Prerequisites><UpdateIdentity \
+                    UpdateID=\"00000000-0000-0000-0000-000000000001\" /></Prerequisites>\
+                    </Relationships>";
+        let (id, revision) = identity(core).unwrap();
+        assert_eq!(id.to_string(), "9a3b1d2c-1111-4c4c-8a8a-0123456789ab");
+        assert_eq!(revision, 204);
+        assert!(identity("<Properties UpdateType=\"Software\"/>").is_none());
+        assert!(
+            identity("<UpdateIdentity UpdateID=\"not a guid\" RevisionNumber=\"1\"/>").is_none()
+        );
+
+        let extended = "<ExtendedProperties DefaultPropertiesLanguage=\"en\" />\
+                        <Files><File Digest=\"AAECAwQFBgcICQoLDA0ODxAREhM=\" \
+                        DigestAlgorithm=\"SHA1\" FileName=\"a&amp;b.cab\" Size=\"1234\" />\
+                        <File Digest=\"FBUWFxgZGhscHR4fICEiIyQlJic=\" Size=\"5\"></File></Files>";
+        let files = fragment_elements(extended, "File", usize::MAX);
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0]["Size"], "1234");
+        assert_eq!(
+            files[0]["FileName"], "a&b.cab",
+            "attribute values unescaped"
+        );
+        assert_eq!(files[1]["Digest"], "FBUWFxgZGhscHR4fICEiIyQlJic=");
+        assert_eq!(fragment_elements(extended, "File", 1).len(), 1);
+    }
 }
