@@ -299,3 +299,43 @@ async fn slices_written_while_the_object_fills_go_out_by_sendfile() {
     assert!(got.status == 200 && !got.broken);
     assert_eq!(sha1(&got.body), sha1(&bytes));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_large_object_leaves_the_memory_tier_without_another_request() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let origin = Origin::start().await;
+    let bytes = payload(6 * MIB + 3, 66);
+    let path = origin.add(bytes.clone(), "cab");
+    // Many slices, so that the memory tier's own upkeep runs while they fill and holds them.
+    let node = branch(
+        dir.path(),
+        &origin.url(),
+        "[cache]\nslice_bytes = \"64KiB\"\n",
+    )
+    .await;
+    let got = get(&url(&node, &path), &[]).await;
+    assert!(got.status == 200 && !got.broken && got.body == bytes);
+    // Nothing touches the cache after that GET but these reads of the admin API.
+    until("the commit", Duration::from_secs(10), async || {
+        match described(&node, &path).await["state"].as_str() {
+            Some("committed") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let status = format!("http://{}/api/v1/status", node.listening().admin);
+    until(
+        "the slices let go at the commit",
+        Duration::from_secs(10),
+        async || {
+            let status: serde_json::Value =
+                serde_json::from_slice(&get(&status, &[]).await.body).unwrap();
+            match status["cache"]["memory_bytes"].as_u64() {
+                Some(0) => Ok(()),
+                held => Err(format!("{held:?}")),
+            }
+        },
+    )
+    .await;
+}

@@ -14,7 +14,8 @@
 //! driver: fetches, writes, commit), `eviction` (what leaves when room is needed, behind the
 //! [`EvictionPolicy`] seam), `maintenance` (access times, scrub), `handle` (the reader's
 //! [`Handle`]), `import` (files into the store) and `response` (HTTP answers). May call:
-//! `upstream`, `http`, `metrics`, `error`, `config`. Knows no protocol and no update.
+//! `upstream`, `http`, `metrics`, `error`, `config`, `allocator`. Knows no protocol and no
+//! update.
 
 pub mod disk;
 mod eviction;
