@@ -229,6 +229,13 @@ impl Handle {
                 _ => return Ok(None),
             }
         };
+        // Whatever becomes of this read (a response dropped mid-way included), the slot does
+        // not stay `Running`.
+        let mut settle = Settle {
+            object,
+            index,
+            outcome: ReadBack::Not,
+        };
         let slicing = self.slicing();
         let (offset, len) = (slicing.start(index), slicing.len(self.size(), index));
         let file = pf.clone();
@@ -237,17 +244,10 @@ impl Handle {
             Ok(file.check_slice(index, &bytes)?.then_some(bytes))
         })
         .await;
-        let matched = matches!(read, Ok(Some(_)));
-        {
-            let mut state = object.lock();
-            if let Some(Slot::Present { read_back }) = state.slots.get_mut(index as usize) {
-                *read_back = if matched {
-                    ReadBack::Matched
-                } else {
-                    ReadBack::Not
-                };
-            }
+        if matches!(read, Ok(Some(_))) {
+            settle.outcome = ReadBack::Matched;
         }
+        drop(settle);
         match read? {
             Some(bytes) => Ok(Some((SliceData::Ready(bytes), Tier::Disk))),
             None => {
@@ -362,6 +362,22 @@ impl Drop for Handle {
             if memory_only {
                 self.shared.forget_object(object);
             }
+        }
+    }
+}
+
+/// Ends a slice's read-back: its slot says `outcome` when this is dropped.
+struct Settle<'a> {
+    object: &'a Object,
+    index: u64,
+    outcome: ReadBack,
+}
+
+impl Drop for Settle<'_> {
+    fn drop(&mut self) {
+        let mut state = self.object.lock();
+        if let Some(Slot::Present { read_back }) = state.slots.get_mut(self.index as usize) {
+            *read_back = self.outcome;
         }
     }
 }
