@@ -21,9 +21,18 @@ const MIB: usize = 1 << 20;
 
 /// A branch holding `bytes` committed (fetched once from an origin, then committed).
 async fn committed(dir: &std::path::Path, bytes: &Bytes) -> (Origin, Running, String) {
+    committed_in_slices(dir, bytes, "1MiB").await
+}
+
+async fn committed_in_slices(
+    dir: &std::path::Path,
+    bytes: &Bytes,
+    slice_bytes: &str,
+) -> (Origin, Running, String) {
     let origin = Origin::start().await;
     let path = origin.add(bytes.clone(), "cab");
-    let node = branch(dir, &origin.url(), "[cache]\nslice_bytes = \"1MiB\"\n").await;
+    let extra = format!("[cache]\nslice_bytes = \"{slice_bytes}\"\n");
+    let node = branch(dir, &origin.url(), &extra).await;
     assert!(get(&url(&node, &path), &[]).await.body == *bytes);
     let info = format!(
         "http://{}/api/v1/content/{}",
@@ -304,26 +313,11 @@ async fn slices_written_while_the_object_fills_go_out_by_sendfile() {
 async fn a_committed_large_object_leaves_the_memory_tier_without_another_request() {
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let origin = Origin::start().await;
-    let bytes = payload(6 * MIB + 3, 66);
-    let path = origin.add(bytes.clone(), "cab");
     // Many slices, so that the memory tier's own upkeep runs while they fill and holds them.
-    let node = branch(
-        dir.path(),
-        &origin.url(),
-        "[cache]\nslice_bytes = \"64KiB\"\n",
-    )
-    .await;
-    let got = get(&url(&node, &path), &[]).await;
-    assert!(got.status == 200 && !got.broken && got.body == bytes);
-    // Nothing touches the cache after that GET but these reads of the admin API.
-    until("the commit", Duration::from_secs(10), async || {
-        match described(&node, &path).await["state"].as_str() {
-            Some("committed") => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    // One GET fills and commits the object; nothing touches the cache after it but the reads
+    // of the admin API.
+    let (_origin, node, _path) =
+        committed_in_slices(dir.path(), &payload(6 * MIB + 3, 66), "64KiB").await;
     let status = format!("http://{}/api/v1/status", node.listening().admin);
     until(
         "the slices let go at the commit",

@@ -213,15 +213,6 @@ impl Shared {
             // cache call runs: after the last fill of a quiet node that would keep a large
             // object's slices resident (the whole object) until some request came.
             memory.run_pending_tasks().await;
-            // A large object's slices were megabytes each: hand the pages back rather than
-            // keep them as free heap (glibc returns only the top of an arena by itself).
-            if size >= PAGE_CACHE_FROM {
-                let _ = blocking(|| {
-                    crate::allocator::release_freed_memory();
-                    Ok(())
-                })
-                .await;
-            }
         }
     }
 }

@@ -403,6 +403,13 @@ impl Shared {
                 // (notes in the memory tier say which slices were checked).
                 if size >= PAGE_CACHE_FROM {
                     self.forget_memory(digest, object.generation, size).await;
+                    // Its slices were megabytes each: hand the pages back rather than keep
+                    // them as free heap (glibc returns only the top of an arena by itself).
+                    let _ = blocking(|| {
+                        crate::allocator::release_freed_memory();
+                        Ok(())
+                    })
+                    .await;
                 }
             }
             Ok(CommitOutcome::Mismatch { actual }) => {
