@@ -10,6 +10,8 @@
 //! - `sync_updates/rescan`: the daily rescan of a client that finished its walk and holds all it
 //!   was sent (InstalledNonLeafUpdateIDs / OtherCachedUpdateIDs): nothing new to send. What
 //!   5,000 clients a day mostly ask.
+//! - `soap/parse_rescan`: that request's SOAP parse alone, its id lists packed as the
+//!   handler's limits say.
 // A test: a panic is a failed check, and what it shares with other tests is its own business.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -141,7 +143,7 @@ fn bench(c: &mut Criterion) {
             WindowsClient,
             CLIENT_NS,
             "GetCookie",
-            &request::get_cookie(&auth_data, &last_change, unix_now()),
+            &request::get_cookie(&auth_data, &last_change, unix_now(), None),
         ),
     ));
     let cookie = request::read_cookie(cookie.child("GetCookieResult")).expect("cookie");
@@ -259,6 +261,17 @@ fn bench(c: &mut Criterion) {
     );
     c.bench_function("sync_updates/rescan", |b| {
         b.iter(|| call(&rt, &service, Endpoint::Client, &rescan))
+    });
+    let limits = wsus_edge::wusp::limits_for(service.limits(), Some("SyncUpdates"));
+    c.bench_function("soap/parse_rescan", |b| {
+        b.iter(|| soap::parse(rescan.as_bytes(), &limits).expect("a SOAP request"))
+    });
+    let unpacked = Limits {
+        packed: &[],
+        ..limits
+    };
+    c.bench_function("soap/parse_rescan_unpacked", |b| {
+        b.iter(|| soap::parse(rescan.as_bytes(), &unpacked).expect("a SOAP request"))
     });
 }
 

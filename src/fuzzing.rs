@@ -69,6 +69,7 @@ const ANSWER_LIMITS: Limits = Limits {
     max_bytes: 64 << 20,
     max_depth: 64,
     max_elements: 4_000_000,
+    packed: &[],
 };
 
 static DATA_DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -579,7 +580,7 @@ fn client_session() -> Vec<(Vec<u8>, String)> {
         0,
         "GetCookie",
         wusp::CLIENT_NS,
-        &request::get_cookie(&auth_data, &last_change, NOW),
+        &request::get_cookie(&auth_data, &last_change, NOW, None),
     );
     let Some(cookie) = got
         .as_ref()

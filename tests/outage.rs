@@ -81,6 +81,7 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
         seed: 7,
         rescans: 0,
         fail_every: 4,
+        rate: None,
     };
     let outcome = wua::run(&fleet).await;
     assert!(outcome.failures.is_empty(), "{:?}", &outcome.failures[..1]);

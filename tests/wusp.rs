@@ -62,6 +62,23 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
     assert_eq!(again.cache.installed, scan.cache.installed);
     assert_eq!(again.cache.other, scan.cache.other);
     assert!(!scan.cache.installed.is_empty() && !scan.cache.other.is_empty());
+    // Its cookie, renewed by GetCookie as the oldCookie, kept the anchor: no deployment is
+    // sent again. A client without one hears of every deployment it holds.
+    assert_eq!(again.changed, 0);
+    let forgetful = wua::Cache {
+        cookie: None,
+        ..scan.cache.clone()
+    };
+    let anew = wua::rescan(&soap, &base(&node), &unassigned, &forgetful)
+        .await
+        .unwrap();
+    assert!(anew.received.is_empty(), "{:?}", anew.received);
+    assert!(
+        anew.changed >= all.len(),
+        "{} deployments sent again for {} approved updates",
+        anew.changed,
+        all.len()
+    );
 
     let ring_machine = wua::Machine::new(2, Some("Ring 1"));
     let ring_scan = wua::scan(&soap, &base(&node), &ring_machine).await.unwrap();

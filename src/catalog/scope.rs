@@ -46,7 +46,7 @@ pub struct Scope {
     /// `u32::MAX` for an update the catalog lacks, never installed).
     clauses: Vec<u32>,
     /// Revision id → position in `offers`.
-    index: HashMap<u32, usize>,
+    index: Positions,
     /// The latest change of any offer (seconds since the epoch); 0 when empty.
     last_change: i64,
     has_driver: bool,
@@ -86,11 +86,7 @@ impl Scope {
             })
             .collect();
         Scope {
-            index: offers
-                .iter()
-                .enumerate()
-                .map(|(i, (o, _))| (o.revision, i))
-                .collect(),
+            index: Positions::new(catalog, offers.iter().map(|(o, _)| o.revision)),
             last_change: offers.iter().map(|(o, _)| o.last_change).max().unwrap_or(0),
             has_driver: offers
                 .iter()
@@ -128,11 +124,11 @@ impl Scope {
     }
 
     pub fn get(&self, revision: u32) -> Option<&Offer> {
-        self.index.get(&revision).and_then(|&i| self.offers.get(i))
+        self.index.get(revision).and_then(|i| self.offers.get(i))
     }
 
     pub fn contains(&self, revision: u32) -> bool {
-        self.index.contains_key(&revision)
+        self.index.get(revision).is_some()
     }
 
     /// In the walk's order.
@@ -310,18 +306,19 @@ pub fn sync(catalog: &Catalog, scope: &Scope, req: &SyncRequest) -> SyncResult {
                 .is_none_or(|a| scope.offers.get(i).is_some_and(|o| a.contains(&o.revision)))
             && scope.prerequisites_met(i, &installed)
     };
-    let mut held: Vec<u32> = req
-        .installed_non_leaf
-        .iter()
-        .chain(&req.other_cached)
-        .copied()
-        .collect();
-    held.sort_unstable();
-    held.dedup();
     let mut cached = IdSet::new(catalog);
-    for &id in &held {
-        cached.insert(id);
+    // Ids too high for the bitset: no revision has them, and they are out of scope.
+    let mut beyond = Vec::new();
+    for &id in req.installed_non_leaf.iter().chain(&req.other_cached) {
+        if !cached.insert(id) {
+            beyond.push(id);
+        }
     }
+    // What the client holds, in ascending order and once each.
+    let mut held = cached.ascending();
+    beyond.sort_unstable();
+    beyond.dedup();
+    held.extend(beyond);
     let mut new_updates = Vec::new();
     let mut truncated = false;
     for (i, o) in scope.offers.iter().enumerate() {
@@ -337,7 +334,7 @@ pub fn sync(catalog: &Catalog, scope: &Scope, req: &SyncRequest) -> SyncResult {
     let mut changed_updates = Vec::new();
     let mut out_of_scope = Vec::new();
     for id in held {
-        let at = scope.index.get(&id).copied();
+        let at = scope.index.get(id);
         match at.and_then(|i| Some((i, scope.offers.get(i)?))) {
             Some((i, o)) if wanted(i) => {
                 if o.last_change > req.anchor {
@@ -362,6 +359,49 @@ pub fn sync(catalog: &Catalog, scope: &Scope, req: &SyncRequest) -> SyncResult {
     }
 }
 
+/// Revision id → position in a scope's offers: a slot per id where the catalog's ids are
+/// dense (every page of a scan looks up each id the client holds: thousands), hashed otherwise.
+#[derive(Debug, Clone)]
+enum Positions {
+    /// `u32::MAX`: not in the scope.
+    Dense(Vec<u32>),
+    Hashed(HashMap<u32, usize>),
+}
+
+impl Default for Positions {
+    fn default() -> Positions {
+        Positions::Dense(Vec::new())
+    }
+}
+
+impl Positions {
+    fn new(catalog: &Catalog, revisions: impl Iterator<Item = u32>) -> Positions {
+        match catalog.dense_id_limit() {
+            Some(limit) => {
+                let mut slots = vec![u32::MAX; limit];
+                for (i, id) in revisions.enumerate() {
+                    if let Some(slot) = slots.get_mut(id as usize) {
+                        // A scope holds fewer offers than the catalog has revisions.
+                        *slot = i as u32;
+                    }
+                }
+                Positions::Dense(slots)
+            }
+            None => Positions::Hashed(revisions.enumerate().map(|(i, id)| (id, i)).collect()),
+        }
+    }
+
+    fn get(&self, revision: u32) -> Option<usize> {
+        match self {
+            Positions::Dense(slots) => slots
+                .get(revision as usize)
+                .filter(|&&i| i != u32::MAX)
+                .map(|&i| i as usize),
+            Positions::Hashed(map) => map.get(&revision).copied(),
+        }
+    }
+}
+
 /// A set of numbers below a limit, one bit each; numbers at or above it are never members.
 struct Bits(Vec<u64>);
 
@@ -370,9 +410,14 @@ impl Bits {
         Bits(vec![0; limit.div_ceil(64)])
     }
 
-    fn insert(&mut self, n: u32) {
-        if let Some(word) = self.0.get_mut(n as usize / 64) {
-            *word |= 1 << (n % 64);
+    /// False when `n` is at or above the limit (and so not inserted).
+    fn insert(&mut self, n: u32) -> bool {
+        match self.0.get_mut(n as usize / 64) {
+            Some(word) => {
+                *word |= 1 << (n % 64);
+                true
+            }
+            None => false,
         }
     }
 
@@ -398,11 +443,13 @@ impl IdSet {
         }
     }
 
-    fn insert(&mut self, id: u32) {
+    /// False when the set cannot hold `id` (a bitset's limit): no revision has it.
+    fn insert(&mut self, id: u32) -> bool {
         match self {
             IdSet::Bits(bits) => bits.insert(id),
             IdSet::Hashed(set) => {
                 set.insert(id);
+                true
             }
         }
     }
@@ -411,6 +458,28 @@ impl IdSet {
         match self {
             IdSet::Bits(bits) => bits.contains(id),
             IdSet::Hashed(set) => set.contains(&id),
+        }
+    }
+
+    /// The members, in ascending order.
+    fn ascending(&self) -> Vec<u32> {
+        match self {
+            IdSet::Bits(Bits(words)) => {
+                let mut out = Vec::new();
+                for (w, &word) in words.iter().enumerate() {
+                    let mut rest = word;
+                    while rest != 0 {
+                        out.push(w as u32 * 64 + rest.trailing_zeros());
+                        rest &= rest - 1;
+                    }
+                }
+                out
+            }
+            IdSet::Hashed(set) => {
+                let mut out: Vec<u32> = set.iter().copied().collect();
+                out.sort_unstable();
+                out
+            }
         }
     }
 }

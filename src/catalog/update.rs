@@ -53,6 +53,7 @@ pub const DOCUMENT_LIMITS: Limits = Limits {
     max_bytes: 64 << 20,
     max_depth: 64,
     max_elements: 2_000_000,
+    packed: &[],
 };
 
 /// One prerequisite clause: satisfied when any of `ids` is installed (AND across clauses).

@@ -186,6 +186,12 @@ pub enum Command {
         /// (the daily rescans a branch mostly answers); reported apart.
         #[arg(long, default_value_t = 0)]
         rescans: usize,
+        /// Start this many scans per second (first scans, then rescans), whether or not
+        /// earlier ones have ended, at most --concurrency at once: an offered load, to read
+        /// latency at a known fraction of a node's capacity. Without it, each scan starts when
+        /// one ends.
+        #[arg(long, value_name = "SCANS_PER_SECOND", value_parser = positive_rate)]
+        rate: Option<f64>,
     },
     /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
     /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
@@ -368,6 +374,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
             report: send_reports,
             seed,
             rescans,
+            rate,
         } => {
             let fleet = crate::simulate::wua::Fleet {
                 server: server.trim_end_matches('/').to_owned(),
@@ -380,6 +387,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
                 seed,
                 rescans,
                 fail_every: 0,
+                rate,
             };
             simulate::simulate(&fleet).await
         }
@@ -429,5 +437,15 @@ fn report(result: Result<(), Error>) -> Exit {
                 Exit::Failure
             }
         }
+    }
+}
+
+/// `--rate`: a finite number of scans per second above zero.
+fn positive_rate(text: &str) -> std::result::Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{text:?} is not a number of scans per second above zero"
+        )),
     }
 }

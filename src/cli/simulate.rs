@@ -10,11 +10,19 @@ use crate::simulate;
 
 use super::Exit;
 
-/// Run `fleet`, print what happened; a failure when a scan, download or rescan failed.
+/// Run `fleet`, print what happened; a failure when a scan, download or rescan failed. The
+/// first scans are printed as soon as they end, before the rescans start: a script measuring
+/// the node can tell the two apart by that line.
 pub(super) async fn simulate(fleet: &simulate::wua::Fleet) -> Exit {
     let cpu_before = crate::metrics::own_cpu_seconds();
-    let outcome = simulate::wua::run(fleet).await;
-    print_fleet(&outcome);
+    let (mut outcome, caches) = simulate::wua::first_scans(fleet).await;
+    print_first_scans(&outcome);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    if fleet.rescans > 0 {
+        let rescans = simulate::wua::rescans(fleet, caches).await;
+        print_rescans(&rescans);
+        outcome.rescans = Some(rescans);
+    }
     // What the load generator itself spent: a node is measured only while this stays below
     // the CPUs it was given.
     if let (Some(before), Some(after)) = (cpu_before, crate::metrics::own_cpu_seconds()) {
@@ -43,6 +51,13 @@ pub(super) async fn simulate(fleet: &simulate::wua::Fleet) -> Exit {
 }
 
 pub(super) fn print_fleet(r: &simulate::wua::FleetReport) {
+    print_first_scans(r);
+    if let Some(re) = &r.rescans {
+        print_rescans(re);
+    }
+}
+
+fn print_first_scans(r: &simulate::wua::FleetReport) {
     let secs = r.elapsed.as_secs_f64().max(1e-3);
     println!(
         "scans               {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} failed",
@@ -76,25 +91,27 @@ pub(super) fn print_fleet(r: &simulate::wua::FleetReport) {
     for f in r.failures.iter().take(5) {
         println!("failed: {f}");
     }
-    if let Some(re) = &r.rescans {
-        println!(
-            "rescans             {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} revisions \
-             received, {} failed",
-            re.scans,
-            format_duration(re.elapsed),
-            re.scans as f64 / re.elapsed.as_secs_f64().max(1e-3),
-            re.pages,
-            re.received,
-            re.failures.len()
-        );
-        println!(
-            "rescan SOAP calls   {} (latency p50 {}, p99 {})",
-            re.calls.len(),
-            format_duration(simulate::wua::percentile(&re.calls, 50.0)),
-            format_duration(simulate::wua::percentile(&re.calls, 99.0))
-        );
-        for f in re.failures.iter().take(5) {
-            println!("failed rescan: {f}");
-        }
+}
+
+fn print_rescans(re: &simulate::wua::RescanReport) {
+    println!(
+        "rescans             {} in {} ({:.1} scans/s), {} SyncUpdates pages, {} revisions \
+         received, {} deployments changed, {} failed",
+        re.scans,
+        format_duration(re.elapsed),
+        re.scans as f64 / re.elapsed.as_secs_f64().max(1e-3),
+        re.pages,
+        re.received,
+        re.changed,
+        re.failures.len()
+    );
+    println!(
+        "rescan SOAP calls   {} (latency p50 {}, p99 {})",
+        re.calls.len(),
+        format_duration(simulate::wua::percentile(&re.calls, 50.0)),
+        format_duration(simulate::wua::percentile(&re.calls, 99.0))
+    );
+    for f in re.failures.iter().take(5) {
+        println!("failed rescan: {f}");
     }
 }

@@ -84,6 +84,8 @@ pub struct Offered {
 pub struct Scan {
     /// Everything the server sent, in order.
     pub received: Vec<Offered>,
+    /// Deployments sent again as ChangedUpdates: those changed since the cookie's anchor.
+    pub changed: usize,
     /// What it was told to install (Install / OptionalInstall).
     pub offered: Vec<Offered>,
     /// SyncUpdates calls (pages).
@@ -99,13 +101,18 @@ pub struct Scan {
     pub cache: Cache,
 }
 
-/// The revisions a client holds between scans, as it reports them in SyncUpdates.
+/// The revisions a client holds between scans, as it reports them in SyncUpdates, and the
+/// last cookie it was given.
 #[derive(Debug, Clone, Default)]
 pub struct Cache {
     /// Non-leaf revisions that apply (InstalledNonLeafUpdateIDs).
     pub installed: Vec<u32>,
     /// Every other revision received (OtherCachedUpdateIDs).
     pub other: Vec<u32>,
+    /// Expired by the next day's scan, and renewed by GetCookie as its `oldCookie` (MS-WUSP
+    /// §3.1.5.3): the renewed cookie keeps its anchor, so deployments that did not change
+    /// since are not sent again.
+    pub cookie: Option<request::Cookie>,
 }
 
 /// A SOAP fault answer, with its ErrorCode.
@@ -180,6 +187,7 @@ const ANSWER_LIMITS: Limits = Limits {
     max_bytes: 64 << 20,
     max_depth: 32,
     max_elements: 200_000,
+    packed: &[],
 };
 
 impl Session<'_> {
@@ -215,7 +223,13 @@ impl Session<'_> {
 impl Session<'_> {
     /// GetConfig, GetAuthorizationCookie, GetCookie: a client cookie (Expiration,
     /// EncryptedData) and the server's MaxExtendedUpdatesPerRequest.
-    async fn handshake(&mut self, machine: &Machine) -> Result<((String, String), usize)> {
+    /// GetConfig, GetAuthorizationCookie and GetCookie (renewing `old` when the client has one):
+    /// the client cookie and the most revisions a GetExtendedUpdateInfo may ask for.
+    async fn handshake(
+        &mut self,
+        machine: &Machine,
+        old: Option<&request::Cookie>,
+    ) -> Result<((String, String), usize)> {
         let config = self
             .call(
                 CLIENT,
@@ -254,7 +268,7 @@ impl Session<'_> {
                 CLIENT,
                 CLIENT_NS,
                 "GetCookie",
-                &request::get_cookie(&auth_data, &last_change, now),
+                &request::get_cookie(&auth_data, &last_change, now, old),
             )
             .await?;
         Ok((read_cookie(cookie.child("GetCookieResult"))?, max_extended))
@@ -329,13 +343,23 @@ pub mod request {
 
     /// GetCookie's parameters as a first-time client sends them: an old cookie with only its
     /// clear Expiration. `now` in seconds since the epoch.
-    pub fn get_cookie(auth_data: &str, last_change: &str, now: i64) -> String {
+    /// GetCookie's parameters: with `old`, the client's last cookie to renew; without, an
+    /// `oldCookie` of only an Expiration, as a client that never had one sends.
+    pub fn get_cookie(
+        auth_data: &str,
+        last_change: &str,
+        now: i64,
+        old: Option<&Cookie>,
+    ) -> String {
         let now = crate::soap::xsd::format_datetime(now);
+        let old = match old {
+            Some(cookie) => cookie_xml("oldCookie", cookie),
+            None => format!("<oldCookie><Expiration>{now}</Expiration></oldCookie>"),
+        };
         format!(
             "<authCookies><AuthorizationCookie><PlugInId>SimpleTargeting</PlugInId>\
              <CookieData>{auth_data}</CookieData></AuthorizationCookie></authCookies>\
-             <oldCookie><Expiration>{now}</Expiration></oldCookie>\
-             <lastChange>{last_change}</lastChange><currentTime>{now}</currentTime>\
+             {old}<lastChange>{last_change}</lastChange><currentTime>{now}</currentTime>\
              <protocolVersion>2.90</protocolVersion>"
         )
     }
@@ -477,7 +501,8 @@ async fn scan_from(
         base,
         scan: Scan::default(),
     };
-    let (mut cookie, max_extended) = s.handshake(machine).await?;
+    let old = cache.and_then(|c| c.cookie.as_ref());
+    let (mut cookie, max_extended) = s.handshake(machine, old).await?;
 
     if cache.is_none() {
         s.call(
@@ -493,6 +518,7 @@ async fn scan_from(
     let Cache {
         installed: mut installed_ids,
         other: mut other_ids,
+        cookie: _,
     } = cache.cloned().unwrap_or_default();
     for _ in 0..500 {
         let answer = s
@@ -513,6 +539,9 @@ async fn scan_from(
             .map(|n| n.children_named("UpdateInfo").collect())
             .unwrap_or_default();
         let truncated = result.child_text("Truncated") == Some("true");
+        s.scan.changed += result
+            .child("ChangedUpdates")
+            .map_or(0, |c| c.children_named("UpdateInfo").count());
         for gone in result
             .child("OutOfScopeRevisionIDs")
             .into_iter()
@@ -649,6 +678,7 @@ async fn scan_from(
     s.scan.cache = Cache {
         installed: installed_ids,
         other: other_ids,
+        cookie: Some(cookie),
     };
     Ok(s.scan)
 }
@@ -699,7 +729,7 @@ pub async fn client_cookie(
         base,
         scan: Scan::default(),
     };
-    Ok(s.handshake(machine).await?.0)
+    Ok(s.handshake(machine, None).await?.0)
 }
 
 pub async fn report(
@@ -715,7 +745,7 @@ pub async fn report(
         base,
         scan: std::mem::take(scan),
     };
-    let (cookie, _) = s.handshake(machine).await?;
+    let (cookie, _) = s.handshake(machine, None).await?;
     let now = crate::clock::unix_now();
 
     let time = format_datetime(now);
@@ -802,6 +832,10 @@ pub struct Fleet {
     pub rescans: usize,
     /// With `report`: every this-many-th offered update is reported failed (0: none).
     pub fail_every: usize,
+    /// Scans started per second, whether or not earlier ones have ended (at most
+    /// `concurrency` at once): an offered load, for latency at a fraction of capacity. None:
+    /// each scan starts when one ends.
+    pub rate: Option<f64>,
 }
 
 /// What a fleet did.
@@ -831,8 +865,10 @@ pub struct RescanReport {
     pub calls: Vec<Duration>,
     pub elapsed: Duration,
     pub pages: usize,
-    /// Revisions sent again or anew (none when nothing changed on the server).
+    /// Revisions sent anew (none when nothing changed on the server).
     pub received: usize,
+    /// Deployments sent again as changed.
+    pub changed: usize,
 }
 
 /// A latency percentile (nearest rank).
@@ -853,8 +889,25 @@ impl FleetReport {
     }
 }
 
-/// Run `fleet.clients` simulated clients, `fleet.concurrency` at a time.
+/// Run `fleet.clients` simulated clients, `fleet.concurrency` at a time, then their rescans.
 pub async fn run(fleet: &Fleet) -> FleetReport {
+    let (mut out, caches) = first_scans(fleet).await;
+    if fleet.rescans > 0 {
+        out.rescans = Some(rescans(fleet, caches).await);
+    }
+    out
+}
+
+/// When the `n`th scan of a fleet with an offered `rate` starts, from `started`.
+async fn start_at(started: Instant, rate: Option<f64>, n: usize) {
+    if let Some(rate) = rate.filter(|r| *r > 0.0) {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(n as f64 / rate)).into()).await;
+    }
+}
+
+/// The first scans of a fleet (with downloads and reports as it says), and each client's
+/// cache for its rescans.
+pub async fn first_scans(fleet: &Fleet) -> (FleetReport, Vec<(Machine, Cache)>) {
     let soap = soap_client();
     let http = super::http_client();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(fleet.concurrency.max(1)));
@@ -863,6 +916,7 @@ pub async fn run(fleet: &Fleet) -> FleetReport {
     for n in 0..fleet.clients {
         let (soap, http, gate, fleet) = (soap.clone(), http.clone(), gate.clone(), fleet.clone());
         tasks.spawn(async move {
+            start_at(started, fleet.rate, n).await;
             let _permit = gate.acquire_owned().await;
             let machine = Machine::new(fleet.seed.wrapping_add(n as u64), fleet.group.as_deref());
             let mut scan = scan(&soap, &fleet.server, &machine).await?;
@@ -900,27 +954,24 @@ pub async fn run(fleet: &Fleet) -> FleetReport {
     }
     out.elapsed = started.elapsed();
     out.distinct_bytes = distinct.values().sum();
-    if fleet.rescans > 0 {
-        out.rescans = Some(rescan_all(fleet, &soap, caches).await);
-    }
-    out
+    (out, caches)
 }
 
-/// Every client that scanned scans `fleet.rescans` more times, from its own cache.
-async fn rescan_all(
-    fleet: &Fleet,
-    soap: &SoapClient,
-    caches: Vec<(Machine, Cache)>,
-) -> RescanReport {
+/// Every client that scanned scans `fleet.rescans` more times, from its own cache: the
+/// `k`th rescans of all clients before any client's `k+1`th.
+pub async fn rescans(fleet: &Fleet, caches: Vec<(Machine, Cache)>) -> RescanReport {
+    let soap = soap_client();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(fleet.concurrency.max(1)));
     let started = Instant::now();
+    let clients = caches.len();
     let mut tasks = tokio::task::JoinSet::new();
-    for (machine, mut cache) in caches {
+    for (i, (machine, mut cache)) in caches.into_iter().enumerate() {
         let (soap, gate, fleet) = (soap.clone(), gate.clone(), fleet.clone());
         tasks.spawn(async move {
-            let _permit = gate.acquire_owned().await;
             let mut scans = Vec::new();
-            for _ in 0..fleet.rescans {
+            for k in 0..fleet.rescans {
+                start_at(started, fleet.rate, k * clients + i).await;
+                let _permit = gate.acquire().await;
                 let scan = rescan(&soap, &fleet.server, &machine, &cache).await?;
                 cache = scan.cache.clone();
                 scans.push(scan);
@@ -936,6 +987,7 @@ async fn rescan_all(
                     out.scans += 1;
                     out.pages += scan.pages;
                     out.received += scan.received.len();
+                    out.changed += scan.changed;
                     out.calls.extend(scan.calls.iter().map(|(_, d)| *d));
                 }
             }

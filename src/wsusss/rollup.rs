@@ -48,6 +48,7 @@ pub const LIMITS: crate::soap::Limits = crate::soap::Limits {
     max_bytes: 32 << 20,
     max_depth: 32,
     max_elements: 2_000_000,
+    packed: &[],
 };
 
 type Result<T> = std::result::Result<T, Fault>;

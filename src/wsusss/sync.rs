@@ -52,6 +52,7 @@ const ANSWER_LIMITS: Limits = Limits {
     max_bytes: 256 << 20,
     max_depth: 64,
     max_elements: 4_000_000,
+    packed: &[],
 };
 /// Years at or beyond this are the protocol's "no deadline" (9999-12-31).
 const NO_DEADLINE_AFTER: i64 = 253_370_764_800; // 9999-01-01T00:00:00Z

@@ -25,20 +25,25 @@ pub(super) async fn dispatch(
     endpoint: Endpoint,
     op: &Element,
     call: &Call<'_>,
+    out: String,
 ) -> Result<String> {
     match (endpoint, op.name.as_str()) {
         (Endpoint::SimpleAuth, "GetAuthorizationCookie") => {
-            service.get_authorization_cookie(op, call)
+            service.get_authorization_cookie(op, call, out)
         }
-        (Endpoint::Client, "GetConfig") => service.get_config(op),
-        (Endpoint::Client, "GetCookie") => service.get_cookie(op, call),
-        (Endpoint::Client, "RegisterComputer") => service.register_computer(op, call).await,
-        (Endpoint::Client, "StartCategoryScan") => service.start_category_scan(op),
-        (Endpoint::Client, "SyncUpdates") => service.sync_updates(op, call).await,
-        (Endpoint::Client, "RefreshCache") => service.refresh_cache(op, call),
-        (Endpoint::Client, "GetExtendedUpdateInfo") => service.get_extended_update_info(op, call),
-        (Endpoint::Client, "GetFileLocations") => service.get_file_locations(op, call),
-        (Endpoint::Reporting, "ReportEventBatch") => service.report_event_batch(op, call).await,
+        (Endpoint::Client, "GetConfig") => service.get_config(op, out),
+        (Endpoint::Client, "GetCookie") => service.get_cookie(op, call, out),
+        (Endpoint::Client, "RegisterComputer") => service.register_computer(op, call, out).await,
+        (Endpoint::Client, "StartCategoryScan") => service.start_category_scan(op, out),
+        (Endpoint::Client, "SyncUpdates") => service.sync_updates(op, call, out).await,
+        (Endpoint::Client, "RefreshCache") => service.refresh_cache(op, call, out),
+        (Endpoint::Client, "GetExtendedUpdateInfo") => {
+            service.get_extended_update_info(op, call, out)
+        }
+        (Endpoint::Client, "GetFileLocations") => service.get_file_locations(op, call, out),
+        (Endpoint::Reporting, "ReportEventBatch") => {
+            service.report_event_batch(op, call, out).await
+        }
         (_, name) => Err(Fault::invalid(format!("operation {name} is not supported"))),
     }
 }
@@ -52,19 +57,31 @@ fn items<'a>(parent: &'a Element, array: &str, item: &'a str) -> Vec<&'a Element
         .unwrap_or_default()
 }
 
+/// The ints of an array, read from its packed texts where the operation's limits pack it
+/// (`limits_for`), else from its `int` elements.
 fn int_items(parent: &Element, array: &str) -> Result<Vec<u32>> {
-    items(parent, array, "int")
-        .into_iter()
-        .map(|i| {
-            i.text()
-                .parse::<i64>()
-                .ok()
-                .and_then(|v| u32::try_from(v).ok())
-                .ok_or_else(|| Fault::invalid(format!("{array} holds {:?}", i.text())))
-        })
-        .collect()
+    let Some(list) = parent.child(array).filter(|a| !a.is_nil()) else {
+        return Ok(Vec::new());
+    };
+    let parse = |text: &str| {
+        text.parse::<i64>()
+            .ok()
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| Fault::invalid(format!("{array} holds {text:?}")))
+    };
+    match list.packed.as_deref() {
+        Some(packed) if packed.item == "int" => packed.texts().map(parse).collect(),
+        Some(_) => Ok(Vec::new()),
+        None => list
+            .children_named("int")
+            .filter(|i| !i.is_nil())
+            .map(|i| parse(i.text()))
+            .collect(),
+    }
 }
 
+/// The operation's response element opened on `out`, which holds the envelope's head
+/// ([`soap::open_envelope`]): a handler writes its answer where the reply's bytes will be.
 fn open_response(out: &mut String, name: &str, ns: &str) {
     let _ = write!(out, "<{name} xmlns=\"{ns}\">");
 }
@@ -176,7 +193,12 @@ impl Service {
         self.served.sealer().seal(claims)
     }
 
-    fn get_authorization_cookie(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+    fn get_authorization_cookie(
+        &self,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
         let client_id = op.child_text("clientId").unwrap_or("");
         let valid_id = !client_id.is_empty()
             && client_id.len() <= 255
@@ -212,7 +234,6 @@ impl Service {
             client_id: client_id.to_ascii_lowercase(),
             protocol: String::new(),
         };
-        let mut out = String::new();
         open_response(
             &mut out,
             "GetAuthorizationCookieResponse",
@@ -228,14 +249,13 @@ impl Service {
         Ok(out)
     }
 
-    fn get_config(&self, op: &Element) -> Result<String> {
+    fn get_config(&self, op: &Element, mut out: String) -> Result<String> {
         if let Some(v) = op.child_text("protocolVersion")
             && parse_version(v).is_none()
         {
             return Err(Fault::invalid("protocolVersion"));
         }
         let catalog = self.served.catalog();
-        let mut out = String::new();
         open_response(&mut out, "GetConfigResponse", super::CLIENT_NS);
         let _ = write!(
             out,
@@ -265,7 +285,7 @@ impl Service {
         Ok(out)
     }
 
-    fn get_cookie(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+    fn get_cookie(&self, op: &Element, call: &Call<'_>, mut out: String) -> Result<String> {
         let auth = items(op, "authCookies", "AuthorizationCookie");
         let [auth] = auth.as_slice() else {
             return Err(Fault::new(
@@ -322,7 +342,6 @@ impl Service {
             client_id: auth.client_id,
             protocol: protocol.to_owned(),
         };
-        let mut out = String::new();
         open_response(&mut out, "GetCookieResponse", super::CLIENT_NS);
         cookie_element(
             &mut out,
@@ -334,7 +353,12 @@ impl Service {
         Ok(out)
     }
 
-    async fn register_computer(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
+    async fn register_computer(
+        self: &Arc<Self>,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
         let info = op
             .child("computerInfo")
@@ -374,13 +398,12 @@ impl Service {
         .await
         .map_err(Fault::internal)?
         .map_err(Fault::internal)?;
-        let mut out = String::new();
         open_response(&mut out, "RegisterComputerResponse", super::CLIENT_NS);
         out.push_str("</RegisterComputerResponse>");
         Ok(out)
     }
 
-    fn start_category_scan(&self, op: &Element) -> Result<String> {
+    fn start_category_scan(&self, op: &Element, mut out: String) -> Result<String> {
         let requested = op
             .child("requestedCategories")
             .filter(|r| !r.is_nil())
@@ -443,7 +466,6 @@ impl Service {
                 break;
             }
         }
-        let mut out = String::new();
         open_response(&mut out, "StartCategoryScanResponse", super::CLIENT_NS);
         out.push_str("<preferredCategoryIds>");
         for id in preferred {
@@ -461,7 +483,12 @@ impl Service {
         Ok(out)
     }
 
-    async fn sync_updates(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
+    async fn sync_updates(
+        self: &Arc<Self>,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
         let mut claims = self.client_cookie(op, call.now)?;
         let loaded = self.served.snapshot();
         let catalog: &Catalog = &loaded.catalog;
@@ -517,7 +544,17 @@ impl Service {
             },
         );
         let modern = client_at_least(&claims, 1, 7);
-        let mut out = String::with_capacity(1024 + result.new_updates.len() * 1024);
+        // An UpdateInfo is its core fragment and about 250 bytes of deployment around it.
+        let cores = result
+            .new_updates
+            .iter()
+            .filter_map(|o| catalog.revision(o.revision));
+        out.reserve(
+            2048 + cores
+                .map(|r| r.fragments.core.as_str().len() + 256)
+                .sum::<usize>()
+                + (result.changed_updates.len() + result.out_of_scope.len()) * 256,
+        );
         open_response(&mut out, "SyncUpdatesResponse", super::CLIENT_NS);
         out.push_str("<SyncUpdatesResult>");
         if !result.new_updates.is_empty() {
@@ -583,14 +620,13 @@ impl Service {
         Ok(out)
     }
 
-    fn refresh_cache(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+    fn refresh_cache(&self, op: &Element, call: &Call<'_>, mut out: String) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
         if op.child("globalIDs").is_none_or(|g| g.is_nil()) {
             return Err(Fault::invalid("globalIDs"));
         }
         let loaded = self.served.snapshot();
         let scope = loaded.scope(&claims.groups, call.now);
-        let mut out = String::new();
         open_response(&mut out, "RefreshCacheResponse", super::CLIENT_NS);
         out.push_str("<RefreshCacheResult>");
         for identity in items(op, "globalIDs", "UpdateIdentity") {
@@ -621,7 +657,12 @@ impl Service {
         Ok(out)
     }
 
-    fn get_extended_update_info(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+    fn get_extended_update_info(
+        &self,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
         let ids = int_items(op, "revisionIDs")?;
         if ids.len() > self.settings.max_extended {
@@ -649,36 +690,32 @@ impl Service {
         let scope = loaded.scope(&claims.groups, call.now);
         let (in_scope, out_of_scope): (Vec<u32>, Vec<u32>) =
             ids.iter().partition(|id| scope.contains(**id));
-        let mut updates = String::new();
-        let mut files: Vec<&FileRef> = Vec::new();
-        let mut seen = HashSet::new();
+        // Every fragment asked for, then their length: the answer is written once, in place.
+        let mut fragments: Vec<(u32, &Escaped)> = Vec::new();
         for kind in &types {
             for id in &in_scope {
                 let Some(r) = catalog.revision(*id) else {
                     continue;
                 };
                 let f = &r.fragments;
-                let fragments: Vec<&Escaped> = match kind.as_str() {
-                    "Core" => vec![&f.core],
-                    "Extended" => vec![&f.extended],
+                match kind.as_str() {
+                    "Core" => fragments.push((*id, &f.core)),
+                    "Extended" => fragments.push((*id, &f.extended)),
                     "LocalizedProperties" => {
-                        pick_locale(&f.localized, &locales).into_iter().collect()
+                        fragments.extend(pick_locale(&f.localized, &locales).map(|x| (*id, x)));
                     }
-                    "Eula" => f
-                        .eula
-                        .iter()
-                        .filter(|(lang, _, _)| locales.iter().any(|l| l == lang))
-                        .map(|(_, _, x)| x)
-                        .collect(),
-                    _ => Vec::new(),
-                };
-                for xml in fragments {
-                    let _ = write!(updates, "<Update><ID>{id}</ID>");
-                    escaped_element(&mut updates, "Xml", xml);
-                    updates.push_str("</Update>");
+                    "Eula" => fragments.extend(
+                        f.eula
+                            .iter()
+                            .filter(|(lang, _, _)| locales.iter().any(|l| l == lang))
+                            .map(|(_, _, x)| (*id, x)),
+                    ),
+                    _ => {}
                 }
             }
         }
+        let mut files: Vec<&FileRef> = Vec::new();
+        let mut seen = HashSet::new();
         for id in &in_scope {
             if let Some(r) = catalog.revision(*id) {
                 for file in &r.files {
@@ -688,11 +725,27 @@ impl Service {
                 }
             }
         }
-        let mut out = String::new();
+        // `<Update><ID>…</ID><Xml>…</Xml></Update>` is 45 bytes around the fragment; a
+        // FileLocation about 200.
+        out.reserve(
+            fragments
+                .iter()
+                .map(|(_, x)| x.as_str().len() + 48)
+                .sum::<usize>()
+                + files.len() * 256
+                + out_of_scope.len() * 16
+                + 256,
+        );
         open_response(&mut out, "GetExtendedUpdateInfoResponse", super::CLIENT_NS);
         out.push_str("<GetExtendedUpdateInfoResult>");
-        if !updates.is_empty() {
-            let _ = write!(out, "<Updates>{updates}</Updates>");
+        if !fragments.is_empty() {
+            out.push_str("<Updates>");
+            for (id, xml) in fragments {
+                let _ = write!(out, "<Update><ID>{id}</ID>");
+                escaped_element(&mut out, "Xml", xml);
+                out.push_str("</Update>");
+            }
+            out.push_str("</Updates>");
         }
         if !files.is_empty() {
             out.push_str("<FileLocations>");
@@ -712,7 +765,7 @@ impl Service {
         Ok(out)
     }
 
-    fn get_file_locations(&self, op: &Element, call: &Call<'_>) -> Result<String> {
+    fn get_file_locations(&self, op: &Element, call: &Call<'_>, mut out: String) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
         if op.child("fileDigests").is_none_or(|d| d.is_nil()) {
             return Err(Fault::invalid("fileDigests"));
@@ -726,7 +779,6 @@ impl Service {
             })
             .collect::<Result<Vec<_>>>()?;
         let catalog = self.served.catalog();
-        let mut out = String::new();
         open_response(&mut out, "GetFileLocationsResponse", super::CLIENT_NS);
         out.push_str("<GetFileLocationsResult><FileLocations>");
         for digest in &digests {
@@ -740,7 +792,12 @@ impl Service {
         Ok(out)
     }
 
-    async fn report_event_batch(self: &Arc<Self>, op: &Element, call: &Call<'_>) -> Result<String> {
+    async fn report_event_batch(
+        self: &Arc<Self>,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
         if claims.config_change != self.served.catalog().config_last_change {
             return Err(Fault::new(ErrorCode::ConfigChanged, ""));
@@ -796,7 +853,6 @@ impl Service {
             .await
             .map_err(Fault::internal)?
             .map_err(Fault::internal)?;
-        let mut out = String::new();
         open_response(&mut out, "ReportEventBatchResponse", super::REPORTING_NS);
         out.push_str(
             "<ReportEventBatchResult>true</ReportEventBatchResult></ReportEventBatchResponse>",

@@ -143,12 +143,13 @@ impl Service {
                 &Fault::invalid(format!("{name} is not an operation of this service")),
             );
         }
-        let result = handlers::dispatch(self, call.endpoint, &op, &call).await;
+        let out = soap::open_envelope(version, 0);
+        let result = handlers::dispatch(self, call.endpoint, &op, &call, out).await;
         match result {
             Ok(body) => Reply {
                 status: 200,
                 content_type: version.content_type(),
-                body: soap::envelope(version, &body),
+                body: soap::close_envelope(body),
                 operation: name,
                 fault: None,
             },
@@ -175,8 +176,28 @@ pub fn limits_for(base: &Limits, operation: Option<&str>) -> Limits {
     };
     Limits {
         max_elements: base.max_elements.min(elements),
+        packed: packed_arrays(operation),
         ..*base
     }
+}
+
+/// The id lists of an operation, read as text rather than an element per id
+/// (`handlers::int_items`): nearly all of a large SyncUpdates or GetExtendedUpdateInfo.
+fn packed_arrays(operation: Option<&str>) -> &'static [&'static str] {
+    match operation {
+        Some("SyncUpdates") => &[
+            "InstalledNonLeafUpdateIDs",
+            "OtherCachedUpdateIDs",
+            "CachedDriverIDs",
+        ],
+        Some("GetExtendedUpdateInfo") => &["revisionIDs"],
+        _ => &[],
+    }
+}
+
+/// Whether a call of `operation` has its id lists packed: its parse costs little per byte.
+pub fn packs_ids(operation: Option<&str>) -> bool {
+    !packed_arrays(operation).is_empty()
 }
 
 /// The fault for a request body over the limit, sent without reading the body.
