@@ -82,6 +82,7 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
         rescans: 0,
         fail_every: 4,
         rate: None,
+        rescan_rate: None,
     };
     let outcome = wua::run(&fleet).await;
     assert!(outcome.failures.is_empty(), "{:?}", &outcome.failures[..1]);

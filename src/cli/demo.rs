@@ -144,6 +144,7 @@ pub(super) async fn demo(base: &Config, clients: usize, keep_running: bool) -> R
         // Some installs fail, so that the status at the root has something to show.
         fail_every: 5,
         rate: None,
+        rescan_rate: None,
     };
     let started = Instant::now();
     let outcome = simulate::wua::run(&fleet).await;

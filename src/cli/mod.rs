@@ -186,12 +186,14 @@ pub enum Command {
         /// (the daily rescans a branch mostly answers); reported apart.
         #[arg(long, default_value_t = 0)]
         rescans: usize,
-        /// Start this many scans per second (first scans, then rescans), whether or not
-        /// earlier ones have ended, at most --concurrency at once: an offered load, to read
-        /// latency at a known fraction of a node's capacity. Without it, each scan starts when
-        /// one ends.
+        /// Start this many first scans per second, whether or not earlier ones have ended, at
+        /// most --concurrency at once: an offered load, to read latency at a known fraction of
+        /// a node's capacity. Without it, each scan starts when one ends.
         #[arg(long, value_name = "SCANS_PER_SECOND", value_parser = positive_rate)]
         rate: Option<f64>,
+        /// The same for the rescans.
+        #[arg(long, value_name = "SCANS_PER_SECOND", value_parser = positive_rate)]
+        rescan_rate: Option<f64>,
     },
     /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
     /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
@@ -375,6 +377,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
             seed,
             rescans,
             rate,
+            rescan_rate,
         } => {
             let fleet = crate::simulate::wua::Fleet {
                 server: server.trim_end_matches('/').to_owned(),
@@ -388,6 +391,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
                 rescans,
                 fail_every: 0,
                 rate,
+                rescan_rate,
             };
             simulate::simulate(&fleet).await
         }

@@ -832,10 +832,12 @@ pub struct Fleet {
     pub rescans: usize,
     /// With `report`: every this-many-th offered update is reported failed (0: none).
     pub fail_every: usize,
-    /// Scans started per second, whether or not earlier ones have ended (at most
+    /// First scans started per second, whether or not earlier ones have ended (at most
     /// `concurrency` at once): an offered load, for latency at a fraction of capacity. None:
     /// each scan starts when one ends.
     pub rate: Option<f64>,
+    /// The same for the rescans, which cost a node far less than first scans.
+    pub rescan_rate: Option<f64>,
 }
 
 /// What a fleet did.
@@ -970,7 +972,7 @@ pub async fn rescans(fleet: &Fleet, caches: Vec<(Machine, Cache)>) -> RescanRepo
         tasks.spawn(async move {
             let mut scans = Vec::new();
             for k in 0..fleet.rescans {
-                start_at(started, fleet.rate, k * clients + i).await;
+                start_at(started, fleet.rescan_rate, k * clients + i).await;
                 let _permit = gate.acquire().await;
                 let scan = rescan(&soap, &fleet.server, &machine, &cache).await?;
                 cache = scan.cache.clone();
