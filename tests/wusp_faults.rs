@@ -20,6 +20,22 @@ const NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/ClientWeb
 /// POST a raw body; returns (status, ErrorCode of a fault or "", elapsed).
 async fn post(node: &Running, path: &str, body: Vec<u8>) -> (u16, String, Duration) {
     let started = Instant::now();
+    let (status, body) = post_for_body(node, path, body).await;
+    let took = started.elapsed();
+    let code = soap::parse(&body, &Limits::default())
+        .ok()
+        .and_then(|e| {
+            e.operation
+                .child("detail")
+                .and_then(|d| d.child_text("ErrorCode"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, code, took)
+}
+
+/// POST a raw body; the status and the body of the answer.
+async fn post_for_body(node: &Running, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
     let request = http::Request::post(format!("http://{}{path}", node.listening().http))
         .header("content-type", "text/xml; charset=utf-8")
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
@@ -32,17 +48,7 @@ async fn post(node: &Running, path: &str, body: Vec<u8>) -> (u16, String, Durati
         .await
         .unwrap()
         .to_bytes();
-    let took = started.elapsed();
-    let code = soap::parse(&body, &Limits::default())
-        .ok()
-        .and_then(|e| {
-            e.operation
-                .child("detail")
-                .and_then(|d| d.child_text("ErrorCode"))
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    (status, code, took)
+    (status, body.to_vec())
 }
 
 fn envelope(op: &str, inner: &str) -> Vec<u8> {
@@ -298,5 +304,80 @@ async fn answers_are_gzipped_only_when_offered() {
         let env = soap::parse(&xml, &Limits::default()).unwrap();
         assert_eq!(env.operation.name, "GetConfigResponse");
     }
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// `text` in UTF-16 with its byte-order mark, little- or big-endian.
+fn utf16(text: &str, big_endian: bool) -> Vec<u8> {
+    let mark: [u8; 2] = if big_endian {
+        [0xFE, 0xFF]
+    } else {
+        [0xFF, 0xFE]
+    };
+    let mut out = mark.to_vec();
+    for unit in text.encode_utf16() {
+        out.extend(if big_endian {
+            unit.to_be_bytes()
+        } else {
+            unit.to_le_bytes()
+        });
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn utf16_and_byte_order_marked_bodies_are_answered_as_utf8_ones() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    // What a Windows 11 client sent, declared as UTF-16 the way such a body declares itself.
+    let captured = std::fs::read_to_string(format!(
+        "{}/samples/native-wua-capture/01-GetConfig.request.body.xml",
+        shared_protocol()
+    ))
+    .unwrap();
+    let (status, plain) = post_for_body(&node, CLIENT, captured.clone().into_bytes()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&plain));
+    assert!(String::from_utf8_lossy(&plain).contains("<GetConfigResult>"));
+    let declared = format!("<?xml version=\"1.0\" encoding=\"utf-16\"?>{captured}");
+    let mut marked = vec![0xEF, 0xBB, 0xBF];
+    marked.extend(captured.as_bytes());
+    for (what, body) in [
+        ("UTF-16LE", utf16(&declared, false)),
+        ("UTF-16BE", utf16(&declared, true)),
+        ("UTF-8 with its mark", marked),
+    ] {
+        let (status, answer) = post_for_body(&node, CLIENT, body).await;
+        assert_eq!(status, 200, "{what}: {}", String::from_utf8_lossy(&answer));
+        assert_eq!(answer, plain, "{what}");
+    }
+    // Transcoded before the operation is read: a SyncUpdates of 3,000 ids (over the 2,000
+    // elements an unknown operation may have) is parsed under SyncUpdates' limits, and gets
+    // the cookie's fault, not a parse error.
+    let ids = "<int>7</int>".repeat(3_000);
+    let sync = String::from_utf8(envelope(
+        "SyncUpdates",
+        &format!(
+            "{}<parameters><ExpressQuery>false</ExpressQuery><InstalledNonLeafUpdateIDs>{ids}\
+             </InstalledNonLeafUpdateIDs><SkipSoftwareSync>false</SkipSoftwareSync></parameters>",
+            cookie(b"not a sealed cookie")
+        ),
+    ))
+    .unwrap();
+    assert_eq!(
+        post(&node, CLIENT, utf16(&sync, false)).await.1,
+        "InvalidCookie"
+    );
+    // A broken UTF-16 body (a lone surrogate) is a fault that says so, and the node serves on.
+    let mut broken = utf16(&captured, false);
+    broken.extend([0x00, 0xD8]);
+    let (status, answer) = post_for_body(&node, CLIENT, broken).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 500, "{answer}");
+    assert!(answer.contains("invalid UTF-16"), "{answer}");
+    assert_eq!(
+        post_for_body(&node, CLIENT, captured.into_bytes()).await.0,
+        200
+    );
     node.shutdown(Duration::from_secs(1)).await;
 }

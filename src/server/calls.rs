@@ -110,6 +110,10 @@ impl Preparation {
             Err(e) => return (Prepared::Refused(e), 0),
         };
         let size = bytes.len();
+        let bytes = match soap::utf8_document(bytes) {
+            Ok(bytes) => bytes,
+            Err(e) => return (Prepared::Unparsable(self.service, e), size),
+        };
         let operation = soap::operation_name(&bytes);
         let mut service = self.service;
         if reporting

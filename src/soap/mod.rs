@@ -198,6 +198,28 @@ pub struct Envelope {
     pub operation: Element,
 }
 
+/// A document's bytes as UTF-8: transcoded when they start with a UTF-16 byte-order mark
+/// (little- or big-endian), a UTF-8 mark dropped, anything else as it is (the parser checks
+/// it). Windows writes some request bodies in UTF-16; WSUS answers them.
+pub fn utf8_document(bytes: Vec<u8>) -> Result<Vec<u8>, ParseError> {
+    let utf16 = |bytes: &[u8], unit: fn([u8; 2]) -> u16| {
+        if !bytes.len().is_multiple_of(2) {
+            return Err(ParseError::Malformed("UTF-16 of an odd length".into()));
+        }
+        let units = bytes.chunks_exact(2).map(|p| unit([p[0], p[1]]));
+        char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map(String::into_bytes)
+            .map_err(|e| ParseError::Malformed(format!("invalid UTF-16: {e}")))
+    };
+    match bytes.as_slice() {
+        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
+        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
+        [0xEF, 0xBB, 0xBF, ..] => Ok(bytes[3..].to_vec()),
+        _ => Ok(bytes),
+    }
+}
+
 /// Parse a SOAP request body under `limits`.
 pub fn parse(xml: &[u8], limits: &Limits) -> Result<Envelope, ParseError> {
     if xml.len() > limits.max_bytes {

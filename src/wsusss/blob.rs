@@ -4,7 +4,8 @@
 //! document out, or why not.
 //!
 //! The cabinet and LZX decoders are the `cab` and `lzxd` crates; this module bounds what they
-//! may produce and turns the bytes into text (UTF-8, or UTF-16 with its byte-order mark).
+//! may produce and turns the bytes into text (UTF-8, or UTF-16 with its byte-order mark, as
+//! `soap::utf8_document` reads them).
 
 use std::io::{Cursor, Read as _};
 
@@ -54,18 +55,8 @@ fn extract(cabinet: &[u8]) -> Result<Vec<u8>, String> {
 /// A document's bytes as text: UTF-16 when it starts with its byte-order mark, else UTF-8
 /// (a UTF-8 byte-order mark dropped).
 fn text(bytes: Vec<u8>) -> Result<String, String> {
-    let utf16 = |bytes: &[u8], unit: fn([u8; 2]) -> u16| {
-        let units: Vec<u16> = bytes.chunks_exact(2).map(|p| unit([p[0], p[1]])).collect();
-        String::from_utf16(&units).map_err(|_| "invalid UTF-16".to_owned())
-    };
-    match bytes.as_slice() {
-        [0xFF, 0xFE, rest @ ..] => utf16(rest, u16::from_le_bytes),
-        [0xFE, 0xFF, rest @ ..] => utf16(rest, u16::from_be_bytes),
-        [0xEF, 0xBB, 0xBF, rest @ ..] => {
-            String::from_utf8(rest.to_vec()).map_err(|_| "invalid UTF-8".to_owned())
-        }
-        _ => String::from_utf8(bytes).map_err(|_| "invalid UTF-8".to_owned()),
-    }
+    let utf8 = crate::soap::utf8_document(bytes).map_err(|e| e.to_string())?;
+    String::from_utf8(utf8).map_err(|_| "invalid UTF-8".to_owned())
 }
 
 #[cfg(test)]

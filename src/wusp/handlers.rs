@@ -36,6 +36,7 @@ pub(super) async fn dispatch(
         (Endpoint::Client, "RegisterComputer") => service.register_computer(op, call, out).await,
         (Endpoint::Client, "StartCategoryScan") => service.start_category_scan(op, out),
         (Endpoint::Client, "SyncUpdates") => service.sync_updates(op, call, out).await,
+        (Endpoint::Client, "SyncPrinterCatalog") => service.sync_printer_catalog(op, call, out),
         (Endpoint::Client, "RefreshCache") => service.refresh_cache(op, call, out),
         (Endpoint::Client, "GetExtendedUpdateInfo") => {
             service.get_extended_update_info(op, call, out)
@@ -84,6 +85,24 @@ fn int_items(parent: &Element, array: &str) -> Result<Vec<u32>> {
 /// ([`soap::open_envelope`]): a handler writes its answer where the reply's bytes will be.
 fn open_response(out: &mut String, name: &str, ns: &str) {
     let _ = write!(out, "<{name} xmlns=\"{ns}\">");
+}
+
+/// `<array><item>id</item>…</array>` appended to `out`; nothing for no ids.
+fn id_list<T: std::fmt::Display>(
+    out: &mut String,
+    array: &str,
+    item: &str,
+    ids: impl IntoIterator<Item = T>,
+) {
+    let mut ids = ids.into_iter().peekable();
+    if ids.peek().is_none() {
+        return;
+    }
+    let _ = write!(out, "<{array}>");
+    for id in ids {
+        let _ = write!(out, "<{item}>{id}</{item}>");
+    }
+    let _ = write!(out, "</{array}>");
 }
 
 /// The cookie element every client operation carries.
@@ -162,6 +181,18 @@ fn file_location(out: &mut String, base: &str, file: &FileRef) {
 }
 
 impl Service {
+    /// Whether a client holding `claims` may scan `catalog`: its configuration unchanged since
+    /// the cookie, and the client registered.
+    fn may_scan(&self, claims: &Claims, catalog: &Catalog) -> Result<()> {
+        if claims.config_change != catalog.config_last_change {
+            return Err(Fault::new(ErrorCode::ConfigChanged, ""));
+        }
+        if !read(&self.registered).contains(&claims.client_id) {
+            return Err(Fault::new(ErrorCode::RegistrationRequired, ""));
+        }
+        Ok(())
+    }
+
     /// Open and check the client cookie of an operation: ours, not expired.
     fn client_cookie(&self, op: &Element, now: i64) -> Result<Claims> {
         let sealed = op
@@ -266,6 +297,9 @@ impl Service {
              </AuthPlugInInfo></AuthInfo><Properties>",
             format_datetime(catalog.config_last_change)
         );
+        // Not PackageServerShare: the UNC path of the SMB share of locally published packages
+        // (for repair); this node serves no SMB share, and a path to nothing would send clients
+        // looking for one.
         for (name, value) in [
             (
                 "MaxExtendedUpdatesPerRequest",
@@ -467,18 +501,12 @@ impl Service {
             }
         }
         open_response(&mut out, "StartCategoryScanResponse", super::CLIENT_NS);
-        out.push_str("<preferredCategoryIds>");
-        for id in preferred {
-            let _ = write!(out, "<guid>{id}</guid>");
+        // The preferred list is there even when empty.
+        if preferred.is_empty() {
+            out.push_str("<preferredCategoryIds></preferredCategoryIds>");
         }
-        out.push_str("</preferredCategoryIds>");
-        if !errors.is_empty() {
-            out.push_str("<requestedCategoryIdsInError>");
-            for id in errors {
-                let _ = write!(out, "<guid>{id}</guid>");
-            }
-            out.push_str("</requestedCategoryIdsInError>");
-        }
+        id_list(&mut out, "preferredCategoryIds", "guid", preferred);
+        id_list(&mut out, "requestedCategoryIdsInError", "guid", errors);
         out.push_str("</StartCategoryScanResponse>");
         Ok(out)
     }
@@ -492,13 +520,7 @@ impl Service {
         let mut claims = self.client_cookie(op, call.now)?;
         let loaded = self.served.snapshot();
         let catalog: &Catalog = &loaded.catalog;
-        if claims.config_change != catalog.config_last_change {
-            return Err(Fault::new(ErrorCode::ConfigChanged, ""));
-        }
-        let registered = read(&self.registered).contains(&claims.client_id);
-        if !registered {
-            return Err(Fault::new(ErrorCode::RegistrationRequired, ""));
-        }
+        self.may_scan(&claims, catalog)?;
         let p = op
             .child("parameters")
             .filter(|p| !p.is_nil())
@@ -576,13 +598,7 @@ impl Service {
             } else {
                 (result.out_of_scope.clone(), Vec::new())
             };
-        if !gone.is_empty() {
-            out.push_str("<OutOfScopeRevisionIDs>");
-            for id in &gone {
-                let _ = write!(out, "<int>{id}</int>");
-            }
-            out.push_str("</OutOfScopeRevisionIDs>");
-        }
+        id_list(&mut out, "OutOfScopeRevisionIDs", "int", &gone);
         if !result.changed_updates.is_empty() {
             out.push_str("<ChangedUpdates>");
             for o in &result.changed_updates {
@@ -594,13 +610,12 @@ impl Service {
         claims.anchor = result.new_anchor;
         cookie_element(&mut out, "NewCookie", claims.expires, &self.reseal(&claims));
         if modern {
-            if !deployed_elsewhere.is_empty() {
-                out.push_str("<DeployedOutOfScopeRevisionIds>");
-                for id in &deployed_elsewhere {
-                    let _ = write!(out, "<int>{id}</int>");
-                }
-                out.push_str("</DeployedOutOfScopeRevisionIds>");
-            }
+            id_list(
+                &mut out,
+                "DeployedOutOfScopeRevisionIds",
+                "int",
+                &deployed_elsewhere,
+            );
             let _ = write!(
                 out,
                 "<DriverSyncNotNeeded>{}</DriverSyncNotNeeded>",
@@ -617,6 +632,29 @@ impl Service {
                 let _ = lock(&service.journal).touch_sync(&client, now);
             });
         }
+        Ok(out)
+    }
+
+    /// MS-WUSP 3.1.5.12, asked by the Add Printer Wizard: the printer drivers that apply.
+    /// This catalog holds no printer drivers, so none is new and every printer driver the
+    /// client has cached is out of scope. The cookie keeps its anchor: the spec's newest
+    /// deployment time would make the next SyncUpdates skip software deployments that changed
+    /// since the client's last software sync.
+    fn sync_printer_catalog(
+        &self,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        self.may_scan(&claims, &self.served.catalog())?;
+        let cached = int_items(op, "printerUpdateIDs")?;
+        open_response(&mut out, "SyncPrinterCatalogResponse", super::CLIENT_NS);
+        out.push_str("<SyncPrinterCatalogResult>");
+        id_list(&mut out, "OutOfScopeRevisionIDs", "int", cached);
+        out.push_str("<Truncated>false</Truncated>");
+        cookie_element(&mut out, "NewCookie", claims.expires, &self.reseal(&claims));
+        out.push_str("</SyncPrinterCatalogResult></SyncPrinterCatalogResponse>");
         Ok(out)
     }
 
@@ -754,13 +792,7 @@ impl Service {
             }
             out.push_str("</FileLocations>");
         }
-        if !out_of_scope.is_empty() {
-            out.push_str("<OutOfScopeRevisionIDs>");
-            for id in out_of_scope {
-                let _ = write!(out, "<int>{id}</int>");
-            }
-            out.push_str("</OutOfScopeRevisionIDs>");
-        }
+        id_list(&mut out, "OutOfScopeRevisionIDs", "int", out_of_scope);
         out.push_str("</GetExtendedUpdateInfoResult></GetExtendedUpdateInfoResponse>");
         Ok(out)
     }

@@ -99,6 +99,15 @@ check("the walk offered updates", len(offered) > 0, str(offered))
 driver = client.SyncUpdates(cookie=cookie, parameters={"ExpressQuery": False, "SkipSoftwareSync": True})
 validate("SyncUpdates (driver pass)", client_schema, history)
 
+# The Add Printer Wizard's call: no printer drivers here, so what the client cached of them is
+# out of scope and nothing is new.
+printers = client.SyncPrinterCatalog(cookie=cookie, installedNonLeafUpdateIDs={"int": installed},
+                                     printerUpdateIDs={"int": [987654]})
+validate("SyncPrinterCatalog", client_schema, history)
+check("SyncPrinterCatalog sends no printer driver", printers.NewUpdates is None)
+check("a cached printer driver is out of scope",
+      printers.OutOfScopeRevisionIDs is not None and list(printers.OutOfScopeRevisionIDs.int) == [987654])
+
 ext = client.GetExtendedUpdateInfo(cookie=cookie, revisionIDs={"int": offered[:max_ext]},
                                    infoTypes={"XmlUpdateFragmentType": ["Extended", "LocalizedProperties"]},
                                    locales={"string": ["en-US", "en"]})
