@@ -7,6 +7,7 @@
 
 pub mod coding;
 pub mod sendfile;
+pub mod xpress;
 
 use std::sync::Arc;
 use std::time::Duration;
