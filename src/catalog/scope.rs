@@ -380,8 +380,8 @@ impl Positions {
             Some(limit) => {
                 let mut slots = vec![u32::MAX; limit];
                 for (i, id) in revisions.enumerate() {
+                    // Every offer is a revision of the catalog, so below its limit.
                     if let Some(slot) = slots.get_mut(id as usize) {
-                        // A scope holds fewer offers than the catalog has revisions.
                         *slot = i as u32;
                     }
                 }
@@ -410,7 +410,8 @@ impl Bits {
         Bits(vec![0; limit.div_ceil(64)])
     }
 
-    /// False when `n` is at or above the limit (and so not inserted).
+    /// False when `n` is past the last word (the limit rounded up to 64), and so not
+    /// inserted.
     fn insert(&mut self, n: u32) -> bool {
         match self.0.get_mut(n as usize / 64) {
             Some(word) => {

@@ -144,14 +144,6 @@ impl Packed {
             text.trim()
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
 }
 
 impl Element {

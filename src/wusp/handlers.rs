@@ -20,6 +20,8 @@ use crate::soap::{Element, Escaped, escape_text, escaped_element, text_element};
 
 type Result<T> = std::result::Result<T, Fault>;
 
+/// The answer to `op`, written after what `out` holds (the envelope's head): the whole text,
+/// or the fault (and `out` is dropped).
 pub(super) async fn dispatch(
     service: &Arc<Service>,
     endpoint: Endpoint,
