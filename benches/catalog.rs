@@ -12,6 +12,9 @@
 //!   5,000 clients a day mostly ask.
 //! - `soap/parse_rescan`: that request's SOAP parse alone, its id lists packed as the
 //!   handler's limits say.
+//! - `coding/{first_page,extended}_{gzip,xpress}`: the answer codings of a first SyncUpdates
+//!   page and of a GetExtendedUpdateInfo of the most updates one may ask, what a first scan
+//!   mostly sends (the throughput printed is of the answer as written).
 // A test: a panic is a failed check, and what it shares with other tests is its own business.
 #![allow(unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use wsus_edge::catalog::{ALL_COMPUTERS, Action, UpdateType, scope};
 use wsus_edge::clock::unix_now;
+use wsus_edge::http::{coding, xpress};
 use wsus_edge::served::Served;
 use wsus_edge::simulate::wua::{Machine, request};
 use wsus_edge::soap::{self, Limits};
@@ -165,7 +169,8 @@ fn bench(c: &mut Criterion) {
         "SyncUpdates",
         &request::sync_software(&cookie, &[], &[]),
     );
-    let answer = element(&call(&rt, &service, Endpoint::Client, &first));
+    let first_answer = call(&rt, &service, Endpoint::Client, &first);
+    let answer = element(&first_answer);
     let sent = answer
         .child("SyncUpdatesResult")
         .and_then(|r| r.child("NewUpdates"))
@@ -273,6 +278,36 @@ fn bench(c: &mut Criterion) {
     c.bench_function("soap/parse_rescan_unpacked", |b| {
         b.iter(|| soap::parse(rescan.as_bytes(), &unpacked).expect("a SOAP request"))
     });
+
+    let most = other.len().min(Settings::default().max_extended);
+    let extended = call(
+        &rt,
+        &service,
+        Endpoint::Client,
+        &envelope(
+            WindowsClient,
+            CLIENT_NS,
+            "GetExtendedUpdateInfo",
+            &request::extended_update_info(&cookie, &other[..most]),
+        ),
+    );
+    let mut group = c.benchmark_group("coding");
+    for (name, answer) in [("first_page", &first_answer), ("extended", &extended)] {
+        group.throughput(criterion::Throughput::Bytes(answer.len() as u64));
+        println!(
+            "{name}: {} bytes, gzip {}, xpress {}",
+            answer.len(),
+            coding::gzip(answer.as_bytes()).expect("gzip").len(),
+            xpress::compress(answer.as_bytes()).len()
+        );
+        group.bench_function(format!("{name}_gzip"), |b| {
+            b.iter(|| coding::gzip(answer.as_bytes()).expect("gzip"))
+        });
+        group.bench_function(format!("{name}_xpress"), |b| {
+            b.iter(|| xpress::compress(answer.as_bytes()))
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(benches, bench);

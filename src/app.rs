@@ -34,6 +34,10 @@ pub struct App {
     pub downstream_certificates: bool,
     /// `downstream.allow_anonymous`: the server-server services are open to anyone.
     pub downstream_open: bool,
+    /// `listen.compress_answers`: SOAP answers in the coding the caller offers.
+    pub compress_answers: bool,
+    /// SOAP calls answered at once, and how long the others wait (`listen.max_soap_*`).
+    pub admission: crate::http::Admission,
     /// Large SOAP bodies parse here, a bounded number at once.
     pub parsers: Parsers,
     /// What each connection may hold and for how long.

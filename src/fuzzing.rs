@@ -218,8 +218,8 @@ pub const ANSWERED: &[&str] = &[
 ];
 
 /// An upstream's SOAP answer as a branch reads it: byte 0 picks the operation (its value
-/// modulo [`ANSWERED`]'s length, in the low nibble), gzip (bit 4) and status 500 rather than
-/// 200 (bit 5: how faults come); the rest is the body. One more operation, past the list,
+/// modulo [`ANSWERED`]'s length, in the low nibble), gzip (bit 4), xpress (bit 6, when not
+/// gzip) and status 500 rather than 200 (bit 5: how faults come); the rest is the body. One more operation, past the list,
 /// reads the body as an update document.
 pub fn upstream_answer(data: &[u8]) {
     let Some((&head, body)) = data.split_first() else {
@@ -237,7 +237,14 @@ pub fn upstream_answer(data: &[u8]) {
     } else {
         StatusCode::OK
     };
-    let Ok(op) = sync::read_answer(operation, status, head & 0x10 != 0, body.to_vec()) else {
+    let coding = if head & 0x10 != 0 {
+        Coding::Gzip
+    } else if head & 0x40 != 0 {
+        Coding::Xpress
+    } else {
+        Coding::Identity
+    };
+    let Ok(op) = sync::read_answer(operation, status, coding, body.to_vec()) else {
         return;
     };
     if operation.starts_with("GetRollup") || operation == "GetOutOfSyncComputers" {

@@ -19,8 +19,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    /// The route class (`content`, `soap`, `admin`, `other`), never the raw path: bounded
-    /// cardinality.
+    /// The route class (`content`, `soap`, `selfupdate`, `admin`, `other`), never the raw
+    /// path: bounded cardinality.
     pub path: &'static str,
     pub status: u16,
 }

@@ -212,6 +212,14 @@ pub async fn start(config: &Config) -> Result<Running> {
         downstream_tokens,
         downstream_certificates: config.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
         downstream_open: config.downstream.allow_anonymous,
+        compress_answers: config.listen.compress_answers,
+        admission: crate::http::Admission::new(
+            config
+                .listen
+                .max_soap_calls
+                .unwrap_or_else(|| 4 * std::thread::available_parallelism().map_or(2, |n| n.get())),
+            config.listen.max_soap_wait,
+        ),
         parsers: Parsers::for_this_machine(),
         limits: config.listen.limits,
         started: Instant::now(),

@@ -1,18 +1,19 @@
 //! One client of the WSUS web services for every caller in the crate: the sync and the rollup
 //! (to the upstream, over the upstream link) and the simulated Windows clients (over a plain
 //! HTTP client). A call is one SOAP 1.1 envelope with its SOAPAction, gzip-coded when the peer
-//! is known to read that; its answer is read whole under a size bound, decoded, parsed, and
+//! is known to read that; its answer, asked in the caller's coding (gzip for a node, xpress for
+//! a Windows client), is read whole under a size bound, decoded, parsed, and
 //! comes back as the operation's response element or the WSUS fault.
 //!
 //! The way bytes travel is the caller's: a [`Transport`] posts a body and hands the answer
 //! back. The rest is sans-IO ([`request`], [`read_answer`]). May call: `soap`, `http` (the
-//! gzip coding), `error`.
+//! codings), `error`.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::error::{Error, Kind};
-use crate::http::coding;
+use crate::http::coding::{self, Coding};
 use crate::soap::wsus::ErrorCode;
 use crate::soap::{self, Element, Limits, Version};
 
@@ -36,16 +37,24 @@ pub trait Transport: Sync {
 
     /// Whether the peer reads gzip-coded request bodies (RFC 7694: learnt from its answers).
     fn reads_gzip(&self) -> bool;
+
+    /// The coding it asks answers in (Accept-Encoding): what its caller asks by default.
+    fn accepts(&self) -> Coding {
+        match self.caller() {
+            Caller::Server => Coding::Gzip,
+            Caller::WindowsClient => Coding::Xpress,
+        }
+    }
 }
 
 /// Who makes a call, which decides how its request looks on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     /// A server (a node's sync and rollup): the envelope WSUS servers write, with its XML
-    /// declaration; offers gzip answers and sends gzip to a peer that reads it.
+    /// declaration; asks gzip answers and sends gzip to a peer that reads it.
     Server,
     /// A Windows Update Agent: the envelope as captured from Windows 11 (no declaration, the
-    /// `s:` prefix); offers no gzip (Windows offers only xpress).
+    /// `s:` prefix); asks xpress answers, as Windows does.
     WindowsClient,
 }
 
@@ -159,32 +168,26 @@ pub async fn call(
         None => Bytes::from(body),
     };
     let sent = body.len() as u64;
-    if caller == Caller::Server {
-        headers.insert(
-            http::header::ACCEPT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
+    if let Some(accepts) = transport.accepts().header() {
+        headers.insert(http::header::ACCEPT_ENCODING, accepts);
     }
     let posted = transport
         .post(path, headers, body, limits.max_bytes)
         .await
         .map_err(|e| e.context(operation))?;
     let received = posted.body.len() as u64;
-    let gzipped = posted
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let op = read_answer(operation, posted.status, gzipped, posted.body, limits)?;
+    let coding = Coding::of(&posted.headers);
+    let op = read_answer(operation, posted.status, coding, posted.body, limits)?;
     Ok(Answer { op, sent, received })
 }
 
-/// An answer to `operation` as it came (its status, whether gzip, its body), read under
+/// An answer to `operation` as it came (its status, its coding, its body), read under
 /// `limits`: the operation's response element, or the fault. Sans-IO.
 pub fn read_answer(
     operation: &str,
     status: StatusCode,
-    gzipped: bool,
-    mut answer: Vec<u8>,
+    coding: Coding,
+    answer: Vec<u8>,
     limits: &Limits,
 ) -> Result<Element, Failure> {
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
@@ -198,10 +201,12 @@ pub fn read_answer(
         .retryable(false)
         .into());
     }
-    if gzipped {
-        answer = coding::gunzip(&answer, limits.max_bytes)
-            .map_err(|e| Error::upstream(Kind::BadUpstream, format!("{operation}: gzip: {e}")))?;
-    }
+    let answer = coding::decode(coding, answer, limits.max_bytes).map_err(|e| {
+        Error::upstream(
+            Kind::BadUpstream,
+            format!("{operation}: the answer's coding ({coding:?}): {e}"),
+        )
+    })?;
     let envelope = soap::parse(&answer, limits).map_err(|e| {
         Error::upstream(
             Kind::BadUpstream,
@@ -256,13 +261,23 @@ mod tests {
         let op = read_answer(
             "Ping",
             StatusCode::OK,
-            false,
+            Coding::Identity,
             ok.clone().into_bytes(),
             &limits,
         );
         assert_eq!(op.unwrap().name, "PingResponse");
         let packed = coding::gzip(ok.as_bytes()).unwrap();
-        assert!(read_answer("Ping", StatusCode::OK, true, packed, &limits).is_ok());
+        assert!(read_answer("Ping", StatusCode::OK, Coding::Gzip, packed, &limits).is_ok());
+        let packed = crate::http::xpress::compress(ok.as_bytes());
+        assert!(read_answer("Ping", StatusCode::OK, Coding::Xpress, packed, &limits).is_ok());
+        let not_xpress = read_answer(
+            "Ping",
+            StatusCode::OK,
+            Coding::Xpress,
+            ok.clone().into_bytes(),
+            &limits,
+        );
+        assert!(matches!(not_xpress, Err(Failure::Other(_))));
 
         let fault = crate::soap::wsus::fault_in(
             Version::Soap11,
@@ -273,16 +288,28 @@ mod tests {
         match read_answer(
             "Ping",
             StatusCode::INTERNAL_SERVER_ERROR,
-            false,
+            Coding::Identity,
             fault.body.into_bytes(),
             &limits,
         ) {
             Err(Failure::Fault(ErrorCode::ServerBusy, m)) => assert!(m.contains("later"), "{m}"),
             other => panic!("not the fault: {:?}", other.map(|e| e.name)),
         }
-        let refused = read_answer("Ping", StatusCode::UNAUTHORIZED, false, Vec::new(), &limits);
+        let refused = read_answer(
+            "Ping",
+            StatusCode::UNAUTHORIZED,
+            Coding::Identity,
+            Vec::new(),
+            &limits,
+        );
         assert!(matches!(refused, Err(Failure::Other(ref e)) if !e.is_retryable()));
-        let wrong = read_answer("Other", StatusCode::OK, false, ok.into_bytes(), &limits);
+        let wrong = read_answer(
+            "Other",
+            StatusCode::OK,
+            Coding::Identity,
+            ok.into_bytes(),
+            &limits,
+        );
         assert!(matches!(wrong, Err(Failure::Other(_))));
     }
 }

@@ -397,6 +397,88 @@ async fn a_storm_of_large_calls_is_told_the_server_is_busy() {
     assert_eq!(status, 500);
 }
 
+/// More calls than a node answers at once (`listen.max_soap_calls`), none allowed to wait
+/// (`max_soap_wait = "0s"`): the rest are told ServerBusy at once, 503 with Retry-After, and
+/// counted; the node answers normally when the storm has passed, and simulated clients that
+/// meet it come back and finish their scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_past_what_the_node_answers_at_once_are_told_it_is_busy() {
+    logs();
+    let (_dir, mut config) = root_config("");
+    config.listen.max_soap_calls = Some(1);
+    config.listen.max_soap_wait = Duration::ZERO;
+    let node = start(&config).await;
+    // Parsed where they arrive (packed SyncUpdates under 512 KiB), milliseconds each.
+    let heavy = soap_envelope(CLIENT_NS, "SyncUpdates", &"<x/>".repeat(90_000)).into_bytes();
+    let mut busy = 0;
+    let mut storms = 0;
+    // Calls that never overlap would all be answered: a storm at a time until one is refused
+    // (the first nearly always suffices).
+    while busy == 0 && storms < 10 {
+        storms += 1;
+        let calls: Vec<_> = (0..32)
+            .map(|_| {
+                let (url, heavy) = (url(&node, CLIENT), heavy.clone());
+                tokio::spawn(async move {
+                    let started = Instant::now();
+                    let answer = post(&url, "SyncUpdates", CLIENT_NS, heavy, false, None).await;
+                    (answer, started.elapsed())
+                })
+            })
+            .collect();
+        for call in calls {
+            let ((status, headers, body), took) = call.await.unwrap();
+            match status {
+                503 => {
+                    busy += 1;
+                    assert_eq!(headers["retry-after"], "10");
+                    assert!(body.contains("<ErrorCode>ServerBusy</ErrorCode>"), "{body}");
+                    assert!(body.contains("as many calls as it may"), "{body}");
+                    assert!(took < Duration::from_secs(5), "told busy after {took:?}");
+                }
+                500 => assert!(body.contains("InvalidCookie"), "{body}"),
+                other => panic!("status {other}: {body}"),
+            }
+        }
+    }
+    assert!(
+        busy > 0,
+        "{storms} storms of 32 calls, one answered at a time, none refused"
+    );
+    assert_eq!(
+        metric(&node, "wsus_edge_requests_refused_total", "reason=\"busy\"").await,
+        f64::from(busy)
+    );
+
+    // Clients scanning all at once through a node that answers one call at a time: each call
+    // told busy is made again, and every scan completes.
+    let fleet = wsus_edge::simulate::wua::Fleet {
+        server: format!("http://{}", node.listening().http),
+        content_server: None,
+        clients: 12,
+        concurrency: 12,
+        group: None,
+        download: false,
+        report: false,
+        seed: 5,
+        rescans: 1,
+        fail_every: 0,
+        rate: None,
+        rescan_rate: None,
+        accepts: wsus_edge::http::coding::Coding::Xpress,
+    };
+    let scanned = wsus_edge::simulate::wua::run(&fleet).await;
+    assert!(scanned.failures.is_empty(), "{:?}", scanned.failures);
+    assert_eq!(scanned.scans, 12);
+    let rescans = scanned.rescans.unwrap();
+    assert!(rescans.failures.is_empty(), "{:?}", rescans.failures);
+    eprintln!(
+        "{busy} calls told busy in {storms} storms; the fleet was told busy {} times",
+        scanned.busy + rescans.busy
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -83,6 +83,7 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
         fail_every: 4,
         rate: None,
         rescan_rate: None,
+        accepts: wsus_edge::http::coding::Coding::Xpress,
     };
     let outcome = wua::run(&fleet).await;
     assert!(outcome.failures.is_empty(), "{:?}", &outcome.failures[..1]);

@@ -214,3 +214,174 @@ fn only_catalog_changes_reload_the_catalog() {
     assert!(service.reload_if_changed().unwrap(), "a new group");
     assert!(service.catalog().group(group).is_some());
 }
+
+/// Sends `body` to the client service with the headers of the captured Windows 11 GetConfig
+/// request (`Accept-Encoding: xpress` among them), the SOAPAction of `operation`; without
+/// Accept-Encoding when `plain`. Returns the answer's Content-Encoding and body as sent.
+async fn as_windows_sends(
+    node: &Running,
+    operation: &str,
+    body: Vec<u8>,
+    plain: bool,
+) -> (Option<String>, Vec<u8>) {
+    let captured = std::fs::read_to_string(format!(
+        "{}/samples/native-wua-capture/01-GetConfig.request.headers",
+        shared_protocol()
+    ))
+    .unwrap();
+    let mut lines = captured.lines();
+    let request_line = lines.next().unwrap();
+    let path = request_line.split(' ').nth(1).unwrap();
+    let mut request = http::Request::post(format!("{}{path}", base(node)));
+    let mut offered_xpress = false;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(": ").unwrap();
+        match name.to_ascii_lowercase().as_str() {
+            // The transport's own.
+            "host" | "content-length" | "connection" => {}
+            "accept-encoding" => {
+                offered_xpress = value == "xpress";
+                if !plain {
+                    request = request.header(name, value);
+                }
+            }
+            "soapaction" => {
+                let action = value.replace("GetConfig", operation);
+                request = request.header(name, action);
+            }
+            _ => request = request.header(name, value),
+        }
+    }
+    assert!(offered_xpress, "the capture offers xpress");
+    let response =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http()
+            .request(
+                request
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["vary"], "Accept-Encoding");
+    let encoding = response
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (encoding, body.to_vec())
+}
+
+/// An xpress body read block by block with an independent decoder (`rust-lzxpress`, MS-XCA's
+/// plain LZ77 = MS-WUSP §2.1.1.1), each block's header checked against what it holds.
+fn their_decoding(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let size = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap()) as usize;
+        let (original, compressed) = (size(0), size(4));
+        assert!(
+            original <= 65_535 && compressed <= 65_535,
+            "§2.1.1 block bounds"
+        );
+        let block = &body[8..8 + compressed];
+        // That decoder takes no end bit: a last flag word holding only it is left off for it.
+        let block = block
+            .strip_suffix(&(1u32 << 31).to_le_bytes())
+            .unwrap_or(block);
+        let decoded = lzxpress::data::decompress(block).unwrap();
+        assert_eq!(
+            decoded.len(),
+            original,
+            "a block decodes to its header's size"
+        );
+        out.extend(decoded);
+        body = &body[8 + compressed..];
+    }
+    out
+}
+
+/// MS-WUSP §2.1: a Windows client's request with `Accept-Encoding: xpress` is answered
+/// xpress-coded, and the coded answer decodes to the very bytes of the uncompressed one; a
+/// fleet asking xpress gets the same offers for a fraction of the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_requests_offering_xpress_get_xpress_answers_of_the_same_bytes() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, all, _) = catalog_root(dir.path()).await;
+
+    let captured_body = std::fs::read(format!(
+        "{}/samples/native-wua-capture/01-GetConfig.request.body.xml",
+        shared_protocol()
+    ))
+    .unwrap();
+    let (coding, coded) = as_windows_sends(&node, "GetConfig", captured_body.clone(), false).await;
+    let (none, plain) = as_windows_sends(&node, "GetConfig", captured_body, true).await;
+    assert_eq!((coding.as_deref(), none), (Some("xpress"), None));
+    assert_eq!(their_decoding(&coded), plain);
+    assert_eq!(
+        wsus_edge::http::xpress::decompress(&coded, plain.len()).unwrap(),
+        plain
+    );
+
+    // A large answer: the extended information of everything a client was offered.
+    let soap = wua::soap_client();
+    let machine = wua::Machine::new(1, None);
+    let scan = wua::scan(&soap, &base(&node), &machine).await.unwrap();
+    assert_eq!(updates(&scan), all.iter().copied().collect());
+    let cookie = wua::client_cookie(&soap, &base(&node), &machine)
+        .await
+        .unwrap();
+    let revisions: Vec<u32> = scan
+        .cache
+        .other
+        .iter()
+        .chain(&scan.cache.installed)
+        .copied()
+        .collect();
+    let geui = wsus_edge::soap_client::envelope(
+        wsus_edge::soap_client::Caller::WindowsClient,
+        wsus_edge::wusp::CLIENT_NS,
+        "GetExtendedUpdateInfo",
+        &wua::request::extended_update_info(&cookie, &revisions),
+    );
+    let (coding, coded) = as_windows_sends(
+        &node,
+        "GetExtendedUpdateInfo",
+        geui.clone().into_bytes(),
+        false,
+    )
+    .await;
+    let (_, plain) =
+        as_windows_sends(&node, "GetExtendedUpdateInfo", geui.into_bytes(), true).await;
+    assert_eq!(coding.as_deref(), Some("xpress"));
+    assert!(
+        String::from_utf8_lossy(&plain).contains("<Xml>"),
+        "fragments were sent"
+    );
+    assert!(
+        coded.len() * 3 < plain.len(),
+        "{} bytes coded of {}",
+        coded.len(),
+        plain.len()
+    );
+    assert_eq!(their_decoding(&coded), plain);
+
+    // The simulated clients ask xpress as Windows does; asking nothing, they get the same
+    // offers in more bytes.
+    let plain_soap = wua::soap_client_accepting(wsus_edge::http::coding::Coding::Identity);
+    let uncoded = wua::scan(&plain_soap, &base(&node), &machine)
+        .await
+        .unwrap();
+    assert_eq!(updates(&uncoded), updates(&scan));
+    assert!(
+        scan.answer_bytes * 2 < uncoded.answer_bytes,
+        "a scan's answers: {} bytes xpress-coded, {} not",
+        scan.answer_bytes,
+        uncoded.answer_bytes
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}

@@ -260,19 +260,30 @@ async fn hostile_requests_get_a_fault_fast_and_the_node_serves_on() {
     node.shutdown(Duration::from_secs(1)).await;
 }
 
-/// gzip when the client offers it; uncompressed otherwise (Windows offers only xpress).
+/// Answers in the coding the client offers: xpress first (what Windows offers), then gzip
+/// (what nodes offer), none when it offers neither or the node does not compress answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_are_gzipped_only_when_offered() {
+async fn answers_are_coded_as_offered() {
     logs();
     let dir = tempfile::tempdir().unwrap();
-    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    let mut config = node_config(&dir.path().join("n"), None, "", "");
+    let node = start(&config).await;
+    config.listen.compress_answers = false;
+    config.node.data_dir = dir.path().join("off");
+    let off = start(&config).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    for (offer, gzipped) in [
-        ("gzip, deflate", true),
-        ("xpress", false),
-        ("gzip;q=0", false),
-    ] {
+    let cases = [
+        (&node, "gzip, deflate", Some("gzip")),
+        (&node, "xpress", Some("xpress")),
+        (&node, "gzip, xpress", Some("xpress")),
+        (&node, "xpress;q=0, gzip", Some("gzip")),
+        (&node, "gzip;q=0", None),
+        (&node, "br", None),
+        (&off, "xpress", None),
+        (&off, "gzip", None),
+    ];
+    for (node, offer, coding) in cases {
         let request = http::Request::post(format!("http://{}{CLIENT}", node.listening().http))
             .header("content-type", "text/xml; charset=utf-8")
             .header("accept-encoding", offer)
@@ -287,24 +298,26 @@ async fn answers_are_gzipped_only_when_offered() {
             .headers()
             .get("content-encoding")
             .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(encoding.as_deref(), coding, "{offer}");
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await
             .unwrap()
             .to_bytes();
-        let xml = if gzipped {
-            assert_eq!(encoding.as_deref(), Some("gzip"), "{offer}");
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
-                .unwrap();
-            out
-        } else {
-            assert_eq!(encoding, None, "{offer}");
-            body.to_vec()
+        let xml = match coding {
+            Some("gzip") => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                    .unwrap();
+                out
+            }
+            Some(_) => wsus_edge::http::xpress::decompress(&body, 1 << 20).unwrap(),
+            None => body.to_vec(),
         };
         let env = soap::parse(&xml, &Limits::default()).unwrap();
         assert_eq!(env.operation.name, "GetConfigResponse");
     }
     node.shutdown(Duration::from_secs(1)).await;
+    off.shutdown(Duration::from_secs(1)).await;
 }
 
 /// `text` in UTF-16 with its byte-order mark, little- or big-endian.
@@ -378,6 +391,47 @@ async fn utf16_and_byte_order_marked_bodies_are_answered_as_utf8_ones() {
     assert_eq!(
         post_for_body(&node, CLIENT, captured.into_bytes()).await.0,
         200
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The self-update directory (MS-WUSP §2.1, `/SelfUpdate`) exists, in any case, for GET and
+/// HEAD, and holds nothing: a 404 that says why, as IIS answers for a missing file (Windows 10
+/// and later never ask; §3.1.5.1 <49>). Other methods are refused with what it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_update_directory_answers_not_found_and_says_why() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(&node_config(&dir.path().join("n"), None, "", "")).await;
+    for path in [
+        "/selfupdate/wuident.cab",
+        "/SelfUpdate/wuident.cab",
+        "/SELFUPDATE/WSUS3/x86/Other/wsus3setup.cab",
+        "/selfupdate",
+    ] {
+        let got = get(&url(&node, path), &[]).await;
+        assert_eq!(got.status, 404, "{path}");
+        let text = String::from_utf8_lossy(&got.body);
+        assert!(text.contains("self-update"), "{path}: {text}");
+        let head = request("HEAD", &url(&node, path), &[]).await;
+        assert_eq!(head.status, 404, "{path}");
+        assert!(head.body.is_empty());
+    }
+    let post = request("POST", &url(&node, "/selfupdate/wuident.cab"), &[]).await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.headers["allow"], "GET, HEAD");
+    // Other unknown paths stay plain 404s; a name merely starting alike is not the directory.
+    let other = get(&url(&node, "/selfupdates/wuident.cab"), &[]).await;
+    assert_eq!(other.status, 404);
+    assert!(!String::from_utf8_lossy(&other.body).contains("self-update"));
+    assert_eq!(
+        metric(
+            &node,
+            "wsus_edge_requests_total",
+            "path=\"selfupdate\",status=\"404\""
+        )
+        .await,
+        8.0
     );
     node.shutdown(Duration::from_secs(1)).await;
 }

@@ -16,8 +16,12 @@ approved for All Computers) this starts a node pinned to --node-cpus and runs
 From the CPU per scan it derives what a 2-core node takes: rescans per hour at half its CPU,
 and the CPU of 100,000 daily rescans in one hour. Reports peak RSS (VmHWM).
 
+The clients ask answers in the first of --codings (xpress, as Windows does); each other coding
+listed gets one more closed-loop run, for the bytes on the wire and the node's CPU per scan of
+each coding side by side.
+
     python3 benches/branch/capacity.py [--updates 2000,10000] [--clients 200] [--rescans 20]
-        [--node-cpus 0] [--sim-cpus 1] [--json FILE] [--no-build]
+        [--codings xpress,gzip,none] [--node-cpus 0] [--sim-cpus 1] [--json FILE] [--no-build]
 
 The node's own CPU per scan is what the figures rest on; when the simulator's CPUs are the
 busy ones (it says "CPUs busy" of its own), the rates are the simulator's, not the node's,
@@ -63,11 +67,12 @@ def seconds(text):
     return total
 
 
-def simulate(a, http, node_pid, rate=None, rescan_rate=None):
+def simulate(a, http, node_pid, coding, rate=None, rescan_rate=None):
     """One simulate run; the node's CPU over each phase, and what simulate printed."""
     args = ["taskset", "-c", a.sim_cpus, BIN, "simulate", "--server",
             f"http://127.0.0.1:{http}", "--clients", str(a.clients), "--concurrency",
-            str(a.concurrency), "--rescans", str(a.rescans), "--seed", str(a.seed)]
+            str(a.concurrency), "--rescans", str(a.rescans), "--seed", str(a.seed),
+            "--accept-encoding", coding]
     if rate:
         args += ["--rate", f"{rate:.3f}"]
     if rescan_rate:
@@ -92,6 +97,8 @@ def simulate(a, http, node_pid, rate=None, rescan_rate=None):
     re_p = re.search(r"^rescan SOAP calls\s+\d+ \(latency p50 (.+?), p99 (.+?)\)", out, re.M)
     sim = re.search(r"^simulator CPU\s+([\d.]+) s \(([\d.]+) ms per scan, ([\d.]+) CPUs", out,
                     re.M)
+    wire = dict(re.findall(r"^(SOAP answers|rescan answers)\s+[\d.]+ MiB on the wire "
+                           r"\(([\d.]+) KiB per scan\)", out, re.M))
     (c1, t1), (c2, t2) = marks[0], marks[-1]
     r = {
         "first_scans": int(first.group(1)),
@@ -100,6 +107,7 @@ def simulate(a, http, node_pid, rate=None, rescan_rate=None):
         "node_cpu_per_first_ms": (c1 - cpu0) * 1e3 / int(first.group(1)),
         "node_busy_first": (c1 - cpu0) / (t1 - t0) / cpus_in(a.node_cpus),
         "sim_cpus_busy": float(sim.group(3)),
+        "answer_kib_per_first": float(wire["SOAP answers"]),
         "output": out,
     }
     if re_:
@@ -110,6 +118,7 @@ def simulate(a, http, node_pid, rate=None, rescan_rate=None):
             "rescan_p99_s": seconds(re_p.group(2)),
             "node_cpu_per_rescan_ms": (c2 - c1) * 1e3 / int(re_.group(1)),
             "node_busy_rescan": (c2 - c1) / (t2 - t1) / cpus_in(a.node_cpus),
+            "answer_kib_per_rescan": float(wire["rescan answers"]),
         })
     return r
 
@@ -134,17 +143,24 @@ def measure(a, work, updates):
                             stdout=log, stderr=log)
     try:
         wait_ready(admin, node)
-        closed = simulate(a, http, node.pid)
-        print(f"\n== {updates} updates, closed loop\n{closed['output']}", flush=True)
+        coding, *others = a.codings.split(",")
+        closed = simulate(a, http, node.pid, coding)
+        print(f"\n== {updates} updates, closed loop, {coding}\n{closed['output']}", flush=True)
         loads = {}
         for share in (0.5, 0.9):
-            run = simulate(a, http, node.pid, share * closed["first_rate"],
+            run = simulate(a, http, node.pid, coding, share * closed["first_rate"],
                            share * closed["rescan_rate"])
             print(f"\n== {updates} updates, {share:.0%} of those rates\n{run['output']}",
                   flush=True)
             loads[share] = run
-        return {"updates": updates, "closed": closed, "loads": loads,
-                "node_peak_rss_mib": peak_rss_mib(node.pid)}
+        rss = peak_rss_mib(node.pid)
+        codings = {coding: closed}
+        for other in others:
+            codings[other] = simulate(a, http, node.pid, other)
+            print(f"\n== {updates} updates, closed loop, {other}\n{codings[other]['output']}",
+                  flush=True)
+        return {"updates": updates, "closed": closed, "loads": loads, "codings": codings,
+                "node_peak_rss_mib": rss}
     finally:
         node.terminate()
         node.wait(timeout=30)
@@ -157,6 +173,9 @@ def main():
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--rescans", type=int, default=20, help="rescans of each client")
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--codings", default="xpress",
+                    help="codings the clients ask answers in (xpress, gzip, none), "
+                         "comma-separated; the first for the whole measurement")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--node-cpus", default="0", help="taskset list for the node")
     ap.add_argument("--sim-cpus", default="1", help="taskset list for the simulator")
@@ -198,11 +217,20 @@ def main():
               f"{budget_ms / c['node_cpu_per_first_ms']:,.0f} | "
               f"{budget_ms / c['node_cpu_per_rescan_ms']:,.0f} | "
               f"{rescan_share:.1%} of 2 cores |")
+    if len(a.codings.split(",")) > 1:
+        print("\n| catalog | answers in | on the wire per first scan | node CPU per first scan | "
+              "on the wire per rescan | node CPU per rescan |")
+        print("|---|---|---|---|---|---|")
+        for r in results:
+            for coding, c in r["codings"].items():
+                print(f"| {r['updates']} | {coding} | {c['answer_kib_per_first'] / 1024:.2f} MiB | "
+                      f"{c['node_cpu_per_first_ms']:.1f} ms | "
+                      f"{c['answer_kib_per_rescan']:.1f} KiB | "
+                      f"{c['node_cpu_per_rescan_ms']:.2f} ms |")
     if a.json:
         for r in results:
-            r["closed"].pop("output")
-            for run in r["loads"].values():
-                run.pop("output")
+            for run in [*r["codings"].values(), *r["loads"].values()]:
+                run.pop("output", None)
         with open(a.json, "w") as f:
             json.dump({"node_cpus": a.node_cpus, "sim_cpus": a.sim_cpus, "cores": cores,
                        "results": results}, f, indent=1)

@@ -145,6 +145,7 @@ pub(super) async fn demo(base: &Config, clients: usize, keep_running: bool) -> R
         fail_every: 5,
         rate: None,
         rescan_rate: None,
+        accepts: crate::http::coding::Coding::Xpress,
     };
     let started = Instant::now();
     let outcome = simulate::wua::run(&fleet).await;

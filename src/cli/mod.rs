@@ -34,6 +34,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::error::{Error, Kind};
+use crate::http::coding::Coding;
 use crate::logging::Logging;
 
 /// `--version`: the package version and the commit it was built from.
@@ -194,6 +195,9 @@ pub enum Command {
         /// The same for the rescans.
         #[arg(long, value_name = "SCANS_PER_SECOND", value_parser = positive_rate)]
         rescan_rate: Option<f64>,
+        /// The coding clients ask SOAP answers in: xpress (as Windows does), gzip, or none.
+        #[arg(long, value_name = "CODING", default_value = "xpress", value_parser = answer_coding)]
+        accept_encoding: Coding,
     },
     /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
     /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
@@ -378,6 +382,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
             rescans,
             rate,
             rescan_rate,
+            accept_encoding,
         } => {
             let fleet = crate::simulate::wua::Fleet {
                 server: server.trim_end_matches('/').to_owned(),
@@ -392,6 +397,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
                 fail_every: 0,
                 rate,
                 rescan_rate,
+                accepts: accept_encoding,
             };
             simulate::simulate(&fleet).await
         }
@@ -445,6 +451,16 @@ fn report(result: Result<(), Error>) -> Exit {
 }
 
 /// `--rate`: a finite number of scans per second above zero.
+/// `--accept-encoding`: the coding simulated clients ask answers in.
+fn answer_coding(text: &str) -> std::result::Result<Coding, String> {
+    match text {
+        "xpress" => Ok(Coding::Xpress),
+        "gzip" => Ok(Coding::Gzip),
+        "none" => Ok(Coding::Identity),
+        _ => Err(format!("{text:?} is not one of xpress, gzip, none")),
+    }
+}
+
 fn positive_rate(text: &str) -> std::result::Result<f64, String> {
     match text.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),

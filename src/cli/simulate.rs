@@ -73,6 +73,8 @@ fn print_first_scans(r: &simulate::wua::FleetReport) {
         format_duration(r.percentile(50.0)),
         format_duration(r.percentile(99.0))
     );
+    print_answer_bytes("SOAP answers", r.answer_bytes, r.scans);
+    print_busy(r.busy);
     println!(
         "offered updates     {} ({:.1} per client)",
         r.offered,
@@ -111,7 +113,25 @@ fn print_rescans(re: &simulate::wua::RescanReport) {
         format_duration(simulate::wua::percentile(&re.calls, 50.0)),
         format_duration(simulate::wua::percentile(&re.calls, 99.0))
     );
+    print_answer_bytes("rescan answers", re.answer_bytes, re.scans);
+    print_busy(re.busy);
     for f in re.failures.iter().take(5) {
         println!("failed rescan: {f}");
     }
+}
+
+/// Calls the node answered ServerBusy, when there were any.
+fn print_busy(busy: usize) {
+    if busy > 0 {
+        println!("ServerBusy answers  {busy} (each call made again a second later)");
+    }
+}
+
+/// The bytes of SOAP answers on the wire, in all and per scan.
+fn print_answer_bytes(what: &str, bytes: u64, scans: usize) {
+    println!(
+        "{what:<20}{:.2} MiB on the wire ({:.1} KiB per scan)",
+        bytes as f64 / f64::from(1 << 20),
+        bytes as f64 / 1024.0 / scans.max(1) as f64
+    );
 }

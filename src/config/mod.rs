@@ -39,6 +39,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "idle_timeout",
             "body_timeout",
             "max_header_bytes",
+            "compress_answers",
+            "max_soap_calls",
+            "max_soap_wait",
         ],
     ),
     ("tls", &["cert", "key", "client_ca"]),
@@ -131,6 +134,9 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The request line and headers together; hyper's floor is 8 KiB.
 const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * KIB;
+/// A scan's pages answer in milliseconds; a call that waited this long meets a node that is
+/// behind by seconds of work, and its client is better told to come back.
+const DEFAULT_MAX_SOAP_WAIT: Duration = Duration::from_secs(2);
 const MIN_HEADER_BYTES: u64 = 8 * KIB;
 const MAX_HEADER_BYTES: u64 = MIB;
 
@@ -182,6 +188,14 @@ pub struct Listen {
     pub admin: SocketAddr,
     /// How connections are kept in bounds, on every listener.
     pub limits: ConnectionLimits,
+    /// SOAP answers in the coding their caller offers (xpress for Windows clients, gzip for
+    /// nodes); off, always as they are. Default true.
+    pub compress_answers: bool,
+    /// SOAP calls answered at once; more wait. Default: four per core.
+    pub max_soap_calls: Option<usize>,
+    /// How long a SOAP call may wait for one of those before the caller is told ServerBusy
+    /// (503, Retry-After). Default 2s; zero: told at once.
+    pub max_soap_wait: Duration,
 }
 
 /// What one connection may hold and for how long (each listener applies them alone).
@@ -459,6 +473,9 @@ impl Default for Config {
                 https: None,
                 admin: DEFAULT_ADMIN,
                 limits: ConnectionLimits::default(),
+                compress_answers: true,
+                max_soap_calls: None,
+                max_soap_wait: DEFAULT_MAX_SOAP_WAIT,
             },
             tls: None,
             upstream: None,
@@ -1053,11 +1070,22 @@ impl Walk {
                 .set()
                 .map_or(defaults.max_header_bytes, |n| n as usize),
         };
+        let compress_answers = self.field(section, "compress_answers", as_bool).or(true);
+        let max_soap_calls = self
+            .field(section, "max_soap_calls", |v| as_count(v, 1, 100_000))
+            .set()
+            .map(|n| n as usize);
+        let max_soap_wait = self
+            .field(section, "max_soap_wait", as_soap_wait)
+            .or(DEFAULT_MAX_SOAP_WAIT);
         Listen {
             http,
             https,
             admin,
             limits,
+            compress_answers,
+            max_soap_calls,
+            max_soap_wait,
         }
     }
 
@@ -1523,6 +1551,16 @@ fn as_interval_or_off(value: &Value) -> Result<Duration, String> {
     }
 }
 
+/// How long a SOAP call may wait to be answered: zero (busy at once) up to a minute, for a
+/// client told later is better off than one whose call times out.
+fn as_soap_wait(value: &Value) -> Result<Duration, String> {
+    let wait = as_interval_or_off(value)?;
+    if wait > Duration::from_secs(60) {
+        return Err("must be at most 60s".into());
+    }
+    Ok(wait)
+}
+
 /// A grace period: zero (stop at once) up to an hour.
 fn as_grace(value: &Value) -> Result<Duration, String> {
     let grace = match value {
@@ -1705,8 +1743,8 @@ mod tests {
     fn connection_limits_and_downstream_access_are_typed() {
         let c = parsed(
             "[listen]\nmax_connections = 500\nheader_timeout = \"5s\"\nidle_timeout = 90\n\
-             body_timeout = \"2m\"\nmax_header_bytes = \"16KiB\"\n\
-             [downstream]\nallow_anonymous = true\n[admin]\nserver_names = [\"WSUS.example.org\"]\n",
+             body_timeout = \"2m\"\nmax_header_bytes = \"16KiB\"\ncompress_answers = false\nmax_soap_calls = 3\n\
+             max_soap_wait = \"0s\"\n[downstream]\nallow_anonymous = true\n[admin]\nserver_names = [\"WSUS.example.org\"]\n",
         );
         assert_eq!(
             c.listen.limits,
@@ -1719,8 +1757,29 @@ mod tests {
             }
         );
         assert!(c.downstream.allow_anonymous);
+        assert!(!c.listen.compress_answers);
+        assert_eq!(c.listen.max_soap_calls, Some(3));
+        assert_eq!(c.listen.max_soap_wait, Duration::ZERO);
         assert_eq!(c.admin.server_names, ["wsus.example.org"]);
         assert!(!parsed("").downstream.allow_anonymous);
+        assert!(parsed("").listen.compress_answers);
+        assert_eq!(parsed("").listen.max_soap_calls, None);
+        assert_eq!(parsed("").listen.max_soap_wait, Duration::from_secs(2));
+        assert!(
+            only_problem("[listen]\nmax_soap_wait = \"2m\"\n", "listen.max_soap_wait")
+                .contains("at most 60s")
+        );
+        assert!(
+            only_problem("[listen]\nmax_soap_calls = 0\n", "listen.max_soap_calls")
+                .contains("between 1")
+        );
+        assert!(
+            only_problem(
+                "[listen]\ncompress_answers = 1\n",
+                "listen.compress_answers"
+            )
+            .contains("true or false")
+        );
         assert!(
             only_problem(
                 "[listen]\nmax_header_bytes = \"1KiB\"\n",

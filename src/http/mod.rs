@@ -82,7 +82,7 @@ pub enum BodyError {
     TooLarge,
     /// The transport failed mid-body, or a compressed body does not decompress.
     Broken,
-    /// Sent in a content coding other than gzip (RFC 7694: 415).
+    /// Sent in a content coding other than gzip or xpress (RFC 7694: 415).
     UnsupportedCoding,
     /// Not all there by the deadline (`listen.body_timeout`).
     TimedOut,
@@ -165,20 +165,51 @@ pub async fn read_body(
         .unwrap_or(Err(BodyError::TimedOut))
 }
 
-/// A SOAP body as sent, decoded from its content coding (gzip, or none): at most `limit`
-/// bytes decoded.
+/// A SOAP body as sent, decoded from its content coding (gzip, xpress, or none): at most
+/// `limit` bytes decoded.
 pub fn decode_body(
     coding: Coding,
     bytes: Vec<u8>,
     limit: usize,
 ) -> std::result::Result<Vec<u8>, BodyError> {
-    match coding {
-        Coding::Identity => Ok(bytes),
-        Coding::Gzip => coding::gunzip(&bytes, limit).map_err(|e| match e.kind() {
-            std::io::ErrorKind::FileTooLarge => BodyError::TooLarge,
-            _ => BodyError::Broken,
-        }),
-        Coding::Other => Err(BodyError::UnsupportedCoding),
+    coding::decode(coding, bytes, limit).map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => BodyError::TooLarge,
+        std::io::ErrorKind::Unsupported => BodyError::UnsupportedCoding,
+        _ => BodyError::Broken,
+    })
+}
+
+/// The bound on SOAP calls being answered at once: `calls` answered together, the rest waiting
+/// in order of arrival at most `wait` each, and at most `calls × 16` of them waiting; a call
+/// past either bound is told ServerBusy at once. Under a load the node cannot keep up with,
+/// an answer is late by at most `wait` plus its own work, and the clients told to come back
+/// later cost next to nothing: latency does not grow with the backlog.
+pub struct Admission {
+    running: Arc<Semaphore>,
+    waiting: Arc<Semaphore>,
+    wait: Duration,
+}
+
+impl Admission {
+    pub fn new(calls: usize, wait: Duration) -> Admission {
+        let calls = calls.max(1);
+        Admission {
+            running: Arc::new(Semaphore::new(calls)),
+            waiting: Arc::new(Semaphore::new(calls.saturating_mul(16))),
+            wait,
+        }
+    }
+
+    /// Leave to answer one call, held until it is dropped; `None`: the node is busy.
+    pub async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.running.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        let _waiting = self.waiting.clone().try_acquire_owned().ok()?;
+        tokio::time::timeout(self.wait, self.running.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -226,5 +257,41 @@ impl Parsers {
         })
         .await
         .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn admission_bounds_the_calls_the_wait_and_the_waiters() {
+        let admission = Arc::new(Admission::new(1, Duration::from_secs(2)));
+        let first = admission.admit().await.expect("the one call");
+        // A second waits its two seconds, and is told busy.
+        let started = tokio::time::Instant::now();
+        assert!(admission.admit().await.is_none());
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Sixteen may wait at once; the seventeenth is told at once.
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let admission = admission.clone();
+                tokio::spawn(async move { admission.admit().await.is_some() })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let started = tokio::time::Instant::now();
+        assert!(admission.admit().await.is_none());
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        // The call ends: the waiters are admitted in turn, each ending at once.
+        drop(first);
+        for waiter in waiters {
+            assert!(waiter.await.unwrap());
+        }
+        assert!(admission.admit().await.is_some());
+        // No wait at all: busy at once while the call is taken.
+        let at_once = Admission::new(1, Duration::ZERO);
+        let _held = at_once.admit().await.unwrap();
+        assert!(at_once.admit().await.is_none());
     }
 }

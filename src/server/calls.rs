@@ -9,6 +9,10 @@
 //! rollup operations share a URL with the clients' ReportEventBatch, an unauthenticated caller
 //! gets the clients' body limit and is refused a rollup operation before its body is parsed.
 //!
+//! A call whose body has arrived waits its turn among the calls being answered
+//! ([`crate::http::Admission`], `listen.max_soap_calls`): too long a wait, and the caller is
+//! told ServerBusy (503, Retry-After) rather than kept waiting behind a backlog.
+//!
 //! Parsing builds a tree of up to hundreds of thousands of elements: a large or compressed
 //! body is decoded and parsed on the blocking pool, at most [`crate::http::Parsers`]' number at once, with a
 //! short queue behind them; past that the caller is told ServerBusy (503, Retry-After).
@@ -46,6 +50,13 @@ const INLINE_BYTES: usize = 64 << 10;
 /// page of 30,000 ids parses in about half a millisecond, less than the hand-off to the
 /// blocking pool and back costs a node on one core.
 const INLINE_PACKED_BYTES: usize = 512 << 10;
+
+/// Answers smaller than this (bytes) go as they are: a GetConfig or a cookie, where coding
+/// would save less than a packet.
+const COMPRESS_FROM_BYTES: usize = 1024;
+
+/// Answers from this size on (bytes) are compressed on the blocking pool.
+const OFFLOAD_COMPRESSION_BYTES: usize = 1 << 20;
 
 /// The web service a SOAP call was posted to.
 #[derive(Debug, Clone, Copy)]
@@ -297,6 +308,16 @@ async fn answer(
         Ok(raw) => raw,
         Err(e) => return refused_body(app, service, e, limit),
     };
+    // Taken once the body is here, so that a slow sender holds nothing but its connection;
+    // held until the answer is written and coded.
+    let Some(_admitted) = app.admission.admit().await else {
+        return busy(
+            app,
+            service,
+            call,
+            "the server is answering as many calls as it may; try again later",
+        );
+    };
     let preparation = Preparation {
         service,
         coding,
@@ -316,7 +337,12 @@ async fn answer(
         app.parsers.run(move || preparation.prepare(raw)).await
     };
     let Some((prepared, bytes_in)) = prepared else {
-        return busy(app, service, call);
+        return busy(
+            app,
+            service,
+            call,
+            "the server is parsing as many large requests as it may; try again later",
+        );
     };
     call.bytes_in = bytes_in;
     let content_base = content_base(app, listener, parts);
@@ -342,7 +368,7 @@ async fn answer(
         // is back before the caller sees it.
         let _ = tokio::task::spawn_blocking(crate::allocator::release_freed_memory).await;
     }
-    respond(parts, reply, call)
+    respond(app, parts, reply, call).await
 }
 
 /// The answer to a body that could not be had: a fault in the service's terms when it is too
@@ -364,18 +390,15 @@ fn refused_body(app: &App, service: SoapService, e: BodyError, limit: usize) -> 
     }
 }
 
-/// ServerBusy: every parser taken and the queue full or too slow. 503 with Retry-After, which
-/// both Windows clients and downstream servers take as "later".
-fn busy(app: &App, service: SoapService, call: &mut Call) -> Response<Body> {
+/// ServerBusy: every call or every parser taken and the wait for one too long. 503 with
+/// Retry-After, which both Windows clients and downstream servers take as "later".
+fn busy(app: &App, service: SoapService, call: &mut Call, why: &str) -> Response<Body> {
     app.metrics.refused("busy");
     let reply = fault_in(
         soap::Version::Soap11,
         service.namespace(),
         "(unparsed)",
-        &Fault::new(
-            ErrorCode::ServerBusy,
-            "the server is parsing as many large requests as it may; try again later",
-        ),
+        &Fault::new(ErrorCode::ServerBusy, why),
     );
     call.fault = reply.fault.map(|f| f.as_str());
     let mut r = respond_plain(reply);
@@ -397,19 +420,50 @@ fn respond_plain(reply: Reply) -> Response<Body> {
     r
 }
 
-/// The HTTP answer to a call the service answered: gzip when the caller offers it.
-fn respond(parts: &http::request::Parts, reply: Reply, call: &mut Call) -> Response<Body> {
+/// The HTTP answer to a call the service answered: in the coding the caller offers when the
+/// node compresses answers. A large answer is compressed on the blocking pool (a 12 MB one
+/// takes tens of milliseconds the content path on this worker should not wait for).
+async fn respond(
+    app: &App,
+    parts: &http::request::Parts,
+    reply: Reply,
+    call: &mut Call,
+) -> Response<Body> {
     call.fault = reply.fault.map(|f| f.as_str());
     call.operation = Some(reply.operation.clone());
-    // gzip when the client offers it (Windows offers only xpress: see README).
-    let body = coding::lists_gzip(parts.headers.get_all(http::header::ACCEPT_ENCODING))
-        .then(|| coding::gzip(reply.body.as_bytes()).ok())
-        .flatten();
-    let compressed = body.is_some();
-    call.bytes_out = body.as_ref().map_or(reply.body.len(), Vec::len);
-    let mut r = Response::new(match body {
+    let coding = if app.compress_answers && reply.body.len() >= COMPRESS_FROM_BYTES {
+        Coding::offered(&parts.headers)
+    } else {
+        Coding::Identity
+    };
+    let (body, coded) = if coding == Coding::Identity {
+        (reply.body, None)
+    } else if reply.body.len() >= OFFLOAD_COMPRESSION_BYTES {
+        let body = reply.body;
+        let coded = tokio::task::spawn_blocking(move || {
+            let coded = coding::encode(coding, body.as_bytes());
+            (body, coded)
+        })
+        .await;
+        match coded {
+            Ok(coded) => coded,
+            // Only a panic of the encoder, which takes any bytes.
+            Err(_) => {
+                return response::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the answer could not be coded",
+                );
+            }
+        }
+    } else {
+        let coded = coding::encode(coding, reply.body.as_bytes());
+        (reply.body, coded)
+    };
+    let encoding = coded.as_ref().and(coding.header());
+    call.bytes_out = coded.as_ref().map_or(body.len(), Vec::len);
+    let mut r = Response::new(match coded {
         Some(b) => response::full_body(b),
-        None => response::full_body(reply.body),
+        None => response::full_body(body),
     });
     *r.status_mut() = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
     let h = r.headers_mut();
@@ -422,11 +476,8 @@ fn respond(parts: &http::request::Parts, reply: Reply, call: &mut Call) -> Respo
         http::header::ACCEPT_ENCODING,
         HeaderValue::from_static("gzip"),
     );
-    if compressed {
-        h.insert(
-            http::header::CONTENT_ENCODING,
-            HeaderValue::from_static("gzip"),
-        );
+    if let Some(encoding) = encoding {
+        h.insert(http::header::CONTENT_ENCODING, encoding);
     }
     h.insert(
         http::header::CONTENT_TYPE,

@@ -275,7 +275,11 @@ async fn route(
                 calls::soap(app, service, listener, parts, body, &requester).await,
             ),
             None => {
-                let response = response::text(StatusCode::NOT_FOUND, "not found");
+                let (class, response) = if is_self_update_path(path) {
+                    ("selfupdate", self_update(&parts.method))
+                } else {
+                    ("other", response::text(StatusCode::NOT_FOUND, "not found"))
+                };
                 access_line(
                     &requester,
                     parts,
@@ -283,7 +287,7 @@ async fn route(
                     started,
                     tracing::Level::INFO,
                 );
-                ("other", response)
+                (class, response)
             }
         },
     };
@@ -291,6 +295,36 @@ async fn route(
         .request(class, response.status().as_u16(), started.elapsed());
     response.headers_mut().insert(X_REQUEST_ID, id.header());
     response
+}
+
+/// The client self-update directory, `/SelfUpdate` (MS-WUSP §2.1), any case as IIS matches it.
+fn is_self_update_path(path: &str) -> bool {
+    let prefix = "/selfupdate";
+    path.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
+}
+
+/// What this node answers under `/SelfUpdate`: none of its files. They are Microsoft-signed
+/// binaries that no server-server operation carries (MS-WSUSSS syncs updates, not them), only
+/// Windows 8.1 and earlier ask for them, and Windows 10 and later never do (MS-WUSP §3.1.5.1,
+/// notes <48> and <49>). A 404 is what IIS answers for a file missing from the directory, and
+/// tells an old client the truth: an unsigned stand-in would stop it as surely.
+fn self_update(method: &http::Method) -> Response<Body> {
+    if method != http::Method::GET && method != http::Method::HEAD {
+        let mut r = response::text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the self-update directory takes GET and HEAD",
+        );
+        r.headers_mut()
+            .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    response::text(
+        StatusCode::NOT_FOUND,
+        "this server carries no client self-update files: Windows 10 and later do not use \
+         them (MS-WUSP 3.1.5.1); Windows 8.1 and earlier need a WSUS that has them",
+    )
 }
 
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host header, and a server answers

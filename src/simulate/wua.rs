@@ -5,7 +5,8 @@
 //! against their SHA-1, and the events a client reports.
 //!
 //! A client only: it writes requests and reads responses with the `soap` codecs and speaks HTTP;
-//! it never calls a handler. Requests look like the captured Windows 11 ones.
+//! it never calls a handler. Requests look like the captured Windows 11 ones, and ask xpress
+//! answers as those do (decoded by `http::coding`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -22,6 +23,8 @@ use super::{Download, HttpClient, Options, SplitMix, delivery_optimization};
 use crate::catalog::{Guid, base64_decode};
 use crate::content::path::Digest;
 use crate::error::{Error, Kind, Result};
+use crate::http::coding::Coding;
+use crate::soap::wsus::ErrorCode;
 use crate::soap::xsd::format_datetime;
 use crate::soap::{Element, Limits};
 use crate::soap_client::{self, Failure};
@@ -34,14 +37,28 @@ const AUTH_NS: &str = "http://www.microsoft.com/SoftwareDistribution/Server/Simp
 const REPORTING_NS: &str = "http://www.microsoft.com/SoftwareDistribution";
 const AGENT: &str = "Windows-Update-Agent/1507.2601.30012.0 Client-Protocol/2.90";
 
-pub type SoapClient = Client<HttpConnector, Full<Bytes>>;
+/// The HTTP client of simulated agents, and the coding they ask answers in.
+#[derive(Clone)]
+pub struct SoapClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    accepts: Coding,
+}
 
+/// Agents asking xpress answers, as Windows does.
 pub fn soap_client() -> SoapClient {
+    soap_client_accepting(Coding::Xpress)
+}
+
+/// Agents asking answers in `accepts` (none: `Coding::Identity`).
+pub fn soap_client_accepting(accepts: Coding) -> SoapClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(64)
-        .build(connector)
+    SoapClient {
+        http: Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build(connector),
+        accepts,
+    }
 }
 
 /// Who the simulated computer is.
@@ -92,6 +109,10 @@ pub struct Scan {
     pub pages: usize,
     /// (operation, latency) of every SOAP call.
     pub calls: Vec<(&'static str, Duration)>,
+    /// Bytes of SOAP answers as they came on the wire (coded, when the node coded them).
+    pub answer_bytes: u64,
+    /// Calls answered ServerBusy, and made again.
+    pub busy: usize,
     pub files: Vec<Download>,
     pub downloads_verified: usize,
     pub events_reported: usize,
@@ -137,7 +158,7 @@ struct Session<'a> {
 /// The node as a simulated client reaches it: plain HTTP/1.1 to `base`, with the agent's
 /// User-Agent.
 struct Node<'a> {
-    http: &'a SoapClient,
+    soap: &'a SoapClient,
     base: &'a str,
 }
 
@@ -155,6 +176,7 @@ impl soap_client::Transport for Node<'_> {
             .map_err(|e| Error::internal(Kind::Io, e.to_string()))?;
         request.headers_mut().extend(headers);
         let response = self
+            .soap
             .http
             .request(request)
             .await
@@ -179,7 +201,15 @@ impl soap_client::Transport for Node<'_> {
     fn reads_gzip(&self) -> bool {
         false
     }
+
+    fn accepts(&self) -> Coding {
+        self.soap.accepts
+    }
 }
+
+/// How often a call told ServerBusy is made again, and after how long each time.
+const BUSY_TRIES: u32 = 10;
+const BUSY_PAUSE: Duration = Duration::from_secs(1);
 
 /// The most an answer may be (a SyncUpdates page of a large catalog is a few MiB); depth and
 /// elements as a node's own defaults.
@@ -199,14 +229,31 @@ impl Session<'_> {
         inner: &str,
     ) -> Result<Element> {
         let node = Node {
-            http: self.http,
+            soap: self.http,
             base: self.base,
         };
-        let started = Instant::now();
-        let answer = soap_client::call(&node, path, ns, operation, inner, &ANSWER_LIMITS).await;
-        self.scan.calls.push((operation, started.elapsed()));
+        let mut answer;
+        let mut tries = 0;
+        loop {
+            let started = Instant::now();
+            answer = soap_client::call(&node, path, ns, operation, inner, &ANSWER_LIMITS).await;
+            self.scan.calls.push((operation, started.elapsed()));
+            // A node that is behind says so, and the agent comes back (a Windows client waits
+            // for its next scan; this one sooner, to keep the load it offers).
+            if !matches!(answer, Err(Failure::Fault(ErrorCode::ServerBusy, _)))
+                || tries == BUSY_TRIES
+            {
+                break;
+            }
+            tries += 1;
+            self.scan.busy += 1;
+            tokio::time::sleep(BUSY_PAUSE).await;
+        }
         match answer {
-            Ok(answer) => Ok(answer.op),
+            Ok(answer) => {
+                self.scan.answer_bytes += answer.received;
+                Ok(answer.op)
+            }
             Err(Failure::Fault(code, _)) => {
                 let code = code.as_str().to_owned();
                 self.scan.faults.push((operation, code.clone()));
@@ -383,6 +430,24 @@ pub mod request {
              <OSDescription>Windows 11 Pro</OSDescription></computerInfo>",
             cookie_xml("cookie", cookie),
             soap::escape_text(&machine.dns_name)
+        )
+    }
+
+    /// GetExtendedUpdateInfo of `revisions`: their Extended and LocalizedProperties fragments
+    /// and file locations, as the captured Windows 11 request asks.
+    pub fn extended_update_info(cookie: &Cookie, revisions: &[u32]) -> String {
+        let mut ids = String::new();
+        for id in revisions {
+            let _ = write!(ids, "<int>{id}</int>");
+        }
+        format!(
+            "{}<revisionIDs>{ids}</revisionIDs><infoTypes>\
+             <XmlUpdateFragmentType>Extended</XmlUpdateFragmentType>\
+             <XmlUpdateFragmentType>LocalizedProperties</XmlUpdateFragmentType>\
+             </infoTypes><locales><string>en-US</string><string>en</string></locales>\
+             <deviceAttributes>E:IsContainerMgmtInstalled=0</deviceAttributes>\
+             <GeoId>USA</GeoId>",
+            cookie_xml("cookie", cookie)
         )
     }
 
@@ -614,24 +679,12 @@ async fn scan_from(
     let mut urls: BTreeMap<[u8; 20], String> = BTreeMap::new();
     let mut sizes: HashMap<[u8; 20], u64> = HashMap::new();
     for batch in to_install.chunks(max_extended.max(1)) {
-        let mut ids = String::new();
-        for id in batch {
-            let _ = write!(ids, "<int>{id}</int>");
-        }
         let answer = s
             .call(
                 CLIENT,
                 CLIENT_NS,
                 "GetExtendedUpdateInfo",
-                &format!(
-                    "{}<revisionIDs>{ids}</revisionIDs><infoTypes>\
-                     <XmlUpdateFragmentType>Extended</XmlUpdateFragmentType>\
-                     <XmlUpdateFragmentType>LocalizedProperties</XmlUpdateFragmentType>\
-                     </infoTypes><locales><string>en-US</string><string>en</string></locales>\
-                     <deviceAttributes>E:IsContainerMgmtInstalled=0</deviceAttributes>\
-                     <GeoId>USA</GeoId>",
-                    cookie_xml("cookie", &cookie)
-                ),
+                &request::extended_update_info(&cookie, batch),
             )
             .await?;
         let result = answer.child("GetExtendedUpdateInfoResult");
@@ -838,6 +891,8 @@ pub struct Fleet {
     pub rate: Option<f64>,
     /// The same for the rescans, which cost a node far less than first scans.
     pub rescan_rate: Option<f64>,
+    /// The coding its clients ask answers in (Windows: xpress).
+    pub accepts: Coding,
 }
 
 /// What a fleet did.
@@ -853,6 +908,10 @@ pub struct FleetReport {
     pub downloads: Vec<super::Outcome>,
     pub events: usize,
     pub pages: usize,
+    /// Bytes of SOAP answers on the wire.
+    pub answer_bytes: u64,
+    /// Calls answered ServerBusy (and made again).
+    pub busy: usize,
     /// Bytes of the distinct files the clients were given.
     pub distinct_bytes: u64,
     /// The rescans, when the fleet made any.
@@ -871,6 +930,10 @@ pub struct RescanReport {
     pub received: usize,
     /// Deployments sent again as changed.
     pub changed: usize,
+    /// Bytes of SOAP answers on the wire.
+    pub answer_bytes: u64,
+    /// Calls answered ServerBusy (and made again).
+    pub busy: usize,
 }
 
 /// A latency percentile (nearest rank).
@@ -910,7 +973,7 @@ async fn start_at(started: Instant, rate: Option<f64>, n: usize) {
 /// The first scans of a fleet (with downloads and reports as it says), and each client's
 /// cache for its rescans.
 pub async fn first_scans(fleet: &Fleet) -> (FleetReport, Vec<(Machine, Cache)>) {
-    let soap = soap_client();
+    let soap = soap_client_accepting(fleet.accepts);
     let http = super::http_client();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(fleet.concurrency.max(1)));
     let started = Instant::now();
@@ -945,6 +1008,8 @@ pub async fn first_scans(fleet: &Fleet) -> (FleetReport, Vec<(Machine, Cache)>) 
                 out.scans += 1;
                 out.offered += scan.offered.len();
                 out.pages += scan.pages;
+                out.answer_bytes += scan.answer_bytes;
+                out.busy += scan.busy;
                 out.events += scan.events_reported;
                 out.calls.extend(scan.calls.iter().map(|(_, d)| *d));
                 out.downloads.extend(downloads);
@@ -962,7 +1027,7 @@ pub async fn first_scans(fleet: &Fleet) -> (FleetReport, Vec<(Machine, Cache)>) 
 /// Every client that scanned scans `fleet.rescans` more times, from its own cache: the
 /// `k`th rescans of all clients before any client's `k+1`th.
 pub async fn rescans(fleet: &Fleet, caches: Vec<(Machine, Cache)>) -> RescanReport {
-    let soap = soap_client();
+    let soap = soap_client_accepting(fleet.accepts);
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(fleet.concurrency.max(1)));
     let started = Instant::now();
     let clients = caches.len();
@@ -990,6 +1055,8 @@ pub async fn rescans(fleet: &Fleet, caches: Vec<(Machine, Cache)>) -> RescanRepo
                     out.pages += scan.pages;
                     out.received += scan.received.len();
                     out.changed += scan.changed;
+                    out.answer_bytes += scan.answer_bytes;
+                    out.busy += scan.busy;
                     out.calls.extend(scan.calls.iter().map(|(_, d)| *d));
                 }
             }

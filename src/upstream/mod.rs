@@ -300,7 +300,7 @@ impl Upstream {
     /// Learn from an answer's headers which request codings the upstream reads (RFC 7694): it
     /// says so in every answer, so a changed upstream is followed.
     pub fn learn_codings(&self, answer: &HeaderMap) {
-        let gzip = crate::http::coding::lists_gzip(answer.get_all(http::header::ACCEPT_ENCODING));
+        let gzip = crate::http::coding::lists_gzip(answer);
         self.reads_gzip.store(gzip, Ordering::Relaxed);
     }
 

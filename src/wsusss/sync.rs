@@ -190,10 +190,10 @@ pub(super) async fn post(
 pub fn read_answer(
     operation: &str,
     status: StatusCode,
-    gzipped: bool,
+    coding: crate::http::coding::Coding,
     answer: Vec<u8>,
 ) -> std::result::Result<Element, Failure> {
-    soap_client::read_answer(operation, status, gzipped, answer, &ANSWER_LIMITS)
+    soap_client::read_answer(operation, status, coding, answer, &ANSWER_LIMITS)
 }
 
 type Step<T> = std::result::Result<T, Failure>;
