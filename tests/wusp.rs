@@ -385,3 +385,156 @@ async fn windows_requests_offering_xpress_get_xpress_answers_of_the_same_bytes()
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// GetExtendedUpdateInfo2 (MS-WUSP 2.2.2.2.10) asks by update identity: the fragments asked,
+/// file locations when FileUrl is asked, and per update whether its files are encrypted
+/// (`File/@IsEncrypted`, read at import); identities unknown here are left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extended_info_by_identity_says_which_updates_have_encrypted_files() {
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action};
+    use wsus_edge::testkit::generate;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("root");
+    let payloads = dir.path().join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let mut g = generate::generate(40, 3, 8 << 20, &payloads).unwrap();
+    // The first deployable update that has a file of its own gets it encrypted, as a feature
+    // update's are.
+    let mut encrypted = None;
+    for id in &g.deployable {
+        let identity = format!("<upd:UpdateIdentity UpdateID=\"{id}\"");
+        if let Some(doc) = g
+            .documents
+            .iter_mut()
+            .find(|d| d.contains(&identity) && d.contains("<upd:File "))
+        {
+            *doc = doc.replace("<upd:File ", "<upd:File IsEncrypted=\"true\" ");
+            encrypted = Some(*id);
+            break;
+        }
+    }
+    let encrypted = encrypted.expect("a deployable update with a file");
+    let plain = *g.deployable.iter().find(|id| **id != encrypted).unwrap();
+    wsus_edge::content::import_dir(&data, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&g.documents).unwrap();
+    let catalog = store.load().unwrap();
+    let latest = |id: &Guid| catalog.latest(*id).unwrap();
+    let revisions: Vec<u32> = g.deployable.iter().map(|id| latest(id).id).collect();
+    store
+        .approve(&revisions, ALL_COMPUTERS, Action::Install, None, 1_000)
+        .unwrap();
+    let identity = |id: Guid| (id, latest(&id).revision_number);
+    drop(store);
+    let node = start(&node_config(&data, None, "", "")).await;
+    let soap = wua::soap_client();
+    let machine = wua::Machine::new(3, None);
+    wua::scan(&soap, &base(&node), &machine).await.unwrap();
+    let cookie = wua::client_cookie(&soap, &base(&node), &machine)
+        .await
+        .unwrap();
+
+    let ask = |types: &[&str], ids: &[(Guid, u32)]| {
+        let identities: String = ids
+            .iter()
+            .map(|(id, revision)| {
+                format!(
+                    "<UpdateIdentity><UpdateID>{id}</UpdateID>\
+                     <RevisionNumber>{revision}</RevisionNumber></UpdateIdentity>"
+                )
+            })
+            .collect();
+        let types: String = types
+            .iter()
+            .map(|t| format!("<XmlUpdateFragmentType>{t}</XmlUpdateFragmentType>"))
+            .collect();
+        wsus_edge::soap_client::envelope(
+            wsus_edge::soap_client::Caller::WindowsClient,
+            wsus_edge::wusp::CLIENT_NS,
+            "GetExtendedUpdateInfo2",
+            &format!(
+                "{}<updateIDs>{identities}</updateIDs><infoTypes>{types}</infoTypes>\
+                 <locales><string>en-US</string></locales>",
+                wua::request::cookie_xml("cookie", &cookie)
+            ),
+        )
+    };
+    let unknown = (
+        Guid::parse("00000000-0000-4000-8000-000000000001").unwrap(),
+        1,
+    );
+    let asked = [identity(encrypted), identity(plain), unknown];
+    let body = ask(&["Extended", "FileUrl", "FileDecryption"], &asked);
+    let post = |body: String| {
+        let url = url(&node, "/ClientWebService/client.asmx");
+        async move {
+            let request = http::Request::post(url)
+                .header("content-type", "text/xml; charset=utf-8")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let response =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http()
+                    .request(request)
+                    .await
+                    .unwrap();
+            assert_eq!(response.status(), 200);
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let limits = wsus_edge::soap::Limits {
+                max_bytes: 64 << 20,
+                ..wsus_edge::soap::Limits::default()
+            };
+            wsus_edge::soap::parse(&body, &limits).unwrap().operation
+        }
+    };
+    let op = post(body).await;
+    let result = op.child("GetExtendedUpdateInfo2Result").unwrap();
+    let details: Vec<(String, bool)> = result
+        .child("UpdateEncryptionDetails")
+        .unwrap()
+        .children_named("UpdateEncryptionDetail")
+        .map(|d| {
+            let id = d
+                .child("UpdateIdentity")
+                .unwrap()
+                .child_text("UpdateID")
+                .unwrap();
+            (
+                id.to_owned(),
+                d.child_text("HasEncryptedFiles") == Some("true"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        details,
+        [(encrypted.to_string(), true), (plain.to_string(), false)],
+        "the unknown identity is left out"
+    );
+    let fragments = result
+        .child("Updates")
+        .unwrap()
+        .children_named("Update")
+        .count();
+    assert_eq!(fragments, 2, "one Extended fragment per known update");
+    let locations = result
+        .child("FileLocations")
+        .unwrap()
+        .children_named("FileLocation")
+        .count();
+    assert!(locations >= 2, "{locations} file locations");
+    assert!(
+        result.child("FileDecryptionData").is_none(),
+        "no key is held here"
+    );
+
+    // Without FileUrl, no file locations.
+    let op = post(ask(&["Extended"], &asked)).await;
+    let result = op.child("GetExtendedUpdateInfo2Result").unwrap();
+    assert!(result.child("FileLocations").is_none());
+    assert!(result.child("Updates").is_some());
+    node.shutdown(Duration::from_secs(1)).await;
+}

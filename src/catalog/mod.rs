@@ -56,6 +56,9 @@ pub struct FileRef {
     pub sha256: Option<[u8; 32]>,
     pub name: String,
     pub size: u64,
+    /// Encrypted (`File/@IsEncrypted`, feature updates): a client installs it only with the
+    /// key GetExtendedUpdateInfo2 gives.
+    pub encrypted: bool,
 }
 
 impl FileRef {

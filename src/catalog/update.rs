@@ -258,11 +258,16 @@ fn file_ref(file: &Element) -> Result<FileRef, CatalogError> {
         .find(|d| d.attr("Algorithm") == Some("SHA256"))
         .and_then(|d| super::base64_decode(d.text()))
         .and_then(|d| <[u8; 32]>::try_from(d).ok());
+    let encrypted = file
+        .attr("IsEncrypted")
+        .and_then(crate::soap::xsd::parse_bool)
+        .unwrap_or(false);
     Ok(FileRef {
         sha1,
         sha256,
         name: name.to_owned(),
         size,
+        encrypted,
     })
 }
 

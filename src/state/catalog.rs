@@ -137,6 +137,9 @@ struct StoredFile {
     sha256: Option<String>,
     name: String,
     size: u64,
+    /// Absent in rows written before it was kept, and when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    encrypted: bool,
 }
 
 pub struct Store {
@@ -864,6 +867,7 @@ impl Store {
                                 .and_then(|d| d.try_into().ok()),
                             name: f.name.clone(),
                             size: f.size,
+                            encrypted: f.encrypted,
                         })
                     })
                     .collect::<Result<Vec<_>, CatalogError>>()?;
@@ -1057,6 +1061,7 @@ fn import_parsed(
                     sha256: f.sha256.map(hex::encode),
                     name: f.name.clone(),
                     size: f.size,
+                    encrypted: f.encrypted,
                 })
                 .collect(),
             titles: p.titles.clone(),

@@ -43,6 +43,9 @@ pub(super) async fn dispatch(
         (Endpoint::Client, "GetExtendedUpdateInfo") => {
             service.get_extended_update_info(op, call, out)
         }
+        (Endpoint::Client, "GetExtendedUpdateInfo2") => {
+            service.get_extended_update_info2(op, call, out)
+        }
         (Endpoint::Client, "GetFileLocations") => service.get_file_locations(op, call, out),
         (Endpoint::Reporting, "ReportEventBatch") => {
             service.report_event_batch(op, call, out).await
@@ -670,12 +673,7 @@ impl Service {
         open_response(&mut out, "RefreshCacheResponse", super::CLIENT_NS);
         out.push_str("<RefreshCacheResult>");
         for identity in items(op, "globalIDs", "UpdateIdentity") {
-            let (Some(id), Some(rev)) = (
-                identity.child_text("UpdateID").and_then(Guid::parse),
-                identity
-                    .child_text("RevisionNumber")
-                    .and_then(|r| r.parse::<u32>().ok()),
-            ) else {
+            let Some((id, rev)) = update_identity(identity) else {
                 return Err(Fault::invalid("globalIDs.UpdateIdentity"));
             };
             let Some(r) = loaded.catalog.by_identity(id, rev) else {
@@ -708,94 +706,78 @@ impl Service {
         if ids.len() > self.settings.max_extended {
             return Err(Fault::invalid("revisionIDs"));
         }
-        if op.child("infoTypes").is_none_or(|t| t.is_nil()) {
-            return Err(Fault::invalid("infoTypes"));
-        }
-        let types: Vec<String> = items(op, "infoTypes", "XmlUpdateFragmentType")
-            .iter()
-            .map(|t| t.text().to_owned())
-            .collect();
-        let wants_locale = types
-            .iter()
-            .any(|t| t == "LocalizedProperties" || t == "Eula");
-        let locales: Vec<String> = items(op, "locales", "string")
-            .iter()
-            .map(|l| l.text().to_ascii_lowercase())
-            .collect();
-        if wants_locale && op.child("locales").is_none_or(|l| l.is_nil()) {
-            return Err(Fault::invalid("locales"));
-        }
+        let asked = Asked::read(op)?;
         let loaded = self.served.snapshot();
         let catalog = &loaded.catalog;
         let scope = loaded.scope(&claims.groups, call.now);
         let (in_scope, out_of_scope): (Vec<u32>, Vec<u32>) =
             ids.iter().partition(|id| scope.contains(**id));
-        // Every fragment asked for, then their length: the answer is written once, in place.
-        let mut fragments: Vec<(u32, &Escaped)> = Vec::new();
-        for kind in &types {
-            for id in &in_scope {
-                let Some(r) = catalog.revision(*id) else {
-                    continue;
-                };
-                let f = &r.fragments;
-                match kind.as_str() {
-                    "Core" => fragments.push((*id, &f.core)),
-                    "Extended" => fragments.push((*id, &f.extended)),
-                    "LocalizedProperties" => {
-                        fragments.extend(pick_locale(&f.localized, &locales).map(|x| (*id, x)));
-                    }
-                    "Eula" => fragments.extend(
-                        f.eula
-                            .iter()
-                            .filter(|(lang, _, _)| locales.iter().any(|l| l == lang))
-                            .map(|(_, _, x)| (*id, x)),
-                    ),
-                    _ => {}
-                }
-            }
-        }
-        let mut files: Vec<&FileRef> = Vec::new();
-        let mut seen = HashSet::new();
-        for id in &in_scope {
-            if let Some(r) = catalog.revision(*id) {
-                for file in &r.files {
-                    if seen.insert(file.sha1) {
-                        files.push(file);
-                    }
-                }
-            }
-        }
-        // `<Update><ID>…</ID><Xml>…</Xml></Update>` is 45 bytes around the fragment; a
-        // FileLocation about 200.
-        out.reserve(
-            fragments
-                .iter()
-                .map(|(_, x)| x.as_str().len() + 48)
-                .sum::<usize>()
-                + files.len() * 256
-                + out_of_scope.len() * 16
-                + 256,
-        );
+        let (fragments, files) = asked.parts(catalog, &in_scope);
+        out.reserve(parts_size(&fragments, &files) + out_of_scope.len() * 16);
         open_response(&mut out, "GetExtendedUpdateInfoResponse", super::CLIENT_NS);
         out.push_str("<GetExtendedUpdateInfoResult>");
-        if !fragments.is_empty() {
-            out.push_str("<Updates>");
-            for (id, xml) in fragments {
-                let _ = write!(out, "<Update><ID>{id}</ID>");
-                escaped_element(&mut out, "Xml", xml);
-                out.push_str("</Update>");
-            }
-            out.push_str("</Updates>");
-        }
-        if !files.is_empty() {
-            out.push_str("<FileLocations>");
-            for file in files {
-                file_location(&mut out, call.content_base, file);
-            }
-            out.push_str("</FileLocations>");
-        }
+        write_parts(&mut out, call.content_base, &fragments, &files);
         id_list(&mut out, "OutOfScopeRevisionIDs", "int", out_of_scope);
         out.push_str("</GetExtendedUpdateInfoResult></GetExtendedUpdateInfoResponse>");
+        Ok(out)
+    }
+
+    /// GetExtendedUpdateInfo by update identity (MS-WUSP 2.2.2.2.10): the fragments asked,
+    /// FileLocations when FileUrl is asked, and each update's UpdateEncryptionDetail (whether
+    /// any of its files is encrypted, `File/@IsEncrypted`). Identities unknown or out of the
+    /// client's scope are left out: the answer has no list for them. The keys of encrypted
+    /// files (FileDecryptionData) reach a WSUS from its upstream by MS-WSUSSS
+    /// GetUpdateDecryptionData, which this node does not call yet: it sends none, and
+    /// HasEncryptedFiles tells the client why.
+    fn get_extended_update_info2(
+        &self,
+        op: &Element,
+        call: &Call<'_>,
+        mut out: String,
+    ) -> Result<String> {
+        let claims = self.client_cookie(op, call.now)?;
+        let identities = items(op, "updateIDs", "UpdateIdentity")
+            .into_iter()
+            .map(|i| update_identity(i).ok_or_else(|| Fault::invalid("updateIDs.UpdateIdentity")))
+            .collect::<Result<Vec<_>>>()?;
+        if identities.len() > self.settings.max_extended {
+            return Err(Fault::invalid("updateIDs"));
+        }
+        let asked = Asked::read(op)?;
+        let loaded = self.served.snapshot();
+        let catalog = &loaded.catalog;
+        let scope = loaded.scope(&claims.groups, call.now);
+        let in_scope: Vec<u32> = identities
+            .iter()
+            .filter_map(|(id, revision)| catalog.by_identity(*id, *revision))
+            .map(|r| r.id)
+            .filter(|id| scope.contains(*id))
+            .collect();
+        let (fragments, files) = asked.parts(catalog, &in_scope);
+        let wants = |kind: &str| asked.types.iter().any(|t| t == kind);
+        out.reserve(parts_size(&fragments, &files) + in_scope.len() * 200);
+        open_response(&mut out, "GetExtendedUpdateInfo2Response", super::CLIENT_NS);
+        out.push_str("<GetExtendedUpdateInfo2Result>");
+        let files = if wants("FileUrl") { files } else { Vec::new() };
+        write_parts(&mut out, call.content_base, &fragments, &files);
+        if !in_scope.is_empty() {
+            out.push_str("<UpdateEncryptionDetails>");
+        }
+        for r in in_scope.iter().filter_map(|id| catalog.revision(*id)) {
+            let _ = write!(
+                out,
+                "<UpdateEncryptionDetail><UpdateIdentity><UpdateID>{}</UpdateID>\
+                 <RevisionNumber>{}</RevisionNumber></UpdateIdentity>\
+                 <HasEncryptedFiles>{}</HasEncryptedFiles></UpdateEncryptionDetail>",
+                r.update_id,
+                r.revision_number,
+                r.files.iter().any(|f| f.encrypted)
+            );
+        }
+        if !in_scope.is_empty() {
+            out.push_str("</UpdateEncryptionDetails>");
+        }
+        out.push_str("</GetExtendedUpdateInfo2Result></GetExtendedUpdateInfo2Response>");
         Ok(out)
     }
 
@@ -854,11 +836,10 @@ impl Service {
                     .and_then(|v| i32::try_from(v).ok())
                     .ok_or_else(|| bad(name))
             };
-            let update = basic.child("UpdateID").and_then(|u| {
-                let id = u.child_text("UpdateID").and_then(Guid::parse)?;
-                let rev = u.child_text("RevisionNumber")?.parse::<u32>().ok()?;
-                (id != Guid::NIL).then_some((id, rev))
-            });
+            let update = basic
+                .child("UpdateID")
+                .and_then(update_identity)
+                .filter(|(id, _)| *id != Guid::NIL);
             let misc = e
                 .child("ExtendedData")
                 .map(|x| items(x, "MiscData", "string"))
@@ -897,6 +878,117 @@ impl Service {
 
 /// The LocalizedProperties fragment for the client's locales: the first exact match, else the
 /// first language match ("en-us" → "en"), else English, else the first there is.
+/// An `UpdateIdentity` (UpdateID, RevisionNumber); `None` when either is missing or malformed.
+fn update_identity(e: &Element) -> Option<(Guid, u32)> {
+    let id = e.child_text("UpdateID").and_then(Guid::parse)?;
+    let revision = e.child_text("RevisionNumber")?.trim().parse::<u32>().ok()?;
+    Some((id, revision))
+}
+
+/// What a GetExtendedUpdateInfo (either) asks of each update: fragment kinds, and locales.
+struct Asked {
+    types: Vec<String>,
+    /// Lower case.
+    locales: Vec<String>,
+}
+
+impl Asked {
+    /// infoTypes must be there; locales too when a localized kind is asked.
+    fn read(op: &Element) -> Result<Asked> {
+        if op.child("infoTypes").is_none_or(|t| t.is_nil()) {
+            return Err(Fault::invalid("infoTypes"));
+        }
+        let types: Vec<String> = items(op, "infoTypes", "XmlUpdateFragmentType")
+            .iter()
+            .map(|t| t.text().to_owned())
+            .collect();
+        let wants_locale = types
+            .iter()
+            .any(|t| t == "LocalizedProperties" || t == "Eula");
+        if wants_locale && op.child("locales").is_none_or(|l| l.is_nil()) {
+            return Err(Fault::invalid("locales"));
+        }
+        let locales = items(op, "locales", "string")
+            .iter()
+            .map(|l| l.text().to_ascii_lowercase())
+            .collect();
+        Ok(Asked { types, locales })
+    }
+
+    /// The fragments asked of `revisions` (kind by kind, as asked), and their files, each once.
+    fn parts<'c>(
+        &self,
+        catalog: &'c Catalog,
+        revisions: &[u32],
+    ) -> (Vec<(u32, &'c Escaped)>, Vec<&'c FileRef>) {
+        let locales = &self.locales;
+        let mut fragments: Vec<(u32, &Escaped)> = Vec::new();
+        for kind in &self.types {
+            for id in revisions {
+                let Some(r) = catalog.revision(*id) else {
+                    continue;
+                };
+                let f = &r.fragments;
+                match kind.as_str() {
+                    "Core" => fragments.push((*id, &f.core)),
+                    "Extended" => fragments.push((*id, &f.extended)),
+                    "LocalizedProperties" => {
+                        fragments.extend(pick_locale(&f.localized, locales).map(|x| (*id, x)));
+                    }
+                    "Eula" => fragments.extend(
+                        f.eula
+                            .iter()
+                            .filter(|(lang, _, _)| locales.iter().any(|l| l == lang))
+                            .map(|(_, _, x)| (*id, x)),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        let mut files: Vec<&FileRef> = Vec::new();
+        let mut seen = HashSet::new();
+        for r in revisions.iter().filter_map(|id| catalog.revision(*id)) {
+            for file in &r.files {
+                if seen.insert(file.sha1) {
+                    files.push(file);
+                }
+            }
+        }
+        (fragments, files)
+    }
+}
+
+/// What [`write_parts`] writes, about: `<Update><ID>…</ID><Xml>…</Xml></Update>` is 45 bytes
+/// around its fragment, a FileLocation about 200.
+fn parts_size(fragments: &[(u32, &Escaped)], files: &[&FileRef]) -> usize {
+    fragments
+        .iter()
+        .map(|(_, x)| x.as_str().len() + 48)
+        .sum::<usize>()
+        + files.len() * 256
+        + 256
+}
+
+/// Updates and FileLocations, each left out when empty.
+fn write_parts(out: &mut String, base: &str, fragments: &[(u32, &Escaped)], files: &[&FileRef]) {
+    if !fragments.is_empty() {
+        out.push_str("<Updates>");
+        for (id, xml) in fragments {
+            let _ = write!(out, "<Update><ID>{id}</ID>");
+            escaped_element(out, "Xml", xml);
+            out.push_str("</Update>");
+        }
+        out.push_str("</Updates>");
+    }
+    if !files.is_empty() {
+        out.push_str("<FileLocations>");
+        for file in files {
+            file_location(out, base, file);
+        }
+        out.push_str("</FileLocations>");
+    }
+}
+
 fn pick_locale<'a, T>(localized: &'a [(String, T)], locales: &[String]) -> Option<&'a T> {
     let find = |lang: &str| localized.iter().find(|(l, _)| l == lang).map(|(_, x)| x);
     locales

@@ -169,7 +169,11 @@ pub fn limits_for(base: &Limits, operation: Option<&str>) -> Limits {
         // Revision IDs, file digests or events asked about or reported in one call; the agent
         // sends them in batches of hundreds.
         Some(
-            "GetExtendedUpdateInfo" | "GetFileLocations" | "RefreshCache" | "ReportEventBatch",
+            "GetExtendedUpdateInfo"
+            | "GetExtendedUpdateInfo2"
+            | "GetFileLocations"
+            | "RefreshCache"
+            | "ReportEventBatch",
         ) => 50_000,
         // Cookies, configuration, registration: a few dozen elements.
         _ => 2_000,

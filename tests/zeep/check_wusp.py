@@ -117,6 +117,29 @@ check("GetExtendedUpdateInfo gives file locations", len(locations) > 0)
 for loc in locations[:3]:
     check("a file URL is a WSUS content URL", "/Content/" in loc.Url and len(loc.FileDigest) == 20, loc.Url)
 
+# The same updates by identity, as a client asks when it needs the keys of encrypted files.
+asked = offered[:max_ext]
+ext2 = client.GetExtendedUpdateInfo2(
+    cookie=cookie,
+    updateIDs={"UpdateIdentity": [{"UpdateID": identities[r][0], "RevisionNumber": identities[r][1]}
+                                  for r in asked]},
+    infoTypes={"XmlUpdateFragmentType": ["Extended", "FileUrl", "FileDecryption"]},
+    locales={"string": ["en-US"]})
+validate("GetExtendedUpdateInfo2", client_schema, history)
+details = ext2.UpdateEncryptionDetails.UpdateEncryptionDetail if ext2.UpdateEncryptionDetails else []
+check("GetExtendedUpdateInfo2 details every update asked",
+      sorted((d.UpdateIdentity.UpdateID, d.UpdateIdentity.RevisionNumber) for d in details)
+      == sorted(identities[r] for r in asked))
+check("no generated update has encrypted files", not any(d.HasEncryptedFiles for d in details))
+check("GetExtendedUpdateInfo2 sends no keys it does not hold", ext2.FileDecryptionData is None)
+urls2 = {loc.Url for loc in ext2.FileLocations.FileLocation} if ext2.FileLocations else set()
+check("GetExtendedUpdateInfo2 gives the file locations GetExtendedUpdateInfo gave",
+      urls2 == {loc.Url for loc in locations})
+fragments = {(u.ID, u.Xml) for u in ext.Updates.Update}
+check("GetExtendedUpdateInfo2 gives the same Extended fragments",
+      len(ext2.Updates.Update) == len(asked)
+      and all((u.ID, u.Xml) in fragments for u in ext2.Updates.Update))
+
 if locations:
     files = client.GetFileLocations(cookie=cookie, fileDigests={"base64Binary": [locations[0].FileDigest]})
     validate("GetFileLocations", client_schema, history)
