@@ -215,6 +215,7 @@ pub const ANSWERED: &[&str] = &[
     "GetDeployments",
     "GetRollupConfiguration",
     "GetOutOfSyncComputers",
+    "GetUpdateDecryptionData",
 ];
 
 /// An upstream's SOAP answer as a branch reads it: byte 0 picks the operation (its value
@@ -764,6 +765,12 @@ fn server_session() -> Vec<(Vec<u8>, String)> {
     );
     exchange(
         0,
+        "GetUpdateDecryptionData",
+        sync_ns,
+        &format!("{cookie}<updateIds>{}</updateIds>", listed.concat()),
+    );
+    exchange(
+        0,
         "GetDeployments",
         sync_ns,
         &format!("{cookie}<syncAnchor>{anchor}</syncAnchor>"),
@@ -821,12 +828,12 @@ mod tests {
         assert_eq!(client.len(), 10);
         assert_eq!(faults(&client), Vec::<String>::new());
         let server = server_session();
-        assert_eq!(server.len(), 11);
+        assert_eq!(server.len(), 12);
         assert_eq!(faults(&server), Vec::<String>::new());
         let answers = seeds("upstream_answer");
         assert_eq!(
             answers.len(),
-            10,
+            11,
             "one per answer read by a branch, both listings"
         );
         for seed in &answers {

@@ -306,4 +306,45 @@ fn version_man_pages_completions_and_progress_come_from_the_binary() {
         "{progress}"
     );
     assert!(!progress.contains('\u{1b}'), "{progress}");
+    // The generated feature updates' keys were imported with it.
+    assert!(
+        text(&out.stdout).contains("imported 2 decryption keys (2 new or changed)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A key file of a catalog folder: a bad line stops the import and is named; the same
+    // keys again change nothing.
+    let folder = dir.path().join("keys-only");
+    std::fs::create_dir_all(&folder).unwrap();
+    let key_file = folder.join("decryption-keys.txt");
+    std::fs::write(&key_file, "# digest key\nnot-a-digest AAAA\n").unwrap();
+    let out = wsus_edge(dir.path(), &["import", folder.to_str().unwrap()], &[]);
+    assert_ne!(out.status.code(), Some(0));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("decryption-keys.txt line 2") && said.contains("SHA-1"),
+        "{said}"
+    );
+    let catalog = wsus_edge::state::Store::open(&dir.path().join("data"))
+        .unwrap()
+        .load()
+        .unwrap();
+    let mut keys: Vec<([u8; 20], Vec<u8>)> = catalog
+        .revisions()
+        .iter()
+        .flat_map(|r| r.files.iter().filter(|f| f.encrypted))
+        .map(|f| (f.sha1, catalog.key(&f.sha1).expect("held").to_vec()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let held = wsus_edge::catalog::keys::format_key_file(&keys);
+    std::fs::write(&key_file, held).unwrap();
+    let out = wsus_edge(dir.path(), &["import", folder.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("imported 2 decryption keys (0 new or changed)"),
+        "{}",
+        text(&out.stdout)
+    );
 }

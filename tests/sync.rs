@@ -340,6 +340,158 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     root.shutdown(Duration::from_secs(1)).await;
 }
 
+/// The keys of encrypted files (a feature update's) are held at the root and reach a client of
+/// the branch two tiers down: each downstream asks its upstream with GetUpdateDecryptionData
+/// for the files marked encrypted whose keys it lacks, before it applies the documents, and
+/// asks again on later syncs until it has them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_client_gets_the_decryption_keys_the_root_holds() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, g) = root(dir.path(), "").await;
+    assert!(g.encrypted.len() >= 2 && g.keys.len() == g.encrypted.len());
+    // The root holds the key of the first encrypted update only, at first; both are approved.
+    root.app
+        .served
+        .change(|s, c| {
+            s.set_keys(&g.keys[..1])?;
+            s.decide(
+                c,
+                Some(&g.encrypted),
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
+        })
+        .unwrap();
+    let regional = replica(dir.path(), "regional", &root, "").await;
+    synced(&regional, 1).await;
+    let branch = replica(dir.path(), "branch", &regional, "").await;
+    let status = synced(&branch, 1).await;
+    let sync = status.last_sync.unwrap();
+    let encrypted_revisions = |c: &Catalog| {
+        c.revisions()
+            .iter()
+            .filter(|r| r.files.iter().any(|f| f.encrypted))
+            .count()
+    };
+    let revisions = encrypted_revisions(&catalog_of(&root));
+    assert!(revisions >= g.encrypted.len());
+    assert_eq!(encrypted_revisions(&catalog_of(&branch)), revisions);
+    assert_eq!(
+        (sync.keys_asked, sync.keys_received),
+        (revisions, 1),
+        "{sync:?}"
+    );
+
+    // A client of the branch asks GetExtendedUpdateInfo2 for the encrypted updates it is
+    // offered, as Windows does before it installs them.
+    let soap = wua::soap_client();
+    let machine = wua::Machine::new(5, None);
+    let scan = wua::scan(&soap, &base(&branch), &machine).await.unwrap();
+    let asked: Vec<(Guid, u32)> = scan
+        .offered
+        .iter()
+        .filter(|o| g.encrypted.contains(&o.update_id))
+        .map(|o| (o.update_id, o.revision_number))
+        .collect();
+    assert_eq!(
+        asked.len(),
+        g.encrypted.len(),
+        "both encrypted updates are offered"
+    );
+    let keys_at = |node: &Running| {
+        let base = base(node);
+        let asked = asked.clone();
+        let machine = machine.clone();
+        async move {
+            let soap = wua::soap_client();
+            let cookie = wua::client_cookie(&soap, &base, &machine).await.unwrap();
+            let identities: String = asked
+                .iter()
+                .map(|(id, n)| {
+                    format!(
+                        "<UpdateIdentity><UpdateID>{id}</UpdateID>\
+                         <RevisionNumber>{n}</RevisionNumber></UpdateIdentity>"
+                    )
+                })
+                .collect();
+            let inner = format!(
+                "{}<updateIDs>{identities}</updateIDs><infoTypes>\
+                 <XmlUpdateFragmentType>FileUrl</XmlUpdateFragmentType>\
+                 <XmlUpdateFragmentType>FileDecryption</XmlUpdateFragmentType></infoTypes>\
+                 <locales><string>en-US</string></locales>",
+                wua::request::cookie_xml("cookie", &cookie)
+            );
+            let (status, _, op) = soap_call_to(
+                &format!("{base}/ClientWebService/client.asmx"),
+                wsus_edge::wusp::CLIENT_NS,
+                "GetExtendedUpdateInfo2",
+                &inner,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200);
+            let op = op.unwrap();
+            let result = op.child("GetExtendedUpdateInfo2Result").unwrap();
+            let read = |list: &str, item: &str| -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+                let Some(list) = result.child(list) else {
+                    return BTreeSet::new();
+                };
+                list.children_named(item)
+                    .map(|f| {
+                        let b64 = |name: &str| {
+                            wsus_edge::catalog::base64_decode(f.child_text(name).unwrap()).unwrap()
+                        };
+                        let key = b64("DecryptionKey");
+                        let security = f.child("SecurityData").unwrap();
+                        let security: Vec<_> = security.children_named("base64Binary").collect();
+                        assert_eq!(security.len(), 1, "SecurityData holds the key once");
+                        assert_eq!(
+                            wsus_edge::catalog::base64_decode(security[0].text()).unwrap(),
+                            key
+                        );
+                        (b64("FileDigest"), key)
+                    })
+                    .collect()
+            };
+            let keys = read("FileDecryptionData", "FileDecryption");
+            assert_eq!(keys, read("FileDecryptionData2", "FileDecryption2"));
+            keys
+        }
+    };
+    let held = |n: usize| -> BTreeSet<(Vec<u8>, Vec<u8>)> {
+        g.keys[..n]
+            .iter()
+            .map(|(sha1, key)| (sha1.to_vec(), key.clone()))
+            .collect()
+    };
+    assert_eq!(keys_at(&branch).await, held(1));
+    assert_eq!(keys_at(&root).await, held(1));
+
+    // The root gets the second key: the next syncs carry it down, and ask for nothing once
+    // every key is held.
+    root.app.served.change(|s, _| s.set_keys(&g.keys)).unwrap();
+    for (node, n) in [(&regional, 2), (&branch, 2), (&regional, 3), (&branch, 3)] {
+        node.app.replica.as_ref().unwrap().sync_now();
+        let s = replica_until(node, |s| s.syncs >= n).await;
+        assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+        let sync = s.last_sync.unwrap();
+        let expected = if n == 2 { (revisions - 1, 1) } else { (0, 0) };
+        // The first encrypted update may have two revisions: the ones still lacking a key.
+        assert_eq!(
+            (sync.keys_asked > 0, sync.keys_received),
+            (expected.0 > 0, expected.1),
+            "{sync:?}"
+        );
+    }
+    assert_eq!(keys_at(&branch).await, held(2));
+
+    for n in [branch, regional, root] {
+        n.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 /// Between wsus-edge nodes the sync and the prefetch travel over HTTP/3 as well, and a root
 /// with mutual TLS refuses a branch without a certificate of its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

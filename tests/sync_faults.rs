@@ -364,8 +364,9 @@ async fn refused_cookies_and_a_changed_server_are_recovered_within_the_sync() {
     assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
     let first = s.last_sync.unwrap();
     // GetAuthConfig, GetAuthorizationCookie, GetCookie twice; 1 GetConfigData, 3 revision
-    // lists (one refused), 1 GetUpdateData, 1 GetDeployments.
-    assert_eq!(first.calls, 12, "{first:?}");
+    // lists (one refused), 1 GetUpdateData, 1 GetUpdateDecryptionData (one update of the
+    // catalog has an encrypted file), 1 GetDeployments.
+    assert_eq!(first.calls, 13, "{first:?}");
     assert_eq!(catalog(&branch).len(), catalog(&root).len());
 
     *proxy.tamper.fault_once.lock().unwrap() = Some(("GetDeployments", ErrorCode::ServerChanged));

@@ -398,23 +398,9 @@ async fn extended_info_by_identity_says_which_updates_have_encrypted_files() {
     let data = dir.path().join("root");
     let payloads = dir.path().join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
-    let mut g = generate::generate(40, 3, 8 << 20, &payloads).unwrap();
-    // The first deployable update that has a file of its own gets it encrypted, as a feature
-    // update's are.
-    let mut encrypted = None;
-    for id in &g.deployable {
-        let identity = format!("<upd:UpdateIdentity UpdateID=\"{id}\"");
-        if let Some(doc) = g
-            .documents
-            .iter_mut()
-            .find(|d| d.contains(&identity) && d.contains("<upd:File "))
-        {
-            *doc = doc.replace("<upd:File ", "<upd:File IsEncrypted=\"true\" ");
-            encrypted = Some(*id);
-            break;
-        }
-    }
-    let encrypted = encrypted.expect("a deployable update with a file");
+    let g = generate::generate(40, 3, 8 << 20, &payloads).unwrap();
+    // Its file is marked encrypted, as a feature update's are.
+    let encrypted = g.encrypted[0];
     let plain = *g.deployable.iter().find(|id| **id != encrypted).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
     let mut store = Store::open(&data).unwrap();
@@ -528,7 +514,7 @@ async fn extended_info_by_identity_says_which_updates_have_encrypted_files() {
     assert!(locations >= 2, "{locations} file locations");
     assert!(
         result.child("FileDecryptionData").is_none(),
-        "no key is held here"
+        "no key is held here (tests/sync.rs gives keys)"
     );
 
     // Without FileUrl, no file locations.

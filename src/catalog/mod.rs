@@ -7,6 +7,7 @@
 //! groups may see and with which action ([`scope`]). May call: `soap` (the XML tree), `error`.
 //! Knows no socket and no HTTP. Its tests take their catalogs from `testkit::generate`.
 
+pub mod keys;
 pub mod replica;
 pub mod scope;
 pub mod summary;
@@ -289,6 +290,8 @@ pub struct Catalog {
     latest: HashMap<Guid, usize>,
     by_identity: HashMap<(Guid, u32), usize>,
     files: HashMap<[u8; 20], FileRef>,
+    /// Keys of encrypted files, by file SHA-1.
+    keys: keys::Keys,
     pub groups: Vec<Group>,
     pub deployments: Vec<Deployment>,
     /// Every deployment's go-live time, sorted, each once: where what clients are offered
@@ -352,6 +355,7 @@ impl Catalog {
             latest,
             by_identity,
             files,
+            keys: keys::Keys::new(),
             groups,
             go_lives,
             deployments,
@@ -409,6 +413,17 @@ impl Catalog {
     /// A payload file by its SHA-1, if some revision names it.
     pub fn file(&self, sha1: &[u8; 20]) -> Option<&FileRef> {
         self.files.get(sha1)
+    }
+
+    /// The same catalog, with the keys of encrypted files.
+    pub fn with_keys(mut self, keys: keys::Keys) -> Catalog {
+        self.keys = keys;
+        self
+    }
+
+    /// The decryption key of a payload file, when this node holds one.
+    pub fn key(&self, sha1: &[u8; 20]) -> Option<&[u8]> {
+        self.keys.get(sha1).map(|k| &k[..])
     }
 
     /// The revisions an approval of `updates` takes: the latest revision of each named update,

@@ -77,6 +77,9 @@ pub struct Parsed {
     pub bundled: Vec<Vec<(Guid, u32)>>,
     pub superseded: Vec<Guid>,
     pub files: Vec<FileRef>,
+    /// `Properties/SecuredFragment` is FileDecryption (MS-WSUSSS §3.1.1.1): the keys of its
+    /// files come from the upstream by GetUpdateDecryptionData.
+    pub file_decryption: bool,
     /// (language, title), in document order.
     pub titles: Vec<(String, String)>,
     pub fragments: Fragments,
@@ -111,6 +114,15 @@ impl Fragments {
                 .map(|(lang, geo, x)| (lang.clone(), geo.clone(), Escaped::new(x)))
                 .collect(),
         }
+    }
+}
+
+impl Parsed {
+    /// The files whose keys come by GetUpdateDecryptionData (see [`super::keys::needing_keys`]).
+    pub fn needing_keys(&self) -> Vec<[u8; 20]> {
+        let files: Vec<([u8; 20], bool)> =
+            self.files.iter().map(|f| (f.sha1, f.encrypted)).collect();
+        super::keys::needing_keys(self.file_decryption, &files)
     }
 }
 
@@ -150,6 +162,9 @@ pub fn parse(xml: &str) -> Result<Parsed, CatalogError> {
     let explicitly_deployable = properties
         .attr("ExplicitlyDeployable")
         .is_some_and(|v| v.trim() == "true");
+    let file_decryption = properties
+        .child_text("SecuredFragment")
+        .is_some_and(|f| f.trim().eq_ignore_ascii_case("FileDecryption"));
     let category_type = child("HandlerSpecificData")
         .and_then(|h| h.child("CategoryInformation"))
         .and_then(|c| c.attr("CategoryType"))
@@ -229,6 +244,7 @@ pub fn parse(xml: &str) -> Result<Parsed, CatalogError> {
         bundled,
         superseded,
         files,
+        file_decryption,
         titles,
         fragments,
     })

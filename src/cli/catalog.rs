@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::catalog::keys::{KEY_FILE, format_key_file, parse_key_file};
 use crate::catalog::{CatalogError, Decision, Guid};
 use crate::config::Config;
 use crate::config::units::{format_bytes, format_duration};
@@ -26,14 +27,28 @@ struct Imported {
     content: Option<content::ImportReport>,
     documents: usize,
     new_revisions: usize,
+    /// Decryption keys read from the key file, and how many of them were new or changed.
+    keys: Option<(usize, usize)>,
 }
 
-/// Import `DIR/updates/*.xml` into the catalog and `DIR/content` (or all of DIR) into the
-/// content store. Blocking.
+/// Import `DIR/updates/*.xml` into the catalog, the keys of `DIR/decryption-keys.txt`, and
+/// `DIR/content` (or all of DIR) into the content store. Blocking.
 fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
     let updates = dir.join("updates");
     let payloads = dir.join("content");
+    let key_file = dir.join(KEY_FILE);
     let mut out = Imported::default();
+    // Read before anything is imported: a bad line stops the import with nothing changed.
+    let keys =
+        if key_file.is_file() {
+            let text = std::fs::read_to_string(&key_file)
+                .map_err(|e| Error::io(format!("reading {}", key_file.display()), e))?;
+            Some(parse_key_file(&text).map_err(|e| {
+                Error::internal(Kind::Config, format!("{}: {e}", key_file.display()))
+            })?)
+        } else {
+            None
+        };
     if updates.is_dir() {
         let mut docs = Vec::new();
         let mut names: Vec<_> = std::fs::read_dir(&updates)
@@ -57,9 +72,13 @@ fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
         out.documents = docs.len();
         out.new_revisions = new;
     }
+    if let Some(keys) = keys {
+        let changed = Store::open(data_dir)?.set_keys(&keys)?;
+        out.keys = Some((keys.len(), changed));
+    }
     let content_dir = if payloads.is_dir() {
         Some(payloads)
-    } else if updates.is_dir() {
+    } else if updates.is_dir() || out.keys.is_some() {
         None
     } else {
         Some(dir.to_path_buf())
@@ -82,6 +101,9 @@ fn print_import(config: &Config, imported: &Imported, started: Instant) {
             imported.new_revisions,
             config.node.data_dir.join("state.db").display()
         );
+    }
+    if let Some((keys, changed)) = imported.keys {
+        println!("imported {keys} decryption keys ({changed} new or changed)");
     }
     if let Some(r) = &imported.content {
         println!(
@@ -140,6 +162,8 @@ pub(super) async fn generate_catalog(
             std::fs::write(updates.join(format!("{i:06}.xml")), doc)
                 .map_err(|e| Error::io("writing update documents", e))?;
         }
+        std::fs::write(work.join(KEY_FILE), format_key_file(&generated.keys))
+            .map_err(|e| Error::io("writing decryption keys", e))?;
         let imported = import_blocking(&data_dir, &work);
         let _ = std::fs::remove_dir_all(&work);
         Ok::<_, Error>((imported?, generated))
@@ -147,9 +171,11 @@ pub(super) async fn generate_catalog(
     .await
     .map_err(|e| Error::internal(Kind::Io, format!("generate task: {e}")))??;
     println!(
-        "generated {} software updates ({} deployable), {} categories, {} detectoids, {} of payloads",
+        "generated {} software updates ({} deployable, {} with encrypted files), {} categories, \
+         {} detectoids, {} of payloads",
         generated.software,
         generated.deployable.len(),
+        generated.keys.len(),
         generated.categories,
         generated.detectoids,
         format_bytes(generated.payload_bytes)
@@ -259,6 +285,12 @@ pub(super) fn print_sync(r: &crate::wsusss::sync::SyncReport) {
         "update documents    {} fetched; {} new revisions, {} changed",
         r.fetched, r.applied.new_revisions, r.applied.changed_revisions
     );
+    if r.keys_asked > 0 {
+        println!(
+            "decryption keys     asked for {} encrypted updates; {} new keys",
+            r.keys_asked, r.keys_received
+        );
+    }
     println!(
         "approvals           {} received, {} applied, {} removed, {} skipped; {} declined updates",
         r.deployments_received,

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Meta, Schema, connect, db};
+use crate::catalog::keys::{FileKey, KeysWanted, needing_keys};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
 use crate::catalog::{
     ALL_COMPUTERS, Action, Catalog, CatalogError, Clause, Decision, Deployment, FileRef, Fragments,
@@ -79,6 +80,10 @@ CREATE TABLE IF NOT EXISTS dead_deployments (
 );
 CREATE TABLE IF NOT EXISTS hidden_updates (update_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS accepted_eulas (eula_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS decryption_keys (
+    sha1 TEXT PRIMARY KEY,
+    key BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sync_staged (
     update_id TEXT NOT NULL,
     revision_number INTEGER NOT NULL,
@@ -88,8 +93,10 @@ CREATE TABLE IF NOT EXISTS sync_staged (
 ";
 
 /// Columns added since the first state.db files: (table, column, declaration).
-const ADDED_COLUMNS: [(&str, &str, &str); 5] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("revisions", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
+    // 1: the revision has encrypted files, or says their keys come by GetUpdateDecryptionData.
+    ("revisions", "needs_keys", "INTEGER NOT NULL DEFAULT 0"),
     ("deployments", "guid", "TEXT"),
     ("deployments", "admin_name", "TEXT NOT NULL DEFAULT ''"),
     ("deployments", "go_live", "INTEGER NOT NULL DEFAULT 0"),
@@ -614,13 +621,117 @@ impl Store {
         Ok(out)
     }
 
+    /// Keep the decryption keys of files (by SHA-1), replacing any held for the same file, in
+    /// one transaction; how many were new or changed. Keys may come before the documents
+    /// that name their files.
+    pub fn set_keys(&mut self, keys: &[FileKey]) -> Result<usize, CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut changed = 0;
+        for (sha1, key) in keys {
+            changed += tx
+                .execute(
+                    "INSERT INTO decryption_keys (sha1, key) VALUES (?1, ?2)
+                     ON CONFLICT (sha1) DO UPDATE SET key = excluded.key
+                     WHERE key IS NOT excluded.key",
+                    params![hex::encode(sha1), key],
+                )
+                .map_err(db)?;
+        }
+        if changed > 0 {
+            bump_catalog_version(&tx)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(changed)
+    }
+
+    /// Every key held.
+    fn keys(&self) -> Result<crate::catalog::keys::Keys, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT sha1, key FROM decryption_keys")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
+            .map_err(db)?;
+        let mut keys = crate::catalog::keys::Keys::new();
+        for row in rows {
+            let (sha1, key) = row.map_err(db)?;
+            let sha1 = hex::decode(&sha1)
+                .ok()
+                .and_then(|d| <[u8; 20]>::try_from(d).ok())
+                .ok_or_else(|| CatalogError::Store(format!("decryption key of {sha1:?}")))?;
+            keys.insert(sha1, key.into());
+        }
+        Ok(keys)
+    }
+
+    /// The revisions whose keys a downstream server asks its upstream for, each with the files
+    /// it lacks a key of: those marked encrypted, or every file of a revision that says its
+    /// keys come by GetUpdateDecryptionData but marks none.
+    pub fn lacking_keys(&self) -> Result<Vec<KeysWanted>, CatalogError> {
+        let keys = self.keys()?;
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, update_id, revision_number, relations FROM revisions
+                 WHERE needs_keys = 1",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, update, number, relations) = row.map_err(db)?;
+            let corrupt = |what: &str| CatalogError::Store(format!("revision {id}: {what}"));
+            let relations: Relations =
+                serde_json::from_str(&relations).map_err(|e| corrupt(&e.to_string()))?;
+            let update = Guid::parse(&update).ok_or_else(|| corrupt("bad GUID"))?;
+            let files: Vec<([u8; 20], bool)> = relations
+                .files
+                .iter()
+                .filter_map(|f| Some((hex::decode(&f.sha1).ok()?.try_into().ok()?, f.encrypted)))
+                .collect();
+            // needs_keys is set: the revision is secured or marks files.
+            let lacking: Vec<[u8; 20]> = needing_keys(true, &files)
+                .into_iter()
+                .filter(|sha1| !keys.contains_key(sha1))
+                .collect();
+            if !lacking.is_empty() {
+                out.push(((update, number), lacking));
+            }
+        }
+        Ok(out)
+    }
+
     /// Keep documents a sync fetched until the sync is applied: clients do not see them, and
     /// a sync cut off (WAN drop, kill -9) does not fetch them again. Each must parse as an
     /// update document; the first that does not is named in the error and nothing is kept.
-    pub fn stage(&mut self, documents: &[String]) -> Result<(), CatalogError> {
+    /// Returns the identities among them with files that need a key this node lacks, and
+    /// those files.
+    pub fn stage(&mut self, documents: &[String]) -> Result<Vec<KeysWanted>, CatalogError> {
+        let keys = self.keys()?;
+        let mut wanted = Vec::new();
         let tx = self.conn.transaction().map_err(db)?;
         for xml in documents {
             let p = update::parse(xml)?;
+            let lacking: Vec<[u8; 20]> = p
+                .needing_keys()
+                .into_iter()
+                .filter(|sha1| !keys.contains_key(sha1))
+                .collect();
+            if !lacking.is_empty() {
+                wanted.push(((p.update_id, p.revision_number), lacking));
+            }
             tx.execute(
                 "INSERT OR REPLACE INTO sync_staged (update_id, revision_number, xml)
                  VALUES (?1, ?2, ?3)",
@@ -628,7 +739,8 @@ impl Store {
             )
             .map_err(db)?;
         }
-        tx.commit().map_err(db)
+        tx.commit().map_err(db)?;
+        Ok(wanted)
     }
 
     /// Apply a sync in one transaction: the staged documents, the upstream's groups and
@@ -996,7 +1108,8 @@ impl Store {
             .meta("config_last_change")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut catalog = Catalog::new(revisions, groups, deployments, last_change);
+        let mut catalog =
+            Catalog::new(revisions, groups, deployments, last_change).with_keys(self.keys()?);
         catalog.version = self.catalog_version()?;
         Ok(catalog)
     }
@@ -1068,6 +1181,7 @@ fn import_parsed(
         };
         let relations =
             serde_json::to_string(&relations).map_err(|e| CatalogError::Store(e.to_string()))?;
+        let needs_keys = !p.needing_keys().is_empty();
         let existing: Option<i64> = tx
             .query_row(
                 "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
@@ -1082,7 +1196,7 @@ fn import_parsed(
                     "UPDATE revisions SET update_type = ?2, category_type = ?3,
                      explicitly_deployable = ?4, relations = ?5, core = ?6, extended = ?7,
                      change_seq = CASE WHEN xml = ?8 THEN change_seq ELSE ?9 END,
-                     xml = ?8 WHERE id = ?1",
+                     xml = ?8, needs_keys = ?10 WHERE id = ?1",
                     params![
                         id,
                         p.update_type.as_str(),
@@ -1092,7 +1206,8 @@ fn import_parsed(
                         p.fragments.core,
                         p.fragments.extended,
                         xml,
-                        seq
+                        seq,
+                        needs_keys
                     ],
                 )
                 .map_err(db)?;
@@ -1105,8 +1220,8 @@ fn import_parsed(
                 tx.execute(
                     "INSERT INTO revisions (update_id, revision_number, update_type,
                      category_type, explicitly_deployable, relations, core, extended, xml,
-                     change_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     change_seq, needs_keys)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                     params![
                         p.update_id.to_string(),
                         p.revision_number,
@@ -1117,7 +1232,8 @@ fn import_parsed(
                         p.fragments.core,
                         p.fragments.extended,
                         xml,
-                        seq
+                        seq,
+                        needs_keys
                     ],
                 )
                 .map_err(db)?;
@@ -1196,6 +1312,48 @@ mod tests {
         drop(conn);
         let store = Store::open(dir.path()).unwrap();
         assert!(seqs(&store).iter().all(|(_, s)| *s == 0));
+    }
+
+    /// Keys of encrypted files: kept by SHA-1, loaded with the catalog, and what is still
+    /// lacking is what a sync asks its upstream for; setting the same key again changes nothing.
+    #[test]
+    fn decryption_keys_are_kept_and_what_lacks_is_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("payloads");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let g = crate::testkit::generate::generate(40, 1, 4 << 20, &payloads).unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        store.import(&g.documents).unwrap();
+        let lacking = store.lacking_keys().unwrap();
+        let revisions = |ids: &[KeysWanted]| ids.iter().map(|(id, _)| id.0).collect::<HashSet<_>>();
+        assert_eq!(revisions(&lacking), g.encrypted.iter().copied().collect());
+        assert!(lacking.iter().all(|(_, files)| files.len() == 1));
+        let version = store.catalog_version().unwrap();
+        assert_eq!(store.set_keys(&g.keys[..1]).unwrap(), 1);
+        assert_eq!(
+            store.set_keys(&g.keys[..1]).unwrap(),
+            0,
+            "the same key again"
+        );
+        assert_eq!(store.catalog_version().unwrap(), version + 1);
+        let lacking = store.lacking_keys().unwrap();
+        assert!(
+            lacking
+                .iter()
+                .all(|(_, files)| !files.contains(&g.keys[0].0))
+        );
+        assert_eq!(revisions(&lacking).len(), g.encrypted.len() - 1);
+        let catalog = store.load().unwrap();
+        assert_eq!(catalog.key(&g.keys[0].0), Some(&g.keys[0].1[..]));
+        assert_eq!(catalog.key(&g.keys[1].0), None);
+        // Documents a sync stages say which of their files lack keys.
+        let staged = store.stage(&g.documents).unwrap();
+        assert_eq!(
+            staged.iter().map(|(_, f)| f.len()).sum::<usize>(),
+            lacking.iter().map(|(_, f)| f.len()).sum::<usize>()
+        );
+        store.set_keys(&g.keys).unwrap();
+        assert!(store.lacking_keys().unwrap().is_empty());
     }
 
     #[test]

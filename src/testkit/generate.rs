@@ -49,6 +49,11 @@ pub struct Generated {
     pub detectoids: usize,
     /// The update ids of every software update that can be approved (explicitly deployable).
     pub deployable: Vec<Guid>,
+    /// Updates whose file is encrypted, as a feature update's are (one in twenty, all
+    /// deployable), and the decryption key of each such file by its SHA-1. The payloads are
+    /// random bytes like the others: the keys are random too, and decrypt nothing.
+    pub encrypted: Vec<Guid>,
+    pub keys: Vec<([u8; 20], Vec<u8>)>,
 }
 
 /// A deterministic GUID for the `n`th thing of `kind` under `seed`.
@@ -269,6 +274,8 @@ pub fn generate_with_progress(
         let detect = detectoids[i % detectoids.len()];
         let bundle = is_bundle(i);
         let deployable = !member[i];
+        // Never a bundle or a bundle's member (i ≡ 1 mod 5).
+        let encrypted = i % 20 == 11;
         // Some updates exist in two revisions; the catalog serves the higher.
         let revisions: &[u32] = if i % 7 == 3 { &[100, 101] } else { &[100] };
         let file = if bundle {
@@ -278,6 +285,12 @@ pub fn generate_with_progress(
             let (path, sha1, sha256, size) = payload(dir, i as u64, seed, size)?;
             g.payload_bytes += size;
             g.files.push(path.clone());
+            if encrypted {
+                let mut key = vec![0u8; 32];
+                SplitMix(seed ^ 0x6b65_7900 ^ i as u64).fill(&mut key);
+                g.keys.push((sha1, key));
+                g.encrypted.push(id);
+            }
             Some((path, sha1, sha256, size))
         };
         for &rev in revisions {
@@ -299,8 +312,13 @@ pub fn generate_with_progress(
                  <upd:SupportUrl>https://support.contoso.example/kb/{kb}</upd:SupportUrl>\
                  <upd:KBArticleID>{kb}</upd:KBArticleID>\
                  <upd:InstallationBehavior Impact=\"Minor\" RebootBehavior=\"CanRequestReboot\" />\
-                 </upd:Properties>",
-                size = file.as_ref().map_or(0, |f| f.3)
+                 {secured}</upd:Properties>",
+                size = file.as_ref().map_or(0, |f| f.3),
+                secured = if encrypted {
+                    "<upd:SecuredFragment>FileDecryption</upd:SecuredFragment>"
+                } else {
+                    ""
+                }
             );
             localized(
                 &mut d,
@@ -359,14 +377,19 @@ pub fn generate_with_progress(
                      Subkey=\"SOFTWARE\\Contoso\\Blocked\" /></lar:Not></lar:And>\
                      </upd:IsInstallable></upd:ApplicabilityRules><upd:Files>\
                      <upd:File Digest=\"{}\" DigestAlgorithm=\"SHA1\" FileName=\"{name}\" \
-                     Size=\"{size}\" Modified=\"2026-09-01T00:00:00Z\"><upd:AdditionalDigest \
+                     Size=\"{size}\"{encrypted} Modified=\"2026-09-01T00:00:00Z\"><upd:AdditionalDigest \
                      Algorithm=\"SHA256\">{}</upd:AdditionalDigest></upd:File></upd:Files>\
                      <upd:HandlerSpecificData xsi:type=\"cmd:CommandLineInstallation\">\
                      <cmd:InstallCommand Program=\"{name}\" Arguments=\"/quiet /norestart\">\
                      <cmd:ReturnCode Code=\"0\" Result=\"Succeeded\" /></cmd:InstallCommand>\
                      </upd:HandlerSpecificData>",
                     base64_encode(sha1),
-                    base64_encode(sha256)
+                    base64_encode(sha256),
+                    encrypted = if encrypted {
+                        " IsEncrypted=\"true\""
+                    } else {
+                        ""
+                    }
                 );
             }
             d.push_str("</upd:Update>");

@@ -600,8 +600,9 @@ impl Service {
         Ok(deployments_response(&sync_anchor, &set))
     }
 
-    /// Decryption keys of the files of encrypted updates: this server holds none, so each
-    /// known identity gets its files' digests alone.
+    /// Decryption keys of the files of encrypted updates (MS-WSUSSS §3.1.4.18): per known
+    /// identity asked, each of its files' digests with the key when this node holds one
+    /// (imported at a root, or synced from its own upstream). Unknown identities are left out.
     fn get_update_decryption_data(&self, op: &Element, now: i64) -> Result<String> {
         self.downstream_cookie(op, now)?;
         let catalog = self.served.catalog();
@@ -621,10 +622,13 @@ impl Service {
             for f in &r.files {
                 let _ = write!(
                     out,
-                    "<ServerSyncFileDecryption><FileDigest>{}</FileDigest>\
-                     </ServerSyncFileDecryption>",
+                    "<ServerSyncFileDecryption><FileDigest>{}</FileDigest>",
                     base64_encode(&f.sha1)
                 );
+                if let Some(key) = catalog.key(&f.sha1) {
+                    let _ = write!(out, "<DecryptionKey>{}</DecryptionKey>", base64_encode(key));
+                }
+                out.push_str("</ServerSyncFileDecryption>");
             }
             out.push_str("</FileDecryptionData></ServerSyncUpdateFileDecryption>");
         }

@@ -4,8 +4,9 @@
 //! One sync: authorization (GetAuthConfig, GetAuthorizationCookie, GetCookie), GetConfigData,
 //! the revision list twice (categories, classifications and detectoids first, then software
 //! and drivers, each pass from its own anchor), GetUpdateData in batches of the upstream's
-//! maximum for the identities not held yet, GetDeployments; then everything is applied to
-//! state.db in one transaction. Fetched documents are staged in state.db as they arrive, so a
+//! maximum for the identities not held yet, GetUpdateDecryptionData for the encrypted files
+//! whose keys are not held, GetDeployments; then everything is applied to state.db in one
+//! transaction (the keys are kept before it). Fetched documents are staged in state.db as they arrive, so a
 //! sync cut off keeps serving the previous catalog and the next one fetches only the rest.
 //!
 //! Faults are met as the spec says: InvalidCookie or InvalidAuthorizationCookie → authorize
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 
 use super::{DSS_AUTH_NS, NO_DEADLINE, PROTOCOL_VERSION, SERVER_SYNC_NS, action_from_code};
+use crate::catalog::keys::{FileKey, KeysWanted, decode_key};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
 use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
 use crate::clock::unix_now;
@@ -69,6 +71,10 @@ pub struct SyncReport {
     /// the link (compressed when the upstream compresses).
     pub calls: usize,
     pub answer_bytes: u64,
+    /// Revisions whose file keys were asked for with GetUpdateDecryptionData, and the keys
+    /// the upstream gave that this node did not hold.
+    pub keys_asked: usize,
+    pub keys_received: usize,
     /// Deployments and dead deployments GetDeployments gave.
     pub deployments_received: usize,
     pub dead_received: usize,
@@ -321,7 +327,7 @@ impl Session<'_> {
         let config = self
             .call("GetConfigData", &optional("configAnchor", &anchors.config))
             .await?;
-        let (per_request, config_anchor) = read_config_data(&config)?;
+        let (per_request, keys_per_request, config_anchor) = read_config_data(&config)?;
         let (config_sync, config_ids) = self.revision_list(true, &anchors.config_sync).await?;
         let (update_sync, update_ids) = self.revision_list(false, &anchors.update_sync).await?;
         self.report.config_listed = config_ids.len();
@@ -338,6 +344,9 @@ impl Session<'_> {
         };
         let mut wanted_ids = wanted(config_ids, anchors.config_sync.is_none());
         wanted_ids.extend(wanted(update_ids, anchors.update_sync.is_none()));
+        // Revisions held whose files lack keys are asked for again: the upstream may have
+        // got them since.
+        let mut keys_wanted = syncer.blocking(|s| s.lacking_keys()).await?;
         // Categories first: an update's document names its categories.
         for group in wanted_ids.chunks(per_request * PARALLEL_BATCHES) {
             let documents = self.update_data(group, per_request).await?;
@@ -345,7 +354,11 @@ impl Session<'_> {
             if let Some(progress) = &syncer.progress {
                 progress(self.report.fetched, wanted_ids.len());
             }
-            syncer.blocking(move |s| s.stage(&documents)).await?;
+            keys_wanted.extend(syncer.blocking(move |s| s.stage(&documents)).await?);
+        }
+        // An upstream that does not say how many it answers at once predates the operation.
+        if let Some(keys_per_request) = keys_per_request {
+            self.decryption_keys(&keys_wanted, keys_per_request).await?;
         }
         let mut rest = optional("deploymentAnchor", &anchors.deployment);
         soap::text_element(
@@ -367,6 +380,31 @@ impl Session<'_> {
         self.report.applied = syncer
             .blocking(move |s| s.apply_sync(&set, complete, &next, unix_now()))
             .await?;
+        Ok(())
+    }
+
+    /// The keys of `wanted` files from GetUpdateDecryptionData (MS-WSUSSS §3.2.4.2), in calls
+    /// of at most `per_request` identities, kept before the documents that name the files are
+    /// applied: a client offered an encrypted update can get its keys at once.
+    async fn decryption_keys(&mut self, wanted: &[KeysWanted], per_request: usize) -> Step<()> {
+        self.report.keys_asked = wanted.len();
+        let mut got = Vec::new();
+        for batch in wanted.chunks(per_request) {
+            let mut rest = String::from("<updateIds>");
+            for ((id, number), _) in batch {
+                let _ = write!(
+                    rest,
+                    "<UpdateIdentity><UpdateID>{id}</UpdateID>\
+                     <RevisionNumber>{number}</RevisionNumber></UpdateIdentity>"
+                );
+            }
+            rest.push_str("</updateIds>");
+            let answer = self.call("GetUpdateDecryptionData", &rest).await?;
+            got.extend(read_decryption_data(&answer, Some(batch))?);
+        }
+        if !got.is_empty() {
+            self.report.keys_received = self.syncer.blocking(move |s| s.set_keys(&got)).await?;
+        }
         Ok(())
     }
 
@@ -494,20 +532,66 @@ fn read_cookie(op: &Element) -> Step<Cookie> {
     })
 }
 
-/// GetConfigDataResult: how many updates one GetUpdateData may ask for (1 to 1,000), and the
-/// new configuration anchor.
-fn read_config_data(op: &Element) -> Step<(usize, Option<String>)> {
+/// GetConfigDataResult: how many updates one GetUpdateData may ask for (1 to 1,000), how
+/// many one GetUpdateDecryptionData may (`None`: the upstream does not say, and is not asked),
+/// and the new configuration anchor.
+fn read_config_data(op: &Element) -> Step<(usize, Option<usize>, Option<String>)> {
     let config = result(op, "GetConfigDataResult")?;
-    let per_request = config
-        .child_text("MaxNumberOfUpdatesPerRequest")
-        .and_then(|n| n.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(super::MAX_UPDATES_PER_REQUEST as usize)
-        .min(1000);
+    let count = |name: &str| {
+        config
+            .child_text(name)
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .map(|n| n.min(1000))
+    };
     Ok((
-        per_request,
+        count("MaxNumberOfUpdatesPerRequest")
+            .unwrap_or((super::MAX_UPDATES_PER_REQUEST as usize).min(1000)),
+        count("MaxUpdatesPerRequestInGetUpdateDecryptionData"),
         config.child_text("NewConfigAnchor").map(str::to_owned),
     ))
+}
+
+/// The keys a GetUpdateDecryptionData answer gives: (file SHA-1, key) for files without a key
+/// left out. With `asked`, only the files named there of the identities named there are
+/// taken; a key that is not base64 of a sane length makes the answer malformed.
+fn read_decryption_data(op: &Element, asked: Option<&[KeysWanted]>) -> Step<Vec<FileKey>> {
+    const OP: &str = "GetUpdateDecryptionData";
+    let Some(list) = result(op, "GetUpdateDecryptionDataResult")?
+        .child("UpdateFileDecryptionData")
+        .filter(|l| !l.is_nil())
+    else {
+        return Ok(Vec::new());
+    };
+    let mut keys = Vec::new();
+    for update in list.children_named("ServerSyncUpdateFileDecryption") {
+        let id = update
+            .child("UpdateId")
+            .and_then(identity)
+            .ok_or_else(|| malformed(OP, "UpdateId"))?;
+        let wanted = asked.map(|a| a.iter().find(|(i, _)| *i == id).map(|(_, f)| f));
+        let Some(files) = update.child("FileDecryptionData").filter(|l| !l.is_nil()) else {
+            continue;
+        };
+        for file in files.children_named("ServerSyncFileDecryption") {
+            let digest = file
+                .child_text("FileDigest")
+                .and_then(crate::catalog::base64_decode)
+                .and_then(|d| <[u8; 20]>::try_from(d).ok())
+                .ok_or_else(|| malformed(OP, "FileDigest"))?;
+            let Some(key) = file
+                .child_text("DecryptionKey")
+                .filter(|k| !k.trim().is_empty())
+            else {
+                continue;
+            };
+            let key = decode_key(key).ok_or_else(|| malformed(OP, "DecryptionKey"))?;
+            if wanted.is_none_or(|f| f.is_some_and(|f| f.contains(&digest))) {
+                keys.push((digest, key));
+            }
+        }
+    }
+    Ok(keys)
 }
 
 /// Everything a sync takes from an answer to `operation` (the operation's response element),
@@ -519,6 +603,7 @@ pub fn read_result(operation: &str, op: &Element) -> std::result::Result<usize, 
         "GetAuthorizationCookie" => read_authorization_cookie(op).map(|_| 1),
         "GetCookie" => read_cookie(op).map(|_| 1),
         "GetConfigData" => read_config_data(op).map(|_| 1),
+        "GetUpdateDecryptionData" => read_decryption_data(op, None).map(|k| k.len()),
         "GetRevisionIdList" => {
             read_revision_list(result(op, "GetRevisionIdListResult")?).map(|(_, ids)| ids.len())
         }
@@ -984,6 +1069,62 @@ mod tests {
     }
 
     /// An answer that lacks a document asked for, or brings it compressed, names the update.
+    /// Keys are taken only for the files asked of the identities asked; a file without a key
+    /// is skipped, a key that is not base64 makes the answer malformed.
+    #[test]
+    fn decryption_answers_give_only_the_keys_asked_for() {
+        let (a, b) = (
+            Guid::parse("4b62aa32-52f6-4c15-b739-1c8e696eb33e").unwrap(),
+            Guid::parse("52bdd083-4169-4094-8eea-6230c7c1520d").unwrap(),
+        );
+        let b64 = crate::catalog::base64_encode;
+        let file = |digest: [u8; 20], key: Option<&str>| {
+            format!(
+                "<ServerSyncFileDecryption><FileDigest>{}</FileDigest>{}</ServerSyncFileDecryption>",
+                b64(&digest),
+                key.map(|k| format!("<DecryptionKey>{k}</DecryptionKey>"))
+                    .unwrap_or_default()
+            )
+        };
+        let update = |id: Guid, files: &str| {
+            format!(
+                "<ServerSyncUpdateFileDecryption><UpdateId><UpdateID>{id}</UpdateID>\
+                 <RevisionNumber>100</RevisionNumber></UpdateId><FileDecryptionData>{files}\
+                 </FileDecryptionData></ServerSyncUpdateFileDecryption>"
+            )
+        };
+        let answer = |updates: &str| {
+            let xml = format!(
+                "<GetUpdateDecryptionDataResponse xmlns=\"{SERVER_SYNC_NS}\">\
+                 <GetUpdateDecryptionDataResult><UpdateFileDecryptionData>{updates}\
+                 </UpdateFileDecryptionData></GetUpdateDecryptionDataResult>\
+                 </GetUpdateDecryptionDataResponse>"
+            );
+            soap::parse_tree(xml.as_bytes(), &ANSWER_LIMITS).unwrap()
+        };
+        let key = b64(&[5u8; 32]);
+        let body = [
+            update(
+                a,
+                &(file([1; 20], Some(&key)) + &file([2; 20], None) + &file([3; 20], Some(&key))),
+            ),
+            update(b, &file([4; 20], Some(&key))),
+        ]
+        .concat();
+        let asked: Vec<KeysWanted> = vec![((a, 100), vec![[1; 20], [2; 20]])];
+        let got = ok(read_decryption_data(&answer(&body), Some(&asked)));
+        assert_eq!(
+            got,
+            vec![([1u8; 20], vec![5u8; 32])],
+            "not asked: file 3, update b"
+        );
+        assert_eq!(ok(read_decryption_data(&answer(&body), None)).len(), 3);
+        let bad = update(a, &file([1; 20], Some("!!")));
+        assert!(read_decryption_data(&answer(&bad), Some(&asked)).is_err());
+        let empty = answer("");
+        assert!(ok(read_decryption_data(&empty, Some(&asked))).is_empty());
+    }
+
     #[test]
     fn update_data_answers_are_checked() {
         let a = Guid::parse("4b62aa32-52f6-4c15-b739-1c8e696eb33e").unwrap();

@@ -725,10 +725,11 @@ impl Service {
     /// GetExtendedUpdateInfo by update identity (MS-WUSP 2.2.2.2.10): the fragments asked,
     /// FileLocations when FileUrl is asked, and each update's UpdateEncryptionDetail (whether
     /// any of its files is encrypted, `File/@IsEncrypted`). Identities unknown or out of the
-    /// client's scope are left out: the answer has no list for them. The keys of encrypted
-    /// files (FileDecryptionData) reach a WSUS from its upstream by MS-WSUSSS
-    /// GetUpdateDecryptionData, which this node does not call yet: it sends none, and
-    /// HasEncryptedFiles tells the client why.
+    /// client's scope are left out: the answer has no list for them. When FileDecryption is
+    /// asked, the key of each of their files that this node holds (imported at a root, synced
+    /// down by MS-WSUSSS GetUpdateDecryptionData elsewhere), in FileDecryptionData and again in
+    /// FileDecryptionData2, which the spec makes the same; SecurityData is the key once more,
+    /// as WSUS sends it.
     fn get_extended_update_info2(
         &self,
         op: &Element,
@@ -760,6 +761,33 @@ impl Service {
         out.push_str("<GetExtendedUpdateInfo2Result>");
         let files = if wants("FileUrl") { files } else { Vec::new() };
         write_parts(&mut out, call.content_base, &fragments, &files);
+        if wants("FileDecryption") {
+            let mut keyed: Vec<(&[u8; 20], &[u8])> = in_scope
+                .iter()
+                .filter_map(|id| catalog.revision(*id))
+                .flat_map(|r| r.files.iter())
+                .filter_map(|f| Some((&f.sha1, catalog.key(&f.sha1)?)))
+                .collect();
+            keyed.sort_unstable();
+            keyed.dedup();
+            let lists = [
+                ("FileDecryptionData", "FileDecryption"),
+                ("FileDecryptionData2", "FileDecryption2"),
+            ];
+            for (list, item) in lists.into_iter().filter(|_| !keyed.is_empty()) {
+                let _ = write!(out, "<{list}>");
+                for (sha1, key) in &keyed {
+                    let key = base64_encode(key);
+                    let _ = write!(
+                        out,
+                        "<{item}><FileDigest>{}</FileDigest><DecryptionKey>{key}</DecryptionKey>\
+                         <SecurityData><base64Binary>{key}</base64Binary></SecurityData></{item}>",
+                        base64_encode(*sha1)
+                    );
+                }
+                let _ = write!(out, "</{list}>");
+            }
+        }
         if !in_scope.is_empty() {
             out.push_str("<UpdateEncryptionDetails>");
         }

@@ -67,8 +67,8 @@ pub async fn branch_with(data_dir: &Path, origin: &str, upstream: &str, extra: &
     start(&node_config(data_dir, Some(origin), upstream, extra)).await
 }
 
-/// A root whose catalog was generated (60 updates) with approvals: the first four deployable
-/// updates for All Computers, the next six for "Ring 1". Returns the node and the update ids
+/// A root whose catalog was generated (60 updates, the keys of the encrypted ones held) with
+/// approvals: the first four deployable updates for All Computers, the next six for "Ring 1". Returns the node and the update ids
 /// each approval set holds.
 pub async fn catalog_root(
     dir: &Path,
@@ -99,6 +99,7 @@ pub async fn catalog_root_with(
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
     let mut store = Store::open(&data).unwrap();
     store.import(&g.documents).unwrap();
+    store.set_keys(&g.keys).unwrap();
     let ring = store.add_group("Ring 1", None).unwrap();
     let latest = |store: &Store, id: &Guid| *store.revisions_of(*id).unwrap().last().unwrap();
     let (all, ringed) = (g.deployable[..4].to_vec(), g.deployable[4..10].to_vec());

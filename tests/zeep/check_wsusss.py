@@ -98,6 +98,14 @@ decryption = sync.GetUpdateDecryptionData(cookie=cookie, updateIds={"UpdateIdent
 validate("GetUpdateDecryptionData", sync_schema, history)
 check("GetUpdateDecryptionData: one entry per identity",
       len(decryption.ServerSyncUpdateFileDecryption) == 5)
+listed = [{"UpdateID": i.UpdateID, "RevisionNumber": i.RevisionNumber} for i in revisions[False][:100]]
+decryption = sync.GetUpdateDecryptionData(cookie=cookie, updateIds={"UpdateIdentity": listed})
+validate("GetUpdateDecryptionData of every update", sync_schema, history)
+files = [f for u in decryption.ServerSyncUpdateFileDecryption if u.FileDecryptionData is not None
+         for f in u.FileDecryptionData.ServerSyncFileDecryption]
+keyed = [f for f in files if f.DecryptionKey]
+check("GetUpdateDecryptionData gives the keys the root holds, of encrypted files only",
+      3 <= len(keyed) < len(files) and all(len(f.FileDigest) == 20 for f in files), f"{len(keyed)}")
 
 digest = with_files[0].FileDigestList.base64Binary[0]
 sync.DownloadFiles(cookie=cookie, fileDigestList={"base64Binary": [digest]})

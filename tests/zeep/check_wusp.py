@@ -130,9 +130,19 @@ details = ext2.UpdateEncryptionDetails.UpdateEncryptionDetail if ext2.UpdateEncr
 check("GetExtendedUpdateInfo2 details every update asked",
       sorted((d.UpdateIdentity.UpdateID, d.UpdateIdentity.RevisionNumber) for d in details)
       == sorted(identities[r] for r in asked))
-check("no generated update has encrypted files", not any(d.HasEncryptedFiles for d in details))
-check("GetExtendedUpdateInfo2 sends no keys it does not hold", ext2.FileDecryptionData is None)
+encrypted = [d for d in details if d.HasEncryptedFiles]
+check("an update with encrypted files is among those asked", len(encrypted) >= 1, f"{len(encrypted)}")
+keys = ext2.FileDecryptionData.FileDecryption if ext2.FileDecryptionData is not None else []
+keys2 = ext2.FileDecryptionData2.FileDecryption2 if ext2.FileDecryptionData2 is not None else []
+check("GetExtendedUpdateInfo2 gives the key of each encrypted file", len(keys) == len(encrypted),
+      f"{len(keys)} keys, {len(encrypted)} encrypted updates")
+check("FileDecryptionData2 holds the same keys",
+      [(k.FileDigest, k.DecryptionKey) for k in keys] == [(k.FileDigest, k.DecryptionKey) for k in keys2])
+check("SecurityData is the key, once",
+      all(list(k.SecurityData.base64Binary) == [k.DecryptionKey] and len(k.DecryptionKey) > 0 for k in keys))
 urls2 = {loc.Url for loc in ext2.FileLocations.FileLocation} if ext2.FileLocations else set()
+check("the keyed files are files of the updates asked",
+      {k.FileDigest for k in keys} <= {loc.FileDigest for loc in ext2.FileLocations.FileLocation})
 check("GetExtendedUpdateInfo2 gives the file locations GetExtendedUpdateInfo gave",
       urls2 == {loc.Url for loc in locations})
 fragments = {(u.ID, u.Xml) for u in ext.Updates.Update}
