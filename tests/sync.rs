@@ -492,6 +492,117 @@ async fn a_branch_client_gets_the_decryption_keys_the_root_holds() {
     }
 }
 
+/// Driver updates travel down like software (MS-WSUSSS lists them in the second revision
+/// pass), with their approvals: a branch client's driver pass gets what the root's would, and
+/// a driver approved at the root later reaches the branch with the next sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_approvals_reach_the_branch_by_sync() {
+    use wsus_edge::testkit::drivers::{Metadata, document, windows_11_laptop};
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = root(dir.path(), "").await;
+    let display = Guid(0xd15b_1a70);
+    let fingerprint = Guid(0x00f1_f6e4);
+    // As good a feature score as the installed driver's (F6), and newer.
+    let mut gpu = Metadata::new(
+        "PCI\\VEN_8086&DEV_46A8",
+        "2024-01-12",
+        "31.0.101.5186",
+        "Intel",
+    );
+    gpu.feature_scores = vec![("AMD64.10.0".into(), 0xF6)];
+    let drivers = [
+        document(
+            display,
+            100,
+            "Intel - Display - 31.0.101.5186",
+            &[],
+            &[gpu],
+            None,
+        ),
+        document(
+            fingerprint,
+            100,
+            "Goodix - Biometric - 3.12.804.1",
+            &[],
+            &[Metadata::new(
+                "USB\\VID_27C6&PID_63AC",
+                "2022-01-01",
+                "3.12.804.1",
+                "Goodix",
+            )],
+            None,
+        ),
+    ];
+    let approve = |update: Guid| {
+        move |s: &mut Store, c: &Catalog| {
+            s.decide(
+                c,
+                Some(&[update]),
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
+        }
+    };
+    root.app.served.change(|s, _| s.import(&drivers)).unwrap();
+    root.app.served.change(approve(display)).unwrap();
+    let branch = replica(dir.path(), "branch", &root, "").await;
+    synced(&branch, 1).await;
+    let machine = wua::Machine::new(9, None);
+    let (spec, rest) = windows_11_laptop().parameters();
+    let drivers_at = |node: &Running| {
+        let base = base(node);
+        let (spec, rest, machine) = (spec.clone(), rest.clone(), machine.clone());
+        let catalog = catalog_of(node);
+        async move {
+            let soap = wua::soap_client();
+            wua::scan(&soap, &base, &machine).await.unwrap();
+            let cookie = wua::client_cookie(&soap, &base, &machine).await.unwrap();
+            let inner = format!(
+                "{}<parameters><ExpressQuery>false</ExpressQuery>{spec}\
+                 <SkipSoftwareSync>true</SkipSoftwareSync>{rest}</parameters>",
+                wua::request::cookie_xml("cookie", &cookie)
+            );
+            let (status, _, op) = soap_call_to(
+                &format!("{base}/ClientWebService/client.asmx"),
+                wsus_edge::wusp::CLIENT_NS,
+                "SyncUpdates",
+                &inner,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200);
+            let op = op.unwrap();
+            op.child("SyncUpdatesResult")
+                .unwrap()
+                .child("NewUpdates")
+                .into_iter()
+                .flat_map(|n| n.children_named("UpdateInfo"))
+                .map(|u| {
+                    let id: u32 = u.child_text("ID").unwrap().parse().unwrap();
+                    catalog.revision(id).unwrap().update_id
+                })
+                .collect::<BTreeSet<Guid>>()
+        }
+    };
+    assert_eq!(drivers_at(&branch).await, BTreeSet::from([display]));
+    assert_eq!(drivers_at(&branch).await, drivers_at(&root).await);
+
+    root.app.served.change(approve(fingerprint)).unwrap();
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = replica_until(&branch, |s| s.syncs >= 2).await;
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    assert_eq!(s.last_sync.unwrap().deployments_received, 1);
+    assert_eq!(
+        drivers_at(&branch).await,
+        BTreeSet::from([display, fingerprint])
+    );
+    for n in [branch, root] {
+        n.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 /// Between wsus-edge nodes the sync and the prefetch travel over HTTP/3 as well, and a root
 /// with mutual TLS refuses a branch without a certificate of its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -524,3 +524,314 @@ async fn extended_info_by_identity_says_which_updates_have_encrypted_files() {
     assert!(result.child("Updates").is_some());
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// The driver pass of SyncUpdates (MS-WUSP 3.1.5.7) with a Windows 11 laptop's devices: of
+/// the approved drivers, the best for each device that beats what is installed, with the
+/// hardware ids it was chosen for; nothing unapproved, nothing whose prerequisites are not
+/// installed, nothing for a device with a better driver; what the client caches is not sent
+/// again, and a driver whose approval is taken back is out of scope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_driver_pass_sends_the_best_approved_driver_for_each_device() {
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action, Decision};
+    use wsus_edge::testkit::drivers::{Metadata, document, windows_11_laptop};
+    use wsus_edge::testkit::generate;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("root");
+    let payloads = dir.path().join("payloads");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let g = generate::generate(20, 5, 2 << 20, &payloads).unwrap();
+    let gpu = "PCI\\VEN_8086&DEV_46A8";
+    let display = |date: &str, version: &str| {
+        let mut m = Metadata::new(gpu, date, version, "Intel Corporation");
+        m.class = "Display".into();
+        m.feature_scores = vec![("AMD64.10.0".into(), 0xF6)];
+        m
+    };
+    let finger = Metadata::new(
+        "USB\\VID_27C6&PID_63AC",
+        "2022-01-01",
+        "3.12.804.1",
+        "Goodix",
+    );
+    let touchpad = Metadata::new("ACPI\\SYNA2BA6", "2021-04-01", "19.5.35.1", "Synaptics");
+    let unknown = Guid::parse("00000000-0000-4000-8000-00000000d7d7").unwrap();
+    let mut printer = Metadata::new(
+        "HPLaserJetM404_Series",
+        "2023-10-01",
+        "61.290.1.25111",
+        "HP",
+    );
+    printer.class = "Printers".into();
+    let id = |n: u128| Guid(0xd71e_0000 + n);
+    // (update, prerequisites, metadata, approved)
+    let drivers: Vec<(Guid, Vec<Guid>, Vec<Metadata>, bool)> = vec![
+        (
+            id(1),
+            vec![],
+            vec![display("2024-01-12", "31.0.101.5186")],
+            true,
+        ),
+        // Older than the one installed on the laptop.
+        (
+            id(2),
+            vec![],
+            vec![display("2023-02-01", "31.0.101.4255")],
+            true,
+        ),
+        // Newer than both, but not approved.
+        (
+            id(3),
+            vec![],
+            vec![display("2024-06-01", "31.0.101.5522")],
+            false,
+        ),
+        (id(4), vec![], vec![finger.clone()], true),
+        // A touchpad driver whose prerequisite the client does not have.
+        (id(5), vec![unknown], vec![touchpad], true),
+        // For hardware the laptop does not have.
+        (
+            id(6),
+            vec![],
+            vec![Metadata::new(
+                "PCI\\VEN_10DE&DEV_2520",
+                "2024-01-01",
+                "31.0.15.5222",
+                "NVIDIA",
+            )],
+            true,
+        ),
+        // A printer driver: not for the laptop's print queue (another manufacturer), but in
+        // the Add Printer Wizard's catalog.
+        (id(7), vec![], vec![printer.clone()], true),
+    ];
+    let mut documents = g.documents.clone();
+    documents.extend(drivers.iter().map(|(update, pre, metadata, _)| {
+        document(
+            *update,
+            100,
+            &format!("Driver {update}"),
+            pre,
+            metadata,
+            None,
+        )
+    }));
+    wsus_edge::content::import_dir(&data, &payloads).unwrap();
+    let mut store = Store::open(&data).unwrap();
+    store.import(&documents).unwrap();
+    let catalog = store.load().unwrap();
+    let approved: Vec<u32> = drivers
+        .iter()
+        .filter(|d| d.3)
+        .map(|d| catalog.latest(d.0).unwrap().id)
+        .collect();
+    store
+        .approve(&approved, ALL_COMPUTERS, Action::Install, None, 1_000)
+        .unwrap();
+    drop(store);
+    let node = start(&node_config(&data, None, "", "")).await;
+    let soap = wua::soap_client();
+    let machine = wua::Machine::new(7, None);
+    wua::scan(&soap, &base(&node), &machine).await.unwrap();
+    let cookie = wua::client_cookie(&soap, &base(&node), &machine)
+        .await
+        .unwrap();
+    let (spec, rest) = windows_11_laptop().parameters();
+    let pass = |cached: Vec<u32>| {
+        let cookie = cookie.clone();
+        let (spec, rest) = (spec.clone(), rest.clone());
+        let url = url(&node, "/ClientWebService/client.asmx");
+        async move {
+            let cached: String = cached.iter().map(|c| format!("<int>{c}</int>")).collect();
+            let inner = format!(
+                "{}<parameters><ExpressQuery>false</ExpressQuery>{spec}\
+                 <CachedDriverIDs>{cached}</CachedDriverIDs><SkipSoftwareSync>true</SkipSoftwareSync>\
+                 <NeedTwoGroupOutOfScopeUpdates>true</NeedTwoGroupOutOfScopeUpdates>{rest}</parameters>",
+                wua::request::cookie_xml("cookie", &cookie)
+            );
+            let (status, _, op) = soap_call_to(
+                &url,
+                wsus_edge::wusp::CLIENT_NS,
+                "SyncUpdates",
+                &inner,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{op:?}");
+            op.unwrap()
+        }
+    };
+    let op = pass(Vec::new()).await;
+    let result = op.child("SyncUpdatesResult").unwrap();
+    assert_eq!(result.child_text("DriverSyncNotNeeded"), Some("false"));
+    let catalog = node.app.served.catalog();
+    let sent: Vec<(Guid, String, Vec<String>)> = result
+        .child("NewUpdates")
+        .unwrap()
+        .children_named("UpdateInfo")
+        .map(|u| {
+            let revision: u32 = u.child_text("ID").unwrap().parse().unwrap();
+            let deployment = u.child("Deployment").unwrap();
+            let ids = deployment
+                .child("HardwareIds")
+                .unwrap()
+                .children_named("string")
+                .map(|s| s.text().to_owned())
+                .collect();
+            (
+                catalog.revision(revision).unwrap().update_id,
+                deployment.child_text("Action").unwrap().to_owned(),
+                ids,
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (id(1), "Install".to_owned(), vec![gpu.to_owned()]),
+            (
+                id(4),
+                "Install".to_owned(),
+                vec![finger.hardware_id.clone()]
+            ),
+        ]
+    );
+    let revisions: Vec<u32> = [id(1), id(4)]
+        .iter()
+        .map(|u| catalog.latest(*u).unwrap().id)
+        .collect();
+
+    // Cached: nothing new, nothing out of scope. Then the display driver's approval is taken
+    // back: it is out of scope.
+    let op = pass(revisions.clone()).await;
+    let result = op.child("SyncUpdatesResult").unwrap();
+    assert!(result.child("NewUpdates").is_none());
+    assert!(result.child("OutOfScopeRevisionIDs").is_none());
+    node.app
+        .served
+        .change(|s, c| {
+            s.decide(
+                c,
+                Some(&[id(1)]),
+                "All Computers",
+                Decision::NotApproved,
+                None,
+            )
+        })
+        .unwrap();
+    let cookie = wua::client_cookie(&soap, &base(&node), &machine)
+        .await
+        .unwrap();
+    let (spec, rest) = (spec.clone(), rest.clone());
+    let inner = format!(
+        "{}<parameters><ExpressQuery>false</ExpressQuery>{spec}<CachedDriverIDs>{}</CachedDriverIDs>\
+         <SkipSoftwareSync>true</SkipSoftwareSync>{rest}</parameters>",
+        wua::request::cookie_xml("cookie", &cookie),
+        revisions
+            .iter()
+            .map(|r| format!("<int>{r}</int>"))
+            .collect::<String>()
+    );
+    let (status, _, op) = soap_call(
+        &node,
+        "/ClientWebService/client.asmx",
+        wsus_edge::wusp::CLIENT_NS,
+        "SyncUpdates",
+        &inner,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let op = op.unwrap();
+    let result = op.child("SyncUpdatesResult").unwrap();
+    let gone: Vec<u32> = result
+        .child("OutOfScopeRevisionIDs")
+        .unwrap()
+        .children_named("int")
+        .map(|i| i.text().parse().unwrap())
+        .collect();
+    assert_eq!(gone, revisions[..1]);
+
+    // The Add Printer Wizard's catalog: the printer driver, then nothing new once cached, and
+    // a cached printer driver this node does not have is out of scope.
+    let printers = |cached: &[u32]| {
+        let inner = format!(
+            "{}<installedNonLeafUpdateIDs/><printerUpdateIDs>{}</printerUpdateIDs>",
+            wua::request::cookie_xml("cookie", &cookie),
+            cached
+                .iter()
+                .map(|r| format!("<int>{r}</int>"))
+                .collect::<String>()
+        );
+        let node = &node;
+        async move {
+            let (status, _, op) = soap_call(
+                node,
+                "/ClientWebService/client.asmx",
+                wsus_edge::wusp::CLIENT_NS,
+                "SyncPrinterCatalog",
+                &inner,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{op:?}");
+            op.unwrap()
+        }
+    };
+    let printer_revision = catalog.latest(id(7)).unwrap().id;
+    let op = printers(&[]).await;
+    let result = op.child("SyncPrinterCatalogResult").unwrap();
+    let sent: Vec<(u32, Vec<String>)> = result
+        .child("NewUpdates")
+        .unwrap()
+        .children_named("UpdateInfo")
+        .map(|u| {
+            (
+                u.child_text("ID").unwrap().parse().unwrap(),
+                u.child("Deployment")
+                    .unwrap()
+                    .child("HardwareIds")
+                    .unwrap()
+                    .children_named("string")
+                    .map(|s| s.text().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [(printer_revision, vec![printer.hardware_id.clone()])]
+    );
+    let op = printers(&[printer_revision, 987_654]).await;
+    let result = op.child("SyncPrinterCatalogResult").unwrap();
+    assert!(result.child("NewUpdates").is_none());
+    let gone: Vec<&str> = result
+        .child("OutOfScopeRevisionIDs")
+        .unwrap()
+        .children_named("int")
+        .map(|i| i.text())
+        .collect();
+    assert_eq!(gone, ["987654"]);
+
+    // A SystemSpec in the software pass is refused, as WSUS does.
+    let inner = format!(
+        "{}<parameters><ExpressQuery>false</ExpressQuery>{spec}\
+         <SkipSoftwareSync>false</SkipSoftwareSync></parameters>",
+        wua::request::cookie_xml("cookie", &cookie)
+    );
+    let (status, _, fault) = soap_call(
+        &node,
+        "/ClientWebService/client.asmx",
+        wsus_edge::wusp::CLIENT_NS,
+        "SyncUpdates",
+        &inner,
+        None,
+    )
+    .await;
+    assert_eq!(status, 500);
+    assert!(
+        format!("{fault:?}").contains("InvalidParameters"),
+        "{fault:?}"
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}

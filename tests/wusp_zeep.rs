@@ -11,19 +11,54 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use wsus_edge::catalog::{Action, Decision, Guid};
+use wsus_edge::testkit::drivers::{Metadata, document};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zeep_and_the_captured_requests_get_schema_valid_answers() {
     logs();
     let dir = tempfile::tempdir().unwrap();
     let (node, _, _) = catalog_root(dir.path()).await;
+    // One driver, approved for everyone: the driver pass has something to send.
+    let driver = Guid::parse("6b0f4d3e-9a2c-4f1e-8b7d-2c5e1f0a9d01").unwrap();
+    let metadata = Metadata::new(
+        "PCI\\VEN_8086&DEV_46A8",
+        "2024-01-12",
+        "31.0.101.5186",
+        "Intel",
+    );
+    node.app
+        .served
+        .change(|s, _| {
+            s.import(&[document(
+                driver,
+                100,
+                "Intel - Display - 31.0.101.5186",
+                &[],
+                &[metadata],
+                None,
+            )])
+        })
+        .unwrap();
+    node.app
+        .served
+        .change(|s, c| {
+            s.decide(
+                c,
+                Some(&[driver]),
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
+        })
+        .unwrap();
     let shared = shared_protocol();
     let stdout = zeep_checks(
         "check_wusp.py",
         vec![
             format!("http://{}", node.listening().http),
             format!("{shared}/wsdl"),
-            wsus_edge::catalog::Guid::random().to_string(),
+            Guid::random().to_string(),
             "Ring 1".into(),
             format!("{shared}/samples/native-wua-capture"),
         ],

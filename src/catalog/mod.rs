@@ -7,6 +7,7 @@
 //! groups may see and with which action ([`scope`]). May call: `soap` (the XML tree), `error`.
 //! Knows no socket and no HTTP. Its tests take their catalogs from `testkit::generate`.
 
+pub mod driver;
 pub mod keys;
 pub mod replica;
 pub mod scope;
@@ -210,6 +211,8 @@ pub struct Revision {
     /// Local ids of the revisions it bundles (every AtLeastOne group, flattened).
     pub bundled: Vec<u32>,
     pub files: Vec<FileRef>,
+    /// A driver update's metadata, one per hardware id; empty for other updates.
+    pub drivers: Vec<driver::DriverMeta>,
     pub titles: Vec<(String, String)>,
     /// No other revision names this one's update id as a prerequisite.
     pub is_leaf: bool,
@@ -292,6 +295,7 @@ pub struct Catalog {
     files: HashMap<[u8; 20], FileRef>,
     /// Keys of encrypted files, by file SHA-1.
     keys: keys::Keys,
+    drivers: driver::DriverIndex,
     pub groups: Vec<Group>,
     pub deployments: Vec<Deployment>,
     /// Every deployment's go-live time, sorted, each once: where what clients are offered
@@ -349,6 +353,12 @@ impl Catalog {
         let mut go_lives: Vec<i64> = deployments.iter().map(|d| d.go_live).collect();
         go_lives.sort_unstable();
         go_lives.dedup();
+        let drivers = driver::DriverIndex::new(
+            revisions
+                .iter()
+                .filter(|r| !r.drivers.is_empty())
+                .map(|r| (r.id, &r.drivers[..])),
+        );
         Catalog {
             revisions,
             by_id,
@@ -356,6 +366,7 @@ impl Catalog {
             by_identity,
             files,
             keys: keys::Keys::new(),
+            drivers,
             groups,
             go_lives,
             deployments,
@@ -413,6 +424,11 @@ impl Catalog {
     /// A payload file by its SHA-1, if some revision names it.
     pub fn file(&self, sha1: &[u8; 20]) -> Option<&FileRef> {
         self.files.get(sha1)
+    }
+
+    /// Driver metadata by hardware id.
+    pub fn driver_index(&self) -> &driver::DriverIndex {
+        &self.drivers
     }
 
     /// The same catalog, with the keys of encrypted files.

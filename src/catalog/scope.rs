@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use super::driver::{self, SystemSpec};
 use super::{Action, Catalog, Guid, UpdateType};
 
 /// The deployment a computer gets for one revision, explicit or implied.
@@ -261,6 +262,10 @@ pub struct SyncRequest {
     /// The highest deployment change time the client has seen (from its cookie).
     pub anchor: i64,
     pub page_size: usize,
+    /// The driver pass's devices: the drivers sent are the best for them.
+    pub system_spec: Option<SystemSpec>,
+    /// SyncPrinterCatalog: the driver pass of every printer driver in scope.
+    pub printers: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -273,6 +278,8 @@ pub struct SyncResult {
     pub new_anchor: i64,
     /// No driver is in scope: the driver pass can be skipped.
     pub driver_sync_not_needed: bool,
+    /// Of each driver revision sent, the hardware ids it was the best driver for.
+    pub hardware_ids: HashMap<u32, Vec<String>>,
 }
 
 /// The SyncUpdates walk over a computer's `scope`.
@@ -299,12 +306,30 @@ pub fn sync(catalog: &Catalog, scope: &Scope, req: &SyncRequest) -> SyncResult {
     let allowed = (!req.filter_categories.is_empty())
         .then(|| category_filter(catalog, scope, &req.filter_categories));
     // What the walk may send now: in this pass, in the category scan, prerequisites installed.
-    let wanted = |i: usize| {
+    let possible = |i: usize| {
         scope.steps.get(i).is_some_and(|s| in_pass(s.update_type))
             && allowed
                 .as_ref()
                 .is_none_or(|a| scope.offers.get(i).is_some_and(|o| a.contains(&o.revision)))
             && scope.prerequisites_met(i, &installed)
+    };
+    // Of the drivers, only those chosen for this computer: the best for each of its devices,
+    // or for SyncPrinterCatalog every printer driver (it names no device).
+    let hardware_ids = if req.skip_software {
+        one_per_update(catalog, chosen_drivers(catalog, scope, req, &possible))
+    } else {
+        HashMap::new()
+    };
+    let wanted = |i: usize| {
+        possible(i)
+            && (scope
+                .steps
+                .get(i)
+                .is_some_and(|s| s.update_type != UpdateType::Driver)
+                || scope
+                    .offers
+                    .get(i)
+                    .is_some_and(|o| hardware_ids.contains_key(&o.revision)))
     };
     let mut cached = IdSet::new(catalog);
     // Ids too high for the bitset: no revision has them, and they are out of scope.
@@ -356,7 +381,79 @@ pub fn sync(catalog: &Catalog, scope: &Scope, req: &SyncRequest) -> SyncResult {
         truncated,
         new_anchor: req.anchor.max(scope.last_change),
         driver_sync_not_needed: !scope.has_driver,
+        hardware_ids,
     }
+}
+
+/// The drivers of `scope` chosen for the computer of `req`, each with the hardware id it was
+/// chosen for, among those `possible` at this point of the walk and deployed to be installed:
+/// the best for each device of its SystemSpec that beats what is installed there (see
+/// [`driver`]); for SyncPrinterCatalog (`printers`), every printer driver.
+fn chosen_drivers(
+    catalog: &Catalog,
+    scope: &Scope,
+    req: &SyncRequest,
+    possible: &dyn Fn(usize) -> bool,
+) -> Vec<driver::Best> {
+    let eligible = |revision: u32| {
+        scope.index.get(revision).is_some_and(|i| {
+            scope
+                .offers
+                .get(i)
+                .is_some_and(|o| matches!(o.action, Action::Install | Action::OptionalInstall))
+                && possible(i)
+        })
+    };
+    if req.printers {
+        return scope
+            .offers
+            .iter()
+            .filter(|o| eligible(o.revision))
+            .filter_map(|o| catalog.revision(o.revision))
+            .flat_map(|r| {
+                r.drivers
+                    .iter()
+                    .filter(|m| m.is_printer())
+                    .map(|m| driver::Best {
+                        revision: r.id,
+                        hardware_id: m.hardware_id.clone(),
+                    })
+            })
+            .collect();
+    }
+    let Some(spec) = &req.system_spec else {
+        return Vec::new();
+    };
+    let meta = |revision: u32| {
+        catalog
+            .revision(revision)
+            .map(|r| (&r.drivers[..], r.revision_number))
+    };
+    driver::best_drivers(catalog.driver_index(), spec, meta, eligible)
+}
+
+/// One revision per update of `chosen` (the highest: MS-WUSP 3.1.5.7), with the hardware ids
+/// that revision was chosen for.
+fn one_per_update(catalog: &Catalog, chosen: Vec<driver::Best>) -> HashMap<u32, Vec<String>> {
+    let mut by_update: HashMap<Guid, (u32, u32, Vec<String>)> = HashMap::new();
+    for best in chosen {
+        let Some(r) = catalog.revision(best.revision) else {
+            continue;
+        };
+        let entry = by_update
+            .entry(r.update_id)
+            .or_insert((r.revision_number, r.id, Vec::new()));
+        if r.revision_number > entry.0 {
+            *entry = (r.revision_number, r.id, Vec::new());
+        }
+        if entry.1 == r.id && !entry.2.contains(&best.hardware_id) {
+            entry.2.push(best.hardware_id);
+        }
+    }
+    by_update
+        .into_values()
+        .map(|(_, revision, ids)| (revision, ids))
+        .collect()
 }
 
 /// Revision id → position in a scope's offers: a slot per id where the catalog's ids are

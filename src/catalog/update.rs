@@ -19,6 +19,7 @@ use std::fmt::Write as _;
 
 use crate::soap::{self, Element, Escaped, Limits, XSI_NS, escape, escape_text};
 
+use super::driver::DriverMeta;
 use super::{CatalogError, FileRef, Guid, UpdateType};
 
 pub const UPDATE_NS: &str = "http://schemas.microsoft.com/msus/2002/12/Update";
@@ -77,6 +78,8 @@ pub struct Parsed {
     pub bundled: Vec<Vec<(Guid, u32)>>,
     pub superseded: Vec<Guid>,
     pub files: Vec<FileRef>,
+    /// A driver update's `ApplicabilityRules/Metadata/WindowsDriverMetaData`; empty for others.
+    pub drivers: Vec<DriverMeta>,
     /// `Properties/SecuredFragment` is FileDecryption (MS-WSUSSS §3.1.1.1): the keys of its
     /// files come from the upstream by GetUpdateDecryptionData.
     pub file_decryption: bool,
@@ -221,6 +224,10 @@ pub fn parse(xml: &str) -> Result<Parsed, CatalogError> {
             .collect::<Result<_, _>>()?,
         None => Vec::new(),
     };
+    let drivers = match (update_type, child("ApplicabilityRules")) {
+        (UpdateType::Driver, Some(rules)) => super::driver::read_metadata(rules)?,
+        _ => Vec::new(),
+    };
     let titles = child("LocalizedPropertiesCollection")
         .map(|c| {
             c.children_named("LocalizedProperties")
@@ -244,6 +251,7 @@ pub fn parse(xml: &str) -> Result<Parsed, CatalogError> {
         bundled,
         superseded,
         files,
+        drivers,
         file_decryption,
         titles,
         fragments,

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Meta, Schema, connect, db};
+use crate::catalog::driver::DriverMeta;
 use crate::catalog::keys::{FileKey, KeysWanted, needing_keys};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
 use crate::catalog::{
@@ -129,6 +130,9 @@ struct Relations {
     bundled: Vec<Vec<(String, u32)>>,
     superseded: Vec<String>,
     files: Vec<StoredFile>,
+    /// A driver update's metadata; absent for others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    drivers: Vec<DriverMeta>,
     titles: Vec<(String, String)>,
 }
 
@@ -1004,6 +1008,7 @@ impl Store {
                             .collect::<Result<_, CatalogError>>()?,
                         bundled: Vec::new(),
                         files,
+                        drivers: relations.drivers,
                         change_seq: seq,
                         titles: relations.titles,
                         is_leaf: true,
@@ -1177,6 +1182,7 @@ fn import_parsed(
                     encrypted: f.encrypted,
                 })
                 .collect(),
+            drivers: p.drivers.clone(),
             titles: p.titles.clone(),
         };
         let relations =

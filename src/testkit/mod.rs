@@ -1,6 +1,6 @@
 //! The test kit: what the tests, the demo and load generation use and a serving node never
 //! does. A synthetic catalog shaped like Microsoft's ([`generate`]) and its random source
-//! ([`random`]); cabinets as WSUS sends large update documents ([`cabinet`]); an emulated WAN
+//! ([`random`]); driver updates and a Windows 11 PC's devices ([`drivers`]); cabinets as WSUS sends large update documents ([`cabinet`]); an emulated WAN
 //! between a branch and its upstream ([`wan`]), whose TUN device (the crate's one use of
 //! `ioctl`) is built only with the `wan-tun` feature.
 //!
@@ -8,6 +8,7 @@
 //! modules never call the kit, only their tests do.
 
 pub mod cabinet;
+pub mod drivers;
 pub mod generate;
 pub mod random;
 pub mod wan;

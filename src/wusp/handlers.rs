@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::{Call, Endpoint, Service};
+use crate::catalog::driver::SystemSpec;
 use crate::catalog::scope::{self, Offer, SyncRequest};
 use crate::catalog::{
     Action, Catalog, FileRef, Guid, UNASSIGNED_COMPUTERS, UpdateType, base64_decode, base64_encode,
@@ -125,7 +126,9 @@ fn client_at_least(claims: &Claims, major: u32, minor: u32) -> bool {
     parse_version(&claims.protocol).is_some_and(|v| v >= (major, minor))
 }
 
-fn deployment(out: &mut String, o: &Offer, claims: &Claims) {
+/// A revision's deployment; `hardware_ids`: the devices a driver was chosen for, which clients
+/// of protocol 1.6 and later are told (MS-WUSP 2.2.2.2.4).
+fn deployment(out: &mut String, o: &Offer, claims: &Claims, hardware_ids: Option<&Vec<String>>) {
     let _ = write!(
         out,
         "<Deployment><ID>{}</ID><Action>{}</Action>",
@@ -149,6 +152,13 @@ fn deployment(out: &mut String, o: &Offer, claims: &Claims) {
             o.download_priority
         );
     }
+    if let Some(ids) = hardware_ids.filter(|ids| !ids.is_empty() && client_at_least(claims, 1, 6)) {
+        out.push_str("<HardwareIds>");
+        for id in ids {
+            text_element(out, "string", id);
+        }
+        out.push_str("</HardwareIds>");
+    }
     if client_at_least(claims, 1, 8) {
         out.push_str(
             "<AutoSelect>0</AutoSelect><AutoDownload>0</AutoDownload>\
@@ -158,9 +168,58 @@ fn deployment(out: &mut String, o: &Offer, claims: &Claims) {
     out.push_str("</Deployment>");
 }
 
-fn update_info(out: &mut String, o: &Offer, claims: &Claims, xml: Option<&Escaped>) {
+/// Room for a SyncInfo: an UpdateInfo is its core fragment and about 250 bytes of deployment
+/// around it.
+fn reserve_sync_info(out: &mut String, catalog: &Catalog, result: &scope::SyncResult) {
+    let cores = result
+        .new_updates
+        .iter()
+        .filter_map(|o| catalog.revision(o.revision));
+    out.reserve(
+        2048 + cores
+            .map(|r| r.fragments.core.as_str().len() + 256)
+            .sum::<usize>()
+            + (result.changed_updates.len() + result.out_of_scope.len()) * 256,
+    );
+}
+
+/// The lists of a SyncInfo (SyncUpdates' and SyncPrinterCatalog's answer): NewUpdates,
+/// OutOfScopeRevisionIDs (`gone`), ChangedUpdates, Truncated.
+fn sync_info(
+    out: &mut String,
+    catalog: &Catalog,
+    result: &scope::SyncResult,
+    claims: &Claims,
+    gone: &[u32],
+) {
+    if !result.new_updates.is_empty() {
+        out.push_str("<NewUpdates>");
+        for o in &result.new_updates {
+            let xml = catalog.revision(o.revision).map(|r| &r.fragments.core);
+            update_info(out, o, claims, xml, result.hardware_ids.get(&o.revision));
+        }
+        out.push_str("</NewUpdates>");
+    }
+    id_list(out, "OutOfScopeRevisionIDs", "int", gone);
+    if !result.changed_updates.is_empty() {
+        out.push_str("<ChangedUpdates>");
+        for o in &result.changed_updates {
+            update_info(out, o, claims, None, result.hardware_ids.get(&o.revision));
+        }
+        out.push_str("</ChangedUpdates>");
+    }
+    let _ = write!(out, "<Truncated>{}</Truncated>", result.truncated);
+}
+
+fn update_info(
+    out: &mut String,
+    o: &Offer,
+    claims: &Claims,
+    xml: Option<&Escaped>,
+    hardware_ids: Option<&Vec<String>>,
+) {
     let _ = write!(out, "<UpdateInfo><ID>{}</ID>", o.revision);
-    deployment(out, o, claims);
+    deployment(out, o, claims, hardware_ids);
     let _ = write!(out, "<IsLeaf>{}</IsLeaf>", o.is_leaf);
     if let Some(xml) = xml {
         escaped_element(out, "Xml", xml);
@@ -541,6 +600,7 @@ impl Service {
         if !skip_software && p.child("SystemSpec").is_some_and(|s| !s.is_nil()) {
             return Err(Fault::invalid("parameters.SystemSpec"));
         }
+        let system_spec = SystemSpec::read(p).map_err(Fault::invalid)?;
         let mut other = int_items(p, "OtherCachedUpdateIDs")?;
         if skip_software {
             other.extend(int_items(p, "CachedDriverIDs")?);
@@ -568,30 +628,14 @@ impl Service {
                 filter_categories: filter_categories.clone(),
                 anchor: claims.anchor,
                 page_size: self.settings.page_size,
+                system_spec,
+                printers: false,
             },
         );
         let modern = client_at_least(&claims, 1, 7);
-        // An UpdateInfo is its core fragment and about 250 bytes of deployment around it.
-        let cores = result
-            .new_updates
-            .iter()
-            .filter_map(|o| catalog.revision(o.revision));
-        out.reserve(
-            2048 + cores
-                .map(|r| r.fragments.core.as_str().len() + 256)
-                .sum::<usize>()
-                + (result.changed_updates.len() + result.out_of_scope.len()) * 256,
-        );
+        reserve_sync_info(&mut out, catalog, &result);
         open_response(&mut out, "SyncUpdatesResponse", super::CLIENT_NS);
         out.push_str("<SyncUpdatesResult>");
-        if !result.new_updates.is_empty() {
-            out.push_str("<NewUpdates>");
-            for o in &result.new_updates {
-                let xml = catalog.revision(o.revision).map(|r| &r.fragments.core);
-                update_info(&mut out, o, &claims, xml);
-            }
-            out.push_str("</NewUpdates>");
-        }
         // With a category scan and the two-group option, revisions still deployed but outside
         // the scanned categories go in their own list (MS-WUSP §2.2.2.2.4).
         let (gone, deployed_elsewhere): (Vec<u32>, Vec<u32>) =
@@ -603,15 +647,7 @@ impl Service {
             } else {
                 (result.out_of_scope.clone(), Vec::new())
             };
-        id_list(&mut out, "OutOfScopeRevisionIDs", "int", &gone);
-        if !result.changed_updates.is_empty() {
-            out.push_str("<ChangedUpdates>");
-            for o in &result.changed_updates {
-                update_info(&mut out, o, &claims, None);
-            }
-            out.push_str("</ChangedUpdates>");
-        }
-        let _ = write!(out, "<Truncated>{}</Truncated>", result.truncated);
+        sync_info(&mut out, catalog, &result, &claims, &gone);
         claims.anchor = result.new_anchor;
         cookie_element(&mut out, "NewCookie", claims.expires, &self.reseal(&claims));
         if modern {
@@ -640,11 +676,12 @@ impl Service {
         Ok(out)
     }
 
-    /// MS-WUSP 3.1.5.12, asked by the Add Printer Wizard: the printer drivers that apply.
-    /// This catalog holds no printer drivers, so none is new and every printer driver the
-    /// client has cached is out of scope. The cookie keeps its anchor: the spec's newest
-    /// deployment time would make the next SyncUpdates skip software deployments that changed
-    /// since the client's last software sync.
+    /// MS-WUSP 3.1.5.12, asked by the Add Printer Wizard: the printer drivers deployed to the
+    /// client whose prerequisites it has (the call names no device, so every one of them),
+    /// one revision per update; what it has cached of them (`printerUpdateIDs`) is not sent
+    /// again, and what it caches that is no longer deployed is out of scope. The cookie keeps
+    /// its anchor: the spec's newest deployment time would make the next SyncUpdates skip
+    /// software deployments that changed since the client's last software sync.
     fn sync_printer_catalog(
         &self,
         op: &Element,
@@ -652,12 +689,31 @@ impl Service {
         mut out: String,
     ) -> Result<String> {
         let claims = self.client_cookie(op, call.now)?;
-        self.may_scan(&claims, &self.served.catalog())?;
-        let cached = int_items(op, "printerUpdateIDs")?;
+        let loaded = self.served.snapshot();
+        let catalog: &Catalog = &loaded.catalog;
+        self.may_scan(&claims, catalog)?;
+        let installed = int_items(op, "installedNonLeafUpdateIDs")?;
+        if installed.len() > self.settings.max_installed {
+            return Err(Fault::invalid("installedNonLeafUpdateIDs"));
+        }
+        let scope = loaded.scope(&claims.groups, call.now);
+        let result = scope::sync(
+            catalog,
+            &scope,
+            &SyncRequest {
+                installed_non_leaf: installed,
+                other_cached: int_items(op, "printerUpdateIDs")?,
+                skip_software: true,
+                printers: true,
+                anchor: claims.anchor,
+                page_size: self.settings.page_size,
+                ..SyncRequest::default()
+            },
+        );
+        reserve_sync_info(&mut out, catalog, &result);
         open_response(&mut out, "SyncPrinterCatalogResponse", super::CLIENT_NS);
         out.push_str("<SyncPrinterCatalogResult>");
-        id_list(&mut out, "OutOfScopeRevisionIDs", "int", cached);
-        out.push_str("<Truncated>false</Truncated>");
+        sync_info(&mut out, catalog, &result, &claims, &result.out_of_scope);
         cookie_element(&mut out, "NewCookie", claims.expires, &self.reseal(&claims));
         out.push_str("</SyncPrinterCatalogResult></SyncPrinterCatalogResponse>");
         Ok(out)
@@ -688,7 +744,7 @@ impl Service {
                  <RevisionNumber>{rev}</RevisionNumber></GlobalID><IsLeaf>{}</IsLeaf>",
                 r.id, o.is_leaf
             );
-            deployment(&mut out, o, &claims);
+            deployment(&mut out, o, &claims, None);
             out.push_str("</RefreshCacheResult>");
         }
         out.push_str("</RefreshCacheResult></RefreshCacheResponse>");

@@ -98,6 +98,24 @@ check("the walk offered updates", len(offered) > 0, str(offered))
 
 driver = client.SyncUpdates(cookie=cookie, parameters={"ExpressQuery": False, "SkipSoftwareSync": True})
 validate("SyncUpdates (driver pass)", client_schema, history)
+check("a driver pass without devices sends no driver", driver.NewUpdates is None)
+
+# The node holds one approved driver, for PCI\VEN_8086&DEV_46A8: a device with that id as a
+# compatible id and no driver gets it, with the hardware id it was chosen for.
+device = {"HardwareIDs": {"string": ["PCI\\VEN_8086&DEV_46A8&SUBSYS_0B041028"]},
+          "CompatibleIDs": {"string": ["PCI\\VEN_8086&DEV_46A8", "PCI\\VEN_8086"]},
+          "installedDriver": {"DriverVerDate": datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc),
+                              "DriverVerVersion": 0, "MatchingComputerHWID": None, "DriverRank": -1}}
+driver = client.SyncUpdates(cookie=cookie, parameters={
+    "ExpressQuery": False, "SkipSoftwareSync": True, "SystemSpec": {"Device": [device]},
+    "ComputerSpec": {"HardwareIDs": {"guid": [str(uuid.uuid4())]}}, "FeatureScoreMatchingKey": "AMD64.10.0"})
+validate("SyncUpdates (driver pass with devices)", client_schema, history)
+drivers = driver.NewUpdates.UpdateInfo if driver.NewUpdates is not None else []
+check("the driver pass sends the one matching driver", len(drivers) == 1, f"{len(drivers)}")
+check("with the hardware id it was chosen for",
+      all(list(u.Deployment.HardwareIds.string) == ["PCI\\VEN_8086&DEV_46A8"] for u in drivers))
+check("and the driver's core fragment", all("d.WindowsDriverMetaData" in u.Xml for u in drivers))
+check("DriverSyncNotNeeded is false while a driver is in scope", driver.DriverSyncNotNeeded == "false")
 
 # The Add Printer Wizard's call: no printer drivers here, so what the client cached of them is
 # out of scope and nothing is new.
