@@ -292,7 +292,15 @@ fn version_man_pages_completions_and_progress_come_from_the_binary() {
     // Long work says how far it got; stderr is not a terminal here, so in plain lines.
     let out = wsus_edge(
         dir.path(),
-        &["import", "--generate", "40", "--payload-bytes", "4MiB"],
+        &[
+            "import",
+            "--generate",
+            "40",
+            "--payload-bytes",
+            "4MiB",
+            "--drivers",
+            "16",
+        ],
         &[],
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -306,6 +314,21 @@ fn version_man_pages_completions_and_progress_come_from_the_binary() {
         "{progress}"
     );
     assert!(!progress.contains('\u{1b}'), "{progress}");
+    // The driver updates were imported beside the software: 40 + 16 documents and more.
+    let said = text(&out.stdout);
+    assert!(said.contains("generated 16 driver updates"), "{said}");
+    let catalog = wsus_edge::state::Store::open(&dir.path().join("data"))
+        .unwrap()
+        .load()
+        .unwrap();
+    let drivers = catalog
+        .revisions()
+        .iter()
+        .filter(|r| {
+            r.update_type == wsus_edge::catalog::UpdateType::Driver && !r.drivers.is_empty()
+        })
+        .count();
+    assert_eq!(drivers, 16);
     // The generated feature updates' keys were imported with it.
     assert!(
         text(&out.stdout).contains("imported 2 decryption keys (2 new or changed)"),

@@ -835,3 +835,169 @@ async fn the_driver_pass_sends_the_best_approved_driver_for_each_device() {
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// A generated driver catalog (every driver approved) and a generated fleet of PCs, each with
+/// its own computer model and devices: every simulated client's driver pass gets exactly the
+/// best driver for each of its devices as an independent reading of MS-WUSP 3.1.5.7 picks it
+/// (pairwise "better", below), and none for a device whose installed driver is better.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_fleet_gets_the_best_driver_for_each_device() {
+    use std::collections::{BTreeMap, HashSet};
+    use wsus_edge::catalog::{ALL_COMPUTERS, Action};
+    use wsus_edge::testkit::drivers::{
+        Device, DriverCatalog, GeneratedDriver, Pc, generate_drivers,
+    };
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("root");
+    let drivers = generate_drivers(400, 17);
+    let mut store = Store::open(&data).unwrap();
+    store.import(&drivers.documents).unwrap();
+    let catalog = store.load().unwrap();
+    let revisions: Vec<u32> = catalog.revisions().iter().map(|r| r.id).collect();
+    store
+        .approve(&revisions, ALL_COMPUTERS, Action::Install, None, 1_000)
+        .unwrap();
+    drop(store);
+    let node = start(&node_config(&data, None, "", "")).await;
+
+    // The oracle: a driver's standing for a device, compared field by field as the spec's
+    // rules list them; None when it does not apply to this device on this computer.
+    type Standing = (u32, u32, u32, i64, u64, u32);
+    let packed = |v: &str| {
+        v.split('.')
+            .map(|p| p.parse::<u64>().unwrap())
+            .fold(0, |a, p| a << 16 | p)
+    };
+    let day = |d: &str| wsus_edge::soap::xsd::parse_datetime(d).unwrap() / 86_400;
+    let ids = |d: &Device| -> Vec<String> {
+        d.hardware_ids
+            .iter()
+            .chain(&d.compatible_ids)
+            .map(|s| s.to_lowercase())
+            .collect()
+    };
+    let standing = |pc: &Pc, d: &Device, g: &GeneratedDriver| -> Option<Standing> {
+        let m = &g.metadata;
+        let position = ids(d)
+            .iter()
+            .position(|i| *i == m.hardware_id.to_lowercase())? as u32;
+        let computer = if m.computers.is_empty() {
+            u32::MAX
+        } else {
+            pc.computer.iter().position(|c| m.computers.contains(c))? as u32
+        };
+        let score = m
+            .feature_scores
+            .iter()
+            .find(|(os, _)| os.eq_ignore_ascii_case(&pc.feature_key))
+            .map_or(255, |(_, s)| u32::from(*s));
+        Some((
+            computer,
+            score,
+            position,
+            day(&m.date),
+            packed(&m.version),
+            m.whql_id,
+        ))
+    };
+    // a is better than b.
+    let better = |a: &Standing, b: &Standing| {
+        if a.0 != b.0 {
+            return a.0 < b.0;
+        }
+        if a.1 != b.1 {
+            return a.1 < b.1;
+        }
+        if a.2 != b.2 {
+            return a.2 < b.2;
+        }
+        if a.3 != b.3 {
+            return a.3 > b.3;
+        }
+        if a.4 != b.4 {
+            return a.4 > b.4;
+        }
+        a.5 > b.5
+    };
+    let mut beaten_by_installed = 0;
+    let mut expected_for = |c: &DriverCatalog, pc: &Pc| -> BTreeMap<Guid, Vec<String>> {
+        let mut out: BTreeMap<Guid, Vec<String>> = BTreeMap::new();
+        for d in &pc.devices {
+            let mut best: Option<(Standing, &GeneratedDriver)> = None;
+            for g in &c.drivers {
+                if let Some(s) = standing(pc, d, g)
+                    && best.as_ref().is_none_or(|(b, _)| better(&s, b))
+                {
+                    best = Some((s, g));
+                }
+            }
+            let Some((s, g)) = best else { continue };
+            if let Some(i) = &d.installed {
+                let mine = (
+                    u32::MAX,
+                    ((i.rank >> 16) & 0xff) as u32,
+                    ids(d)
+                        .iter()
+                        .position(|x| *x == i.matching_id.to_lowercase())
+                        .unwrap() as u32,
+                    day(&i.date),
+                    packed(&i.version),
+                    0,
+                );
+                if !better(&(s.0, s.1, s.2, s.3, s.4, 0), &mine) {
+                    beaten_by_installed += 1;
+                    continue;
+                }
+            }
+            let chosen = out.entry(g.update_id).or_default();
+            if !chosen.contains(&g.metadata.hardware_id) {
+                chosen.push(g.metadata.hardware_id.clone());
+            }
+        }
+        out
+    };
+
+    let soap = wua::soap_client();
+    let mut sent = 0;
+    let mut targeted = HashSet::new();
+    for n in 0..24 {
+        let pc = drivers.pc(n);
+        let want = expected_for(&drivers, &pc);
+        let machine = wua::Machine::new(n, None).with_pc(pc);
+        let scan = wua::scan(&soap, &base(&node), &machine).await.unwrap();
+        let got: BTreeMap<Guid, Vec<String>> = scan
+            .drivers
+            .iter()
+            .map(|(o, ids)| (o.update_id, ids.clone()))
+            .collect();
+        let same_updates = got.keys().eq(want.keys());
+        assert!(same_updates, "pc {n}: got {got:?}, want {want:?}");
+        for (id, ids) in &want {
+            let mut a = ids.clone();
+            let mut b = got[id].clone();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "pc {n}: the hardware ids of {id}");
+        }
+        assert!(scan.drivers.iter().all(|(o, _)| o.action == "Install"));
+        sent += got.len();
+        targeted.extend(
+            drivers
+                .drivers
+                .iter()
+                .filter(|g| got.contains_key(&g.update_id) && !g.metadata.computers.is_empty())
+                .map(|g| g.update_id),
+        );
+    }
+    assert!(sent >= 24, "{sent} drivers sent to 24 PCs");
+    assert!(
+        beaten_by_installed > 0,
+        "some devices have a better driver installed"
+    );
+    assert!(
+        !targeted.is_empty(),
+        "some computer-targeted drivers were chosen"
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}

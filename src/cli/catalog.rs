@@ -130,10 +130,12 @@ pub(super) async fn import(config: &Config, dir: &Path) -> Exit {
     }
 }
 
-/// Write a synthetic catalog of `n` updates into the node.
+/// Write a synthetic catalog of `n` software updates and `drivers` driver updates into the
+/// node.
 pub(super) async fn generate_catalog(
     config: &Config,
     n: usize,
+    drivers: usize,
     budget: u64,
     seed: u64,
 ) -> Result<(), Error> {
@@ -164,6 +166,11 @@ pub(super) async fn generate_catalog(
         }
         std::fs::write(work.join(KEY_FILE), format_key_file(&generated.keys))
             .map_err(|e| Error::io("writing decryption keys", e))?;
+        let driver_catalog = crate::testkit::drivers::generate_drivers(drivers, seed);
+        for (i, doc) in driver_catalog.documents.iter().enumerate() {
+            std::fs::write(updates.join(format!("driver-{i:06}.xml")), doc)
+                .map_err(|e| Error::io("writing driver documents", e))?;
+        }
         let imported = import_blocking(&data_dir, &work);
         let _ = std::fs::remove_dir_all(&work);
         Ok::<_, Error>((imported?, generated))
@@ -180,6 +187,9 @@ pub(super) async fn generate_catalog(
         generated.detectoids,
         format_bytes(generated.payload_bytes)
     );
+    if drivers > 0 {
+        println!("generated {drivers} driver updates");
+    }
     print_import(config, &imported, started);
     Ok(())
 }

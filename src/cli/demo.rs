@@ -79,7 +79,7 @@ pub(super) async fn demo(base: &Config, clients: usize, keep_running: bool) -> R
         .map_err(io("writing the demo's token"))?;
     let root = demo_config("demo-root", &root_dir.join("root"), None, &token)?;
     println!("generating a catalog of {DEMO_UPDATES} updates with their payloads …");
-    generate_catalog(&root, DEMO_UPDATES, DEMO_PAYLOAD_BYTES, 0x5eed).await?;
+    generate_catalog(&root, DEMO_UPDATES, 0, DEMO_PAYLOAD_BYTES, 0x5eed).await?;
     let approved = {
         let data_dir = root.node.data_dir.clone();
         tokio::task::spawn_blocking(move || {

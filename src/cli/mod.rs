@@ -113,6 +113,9 @@ pub enum Command {
         /// Seed of the generated catalog (the same seed gives the same catalog).
         #[arg(long, default_value_t = 1, requires = "generate")]
         seed: u64,
+        /// Also generate M driver updates for about M/8 device models (not approved).
+        #[arg(long, value_name = "M", default_value_t = 0, requires = "generate")]
+        drivers: usize,
     },
     /// Approve updates for a target group (a root's deployments).
     Approve {
@@ -323,11 +326,14 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
             generate,
             payload_bytes,
             seed,
+            drivers,
         } => match load(cli.config.as_deref(), &env) {
             Some(config) => match (dir, generate) {
                 (Some(dir), None) => catalog::import(&config, &dir).await,
                 (_, Some(n)) => match crate::config::units::parse_bytes(&payload_bytes) {
-                    Ok(budget) => report(catalog::generate_catalog(&config, n, budget, seed).await),
+                    Ok(budget) => {
+                        report(catalog::generate_catalog(&config, n, drivers, budget, seed).await)
+                    }
                     Err(e) => {
                         eprintln!("wsus-edge import: --payload-bytes: {e}");
                         Exit::Usage

@@ -72,6 +72,8 @@ pub struct Machine {
     /// rules it out (one in `detectoid_miss` chance each).
     pub seed: u64,
     pub detectoid_miss: u64,
+    /// Its devices, which its driver pass lists; none: an empty SystemSpec.
+    pub pc: Option<std::sync::Arc<crate::testkit::drivers::Pc>>,
 }
 
 impl Machine {
@@ -83,7 +85,14 @@ impl Machine {
             target_group: target_group.map(str::to_owned),
             seed: n,
             detectoid_miss: 0,
+            pc: None,
         }
+    }
+
+    /// The same machine with devices.
+    pub fn with_pc(mut self, pc: crate::testkit::drivers::Pc) -> Machine {
+        self.pc = Some(std::sync::Arc::new(pc));
+        self
     }
 }
 
@@ -105,6 +114,8 @@ pub struct Scan {
     pub changed: usize,
     /// What it was told to install (Install / OptionalInstall).
     pub offered: Vec<Offered>,
+    /// The drivers its driver pass was sent, with the hardware ids each was chosen for.
+    pub drivers: Vec<(Offered, Vec<String>)>,
     /// SyncUpdates calls (pages).
     pub pages: usize,
     /// (operation, latency) of every SOAP call.
@@ -652,20 +663,67 @@ async fn scan_from(
             }
         }
     }
-    // The driver pass (this node serves no drivers; real clients ask all the same).
-    let _ = s
+    // The driver pass: the machine's devices (an empty list without them; real clients ask
+    // all the same).
+    let (spec, rest) = machine
+        .pc
+        .as_ref()
+        .map(|pc| pc.parameters())
+        .unwrap_or_else(|| {
+            (
+                "<SystemSpec/>".to_owned(),
+                "<FeatureScoreMatchingKey>AMD64.10.0</FeatureScoreMatchingKey>".to_owned(),
+            )
+        });
+    let answer = s
         .call(
             CLIENT,
             CLIENT_NS,
             "SyncUpdates",
             &format!(
-                "{}<parameters><ExpressQuery>false</ExpressQuery><SkipSoftwareSync>true\
-                 </SkipSoftwareSync><SystemSpec/><FeatureScoreMatchingKey>AMD64.10.0\
-                 </FeatureScoreMatchingKey></parameters>",
+                "{}<parameters><ExpressQuery>false</ExpressQuery>{spec}<SkipSoftwareSync>true\
+                 </SkipSoftwareSync>{rest}</parameters>",
                 cookie_xml("cookie", &cookie)
             ),
         )
         .await?;
+    for info in answer
+        .child("SyncUpdatesResult")
+        .and_then(|r| r.child("NewUpdates"))
+        .into_iter()
+        .flat_map(|n| n.children_named("UpdateInfo"))
+    {
+        let revision: u32 = info
+            .child_text("ID")
+            .and_then(|i| i.parse().ok())
+            .ok_or_else(|| Error::upstream(Kind::BadUpstream, "UpdateInfo without ID"))?;
+        let deployment = info.child("Deployment");
+        let (update_id, revision_number) = identity(info.child_text("Xml").unwrap_or(""))
+            .ok_or_else(|| {
+                Error::upstream(
+                    Kind::BadUpstream,
+                    format!("revision {revision}: core fragment"),
+                )
+            })?;
+        let hardware_ids = deployment
+            .and_then(|d| d.child("HardwareIds"))
+            .into_iter()
+            .flat_map(|h| h.children_named("string"))
+            .map(|s| s.text().to_owned())
+            .collect();
+        s.scan.drivers.push((
+            Offered {
+                revision,
+                update_id,
+                revision_number,
+                action: deployment
+                    .and_then(|d| d.child_text("Action"))
+                    .unwrap_or("")
+                    .to_owned(),
+            },
+            hardware_ids,
+        ));
+    }
 
     // Extended information and file locations of what it will install, bundle members (whose
     // files an installed bundle brings) included.

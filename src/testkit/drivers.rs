@@ -540,3 +540,267 @@ pub fn document(
     d.push_str("</upd:Update>");
     d
 }
+
+/// A generated driver catalog: the documents to import, each driver as generated, the device
+/// models they are for and the computer models (their hardware ids) some are targeted to.
+#[derive(Debug, Default)]
+pub struct DriverCatalog {
+    pub documents: Vec<String>,
+    pub drivers: Vec<GeneratedDriver>,
+    pub models: Vec<DeviceModel>,
+    /// Each computer model's hardware ids, most specific first.
+    pub computers: Vec<Vec<Guid>>,
+}
+
+/// One generated driver update (one revision, one metadata).
+#[derive(Debug, Clone)]
+pub struct GeneratedDriver {
+    pub update_id: Guid,
+    pub model: usize,
+    pub metadata: Metadata,
+}
+
+/// A kind of device: its ids as Windows enumerates them and its setup class.
+#[derive(Debug, Clone)]
+pub struct DeviceModel {
+    pub hardware_ids: Vec<String>,
+    pub compatible_ids: Vec<String>,
+    pub class: &'static str,
+    pub vendor: &'static str,
+}
+
+/// PCI vendors, USB vendors and the HD Audio codec vendor of the generated models.
+const PCI_VENDORS: [(&str, &str); 5] = [
+    ("8086", "Intel Corporation"),
+    ("10DE", "NVIDIA"),
+    ("1002", "Advanced Micro Devices, Inc."),
+    ("10EC", "Realtek Semiconductor Corp."),
+    ("14E4", "Broadcom"),
+];
+const USB_VENDORS: [(&str, &str); 4] = [
+    ("0BDA", "Realtek Semiconductor Corp."),
+    ("8087", "Intel Corporation"),
+    ("27C6", "Goodix"),
+    ("046D", "Logitech"),
+];
+/// (class code, setup class GUID) of PCI devices.
+const PCI_CLASSES: [(&str, &str); 4] = [
+    ("030000", "{4d36e968-e325-11ce-bfc1-08002be10318}"),
+    ("028000", "{4d36e972-e325-11ce-bfc1-08002be10318}"),
+    ("020000", "{4d36e972-e325-11ce-bfc1-08002be10318}"),
+    ("010802", "{4d36e97b-e325-11ce-bfc1-08002be10318}"),
+];
+/// Inbox drivers: dated as Windows dates them, versioned as 25H2's.
+const INBOX_DATE: &str = "2006-06-21";
+const INBOX_VERSION: &str = "10.0.26100.1";
+
+fn hex4(rng: &mut super::random::SplitMix) -> String {
+    format!("{:04X}", rng.next_u64() & 0xffff)
+}
+
+fn model(rng: &mut super::random::SplitMix) -> DeviceModel {
+    match rng.next_u64() % 10 {
+        0..=4 => {
+            let (vendor, name) = PCI_VENDORS[(rng.next_u64() % 5) as usize];
+            let (cc, class) = PCI_CLASSES[(rng.next_u64() % 4) as usize];
+            let (dev, subsys) = (hex4(rng), format!("{}{}", hex4(rng), hex4(rng)));
+            let rev = format!("{:02X}", rng.next_u64() & 0xff);
+            let base = format!("PCI\\VEN_{vendor}&DEV_{dev}");
+            DeviceModel {
+                hardware_ids: vec![
+                    format!("{base}&SUBSYS_{subsys}&REV_{rev}"),
+                    format!("{base}&SUBSYS_{subsys}"),
+                    format!("{base}&CC_{cc}"),
+                    format!("{base}&CC_{}", &cc[..4]),
+                ],
+                compatible_ids: vec![
+                    format!("{base}&REV_{rev}"),
+                    base.clone(),
+                    format!("PCI\\VEN_{vendor}&CC_{cc}"),
+                    format!("PCI\\VEN_{vendor}"),
+                    format!("PCI\\CC_{cc}"),
+                ],
+                class,
+                vendor: name,
+            }
+        }
+        5..=7 => {
+            let (vid, name) = USB_VENDORS[(rng.next_u64() % 4) as usize];
+            let pid = hex4(rng);
+            let class = ["E0", "0E", "EF", "03"][(rng.next_u64() % 4) as usize];
+            DeviceModel {
+                hardware_ids: vec![
+                    format!("USB\\VID_{vid}&PID_{pid}&REV_0100"),
+                    format!("USB\\VID_{vid}&PID_{pid}"),
+                ],
+                compatible_ids: vec![
+                    format!("USB\\Class_{class}&SubClass_01&Prot_01"),
+                    format!("USB\\Class_{class}&SubClass_01"),
+                    format!("USB\\Class_{class}"),
+                ],
+                class: "{88bae032-5a81-49f0-bc3d-a4ff138216d6}",
+                vendor: name,
+            }
+        }
+        _ => {
+            let (dev, subsys) = (hex4(rng), format!("{}{}", hex4(rng), hex4(rng)));
+            let base = format!("HDAUDIO\\FUNC_01&VEN_10EC&DEV_{dev}");
+            DeviceModel {
+                hardware_ids: vec![
+                    format!("{base}&SUBSYS_{subsys}&REV_1000"),
+                    format!("{base}&SUBSYS_{subsys}"),
+                ],
+                compatible_ids: vec![
+                    format!("{base}&REV_1000"),
+                    base,
+                    "HDAUDIO\\FUNC_01&VEN_10EC".into(),
+                    "HDAUDIO\\FUNC_01".into(),
+                ],
+                class: "{4d36e96c-e325-11ce-bfc1-08002be10318}",
+                vendor: "Realtek Semiconductor Corp.",
+            }
+        }
+    }
+}
+
+/// `YYYY-MM-DD`, `days` after 2018-01-01.
+fn date_after_2018(days: u64) -> String {
+    crate::soap::xsd::format_date(1_514_764_800 + days as i64 * 86_400)
+}
+
+/// `n` driver updates for about `n / 8` device models (several versions of each, on its
+/// specific or its vendor-and-device id), some with feature scores, one in ten targeted to a
+/// computer model. Deterministic for a seed.
+pub fn generate_drivers(n: usize, seed: u64) -> DriverCatalog {
+    let mut rng = super::random::SplitMix(seed ^ 0xd21e_0000);
+    let mut c = DriverCatalog::default();
+    let models = (n / 8).max(4);
+    c.models = (0..models).map(|_| model(&mut rng)).collect();
+    c.computers = (0..(n / 50).max(4))
+        .map(|k| {
+            (0..4)
+                .map(|j| {
+                    let mut r = super::random::SplitMix(seed ^ 0xc41d ^ (k as u64) << 8 ^ j);
+                    let v = (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64());
+                    Guid((v & !(0xf << 76)) | (0x5 << 76))
+                })
+                .collect()
+        })
+        .collect();
+    for i in 0..n {
+        let m = i % models;
+        let model = &c.models[m];
+        // A USB device's compatible ids are its class's, which no vendor driver names.
+        let hardware_id = match rng.next_u64() % 20 {
+            12..=16 if !model.compatible_ids[1].starts_with("USB\\Class") => {
+                &model.compatible_ids[1]
+            }
+            17..=19 => &model.hardware_ids[0],
+            _ => &model.hardware_ids[1],
+        };
+        let days = rng.next_u64() % 2900;
+        let version = format!(
+            "{}.{}.{}.{}",
+            10 + rng.next_u64() % 20,
+            days / 365,
+            days % 365,
+            rng.next_u64() % 1000
+        );
+        let mut metadata =
+            Metadata::new(hardware_id, &date_after_2018(days), &version, model.vendor);
+        metadata.class = model.class.to_owned();
+        metadata.whql_id = 40_000_000 + i as u32;
+        match rng.next_u64() % 10 {
+            0..=3 => metadata.feature_scores = vec![("AMD64.10.0".into(), 0xF6)],
+            4 => {
+                metadata.feature_scores =
+                    vec![("AMD64.10.0".into(), 0xF5), ("ARM64.10.0".into(), 0)]
+            }
+            _ => {}
+        }
+        if rng.next_u64().is_multiple_of(10) {
+            let computer = &c.computers[(rng.next_u64() as usize) % c.computers.len()];
+            metadata.computers = vec![computer[(rng.next_u64() % 2) as usize]];
+        }
+        let update_id = {
+            let mut r = super::random::SplitMix(seed ^ 0xd0c5_0000_0000 ^ i as u64);
+            let v = (u128::from(r.next_u64()) << 64) | u128::from(r.next_u64());
+            Guid((v & !(0xf << 76)) | (0x4 << 76))
+        };
+        let title = format!("{} - Driver - {version}", model.vendor);
+        c.documents.push(document(
+            update_id,
+            100,
+            &title,
+            &[],
+            std::slice::from_ref(&metadata),
+            None,
+        ));
+        c.drivers.push(GeneratedDriver {
+            update_id,
+            model: m,
+            metadata,
+        });
+    }
+    c
+}
+
+impl DriverCatalog {
+    /// The `n`th computer of a fleet: a computer model and 10 to 17 devices of the catalog's
+    /// models, each with an inbox driver (on its last compatible id), a vendor driver (on its
+    /// specific id; one in six newer than anything generated) or none.
+    pub fn pc(&self, n: u64) -> Pc {
+        let mut rng = super::random::SplitMix(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x9c);
+        let computer = self.computers[(rng.next_u64() as usize) % self.computers.len()].clone();
+        let mut picked: Vec<usize> = (0..self.models.len()).collect();
+        rng.shuffle(&mut picked);
+        picked.truncate(10 + (rng.next_u64() % 8) as usize);
+        let devices = picked
+            .into_iter()
+            .map(|m| {
+                let model = &self.models[m];
+                let installed = match rng.next_u64() % 12 {
+                    0..=1 => None,
+                    2..=7 => {
+                        let at = model.compatible_ids.len() - 1;
+                        driver(
+                            &model.compatible_ids[at],
+                            INBOX_DATE,
+                            INBOX_VERSION,
+                            model.class,
+                            "Microsoft",
+                            0x00FF_2000 + at as i64,
+                        )
+                    }
+                    8..=9 => driver(
+                        &model.hardware_ids[1],
+                        &date_after_2018(rng.next_u64() % 2900),
+                        "20.1.2.3",
+                        model.class,
+                        model.vendor,
+                        0x00FF_0001,
+                    ),
+                    _ => driver(
+                        &model.hardware_ids[1],
+                        "2027-01-01",
+                        "99.0.0.0",
+                        model.class,
+                        model.vendor,
+                        0x00F0_0001,
+                    ),
+                };
+                Device {
+                    name: "generated device",
+                    hardware_ids: model.hardware_ids.clone(),
+                    compatible_ids: model.compatible_ids.clone(),
+                    installed,
+                }
+            })
+            .collect();
+        Pc {
+            devices,
+            computer,
+            feature_key: "AMD64.10.0".into(),
+        }
+    }
+}
