@@ -83,7 +83,7 @@ struct NodeLabels {
 
 /// The SOAP operations of both protocols (MS-WUSP, MS-WSUSSS): the values the `operation` label
 /// may take besides `unknown`.
-pub const SOAP_OPERATIONS: [&str; 28] = [
+pub const SOAP_OPERATIONS: [&str; 29] = [
     "GetConfig",
     "GetConfig2",
     "GetCookie",
@@ -103,6 +103,7 @@ pub const SOAP_OPERATIONS: [&str; 28] = [
     "GetRevisionIdList",
     "GetUpdateData",
     "GetUpdateDecryptionData",
+    "GetDriverIdList",
     "GetDeployments",
     "GetRelatedRevisionsForUpdates",
     "DownloadFiles",

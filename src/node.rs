@@ -171,7 +171,8 @@ pub async fn start(config: &Config) -> Result<Running> {
                 link.clone(),
                 config.node.data_dir.clone(),
                 &config.node.name,
-            ),
+            )
+            .with_drivers(up.drivers),
             up.sync_interval,
             config.cache.prefetch == crate::config::Prefetch::Approved,
         ))),

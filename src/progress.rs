@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal as _;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -20,7 +21,8 @@ pub enum Unit {
 pub struct Progress {
     label: String,
     unit: Unit,
-    total: u64,
+    /// What done is; it may grow as the work finds more to do.
+    total: AtomicU64,
     /// On a terminal.
     bar: Option<ProgressBar>,
     /// Otherwise: (done, when the last line was written).
@@ -52,9 +54,17 @@ impl Progress {
         Progress {
             label: label.to_owned(),
             unit,
-            total,
+            total: AtomicU64::new(total),
             bar,
             plain: Mutex::new((0, Instant::now())),
+        }
+    }
+
+    /// The work turned out to be `total` in all.
+    pub fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
         }
     }
 
@@ -92,21 +102,19 @@ impl Progress {
     }
 
     fn line(&self, done: u64) -> String {
-        let percent = if self.total == 0 {
+        let total = self.total.load(Ordering::Relaxed);
+        let percent = if total == 0 {
             100.0
         } else {
-            100.0 * done as f64 / self.total as f64
+            100.0 * done as f64 / total as f64
         };
         match self.unit {
-            Unit::Items(what) => format!(
-                "{}: {done}/{} {what} ({percent:.0}%)",
-                self.label, self.total
-            ),
+            Unit::Items(what) => format!("{}: {done}/{} {what} ({percent:.0}%)", self.label, total),
             Unit::Bytes => format!(
                 "{}: {} of {} ({percent:.0}%)",
                 self.label,
                 crate::config::units::format_bytes(done),
-                crate::config::units::format_bytes(self.total)
+                crate::config::units::format_bytes(total)
             ),
         }
     }

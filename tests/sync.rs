@@ -603,6 +603,130 @@ async fn driver_approvals_reach_the_branch_by_sync() {
     }
 }
 
+/// A branch that syncs drivers on demand holds only the drivers for devices its clients
+/// listed: none before any client scanned, then after the next sync exactly the root's
+/// drivers for those devices (MS-WSUSSS GetDriverIdList), so its clients get what the root's
+/// would; software is synced whole all along.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_syncs_only_the_drivers_its_clients_need() {
+    use wsus_edge::catalog::UpdateType;
+    use wsus_edge::testkit::drivers::generate_drivers;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (root, _) = root(dir.path(), "").await;
+    let drivers = generate_drivers(240, 29);
+    root.app
+        .served
+        .change(|s, _| s.import(&drivers.documents))
+        .unwrap();
+    let ids: Vec<Guid> = drivers.drivers.iter().map(|d| d.update_id).collect();
+    root.app
+        .served
+        .change(|s, c| {
+            s.decide(
+                c,
+                Some(&ids),
+                "All Computers",
+                Decision::Approve(Action::Install),
+                None,
+            )
+        })
+        .unwrap();
+    let branch = branch_with(
+        &dir.path().join("branch"),
+        &base(&root),
+        "sync_interval = \"1h\"\ntimeout = \"10s\"\nconnect_timeout = \"1s\"\n\
+         drivers = \"on-demand\"",
+        "[cache]\nprefetch = \"none\"\n",
+    )
+    .await;
+    let first = replica_until(&branch, |s| s.syncs >= 1).await;
+    assert_eq!(first.failed_syncs, 0, "{:?}", first.last_error);
+    let of_type = |c: &Catalog, t: UpdateType| -> BTreeSet<(Guid, u32)> {
+        c.revisions()
+            .iter()
+            .filter(|r| r.update_type == t)
+            .map(|r| (r.update_id, r.revision_number))
+            .collect()
+    };
+    let (r, b) = (catalog_of(&root), catalog_of(&branch));
+    assert_eq!(
+        of_type(&b, UpdateType::Software),
+        of_type(&r, UpdateType::Software)
+    );
+    assert_eq!(of_type(&r, UpdateType::Driver).len(), 240);
+    assert!(
+        of_type(&b, UpdateType::Driver).is_empty(),
+        "no client listed a device yet"
+    );
+
+    // A client scans: no driver yet, but the branch notes its devices; the next sync brings
+    // the root's drivers for them, and the client gets what it would get at the root.
+    let pc = drivers.pc(4);
+    let machine = wua::Machine::new(4, None).with_pc(pc.clone());
+    let soap = wua::soap_client();
+    let drivers_at = |node: &Running| {
+        let (base, machine, soap) = (base(node), machine.clone(), soap.clone());
+        async move {
+            let scan = wua::scan(&soap, &base, &machine).await.unwrap();
+            scan.drivers
+                .iter()
+                .map(|(o, _)| o.update_id)
+                .collect::<BTreeSet<Guid>>()
+        }
+    };
+    assert!(drivers_at(&branch).await.is_empty());
+    let device_ids: BTreeSet<String> = pc
+        .devices
+        .iter()
+        .flat_map(|d| d.hardware_ids.iter().chain(&d.compatible_ids))
+        .map(|i| i.to_lowercase())
+        .collect();
+    let needed: BTreeSet<Guid> = drivers
+        .drivers
+        .iter()
+        .filter(|d| device_ids.contains(&d.metadata.hardware_id.to_lowercase()))
+        .map(|d| d.update_id)
+        .collect();
+    assert!(!needed.is_empty());
+    until("the device ids kept", Duration::from_secs(10), async || {
+        let kept = wsus_edge::state::Journal::open(&dir.path().join("branch"))
+            .unwrap()
+            .device_ids()
+            .unwrap()
+            .len();
+        if kept == device_ids.len() {
+            Ok(())
+        } else {
+            Err(format!("{kept} of {}", device_ids.len()))
+        }
+    })
+    .await;
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = replica_until(&branch, |s| s.syncs >= 2).await;
+    assert_eq!(s.failed_syncs, 0, "{:?}", s.last_error);
+    let sync = s.last_sync.unwrap();
+    assert_eq!(sync.device_ids_asked, device_ids.len(), "{sync:?}");
+    assert_eq!(sync.drivers_listed, needed.len(), "{sync:?}");
+    let held: BTreeSet<Guid> = of_type(&catalog_of(&branch), UpdateType::Driver)
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(held, needed);
+    let at_branch = drivers_at(&branch).await;
+    assert!(!at_branch.is_empty());
+    assert_eq!(at_branch, drivers_at(&root).await);
+
+    // Nothing changed: the next sync lists no driver and fetches nothing.
+    branch.app.replica.as_ref().unwrap().sync_now();
+    let s = replica_until(&branch, |s| s.syncs >= 3).await;
+    let sync = s.last_sync.unwrap();
+    assert_eq!((sync.drivers_listed, sync.fetched), (0, 0), "{sync:?}");
+    for n in [branch, root] {
+        n.shutdown(Duration::from_secs(1)).await;
+    }
+}
+
 /// Between wsus-edge nodes the sync and the prefetch travel over HTTP/3 as well, and a root
 /// with mutual TLS refuses a branch without a certificate of its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -641,3 +641,93 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
     assert_eq!(listed, added);
     node.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// GetDriverIdList (MS-WSUSSS 3.1.4.7), what a downstream that syncs only the drivers its
+/// clients need asks: the revisions of drivers for the device ids named, those changed since
+/// the anchor only where an id is listed with Delta true; too many ids is InvalidParameters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_revisions_are_listed_by_device_hardware_id() {
+    use wsus_edge::testkit::drivers::generate_drivers;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let (node, _, _) = catalog_root(dir.path()).await;
+    let drivers = generate_drivers(80, 3);
+    node.app
+        .served
+        .change(|s, _| s.import(&drivers.documents))
+        .unwrap();
+    let cookie = cookie_xml(&authorize(&node, None).await);
+    let ask = |anchor: Option<&str>, ids: &[(&str, bool)]| {
+        let anchor = anchor.map_or(String::new(), |a| format!("<Anchor>{a}</Anchor>"));
+        let ids: String = ids
+            .iter()
+            .map(|(id, delta)| {
+                format!(
+                    "<HardwareIdAndDelta><Id>{}</Id><Delta>{delta}</Delta></HardwareIdAndDelta>",
+                    wsus_edge::soap::escape_text(id)
+                )
+            })
+            .collect();
+        let inner = format!(
+            "{cookie}<filter><DssProtocolVersion>1.20</DssProtocolVersion>{anchor}<Categories/>\
+             <ComputerIds/><PnpHardwareIds>{ids}</PnpHardwareIds></filter>"
+        );
+        let node = &node;
+        async move {
+            let (status, _, op) =
+                soap_call(node, SYNC, SERVER_SYNC_NS, "GetDriverIdList", &inner, None).await;
+            (status, op.unwrap())
+        }
+    };
+    let listed = |op: &Element| -> Vec<String> {
+        let mut ids: Vec<String> = result(op, "GetDriverIdListResult")
+            .child("NewRevisions")
+            .unwrap()
+            .children_named("UpdateIdentity")
+            .map(|i| i.child_text("UpdateID").unwrap().to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    // The drivers of the first device model, on any of its ids, in any case.
+    let model = &drivers.models[0];
+    let want: Vec<String> = {
+        let mut w: Vec<String> = drivers
+            .drivers
+            .iter()
+            .filter(|g| g.model == 0)
+            .map(|g| g.update_id.to_string())
+            .collect();
+        w.sort();
+        w
+    };
+    let ids: Vec<String> = model
+        .hardware_ids
+        .iter()
+        .chain(&model.compatible_ids)
+        .map(|i| i.to_lowercase())
+        .collect();
+    let named: Vec<(&str, bool)> = ids.iter().map(|i| (i.as_str(), true)).collect();
+    let (status, op) = ask(None, &named).await;
+    assert_eq!(status, 200);
+    assert!(!want.is_empty());
+    assert_eq!(listed(&op), want);
+    let anchor = result(&op, "GetDriverIdListResult")
+        .child_text("Anchor")
+        .unwrap()
+        .to_owned();
+    // From the anchor: nothing changed, unless the id is listed with Delta false.
+    let (_, op) = ask(Some(&anchor), &named).await;
+    assert!(listed(&op).is_empty());
+    let all: Vec<(&str, bool)> = ids.iter().map(|i| (i.as_str(), false)).collect();
+    let (_, op) = ask(Some(&anchor), &all).await;
+    assert_eq!(listed(&op), want);
+    // An id no driver names lists nothing; too many ids are refused.
+    let (_, op) = ask(None, &[("PCI\\VEN_FFFF&DEV_0000", true)]).await;
+    assert!(listed(&op).is_empty());
+    let many: Vec<(&str, bool)> = (0..5_001).map(|_| ("PCI\\VEN_FFFF", true)).collect();
+    let (status, fault) = ask(None, &many).await;
+    assert_eq!(status, 500);
+    assert_eq!(error_code(&fault), "InvalidParameters");
+    node.shutdown(std::time::Duration::from_secs(1)).await;
+}

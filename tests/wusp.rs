@@ -700,6 +700,30 @@ async fn the_driver_pass_sends_the_best_approved_driver_for_each_device() {
         .iter()
         .map(|u| catalog.latest(*u).unwrap().id)
         .collect();
+    // The node keeps the device ids the pass listed, in lower case, once each: what it asks
+    // its upstream for when it syncs drivers on demand.
+    let listed: BTreeSet<String> = windows_11_laptop()
+        .devices
+        .iter()
+        .flat_map(|d| d.hardware_ids.iter().chain(&d.compatible_ids))
+        .map(|i| i.to_lowercase())
+        .collect();
+    let kept = until("the device ids kept", Duration::from_secs(10), async || {
+        let kept: BTreeSet<String> = Journal::open(&data)
+            .unwrap()
+            .device_ids()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        if kept.len() == listed.len() {
+            Ok(kept)
+        } else {
+            Err(format!("{} of {} kept", kept.len(), listed.len()))
+        }
+    })
+    .await;
+    assert_eq!(kept, listed);
 
     // Cached: nothing new, nothing out of scope. Then the display driver's approval is taken
     // back: it is out of scope.

@@ -346,6 +346,11 @@ impl DriverIndex {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The metadata for a hardware id (lower case).
+    pub fn get(&self, id: &str) -> &[(u32, u16)] {
+        self.0.get(id).map_or(&[], |v| &v[..])
+    }
 }
 
 /// A driver chosen for a device: its revision and the hardware id it matched on.
@@ -375,7 +380,7 @@ pub fn best_drivers<'a>(
             .chain(&device.compatible_ids)
             .enumerate()
         {
-            for &(revision, i) in index.0.get(id).into_iter().flatten() {
+            for &(revision, i) in index.get(id) {
                 if !eligible(revision) {
                     continue;
                 }

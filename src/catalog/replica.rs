@@ -54,6 +54,11 @@ pub struct Anchors {
     pub update_sync: Option<String>,
     /// GetDeployments' Anchor.
     pub deployment: Option<String>,
+    /// GetDriverIdList's Anchor (drivers synced on demand).
+    pub drivers: Option<String>,
+    /// Which drivers the anchors were taken with ("all", "on-demand"): another mode lists
+    /// everything again.
+    pub driver_mode: Option<String>,
 }
 
 /// What applying one sync changed.

@@ -263,6 +263,7 @@ pub(super) async fn sync(config: &Config) -> Exit {
                 let bar = shown.get_or_insert_with(|| {
                     Progress::new("documents", wanted as u64, Unit::Items("fetched"))
                 });
+                bar.set_total(wanted as u64);
                 bar.inc(fetched as u64 - bar.done());
             }));
     let outcome = syncer.run().await;
@@ -295,6 +296,12 @@ pub(super) fn print_sync(r: &crate::wsusss::sync::SyncReport) {
         "update documents    {} fetched; {} new revisions, {} changed",
         r.fetched, r.applied.new_revisions, r.applied.changed_revisions
     );
+    if r.device_ids_asked > 0 {
+        println!(
+            "drivers on demand   {} device ids asked for; {} driver revisions listed",
+            r.device_ids_asked, r.drivers_listed
+        );
+    }
     if r.keys_asked > 0 {
         println!(
             "decryption keys     asked for {} encrypted updates; {} new keys",

@@ -55,6 +55,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "client_key",
             "token_file",
             "sync_interval",
+            "drivers",
             "connect_timeout",
             "timeout",
             "retries",
@@ -247,6 +248,26 @@ pub enum Transport {
     Quic,
 }
 
+/// Which driver updates a downstream node syncs from its upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverSync {
+    /// Every driver the upstream lists, as WSUS does.
+    All,
+    /// Only the drivers for device ids this node's clients listed in their driver passes
+    /// (MS-WSUSSS GetDriverIdList); software is listed by product and classification, the
+    /// Drivers classifications left out.
+    OnDemand,
+}
+
+impl DriverSync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverSync::All => "all",
+            DriverSync::OnDemand => "on-demand",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Base URL of the parent, `http(s)://host[:port][/prefix]`, without a trailing "/", query
@@ -264,6 +285,8 @@ pub struct Upstream {
     /// Time between metadata syncs (the first at start). Default 15m; zero: only when asked
     /// (`wsus-edge sync`, `POST /api/v1/sync`).
     pub sync_interval: Duration,
+    /// Default [`DriverSync::All`].
+    pub drivers: DriverSync,
     /// Time allowed to establish a connection. Default 5s.
     pub connect_timeout: Duration,
     /// No byte from upstream for this long = a stalled fetch. Default 30s.
@@ -1150,6 +1173,9 @@ impl Walk {
         let sync_interval = self
             .field(section, "sync_interval", as_interval_or_off)
             .or(DEFAULT_SYNC_INTERVAL);
+        let drivers = self
+            .field(section, "drivers", as_driver_sync)
+            .or(DriverSync::All);
         let connect_timeout = self
             .field(section, "connect_timeout", as_interval)
             .or(DEFAULT_CONNECT_TIMEOUT);
@@ -1247,6 +1273,7 @@ impl Walk {
             client_key: client_key.set(),
             token_file,
             sync_interval,
+            drivers,
             connect_timeout,
             timeout,
             retries: u32::try_from(retries).unwrap_or(DEFAULT_RETRIES),
@@ -1634,6 +1661,15 @@ fn as_rate(value: &Value) -> Result<Option<u64>, String> {
     }
 }
 
+fn as_driver_sync(value: &Value) -> Result<DriverSync, String> {
+    let name = text(value, "\"all\" or \"on-demand\"")?;
+    match name.to_ascii_lowercase().as_str() {
+        "all" => Ok(DriverSync::All),
+        "on-demand" => Ok(DriverSync::OnDemand),
+        _ => Err(format!("\"{name}\" is not one of \"all\", \"on-demand\"")),
+    }
+}
+
 fn as_transport(value: &Value) -> Result<Transport, String> {
     let name = text(value, "\"auto\", \"tcp\" or \"quic\"")?;
     match name.to_ascii_lowercase().as_str() {
@@ -1869,6 +1905,7 @@ mod tests {
         assert_eq!(upstream.retries, 4);
         assert_eq!(upstream.concurrency, 16);
         assert_eq!(upstream.per_object, 4);
+        assert_eq!(upstream.drivers, DriverSync::All);
         assert!(upstream.ca.is_none() && upstream.client_cert.is_none());
         assert!(upstream.client_key.is_none() && upstream.token_file.is_none());
     }
@@ -2213,6 +2250,16 @@ mod tests {
         let message = only_problem("[upstream]\nurl = 5\n", "upstream.url");
         assert!(message.contains("found an integer"));
 
+        let on_demand = parsed("[upstream]\nurl = \"http://central\"\ndrivers = \"On-Demand\"\n");
+        assert_eq!(
+            on_demand.upstream.map(|u| u.drivers),
+            Some(DriverSync::OnDemand)
+        );
+        let message = only_problem(
+            "[upstream]\nurl = \"http://central\"\ndrivers = \"some\"\n",
+            "upstream.drivers",
+        );
+        assert!(message.contains("\"all\", \"on-demand\""), "{message}");
         let message = only_problem(
             "[upstream]\nurl = \"http://central\"\ntransport = \"quic\"\n",
             "upstream.transport",

@@ -601,6 +601,8 @@ impl Store {
             config_sync: self.meta("sync.config_sync_anchor")?,
             update_sync: self.meta("sync.update_sync_anchor")?,
             deployment: self.meta("sync.deployment_anchor")?,
+            drivers: self.meta("sync.driver_anchor")?,
+            driver_mode: self.meta("sync.driver_mode")?,
         })
     }
 
@@ -623,6 +625,52 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The products and update classifications held or staged (categories by
+    /// `CategoryInformation/@CategoryType`): what a sync that leaves drivers out lists
+    /// software by.
+    pub fn products_and_classifications(&self) -> Result<(Vec<Guid>, Vec<Guid>), CatalogError> {
+        let mut products = HashSet::new();
+        let mut classifications = HashSet::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT update_id, category_type FROM revisions
+                 WHERE category_type IN ('Product', 'UpdateClassification')",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db)?;
+        let mut found = Vec::new();
+        for row in rows {
+            let (id, kind) = row.map_err(db)?;
+            found.push((Guid::parse(&id), Some(kind)));
+        }
+        // Staged category documents: small, and few.
+        let mut stmt = self
+            .conn
+            .prepare("SELECT xml FROM sync_staged WHERE xml LIKE '%CategoryInformation%'")
+            .map_err(db)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+        for xml in rows {
+            let p = update::parse(&xml.map_err(db)?)?;
+            found.push((Some(p.update_id), p.category_type));
+        }
+        for (id, kind) in found {
+            match (id, kind.as_deref()) {
+                (Some(id), Some("Product")) => products.insert(id),
+                (Some(id), Some("UpdateClassification")) => classifications.insert(id),
+                _ => false,
+            };
+        }
+        let sorted = |set: HashSet<Guid>| {
+            let mut v: Vec<Guid> = set.into_iter().collect();
+            v.sort_unstable();
+            v
+        };
+        Ok((sorted(products), sorted(classifications)))
     }
 
     /// Keep the decryption keys of files (by SHA-1), replacing any held for the same file, in
@@ -876,6 +924,8 @@ impl Store {
             ("sync.config_sync_anchor", &anchors.config_sync),
             ("sync.update_sync_anchor", &anchors.update_sync),
             ("sync.deployment_anchor", &anchors.deployment),
+            ("sync.driver_anchor", &anchors.drivers),
+            ("sync.driver_mode", &anchors.driver_mode),
         ] {
             match value {
                 Some(v) => tx.execute(

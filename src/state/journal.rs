@@ -83,6 +83,13 @@ CREATE TABLE IF NOT EXISTS client_activity (
     unsent_failed INTEGER NOT NULL,
     PRIMARY KEY (server_id, os, update_id, revision_number)
 );
+-- The device ids (hardware and compatible, lower case) clients listed in their driver passes:
+-- what a downstream that syncs drivers on demand asks its upstream for; `synced` once asked.
+CREATE TABLE IF NOT EXISTS device_ids (
+    id TEXT PRIMARY KEY,
+    first_seen INTEGER NOT NULL,
+    synced INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS downstreams (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -160,6 +167,44 @@ impl Journal {
     }
 
     /// The client ids of every registered computer.
+    /// Keep device ids clients listed (lower case); how many were new.
+    pub fn add_device_ids(&mut self, ids: &[String], now: i64) -> Result<usize, CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        let mut new = 0;
+        for id in ids {
+            new += tx
+                .execute(
+                    "INSERT OR IGNORE INTO device_ids (id, first_seen) VALUES (?1, ?2)",
+                    params![id, now],
+                )
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)?;
+        Ok(new)
+    }
+
+    /// Every device id clients listed, and whether it was asked of the upstream already.
+    pub fn device_ids(&self) -> Result<Vec<(String, bool)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, synced FROM device_ids ORDER BY id")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?)))
+            .map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    /// The device ids a sync asked its upstream for.
+    pub fn mark_device_ids_synced(&mut self, ids: &[String]) -> Result<(), CatalogError> {
+        let tx = self.conn.transaction().map_err(db)?;
+        for id in ids {
+            tx.execute("UPDATE device_ids SET synced = 1 WHERE id = ?1", [id])
+                .map_err(db)?;
+        }
+        tx.commit().map_err(db)
+    }
+
     pub fn registered(&self) -> Result<HashSet<String>, CatalogError> {
         let mut stmt = self
             .conn

@@ -56,6 +56,10 @@ const AUTHORIZATION_LIFETIME: i64 = 8 * 3600;
 const COOKIE_LIFETIME: i64 = 4 * 3600;
 /// Update ids per GetUpdateData (WSUS: 100).
 pub const MAX_UPDATES_PER_REQUEST: u32 = 100;
+/// Device hardware ids one GetDriverIdList may name (GetConfigData's
+/// MaxNumberOfPnpHardwareIdsInRequest), and computer hardware ids.
+pub const MAX_PNP_IDS_PER_REQUEST: u32 = 5_000;
+pub const MAX_COMPUTER_IDS_PER_REQUEST: u32 = 1_000;
 
 /// The two services and where downstream servers find them (paths compared
 /// case-insensitively; WSUS downstreams have been seen doubling the first slash).
@@ -160,6 +164,7 @@ impl Service {
                     | "DownloadFiles"
                     | "GetUpdateDecryptionData"
                     | "GetRevisionIdList"
+                    | "GetDriverIdList"
                     | "GetDeployments",
                 ),
             ) => 100_000,
@@ -198,6 +203,9 @@ impl Service {
             }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetUpdateData") => {
                 self.get_update_data(&op, now).await
+            }
+            (Endpoint::ServerSync, SERVER_SYNC_NS, "GetDriverIdList") => {
+                self.get_driver_id_list(&op, now)
             }
             (Endpoint::ServerSync, SERVER_SYNC_NS, "GetDeployments") => {
                 self.get_deployments(&op, now).await
@@ -400,9 +408,11 @@ impl Service {
             "<GetConfigDataResponse xmlns=\"{SERVER_SYNC_NS}\"><GetConfigDataResult>\
              <CatalogOnlySync>false</CatalogOnlySync><LazySync>true</LazySync>\
              <ServerHostsPsfFiles>false</ServerHostsPsfFiles>\
-             <MaxNumberOfComputerIdsInRequest>0</MaxNumberOfComputerIdsInRequest>\
+             <MaxNumberOfComputerIdsInRequest>{MAX_COMPUTER_IDS_PER_REQUEST}\
+             </MaxNumberOfComputerIdsInRequest>\
              <MaxNumberOfDriverSetsPerRequest>0</MaxNumberOfDriverSetsPerRequest>\
-             <MaxNumberOfPnpHardwareIdsInRequest>0</MaxNumberOfPnpHardwareIdsInRequest>\
+             <MaxNumberOfPnpHardwareIdsInRequest>{MAX_PNP_IDS_PER_REQUEST}\
+             </MaxNumberOfPnpHardwareIdsInRequest>\
              <MaxNumberOfUpdatesPerRequest>{MAX_UPDATES_PER_REQUEST}</MaxNumberOfUpdatesPerRequest>\
              <NewConfigAnchor>{anchor}</NewConfigAnchor>\
              <ProtocolVersion>{PROTOCOL_VERSION}</ProtocolVersion>"
@@ -487,18 +497,81 @@ impl Service {
             if delta && r.change_seq <= since {
                 continue;
             }
-            let _ = write!(
-                out,
-                "<UpdateIdentity><UpdateID>{}</UpdateID><RevisionNumber>{}</RevisionNumber>\
-                 </UpdateIdentity>",
-                r.update_id, r.revision_number
-            );
+            identity_element(&mut out, "UpdateIdentity", r.update_id, r.revision_number);
         }
         out.push_str("</NewRevisions></GetRevisionIdListResult></GetRevisionIdListResponse>");
         if !config {
             self.record(claims.client_id, peer, DownstreamSeen::Synced, now)
                 .await;
         }
+        Ok(out)
+    }
+
+    /// The driver revisions for device hardware ids (MS-WSUSSS §3.1.4.7), what a downstream
+    /// that syncs only the drivers its clients need asks: every revision with metadata for a
+    /// listed id, those changed since the filter's anchor only where the id is listed with
+    /// `Delta` true. This node keeps no driver sets, so computer ids select nothing (the spec:
+    /// unknown ones are ignored) and no set is listed.
+    fn get_driver_id_list(&self, op: &Element, now: i64) -> Result<String> {
+        self.downstream_cookie(op, now)?;
+        let filter = op
+            .child("filter")
+            .filter(|f| !f.is_nil())
+            .ok_or_else(|| Fault::invalid("filter"))?;
+        let since = match filter.child_text("Anchor").map(str::trim) {
+            None | Some("") => 0,
+            Some(anchor) => parse_anchor(anchor).ok_or_else(|| Fault::invalid("filter.Anchor"))?,
+        };
+        let computers = ids_and_deltas(filter, "ComputerIds")?.unwrap_or_default();
+        if computers.len() > MAX_COMPUTER_IDS_PER_REQUEST as usize {
+            return Err(Fault::invalid("filter.ComputerIds"));
+        }
+        let devices: Vec<(String, bool)> = filter
+            .child("PnpHardwareIds")
+            .filter(|l| !l.is_nil())
+            .map(|l| {
+                l.children_named("HardwareIdAndDelta")
+                    .map(|h| {
+                        let id = h.child_text("Id").map(str::trim).filter(|i| !i.is_empty());
+                        let delta = h.child_text("Delta").and_then(parse_bool);
+                        id.map(str::to_ascii_lowercase)
+                            .zip(delta)
+                            .ok_or_else(|| Fault::invalid("filter.PnpHardwareIds"))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
+        if devices.len() > MAX_PNP_IDS_PER_REQUEST as usize {
+            return Err(Fault::invalid("filter.PnpHardwareIds"));
+        }
+        let catalog = self.served.catalog();
+        let since = if since > catalog.version { 0 } else { since };
+        let mut revisions: Vec<u32> = devices
+            .iter()
+            .flat_map(|(id, delta)| {
+                catalog
+                    .driver_index()
+                    .get(id)
+                    .iter()
+                    .map(|(revision, _)| *revision)
+                    .filter(|r| {
+                        !delta || catalog.revision(*r).is_some_and(|r| r.change_seq > since)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        revisions.sort_unstable();
+        revisions.dedup();
+        let mut out = format!(
+            "<GetDriverIdListResponse xmlns=\"{SERVER_SYNC_NS}\"><GetDriverIdListResult>\
+             <Anchor>{}</Anchor><NewRevisions>",
+            format_anchor(catalog.version, now)
+        );
+        for r in revisions.iter().filter_map(|r| catalog.revision(*r)) {
+            identity_element(&mut out, "UpdateIdentity", r.update_id, r.revision_number);
+        }
+        out.push_str("</NewRevisions></GetDriverIdListResult></GetDriverIdListResponse>");
         Ok(out)
     }
 
@@ -614,11 +687,9 @@ impl Service {
             let Some(r) = catalog.by_identity(update, number) else {
                 continue;
             };
-            let _ = write!(
-                out,
-                "<ServerSyncUpdateFileDecryption><UpdateId><UpdateID>{update}</UpdateID>\
-                 <RevisionNumber>{number}</RevisionNumber></UpdateId><FileDecryptionData>"
-            );
+            out.push_str("<ServerSyncUpdateFileDecryption>");
+            identity_element(&mut out, "UpdateId", update, number);
+            out.push_str("<FileDecryptionData>");
             for f in &r.files {
                 let _ = write!(
                     out,
@@ -702,6 +773,14 @@ fn ids_and_deltas(filter: &Element, name: &str) -> Result<Option<Vec<(Guid, bool
         })
         .collect::<Result<Vec<_>>>()
         .map(Some)
+}
+
+/// An UpdateIdentity named `name`.
+fn identity_element(out: &mut String, name: &str, update: Guid, number: u32) {
+    let _ = write!(
+        out,
+        "<{name}><UpdateID>{update}</UpdateID><RevisionNumber>{number}</RevisionNumber></{name}>"
+    );
 }
 
 /// `name`'s ArrayOfUpdateIdentity: 1..=[`MAX_UPDATES_PER_REQUEST`] well-formed identities, or

@@ -30,13 +30,14 @@ use crate::catalog::keys::{FileKey, KeysWanted, decode_key};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
 use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
 use crate::clock::unix_now;
+use crate::config::DriverSync;
 use crate::content::{ContentPath, Digest};
 use crate::error::{Error, Kind, Result};
 use crate::soap::wsus::ErrorCode;
 use crate::soap::xsd::{parse_bool, parse_datetime};
 use crate::soap::{self, Element, Limits};
 use crate::soap_client::{self, Answer, Failure};
-use crate::state::Store;
+use crate::state::{Journal, Store};
 use crate::upstream::Upstream;
 
 const SYNC_PATH: &str = "/ServerSyncWebService/ServerSyncWebService.asmx";
@@ -71,6 +72,10 @@ pub struct SyncReport {
     /// the link (compressed when the upstream compresses).
     pub calls: usize,
     pub answer_bytes: u64,
+    /// Drivers synced on demand: the device ids asked for with GetDriverIdList, and the
+    /// driver revisions it listed.
+    pub device_ids_asked: usize,
+    pub drivers_listed: usize,
     /// Revisions whose file keys were asked for with GetUpdateDecryptionData, and the keys
     /// the upstream gave that this node did not hold.
     pub keys_asked: usize,
@@ -89,6 +94,7 @@ pub struct SyncReport {
 pub struct Syncer {
     upstream: Arc<Upstream>,
     data_dir: PathBuf,
+    drivers: DriverSync,
     /// accountName: this node's name, cut to the characters the protocol allows.
     account: String,
     /// Told (documents fetched, documents to fetch) after each batch of GetUpdateData.
@@ -101,6 +107,12 @@ pub type DocumentProgress = Arc<dyn Fn(usize, usize) + Send + Sync>;
 impl Syncer {
     pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
         self.upstream.metrics()
+    }
+
+    /// Sync the drivers `drivers` says (default: all the upstream lists).
+    pub fn with_drivers(mut self, drivers: DriverSync) -> Syncer {
+        self.drivers = drivers;
+        self
     }
 
     /// Tell `progress` (documents fetched so far, documents to fetch) as a sync goes.
@@ -125,6 +137,7 @@ impl Syncer {
             progress: None,
             upstream,
             data_dir,
+            drivers: DriverSync::All,
             account: if account.is_empty() {
                 "wsus-edge".into()
             } else {
@@ -324,14 +337,24 @@ impl Session<'_> {
 
     async fn sync(&mut self, anchors: &Anchors) -> Step<()> {
         let syncer = self.syncer;
+        let on_demand = syncer.drivers == DriverSync::OnDemand;
+        let mode = syncer.drivers.as_str();
+        // Anchors taken with another driver mode: software and drivers are listed anew (what
+        // is held is not fetched again).
+        let mut anchors = anchors.clone();
+        if anchors
+            .driver_mode
+            .as_deref()
+            .unwrap_or(DriverSync::All.as_str())
+            != mode
+        {
+            anchors.update_sync = None;
+            anchors.drivers = None;
+        }
         let config = self
             .call("GetConfigData", &optional("configAnchor", &anchors.config))
             .await?;
-        let (per_request, keys_per_request, config_anchor) = read_config_data(&config)?;
-        let (config_sync, config_ids) = self.revision_list(true, &anchors.config_sync).await?;
-        let (update_sync, update_ids) = self.revision_list(false, &anchors.update_sync).await?;
-        self.report.config_listed = config_ids.len();
-        self.report.updates_listed = update_ids.len();
+        let limits = read_config_data(&config)?;
         let (held, staged) = syncer
             .blocking(|s| Ok((s.identities(false)?, s.identities(true)?)))
             .await?;
@@ -342,25 +365,78 @@ impl Session<'_> {
                 .filter(|id| !(staged.contains(id) || (full && held.contains(id))))
                 .collect::<Vec<_>>()
         };
-        let mut wanted_ids = wanted(config_ids, anchors.config_sync.is_none());
-        wanted_ids.extend(wanted(update_ids, anchors.update_sync.is_none()));
+        let (config_sync, config_ids) = self.revision_list(true, &anchors.config_sync, "").await?;
+        self.report.config_listed = config_ids.len();
         // Revisions held whose files lack keys are asked for again: the upstream may have
         // got them since.
         let mut keys_wanted = syncer.blocking(|s| s.lacking_keys()).await?;
-        // Categories first: an update's document names its categories.
-        for group in wanted_ids.chunks(per_request * PARALLEL_BATCHES) {
-            let documents = self.update_data(group, per_request).await?;
-            self.report.fetched += documents.len();
-            if let Some(progress) = &syncer.progress {
-                progress(self.report.fetched, wanted_ids.len());
+        let config_wanted = wanted(config_ids, anchors.config_sync.is_none());
+        let lists = if on_demand {
+            // A sync that leaves drivers out lists software by product and classification:
+            // the categories are fetched before the software is listed.
+            self.fetch(
+                &config_wanted,
+                limits.per_request,
+                config_wanted.len(),
+                &mut keys_wanted,
+            )
+            .await?;
+            let (products, classifications) = syncer
+                .blocking(|s| s.products_and_classifications())
+                .await?;
+            software_filter(&products, &classifications)
+        } else {
+            String::new()
+        };
+        let (update_sync, update_ids) = self
+            .revision_list(false, &anchors.update_sync, &lists)
+            .await?;
+        self.report.updates_listed = update_ids.len();
+        let mut update_wanted = wanted(update_ids, anchors.update_sync.is_none());
+        let mut driver_anchor = None;
+        let mut asked_devices = Vec::new();
+        // Drivers new to this node had their approvals passed over by earlier syncs (their
+        // revisions were not held): the approvals are asked for whole again.
+        let mut new_drivers = false;
+        if on_demand {
+            match limits.pnp_per_request {
+                Some(per_request) => {
+                    let (anchor, asked, listed) =
+                        self.driver_ids(&anchors.drivers, per_request).await?;
+                    driver_anchor = anchor;
+                    asked_devices = asked;
+                    self.report.drivers_listed = listed.len();
+                    new_drivers = listed.iter().any(|id| !held.contains(id));
+                    let known: HashSet<(Guid, u32)> = update_wanted.iter().copied().collect();
+                    update_wanted.extend(
+                        wanted(listed, true)
+                            .into_iter()
+                            .filter(|id| !known.contains(id)),
+                    );
+                }
+                None => tracing::warn!(
+                    upstream = %syncer.upstream.url(),
+                    "the upstream lists no drivers by device id (GetConfigData: \
+                     MaxNumberOfPnpHardwareIdsInRequest 0): no driver is synced"
+                ),
             }
-            keys_wanted.extend(syncer.blocking(move |s| s.stage(&documents)).await?);
         }
+        let total = config_wanted.len() + update_wanted.len();
+        // Categories first: an update's document names its categories.
+        let mut documents = if on_demand { Vec::new() } else { config_wanted };
+        documents.extend(update_wanted);
+        self.fetch(&documents, limits.per_request, total, &mut keys_wanted)
+            .await?;
         // An upstream that does not say how many it answers at once predates the operation.
-        if let Some(keys_per_request) = keys_per_request {
+        if let Some(keys_per_request) = limits.keys_per_request {
             self.decryption_keys(&keys_wanted, keys_per_request).await?;
         }
-        let mut rest = optional("deploymentAnchor", &anchors.deployment);
+        let deployment_from = if new_drivers {
+            None
+        } else {
+            anchors.deployment.clone()
+        };
+        let mut rest = optional("deploymentAnchor", &deployment_from);
         soap::text_element(
             &mut rest,
             "syncAnchor",
@@ -370,17 +446,95 @@ impl Session<'_> {
         let (deployment_anchor, set) = read_deployments(result(&answer, "GetDeploymentsResult")?)?;
         self.report.deployments_received = set.deployments.len();
         self.report.dead_received = set.dead.len();
-        let complete = anchors.deployment.is_none();
+        let complete = deployment_from.is_none();
         let next = Anchors {
-            config: config_anchor,
+            config: limits.config_anchor,
             config_sync,
             update_sync,
             deployment: deployment_anchor,
+            drivers: driver_anchor,
+            driver_mode: Some(mode.to_owned()),
         };
         self.report.applied = syncer
             .blocking(move |s| s.apply_sync(&set, complete, &next, unix_now()))
             .await?;
+        if !asked_devices.is_empty() {
+            let data_dir = syncer.data_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                Journal::open(&data_dir)?.mark_device_ids_synced(&asked_devices)
+            })
+            .await
+            .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
+            .map_err(Error::from)?;
+        }
         Ok(())
+    }
+
+    /// The documents of `ids`, fetched and staged; `total`: the documents this sync fetches
+    /// in all, for the progress.
+    async fn fetch(
+        &mut self,
+        ids: &[(Guid, u32)],
+        per_request: usize,
+        total: usize,
+        keys_wanted: &mut Vec<KeysWanted>,
+    ) -> Step<()> {
+        let syncer = self.syncer;
+        for group in ids.chunks(per_request * PARALLEL_BATCHES) {
+            let documents = self.update_data(group, per_request).await?;
+            self.report.fetched += documents.len();
+            if let Some(progress) = &syncer.progress {
+                progress(self.report.fetched, total);
+            }
+            keys_wanted.extend(syncer.blocking(move |s| s.stage(&documents)).await?);
+        }
+        Ok(())
+    }
+
+    /// The driver revisions for the device ids this node's clients listed (MS-WSUSSS
+    /// GetDriverIdList), in calls of at most `per_request` ids, each from the anchor of the
+    /// last sync (`Delta` false for ids not asked before: every driver of theirs): the new
+    /// anchor, the ids asked and the identities listed.
+    async fn driver_ids(
+        &mut self,
+        anchor: &Option<String>,
+        per_request: usize,
+    ) -> Step<(Option<String>, Vec<String>, Vec<(Guid, u32)>)> {
+        let data_dir = self.syncer.data_dir.clone();
+        let devices = tokio::task::spawn_blocking(move || Journal::open(&data_dir)?.device_ids())
+            .await
+            .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
+            .map_err(Error::from)?;
+        self.report.device_ids_asked = devices.len();
+        let mut next = anchor.clone();
+        let mut listed = Vec::new();
+        for (i, batch) in devices.chunks(per_request).enumerate() {
+            let mut filter = String::from("<filter>");
+            if let Some(a) = anchor {
+                soap::text_element(&mut filter, "Anchor", a);
+            }
+            filter.push_str("<Categories/><ComputerIds/><PnpHardwareIds>");
+            for (id, synced) in batch {
+                filter.push_str("<HardwareIdAndDelta>");
+                soap::text_element(&mut filter, "Id", id);
+                let _ = write!(filter, "<Delta>{synced}</Delta></HardwareIdAndDelta>");
+            }
+            filter.push_str("</PnpHardwareIds></filter>");
+            let answer = self.call("GetDriverIdList", &filter).await?;
+            let (got, ids) = read_revision_list(result(&answer, "GetDriverIdListResult")?)?;
+            // Every batch goes from the old anchor; the first answer's is the next one.
+            if i == 0 {
+                next = got;
+            }
+            listed.extend(ids);
+        }
+        listed.sort_unstable();
+        listed.dedup();
+        Ok((
+            next,
+            devices.into_iter().map(|(id, _)| id).collect(),
+            listed,
+        ))
     }
 
     /// The keys of `wanted` files from GetUpdateDecryptionData (MS-WSUSSS §3.2.4.2), in calls
@@ -409,14 +563,21 @@ impl Session<'_> {
     }
 
     /// One pass of GetRevisionIdList: its new anchor and the identities it lists.
-    async fn revision_list(&mut self, config: bool, anchor: &Option<String>) -> Step<Listed> {
+    /// `lists`: the filter's Categories and Classifications, if any.
+    async fn revision_list(
+        &mut self,
+        config: bool,
+        anchor: &Option<String>,
+        lists: &str,
+    ) -> Step<Listed> {
         let mut filter = String::from("<filter>");
         if let Some(a) = anchor {
             soap::text_element(&mut filter, "Anchor", a);
         }
         let _ = write!(
             filter,
-            "<GetConfig>{config}</GetConfig><Get63LanguageOnly>false</Get63LanguageOnly></filter>"
+            "<GetConfig>{config}</GetConfig><Get63LanguageOnly>false</Get63LanguageOnly>\
+             {lists}</filter>"
         );
         let answer = self.call("GetRevisionIdList", &filter).await?;
         read_revision_list(result(&answer, "GetRevisionIdListResult")?)
@@ -532,10 +693,46 @@ fn read_cookie(op: &Element) -> Step<Cookie> {
     })
 }
 
-/// GetConfigDataResult: how many updates one GetUpdateData may ask for (1 to 1,000), how
-/// many one GetUpdateDecryptionData may (`None`: the upstream does not say, and is not asked),
-/// and the new configuration anchor.
-fn read_config_data(op: &Element) -> Step<(usize, Option<usize>, Option<String>)> {
+/// What GetConfigData tells a sync.
+struct ConfigData {
+    /// Updates one GetUpdateData may ask for (1 to 1,000).
+    per_request: usize,
+    /// Updates one GetUpdateDecryptionData may ask for (`None`: the upstream does not say,
+    /// and is not asked).
+    keys_per_request: Option<usize>,
+    /// Device ids one GetDriverIdList may name (`None`: none).
+    pnp_per_request: Option<usize>,
+    config_anchor: Option<String>,
+}
+
+/// The Classifications every update class but the drivers' are, and the Categories every
+/// product is: the filter of a revision list that leaves drivers out.
+fn software_filter(products: &[Guid], classifications: &[Guid]) -> String {
+    let list = |name: &str, ids: &mut dyn Iterator<Item = &Guid>| {
+        let mut out = format!("<{name}>");
+        for id in ids {
+            let _ = write!(
+                out,
+                "<IdAndDelta><Id>{id}</Id><Delta>true</Delta></IdAndDelta>"
+            );
+        }
+        let _ = write!(out, "</{name}>");
+        out
+    };
+    let drivers = [DRIVERS_CLASSIFICATION, DRIVER_SETS_CLASSIFICATION];
+    list("Categories", &mut products.iter())
+        + &list(
+            "Classifications",
+            &mut classifications.iter().filter(|c| !drivers.contains(c)),
+        )
+}
+
+/// Microsoft Update's Drivers and Driver Sets classifications.
+const DRIVERS_CLASSIFICATION: Guid = Guid(0xebfc1fc5_71a4_4f7b_9aca_3b9a503104a0);
+const DRIVER_SETS_CLASSIFICATION: Guid = Guid(0x77835c8d_62a7_41f5_82ad_f28d1af1e3b1);
+
+/// GetConfigDataResult read.
+fn read_config_data(op: &Element) -> Step<ConfigData> {
     let config = result(op, "GetConfigDataResult")?;
     let count = |name: &str| {
         config
@@ -544,12 +741,13 @@ fn read_config_data(op: &Element) -> Step<(usize, Option<usize>, Option<String>)
             .filter(|n| *n > 0)
             .map(|n| n.min(1000))
     };
-    Ok((
-        count("MaxNumberOfUpdatesPerRequest")
+    Ok(ConfigData {
+        per_request: count("MaxNumberOfUpdatesPerRequest")
             .unwrap_or((super::MAX_UPDATES_PER_REQUEST as usize).min(1000)),
-        count("MaxUpdatesPerRequestInGetUpdateDecryptionData"),
-        config.child_text("NewConfigAnchor").map(str::to_owned),
-    ))
+        keys_per_request: count("MaxUpdatesPerRequestInGetUpdateDecryptionData"),
+        pnp_per_request: count("MaxNumberOfPnpHardwareIdsInRequest"),
+        config_anchor: config.child_text("NewConfigAnchor").map(str::to_owned),
+    })
 }
 
 /// The keys a GetUpdateDecryptionData answer gives: (file SHA-1, key) for files without a key

@@ -601,6 +601,9 @@ impl Service {
             return Err(Fault::invalid("parameters.SystemSpec"));
         }
         let system_spec = SystemSpec::read(p).map_err(Fault::invalid)?;
+        if let Some(spec) = &system_spec {
+            self.note_device_ids(spec, call.now);
+        }
         let mut other = int_items(p, "OtherCachedUpdateIDs")?;
         if skip_software {
             other.extend(int_items(p, "CachedDriverIDs")?);
@@ -674,6 +677,36 @@ impl Service {
             });
         }
         Ok(out)
+    }
+
+    /// Keep the device ids of a driver pass not seen before (a downstream node that syncs
+    /// drivers on demand asks its upstream for them), up to [`super::MAX_DEVICE_IDS`]; written
+    /// off the async workers, never failing the scan.
+    fn note_device_ids(self: &Arc<Self>, spec: &SystemSpec, now: i64) {
+        let fresh: Vec<String> = {
+            let known = read(&self.device_ids);
+            let mut fresh: Vec<String> = spec
+                .devices
+                .iter()
+                .flat_map(|d| d.hardware_ids.iter().chain(&d.compatible_ids))
+                .filter(|id| !known.contains(*id))
+                .cloned()
+                .collect();
+            fresh.sort_unstable();
+            fresh.dedup();
+            fresh.truncate(super::MAX_DEVICE_IDS.saturating_sub(known.len()));
+            fresh
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        write(&self.device_ids).extend(fresh.iter().cloned());
+        let service = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = lock(&service.journal).add_device_ids(&fresh, now) {
+                tracing::warn!(error = %e, "keeping the device ids of a driver pass");
+            }
+        });
     }
 
     /// MS-WUSP 3.1.5.12, asked by the Add Printer Wizard: the printer drivers deployed to the

@@ -102,7 +102,13 @@ pub struct Service {
     served: Arc<Served>,
     journal: Mutex<Journal>,
     registered: RwLock<HashSet<String>>,
+    /// The device ids clients listed in driver passes (see [`MAX_DEVICE_IDS`]).
+    device_ids: RwLock<HashSet<String>>,
 }
+
+/// The most distinct device ids a node keeps of its clients' driver passes: a fleet of a
+/// thousand PCs lists some tens of thousands; past this, new ones are not kept.
+pub const MAX_DEVICE_IDS: usize = 500_000;
 
 impl Service {
     /// Answer from `served`; registrations are kept in `data_dir`'s journal (blocking).
@@ -113,11 +119,17 @@ impl Service {
     ) -> Result<Service, CatalogError> {
         let journal = Journal::open(data_dir)?;
         let registered = journal.registered()?;
+        let device_ids = journal
+            .device_ids()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         Ok(Service {
             settings,
             served,
             journal: Mutex::new(journal),
             registered: RwLock::new(registered),
+            device_ids: RwLock::new(device_ids),
         })
     }
 
