@@ -62,6 +62,7 @@ async fn a_live_nodes_metrics_pass_promtool_and_feed_the_alerts_and_the_dashboar
         rate: None,
         rescan_rate: None,
         accepts: wsus_edge::http::coding::Coding::Xpress,
+        drivers: None,
     };
     let outcome = wsus_edge::simulate::wua::run(&fleet).await;
     assert!(outcome.failures.is_empty(), "{:?}", outcome.failures);

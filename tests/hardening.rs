@@ -466,6 +466,7 @@ async fn calls_past_what_the_node_answers_at_once_are_told_it_is_busy() {
         rate: None,
         rescan_rate: None,
         accepts: wsus_edge::http::coding::Coding::Xpress,
+        drivers: None,
     };
     let scanned = wsus_edge::simulate::wua::run(&fleet).await;
     assert!(scanned.failures.is_empty(), "{:?}", scanned.failures);

@@ -84,6 +84,7 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
         rate: None,
         rescan_rate: None,
         accepts: wsus_edge::http::coding::Coding::Xpress,
+        drivers: None,
     };
     let outcome = wua::run(&fleet).await;
     assert!(outcome.failures.is_empty(), "{:?}", &outcome.failures[..1]);

@@ -722,6 +722,35 @@ async fn a_branch_syncs_only_the_drivers_its_clients_need() {
     let s = replica_until(&branch, |s| s.syncs >= 3).await;
     let sync = s.last_sync.unwrap();
     assert_eq!((sync.drivers_listed, sync.fetched), (0, 0), "{sync:?}");
+
+    // `wsus-edge sync` follows the same key: a fresh node's sync fetches no driver.
+    let fresh = dir.path().join("fresh");
+    let config = dir.path().join("fresh.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[node]\nname = \"fresh\"\ndata_dir = {:?}\n[upstream]\nurl = {:?}\n\
+             drivers = \"on-demand\"\n",
+            fresh.to_string_lossy(),
+            base(&root)
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wsus-edge"))
+        .args(["--config", &config.to_string_lossy(), "sync"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let catalog = Store::open(&fresh).unwrap().load().unwrap();
+    assert!(of_type(&catalog, UpdateType::Driver).is_empty());
+    assert_eq!(
+        of_type(&catalog, UpdateType::Software),
+        of_type(&r, UpdateType::Software)
+    );
     for n in [branch, root] {
         n.shutdown(Duration::from_secs(1)).await;
     }

@@ -258,6 +258,7 @@ pub(super) async fn sync(config: &Config) -> Exit {
     let shown = progress.clone();
     let syncer =
         crate::wsusss::sync::Syncer::new(link, config.node.data_dir.clone(), &config.node.name)
+            .with_drivers(up.drivers)
             .with_progress(Arc::new(move |fetched, wanted| {
                 let mut shown = crate::lock::lock(&shown);
                 let bar = shown.get_or_insert_with(|| {

@@ -146,6 +146,7 @@ pub(super) async fn demo(base: &Config, clients: usize, keep_running: bool) -> R
         rate: None,
         rescan_rate: None,
         accepts: crate::http::coding::Coding::Xpress,
+        drivers: None,
     };
     let started = Instant::now();
     let outcome = simulate::wua::run(&fleet).await;

@@ -201,6 +201,10 @@ pub enum Command {
         /// The coding clients ask SOAP answers in: xpress (as Windows does), gzip, or none.
         #[arg(long, value_name = "CODING", default_value = "xpress", value_parser = answer_coding)]
         accept_encoding: Coding,
+        /// Give each client devices, as a PC of the fleet of `import --generate --drivers M`
+        /// with the same --seed: its driver pass lists them.
+        #[arg(long, value_name = "M")]
+        drivers: Option<usize>,
     },
     /// A WAN between a branch and its upstream, for tests and benchmarks (no config file):
     /// delay, bandwidth, queue and loss, as a TCP+UDP relay or between two TUN devices.
@@ -389,6 +393,7 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
             rate,
             rescan_rate,
             accept_encoding,
+            drivers,
         } => {
             let fleet = crate::simulate::wua::Fleet {
                 server: server.trim_end_matches('/').to_owned(),
@@ -404,6 +409,9 @@ pub async fn run(cli: Cli, env: Vec<(String, String)>, logging: Logging) -> Exit
                 rate,
                 rescan_rate,
                 accepts: accept_encoding,
+                drivers: drivers.map(|m| {
+                    std::sync::Arc::new(crate::testkit::drivers::generate_drivers(m, seed))
+                }),
             };
             simulate::simulate(&fleet).await
         }

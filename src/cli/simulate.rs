@@ -80,6 +80,13 @@ fn print_first_scans(r: &simulate::wua::FleetReport) {
         r.offered,
         r.offered as f64 / r.scans.max(1) as f64
     );
+    if r.drivers > 0 {
+        println!(
+            "drivers sent        {} ({:.1} per client)",
+            r.drivers,
+            r.drivers as f64 / r.scans.max(1) as f64
+        );
+    }
     if !r.downloads.is_empty() {
         let verified = r.downloads.iter().filter(|d| d.verified).count();
         println!(

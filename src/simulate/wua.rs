@@ -951,6 +951,9 @@ pub struct Fleet {
     pub rescan_rate: Option<f64>,
     /// The coding its clients ask answers in (Windows: xpress).
     pub accepts: Coding,
+    /// Devices for the machines: the `seed + n`th PC of this driver catalog's fleet; none:
+    /// machines without devices.
+    pub drivers: Option<std::sync::Arc<crate::testkit::drivers::DriverCatalog>>,
 }
 
 /// What a fleet did.
@@ -963,6 +966,8 @@ pub struct FleetReport {
     pub calls: Vec<Duration>,
     pub elapsed: Duration,
     pub offered: usize,
+    /// Drivers the driver passes were sent.
+    pub drivers: usize,
     pub downloads: Vec<super::Outcome>,
     pub events: usize,
     pub pages: usize,
@@ -1041,7 +1046,11 @@ pub async fn first_scans(fleet: &Fleet) -> (FleetReport, Vec<(Machine, Cache)>) 
         tasks.spawn(async move {
             start_at(started, fleet.rate, n).await;
             let _permit = gate.acquire_owned().await;
-            let machine = Machine::new(fleet.seed.wrapping_add(n as u64), fleet.group.as_deref());
+            let number = fleet.seed.wrapping_add(n as u64);
+            let mut machine = Machine::new(number, fleet.group.as_deref());
+            if let Some(drivers) = &fleet.drivers {
+                machine = machine.with_pc(drivers.pc(number));
+            }
             let mut scan = scan(&soap, &fleet.server, &machine).await?;
             let mut downloads = Vec::new();
             if fleet.download {
@@ -1065,6 +1074,7 @@ pub async fn first_scans(fleet: &Fleet) -> (FleetReport, Vec<(Machine, Cache)>) 
                 }
                 out.scans += 1;
                 out.offered += scan.offered.len();
+                out.drivers += scan.drivers.len();
                 out.pages += scan.pages;
                 out.answer_bytes += scan.answer_bytes;
                 out.busy += scan.busy;

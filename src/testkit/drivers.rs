@@ -590,6 +590,8 @@ const PCI_CLASSES: [(&str, &str); 4] = [
     ("020000", "{4d36e972-e325-11ce-bfc1-08002be10318}"),
     ("010802", "{4d36e97b-e325-11ce-bfc1-08002be10318}"),
 ];
+/// Computer models in one fleet: a branch office buys a few lines of PCs.
+pub const FLEET_MODELS: usize = 24;
 /// Inbox drivers: dated as Windows dates them, versioned as 25H2's.
 const INBOX_DATE: &str = "2006-06-21";
 const INBOX_VERSION: &str = "10.0.26100.1";
@@ -746,15 +748,29 @@ pub fn generate_drivers(n: usize, seed: u64) -> DriverCatalog {
 }
 
 impl DriverCatalog {
-    /// The `n`th computer of a fleet: a computer model and 10 to 17 devices of the catalog's
-    /// models, each with an inbox driver (on its last compatible id), a vendor driver (on its
-    /// specific id; one in six newer than anything generated) or none.
+    /// The `n`th computer of a fleet, as an office's are alike: one of [`FLEET_MODELS`]
+    /// computer models (some far more common than others), each with its own 10 to 17 of the
+    /// catalog's device models, plus up to two peripherals from the twentieth of the models
+    /// that is popular. Each device has an inbox driver (on its last compatible id), a vendor
+    /// driver (on its specific id; one in six newer than anything generated) or none.
     pub fn pc(&self, n: u64) -> Pc {
         let mut rng = super::random::SplitMix(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x9c);
-        let computer = self.computers[(rng.next_u64() as usize) % self.computers.len()].clone();
+        let kinds = FLEET_MODELS.min(self.computers.len());
+        // Skewed: the square of a uniform draw favours the first models.
+        let draw = (rng.next_u64() % 1000) as usize;
+        let kind = (draw * draw * kinds / 1_000_000).min(kinds - 1);
+        let computer = self.computers[kind].clone();
         let mut picked: Vec<usize> = (0..self.models.len()).collect();
-        rng.shuffle(&mut picked);
-        picked.truncate(10 + (rng.next_u64() % 8) as usize);
+        let mut of_kind = super::random::SplitMix(0xc0de ^ kind as u64);
+        of_kind.shuffle(&mut picked);
+        picked.truncate(10 + (of_kind.next_u64() % 8) as usize);
+        let popular = (self.models.len() / 20).max(1);
+        for _ in 0..rng.next_u64() % 3 {
+            let m = (rng.next_u64() as usize) % popular;
+            if !picked.contains(&m) {
+                picked.push(m);
+            }
+        }
         let devices = picked
             .into_iter()
             .map(|m| {
