@@ -182,14 +182,27 @@ impl Syncer {
         f: impl FnOnce(&mut Store) -> std::result::Result<T, CatalogError> + Send + 'static,
     ) -> Result<T> {
         let data_dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = Store::open(&data_dir)?;
-            f(&mut store)
-        })
+        off_the_workers(move || f(&mut Store::open(&data_dir)?)).await
+    }
+
+    /// [`Syncer::blocking`] with the journal (what clients reported).
+    async fn journal<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Journal) -> std::result::Result<T, CatalogError> + Send + 'static,
+    ) -> Result<T> {
+        let data_dir = self.data_dir.clone();
+        off_the_workers(move || f(&mut Journal::open(&data_dir)?)).await
+    }
+}
+
+/// Run `f` on the blocking pool.
+async fn off_the_workers<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, CatalogError> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
         .map_err(Error::from)
-    }
 }
 
 /// POST one SOAP 1.1 call to the upstream and read its answer (under [`ANSWER_LIMITS`]): the
@@ -459,13 +472,9 @@ impl Session<'_> {
             .blocking(move |s| s.apply_sync(&set, complete, &next, unix_now()))
             .await?;
         if !asked_devices.is_empty() {
-            let data_dir = syncer.data_dir.clone();
-            tokio::task::spawn_blocking(move || {
-                Journal::open(&data_dir)?.mark_device_ids_synced(&asked_devices)
-            })
-            .await
-            .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
-            .map_err(Error::from)?;
+            syncer
+                .journal(move |j| j.mark_device_ids_synced(&asked_devices))
+                .await?;
         }
         Ok(())
     }
@@ -500,11 +509,7 @@ impl Session<'_> {
         anchor: &Option<String>,
         per_request: usize,
     ) -> Step<(Option<String>, Vec<String>, Vec<(Guid, u32)>)> {
-        let data_dir = self.syncer.data_dir.clone();
-        let devices = tokio::task::spawn_blocking(move || Journal::open(&data_dir)?.device_ids())
-            .await
-            .map_err(|e| Error::internal(Kind::Io, format!("sync task: {e}")))?
-            .map_err(Error::from)?;
+        let devices = self.syncer.journal(|j| j.device_ids()).await?;
         self.report.device_ids_asked = devices.len();
         let mut next = anchor.clone();
         let mut listed = Vec::new();
@@ -544,15 +549,7 @@ impl Session<'_> {
         self.report.keys_asked = wanted.len();
         let mut got = Vec::new();
         for batch in wanted.chunks(per_request) {
-            let mut rest = String::from("<updateIds>");
-            for ((id, number), _) in batch {
-                let _ = write!(
-                    rest,
-                    "<UpdateIdentity><UpdateID>{id}</UpdateID>\
-                     <RevisionNumber>{number}</RevisionNumber></UpdateIdentity>"
-                );
-            }
-            rest.push_str("</updateIds>");
+            let rest = update_ids(batch.iter().map(|(id, _)| id));
             let answer = self.call("GetUpdateDecryptionData", &rest).await?;
             got.extend(read_decryption_data(&answer, Some(batch))?);
         }
@@ -589,16 +586,7 @@ impl Session<'_> {
         loop {
             let cookie = self.cookie().await?;
             let calls = ids.chunks(per_request).map(|batch| {
-                let mut inner = cookie.clone();
-                inner.push_str("<updateIds>");
-                for (id, number) in batch {
-                    let _ = write!(
-                        inner,
-                        "<UpdateIdentity><UpdateID>{id}</UpdateID>\
-                         <RevisionNumber>{number}</RevisionNumber></UpdateIdentity>"
-                    );
-                }
-                inner.push_str("</updateIds>");
+                let inner = format!("{cookie}{}", update_ids(batch.iter()));
                 async move {
                     let answered = post(
                         &syncer.upstream,
@@ -632,6 +620,16 @@ impl Session<'_> {
             }
         }
     }
+}
+
+/// The `updateIds` parameter (ArrayOfUpdateIdentity) of identities.
+fn update_ids<'a>(identities: impl Iterator<Item = &'a (Guid, u32)>) -> String {
+    let mut out = String::from("<updateIds>");
+    for (id, number) in identities {
+        super::identity_element(&mut out, "UpdateIdentity", *id, *number);
+    }
+    out.push_str("</updateIds>");
+    out
 }
 
 /// `<name>text</name>` when there is a text.
