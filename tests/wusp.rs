@@ -837,6 +837,94 @@ async fn the_driver_pass_sends_the_best_approved_driver_for_each_device() {
         .collect();
     assert_eq!(gone, ["987654"]);
 
+    // Microsoft's example SyncUpdates requests (MS-WUSP 4, a Windows XP client's software
+    // passes with a nil SystemSpec and nil CachedDriverIDs), with this node's cookie: answered,
+    // and never with a driver. The first, made a driver pass with the laptop's devices, gets
+    // the approved driver for its fingerprint reader.
+    let examples = format!("{}/samples/spec-examples", shared_protocol());
+    let with_cookie = |text: &str| {
+        let (start, end) = (
+            text.find("<cookie>").unwrap(),
+            text.find("</cookie>").unwrap(),
+        );
+        format!(
+            "{}{}{}",
+            &text[..start],
+            wua::request::cookie_xml("cookie", &cookie),
+            &text[end + "</cookie>".len()..]
+        )
+    };
+    let post_example = |body: String| {
+        let url = url(&node, "/ClientWebService/client.asmx");
+        async move {
+            let request = http::Request::post(url)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header(
+                    "soapaction",
+                    "\"http://www.microsoft.com/SoftwareDistribution/Server/ClientWebService/SyncUpdates\"",
+                )
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            let response =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http()
+                    .request(request)
+                    .await
+                    .unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            wsus_edge::soap::parse(&body, &wsus_edge::soap::Limits::default())
+                .unwrap()
+                .operation
+        }
+    };
+    let mut first = None;
+    for name in [
+        "wusp-15-AUTHORIZATION-PHASE-SyncUpdates-Request-Very-First-from-WinXP.xml",
+        "wusp-16-AUTHORIZATION-PHASE-SyncUpdates-Request-Second-Request-from-WinXP-after-R.xml",
+        "wusp-17-AUTHORIZATION-PHASE-SyncUpdates-Request-Third-Request-from-WinXP-after-R.xml",
+        "wusp-18-AUTHORIZATION-PHASE-SyncUpdates-Request-Fourth-Request-from-WinXP-after-R.xml",
+    ] {
+        let text = std::fs::read_to_string(format!("{examples}/{name}")).unwrap();
+        let op = post_example(with_cookie(&text)).await;
+        let result = op.child("SyncUpdatesResult").expect(name);
+        let sent_drivers = result
+            .child("NewUpdates")
+            .into_iter()
+            .flat_map(|n| n.children_named("UpdateInfo"))
+            .filter(|u| {
+                u.child_text("Xml")
+                    .unwrap_or("")
+                    .contains("d.WindowsDriverMetaData")
+            })
+            .count();
+        assert_eq!(sent_drivers, 0, "{name}: a software pass sends no driver");
+        first.get_or_insert(text);
+    }
+    let driver_pass = with_cookie(first.as_deref().unwrap())
+        .replace("<SystemSpec xsi:nil=\"1\" />", &spec)
+        .replace(
+            "<SkipSoftwareSync>false</SkipSoftwareSync>",
+            &format!("<SkipSoftwareSync>true</SkipSoftwareSync>{rest}"),
+        );
+    let op = post_example(driver_pass).await;
+    let drivers: Vec<Guid> = op
+        .child("SyncUpdatesResult")
+        .unwrap()
+        .child("NewUpdates")
+        .unwrap()
+        .children_named("UpdateInfo")
+        .map(|u| {
+            let revision: u32 = u.child_text("ID").unwrap().parse().unwrap();
+            catalog.revision(revision).unwrap().update_id
+        })
+        .collect();
+    assert_eq!(drivers, [id(4)]);
+
     // A SystemSpec in the software pass is refused, as WSUS does.
     let inner = format!(
         "{}<parameters><ExpressQuery>false</ExpressQuery>{spec}\
