@@ -19,33 +19,48 @@ async fn zeep_and_the_captured_requests_get_schema_valid_answers() {
     logs();
     let dir = tempfile::tempdir().unwrap();
     let (node, _, _) = catalog_root(dir.path()).await;
-    // One driver, approved for everyone: the driver pass has something to send.
+    // A display driver and a printer driver, approved for everyone: the driver pass and the
+    // Add Printer Wizard's call have something to send.
     let driver = Guid::parse("6b0f4d3e-9a2c-4f1e-8b7d-2c5e1f0a9d01").unwrap();
-    let metadata = Metadata::new(
+    let printer = Guid::parse("6b0f4d3e-9a2c-4f1e-8b7d-2c5e1f0a9d02").unwrap();
+    let display = Metadata::new(
         "PCI\\VEN_8086&DEV_46A8",
         "2024-01-12",
         "31.0.101.5186",
         "Intel",
     );
-    node.app
-        .served
-        .change(|s, _| {
-            s.import(&[document(
-                driver,
-                100,
-                "Intel - Display - 31.0.101.5186",
-                &[],
-                &[metadata],
-                None,
-            )])
-        })
-        .unwrap();
+    let mut queue = Metadata::new(
+        "HPLaserJetM404_Series",
+        "2023-10-01",
+        "61.290.1.25111",
+        "HP",
+    );
+    queue.class = "Printers".into();
+    let documents = [
+        document(
+            driver,
+            100,
+            "Intel - Display - 31.0.101.5186",
+            &[],
+            &[display],
+            None,
+        ),
+        document(
+            printer,
+            100,
+            "HP - Printers - 61.290.1.25111",
+            &[],
+            &[queue],
+            None,
+        ),
+    ];
+    node.app.served.change(|s, _| s.import(&documents)).unwrap();
     node.app
         .served
         .change(|s, c| {
             s.decide(
                 c,
-                Some(&[driver]),
+                Some(&[driver, printer]),
                 "All Computers",
                 Decision::Approve(Action::Install),
                 None,

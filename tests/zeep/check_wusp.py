@@ -117,14 +117,21 @@ check("with the hardware id it was chosen for",
 check("and the driver's core fragment", all("d.WindowsDriverMetaData" in u.Xml for u in drivers))
 check("DriverSyncNotNeeded is false while a driver is in scope", driver.DriverSyncNotNeeded == "false")
 
-# The Add Printer Wizard's call: no printer drivers here, so what the client cached of them is
-# out of scope and nothing is new.
+# The Add Printer Wizard's call: the node's one printer driver, with its hardware id; a cached
+# printer driver the node does not have is out of scope.
 printers = client.SyncPrinterCatalog(cookie=cookie, installedNonLeafUpdateIDs={"int": installed},
                                      printerUpdateIDs={"int": [987654]})
 validate("SyncPrinterCatalog", client_schema, history)
-check("SyncPrinterCatalog sends no printer driver", printers.NewUpdates is None)
+sent = printers.NewUpdates.UpdateInfo if printers.NewUpdates is not None else []
+check("SyncPrinterCatalog sends the printer driver, and it alone", len(sent) == 1, f"{len(sent)}")
+check("with its hardware id",
+      all(list(u.Deployment.HardwareIds.string) == ["HPLaserJetM404_Series"] for u in sent))
 check("a cached printer driver is out of scope",
       printers.OutOfScopeRevisionIDs is not None and list(printers.OutOfScopeRevisionIDs.int) == [987654])
+again = client.SyncPrinterCatalog(cookie=cookie, installedNonLeafUpdateIDs={"int": installed},
+                                  printerUpdateIDs={"int": [u.ID for u in sent]})
+validate("SyncPrinterCatalog with the printer driver cached", client_schema, history)
+check("a cached printer driver is not sent again", again.NewUpdates is None)
 
 ext = client.GetExtendedUpdateInfo(cookie=cookie, revisionIDs={"int": offered[:max_ext]},
                                    infoTypes={"XmlUpdateFragmentType": ["Extended", "LocalizedProperties"]},
