@@ -28,7 +28,7 @@ use wsus_edge::served::Served;
 use wsus_edge::simulate::wua::{Machine, request};
 use wsus_edge::soap::{self, Limits};
 use wsus_edge::soap_client::{Caller::WindowsClient, envelope};
-use wsus_edge::state::Store;
+use wsus_edge::state::{Database, Store};
 use wsus_edge::testkit::generate;
 use wsus_edge::wusp::{CLIENT_NS, Call, Endpoint, SIMPLE_AUTH_NS, Service, Settings};
 
@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
     std::fs::create_dir_all(&payloads).expect("mkdir");
     // Payload files are not read here; the smallest budget keeps them at 1 KiB each.
     let g = generate::generate(UPDATES, 7, 1, &payloads).expect("generate");
-    let mut store = Store::open(&data).expect("state.db");
+    let mut store = Store::open(&Database::sqlite(&data)).expect("state.db");
     store.import(&g.documents).expect("import");
     let catalog = store.load().expect("load");
     let approved = store
@@ -104,8 +104,10 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let served = Arc::new(Served::open(&data).expect("catalog in service"));
-    let service = Arc::new(Service::open(served, &data, Settings::default()).expect("service"));
+    let served = Arc::new(Served::open(&Database::sqlite(&data)).expect("catalog in service"));
+    let service = Arc::new(
+        Service::open(served, &Database::sqlite(&data), Settings::default()).expect("service"),
+    );
     let machine = Machine::new(1, None);
     let config = element(&call(
         &rt,

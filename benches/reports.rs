@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use wsus_edge::catalog::Guid;
 use wsus_edge::config::Config;
 use wsus_edge::report::{Computer, Event};
-use wsus_edge::state::Journal;
+use wsus_edge::state::{Database, Journal};
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -42,7 +42,7 @@ fn ingestion(dir: &std::path::Path) {
     const BATCH: usize = 50;
     const BATCHES: usize = 400;
     std::fs::create_dir_all(dir).unwrap();
-    let mut journal = Journal::open(dir).unwrap();
+    let mut journal = Journal::open(&Database::sqlite(dir)).unwrap();
     for n in 0..CLIENTS {
         let c = Computer {
             client_id: format!("client-{n}"),
@@ -86,7 +86,7 @@ fn ingestion(dir: &std::path::Path) {
 /// A branch's state.db with `computers` × `updates` states, written directly.
 fn fill_branch(dir: &std::path::Path, computers: usize, updates: usize) {
     std::fs::create_dir_all(dir).unwrap();
-    drop(Journal::open(dir).unwrap());
+    drop(Journal::open(&Database::sqlite(dir)).unwrap());
     let mut db = rusqlite::Connection::open(dir.join("state.db")).unwrap();
     let tx = db.transaction().unwrap();
     {

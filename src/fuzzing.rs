@@ -100,7 +100,8 @@ fn make_data_dir(dir: &Path, data: &Path) -> Result<(), String> {
     std::fs::write(data.join("cookie.key"), KEY).map_err(|e| e.to_string())?;
     let generated = crate::testkit::generate::generate(12, 7, 64 << 10, &payloads)
         .map_err(|e| e.to_string())?;
-    let mut store = crate::state::Store::open(data).map_err(|e| e.to_string())?;
+    let mut store = crate::state::Store::open(&crate::state::Database::sqlite(data))
+        .map_err(|e| e.to_string())?;
     store.set_server_id(SERVER_ID).map_err(|e| e.to_string())?;
     store
         .import(&generated.documents)
@@ -119,12 +120,12 @@ fn fixture() -> &'static Fixture {
         if DATA_DIR.get().is_none() {
             prepare_in(&std::env::temp_dir().join("wsus-edge-fuzz-fixture"));
         }
-        let data = DATA_DIR.get().expect("prepared");
-        let served = Arc::new(Served::open(data).expect("catalog in service"));
+        let data = crate::state::Database::sqlite(DATA_DIR.get().expect("prepared"));
+        let served = Arc::new(Served::open(&data).expect("catalog in service"));
         let settings = wusp::Settings::default();
         let limits = settings.limits;
-        let wusp = Arc::new(wusp::Service::open(served.clone(), data, settings).expect("wusp"));
-        let wsusss = Arc::new(wsusss::Service::open(served, data, limits).expect("wsusss"));
+        let wusp = Arc::new(wusp::Service::open(served.clone(), &data, settings).expect("wusp"));
+        let wsusss = Arc::new(wsusss::Service::open(served, &data, limits).expect("wsusss"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -107,17 +107,19 @@ pub async fn start(config: &Config) -> Result<Running> {
     )
     .await?;
 
-    // Both protocols serve the same catalog; opening them reads state.db.
-    let (served, wusp, wsusss, reports) = {
-        let data_dir = config.node.data_dir.clone();
+    // Both protocols serve the same catalog; opening them reads the state (and brings a
+    // PostgreSQL database's schema up to date).
+    let (database, served, wusp, wsusss, reports) = {
+        let config = config.clone();
         tokio::task::spawn_blocking(move || {
-            let served = Arc::new(Served::open(&data_dir)?);
+            let database = crate::state::Database::from_config(&config)?;
+            let served = Arc::new(Served::open(&database)?);
             let settings = wusp::Settings::default();
             let limits = settings.limits;
-            let wusp = Arc::new(wusp::Service::open(served.clone(), &data_dir, settings)?);
-            let wsusss = Arc::new(wsusss::Service::open(served.clone(), &data_dir, limits)?);
-            let reports = admin::open_reports(&data_dir)?;
-            Ok::<_, crate::catalog::CatalogError>((served, wusp, wsusss, reports))
+            let wusp = Arc::new(wusp::Service::open(served.clone(), &database, settings)?);
+            let wsusss = Arc::new(wsusss::Service::open(served.clone(), &database, limits)?);
+            let reports = admin::open_reports(&database)?;
+            Ok::<_, crate::catalog::CatalogError>((database, served, wusp, wsusss, reports))
         })
         .await
         .map_err(|e| Error::internal(Kind::Io, format!("opening state.db: {e}")))?
@@ -167,12 +169,8 @@ pub async fn start(config: &Config) -> Result<Running> {
 
     let replica = match (&config.upstream, &upstream) {
         (Some(up), Some(link)) => Some(Arc::new(wsusss::replica::Replica::new(
-            wsusss::sync::Syncer::new(
-                link.clone(),
-                config.node.data_dir.clone(),
-                &config.node.name,
-            )
-            .with_drivers(up.drivers),
+            wsusss::sync::Syncer::new(link.clone(), database.clone(), &config.node.name)
+                .with_drivers(up.drivers),
             up.sync_interval,
             config.cache.prefetch == crate::config::Prefetch::Approved,
         ))),
@@ -186,7 +184,7 @@ pub async fn start(config: &Config) -> Result<Running> {
                 content: store.clone(),
                 replica: replica.clone(),
             },
-            config.node.data_dir.clone(),
+            database.clone(),
             served.server_id(),
             &config.node.name,
             config.reports.rollup_interval,

@@ -157,7 +157,7 @@ async fn groups_and_approvals_change_through_the_api_with_a_token() {
     let machine = wua::Machine::new(7, Some("Ring 2"));
     let before = wua::scan(&soap, &base, &machine).await.unwrap();
     assert_eq!(offered(&before), all.iter().copied().collect());
-    let catalog = wsus_edge::state::Store::open(&dir.path().join("root"))
+    let catalog = wsus_edge::state::Store::open(&database(&dir.path().join("root")))
         .unwrap()
         .load()
         .unwrap();

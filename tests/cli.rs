@@ -317,10 +317,12 @@ fn version_man_pages_completions_and_progress_come_from_the_binary() {
     // The driver updates were imported beside the software: 40 + 16 documents and more.
     let said = text(&out.stdout);
     assert!(said.contains("generated 16 driver updates"), "{said}");
-    let catalog = wsus_edge::state::Store::open(&dir.path().join("data"))
-        .unwrap()
-        .load()
-        .unwrap();
+    let catalog = wsus_edge::state::Store::open(&wsus_edge::state::Database::sqlite(
+        &dir.path().join("data"),
+    ))
+    .unwrap()
+    .load()
+    .unwrap();
     let drivers = catalog
         .revisions()
         .iter()
@@ -349,10 +351,12 @@ fn version_man_pages_completions_and_progress_come_from_the_binary() {
         said.contains("decryption-keys.txt line 2") && said.contains("SHA-1"),
         "{said}"
     );
-    let catalog = wsus_edge::state::Store::open(&dir.path().join("data"))
-        .unwrap()
-        .load()
-        .unwrap();
+    let catalog = wsus_edge::state::Store::open(&wsus_edge::state::Database::sqlite(
+        &dir.path().join("data"),
+    ))
+    .unwrap()
+    .load()
+    .unwrap();
     let mut keys: Vec<([u8; 20], Vec<u8>)> = catalog
         .revisions()
         .iter()

@@ -73,8 +73,9 @@ async fn memory_is_flat_under_hostile_reports_and_rollups() {
         format!(
             "[node]\nname = \"hostile\"\ndata_dir = {:?}\n\
              [listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             [downstream]\nallow_anonymous = true\n",
-            data_dir.to_string_lossy()
+             [downstream]\nallow_anonymous = true\n{}",
+            data_dir.to_string_lossy(),
+            state_section(&data_dir)
         ),
     )
     .unwrap();
@@ -225,7 +226,7 @@ async fn memory_is_flat_under_hostile_reports_and_rollups() {
     assert!(peak < 1 << 30, "peak {} MiB", peak >> 20);
 
     // Nothing refused is kept, the valid batch once.
-    let journal = Journal::open(&data_dir).unwrap();
+    let journal = Journal::open(&database(&data_dir)).unwrap();
     assert_eq!(journal.event_count().unwrap(), 50);
     node.child.kill().unwrap();
     node.child.wait().unwrap();

@@ -55,8 +55,9 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
              [listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
              [upstream]\nurl = \"http://{wan_addr}\"\nsync_interval = \"1h\"\n\
              timeout = \"2s\"\nconnect_timeout = \"1s\"\n\
-             [cache]\nprefetch = \"none\"\n[reports]\nrollup_interval = \"2s\"\n",
-            dir.path().join("branch").to_string_lossy()
+             [cache]\nprefetch = \"none\"\n[reports]\nrollup_interval = \"2s\"\n{}",
+            dir.path().join("branch").to_string_lossy(),
+            state_section(&dir.path().join("branch"))
         ),
     )
     .unwrap();
@@ -95,7 +96,7 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
     // Killed during the outage, started again.
     branch.child.kill().unwrap();
     branch.child.wait().unwrap();
-    let acknowledged = totals(&Journal::open(&dir.path().join("branch")).unwrap());
+    let acknowledged = totals(&Journal::open(&database(&dir.path().join("branch"))).unwrap());
     let per_client = approved.len() as u64;
     assert_eq!(
         acknowledged,
@@ -142,8 +143,8 @@ async fn reports_survive_a_wan_outage_and_a_kill() {
         );
     }
     // Per update, the same numbers at both ends.
-    let branch_journal = Journal::open(&dir.path().join("branch")).unwrap();
-    let root_journal = Journal::open(&dir.path().join("root")).unwrap();
+    let branch_journal = Journal::open(&database(&dir.path().join("branch"))).unwrap();
+    let root_journal = Journal::open(&database(&dir.path().join("root"))).unwrap();
     for update in &approved {
         let count = |j: &Journal| {
             let mut c: Vec<(UpdateState, u64)> = j

@@ -40,7 +40,7 @@ async fn a_person_browses_branches_computers_and_updates() {
         .approved;
 
     // A branch last heard of long ago.
-    wsus_edge::state::Journal::open(&dir.path().join("root"))
+    wsus_edge::state::Journal::open(&database(&dir.path().join("root")))
         .unwrap()
         .downstream_seen(
             &Guid::random().to_string(),

@@ -50,7 +50,7 @@ async fn hostile_and_repeated_reports() {
         async move { soap_call(node, REPORTING, NS, "ReportEventBatch", &body, None).await }
     };
     let kept = || {
-        Journal::open(&dir.path().join("root"))
+        Journal::open(&database(&dir.path().join("root")))
             .unwrap()
             .event_count()
             .unwrap()
@@ -88,7 +88,7 @@ async fn hostile_and_repeated_reports() {
     assert!(accepted(&post(batch(&cookie, &events)).await));
     assert_eq!(kept(), 2);
     // The install event set the update's state; the unknown event id 999 changed nothing.
-    let states = Journal::open(&dir.path().join("root"))
+    let states = Journal::open(&database(&dir.path().join("root")))
         .unwrap()
         .computer_updates(&machine.client_id)
         .unwrap();

@@ -95,8 +95,9 @@ fn write_config(dir: &Path, origin: &str) -> PathBuf {
     let text = format!(
         "[node]\ndata_dir = {:?}\n[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
          [upstream]\nurl = {origin:?}\ntimeout = \"2s\"\nconnect_timeout = \"1s\"\nsync_interval = \"0s\"\n\
-         [reports]\nrollup_interval = \"0s\"\n",
-        dir.join("data").to_string_lossy()
+         [reports]\nrollup_interval = \"0s\"\n{}",
+        dir.join("data").to_string_lossy(),
+        state_section(&dir.join("data"))
     );
     std::fs::write(&path, text).unwrap();
     path

@@ -552,7 +552,7 @@ async fn client_status_rolls_up_three_tiers() {
 
     // The root loses what it had (a restored database): a new reset GUID, and branch B
     // sends everything again.
-    wsus_edge::state::Journal::open(&dir.path().join("root"))
+    wsus_edge::state::Journal::open(&database(&dir.path().join("root")))
         .unwrap()
         .reset_rollup()
         .unwrap();

@@ -34,7 +34,7 @@ async fn root_with(dir: &Path, extra: &str, https: bool) -> (Running, Generated)
     std::fs::create_dir_all(&payloads).unwrap();
     let g = generate::generate(40, 7, 16 << 20, &payloads).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&database(&data)).unwrap();
     store.import(&g.documents).unwrap();
     store.add_group("Ring 1", None).unwrap();
     let catalog = store.load().unwrap();
@@ -325,7 +325,7 @@ async fn later_syncs_carry_only_changes_and_revocations_stop_offers() {
     want.remove(&revoked);
     want.remove(&declined);
     assert_eq!(scan(3).await, want);
-    let store = Store::open(&dir.path().join("branch")).unwrap();
+    let store = Store::open(&database(&dir.path().join("branch"))).unwrap();
     assert_eq!(
         store.deployment_set(None, i64::MAX).unwrap().hidden,
         vec![declined]
@@ -690,7 +690,7 @@ async fn a_branch_syncs_only_the_drivers_its_clients_need() {
         .collect();
     assert!(!needed.is_empty());
     until("the device ids kept", Duration::from_secs(10), async || {
-        let kept = wsus_edge::state::Journal::open(&dir.path().join("branch"))
+        let kept = wsus_edge::state::Journal::open(&database(&dir.path().join("branch")))
             .unwrap()
             .device_ids()
             .unwrap()
@@ -730,9 +730,10 @@ async fn a_branch_syncs_only_the_drivers_its_clients_need() {
         &config,
         format!(
             "[node]\nname = \"fresh\"\ndata_dir = {:?}\n[upstream]\nurl = {:?}\n\
-             drivers = \"on-demand\"\n",
+             drivers = \"on-demand\"\n{}",
             fresh.to_string_lossy(),
-            base(&root)
+            base(&root),
+            state_section(&fresh)
         ),
     )
     .unwrap();
@@ -745,7 +746,7 @@ async fn a_branch_syncs_only_the_drivers_its_clients_need() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let catalog = Store::open(&fresh).unwrap().load().unwrap();
+    let catalog = Store::open(&database(&fresh)).unwrap().load().unwrap();
     assert!(of_type(&catalog, UpdateType::Driver).is_empty());
     assert_eq!(
         of_type(&catalog, UpdateType::Software),

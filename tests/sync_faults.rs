@@ -37,7 +37,7 @@ async fn root(dir: &Path, n: usize, extra: &str) -> Running {
     std::fs::create_dir_all(&payloads).unwrap();
     let g = generate::generate(n, 3, 4 << 20, &payloads).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&database(&data)).unwrap();
     store.import(&g.documents).unwrap();
     let catalog = store.load().unwrap();
     store
@@ -415,8 +415,9 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
         &config,
         format!(
             "[node]\nname = \"branch\"\ndata_dir = {:?}\n[upstream]\nurl = {upstream:?}\n\
-             timeout = \"60s\"\n",
-            dir.path().join("branch").to_string_lossy()
+             timeout = \"60s\"\n{}",
+            dir.path().join("branch").to_string_lossy(),
+            state_section(&dir.path().join("branch"))
         ),
     )
     .unwrap();
@@ -436,7 +437,7 @@ async fn a_malformed_answer_or_a_stop_mid_sync_is_recovered_from() {
         std::os::unix::process::ExitStatusExt::signal(&killed),
         Some(9)
     );
-    let store = Store::open(&dir.path().join("branch")).unwrap();
+    let store = Store::open(&database(&dir.path().join("branch"))).unwrap();
     let staged = store.identities(true).unwrap().len();
     assert!(staged >= 100, "{staged} staged");
     assert!(staged < total);

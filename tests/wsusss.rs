@@ -391,7 +391,7 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
     let dir = tempfile::tempdir().unwrap();
     let (node, _, _) = catalog_root(dir.path()).await;
     let data = dir.path().join("root");
-    let catalog = Store::open(&data).unwrap().load().unwrap();
+    let catalog = Store::open(&database(&data)).unwrap().load().unwrap();
     let expect = |config: bool, catalog: &wsus_edge::catalog::Catalog| {
         let mut ids: Vec<(String, String)> = catalog
             .revisions()
@@ -540,7 +540,7 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
         .children_named("ServerSyncUpdateData")
         .collect();
     assert_eq!(updates.len(), pick.len());
-    let store = Store::open(&data).unwrap();
+    let store = Store::open(&database(&data)).unwrap();
     let mut digests = std::collections::BTreeSet::new();
     for u in updates {
         let id = u.child("Id").unwrap();
@@ -616,8 +616,11 @@ async fn revision_lists_and_update_data_feed_an_incremental_sync() {
     let payloads = dir.path().join("more");
     std::fs::create_dir_all(&payloads).unwrap();
     let more = generate::generate(4, 99, 1 << 20, &payloads).unwrap();
-    Store::open(&data).unwrap().import(&more.documents).unwrap();
-    let fresh = Store::open(&data).unwrap().load().unwrap();
+    Store::open(&database(&data))
+        .unwrap()
+        .import(&more.documents)
+        .unwrap();
+    let fresh = Store::open(&database(&data)).unwrap().load().unwrap();
     let mut added: Vec<(String, String)> = expect(false, &fresh)
         .into_iter()
         .filter(|i| !software.contains(i))

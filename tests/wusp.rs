@@ -87,7 +87,7 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
     // Dependencies were delivered for evaluation, never offered: categories, detectoids.
     assert!(ring_scan.received.iter().any(|o| o.action == "Evaluate"));
     // The members of approved bundles arrive as Bundle.
-    let catalog = Store::open(&dir.path().join("root"))
+    let catalog = Store::open(&database(&dir.path().join("root")))
         .unwrap()
         .load()
         .unwrap();
@@ -107,7 +107,7 @@ async fn each_group_is_offered_its_approvals_and_downloads_them_byte_exact() {
         .await
         .unwrap();
     assert_eq!(sent, 2 + want.len());
-    let journal = Journal::open(&dir.path().join("root")).unwrap();
+    let journal = Journal::open(&database(&dir.path().join("root"))).unwrap();
     assert_eq!(journal.event_count().unwrap(), sent as u64);
     // Its install events and its status event set each update's state (every third failed).
     let states = journal.computer_updates(&ring_machine.client_id).unwrap();
@@ -185,12 +185,12 @@ fn only_catalog_changes_reload_the_catalog() {
     let payloads = dir.path().join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
     let g = generate::generate(20, 5, 1 << 20, &payloads).unwrap();
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&database(&data)).unwrap();
     store.import(&g.documents).unwrap();
-    let service = Served::open(&data).unwrap();
+    let service = Served::open(&database(&data)).unwrap();
     assert!(!service.reload_if_changed().unwrap(), "nothing changed");
 
-    let mut journal = Journal::open(&data).unwrap();
+    let mut journal = Journal::open(&database(&data)).unwrap();
     let computer = Computer {
         client_id: "c1".into(),
         ..Computer::default()
@@ -403,7 +403,7 @@ async fn extended_info_by_identity_says_which_updates_have_encrypted_files() {
     let encrypted = g.encrypted[0];
     let plain = *g.deployable.iter().find(|id| **id != encrypted).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&database(&data)).unwrap();
     store.import(&g.documents).unwrap();
     let catalog = store.load().unwrap();
     let latest = |id: &Guid| catalog.latest(*id).unwrap();
@@ -617,7 +617,7 @@ async fn the_driver_pass_sends_the_best_approved_driver_for_each_device() {
         )
     }));
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&database(&data)).unwrap();
     store.import(&documents).unwrap();
     let catalog = store.load().unwrap();
     let approved: Vec<u32> = drivers
@@ -709,7 +709,7 @@ async fn the_driver_pass_sends_the_best_approved_driver_for_each_device() {
         .map(|i| i.to_lowercase())
         .collect();
     let kept = until("the device ids kept", Duration::from_secs(10), async || {
-        let kept: BTreeSet<String> = Journal::open(&data)
+        let kept: BTreeSet<String> = Journal::open(&database(&data))
             .unwrap()
             .device_ids()
             .unwrap()
@@ -963,7 +963,7 @@ async fn a_generated_fleet_gets_the_best_driver_for_each_device() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("root");
     let drivers = generate_drivers(400, 17);
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&database(&data)).unwrap();
     store.import(&drivers.documents).unwrap();
     let catalog = store.load().unwrap();
     let revisions: Vec<u32> = catalog.revisions().iter().map(|r| r.id).collect();

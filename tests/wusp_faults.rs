@@ -82,8 +82,9 @@ async fn cookie_faults_follow_the_protocol() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("node");
     let node = start(&node_config(&data, None, "", "")).await;
-    let store = Store::open(&data).unwrap();
-    let sealer = Sealer::open(&data).unwrap();
+    let store = Store::open(&database(&data)).unwrap();
+    // The node's own key (data_dir's cookie.key, or the database's).
+    let sealer = node.app.served.sealer();
     let now = wsus_edge::clock::unix_now();
     let claims = Claims {
         kind: Kind::Client,
@@ -166,7 +167,10 @@ async fn cookie_faults_follow_the_protocol() {
     );
     // A configuration change (a new group) makes every cookie's configuration stale.
     drop(store);
-    Store::open(&data).unwrap().add_group("Late", None).unwrap();
+    Store::open(&database(&data))
+        .unwrap()
+        .add_group("Late", None)
+        .unwrap();
     until(
         "the node to notice the change",
         Duration::from_secs(10),

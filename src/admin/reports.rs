@@ -270,8 +270,8 @@ fn decode(v: &str) -> String {
 }
 
 /// For the admin state: a journal connection of its own for these reads.
-pub fn open(data_dir: &std::path::Path) -> Result<Arc<Mutex<Journal>>, CatalogError> {
-    Ok(Arc::new(Mutex::new(Journal::open(data_dir)?)))
+pub fn open(database: &crate::state::Database) -> Result<Arc<Mutex<Journal>>, CatalogError> {
+    Ok(Arc::new(Mutex::new(Journal::open(database)?)))
 }
 
 #[cfg(test)]

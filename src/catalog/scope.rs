@@ -679,7 +679,7 @@ mod tests {
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(60, 7, 4 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         store.import(&generated.documents).unwrap();
         let ring = store.add_group("Ring 1", None).unwrap();
         let latest_of = |store: &Store, id: Guid| *store.revisions_of(id).unwrap().last().unwrap();
@@ -756,7 +756,7 @@ mod tests {
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(40, 3, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         store.import(&generated.documents).unwrap();
         let dense = store.load().unwrap();
         store
@@ -834,7 +834,7 @@ mod tests {
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(10, 5, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         store.import(&generated.documents).unwrap();
         let latest = |store: &Store, i: usize| {
             *store
@@ -872,7 +872,7 @@ mod tests {
         let payloads = dir.path().join("p");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(20, 9, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         store.import(&generated.documents).unwrap();
         let ring = store.add_group("Ring", None).unwrap();
         let a = *store

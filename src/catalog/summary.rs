@@ -185,7 +185,7 @@ mod tests {
                 }
             })
             .collect();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         store.import(&documents).unwrap();
         let catalog = store.load().unwrap();
         let update = |i: usize| {

@@ -17,6 +17,7 @@ use crate::content;
 use crate::error::{Error, Kind};
 use crate::metrics::Metrics;
 use crate::progress::{Progress, Unit};
+use crate::state::Database;
 use crate::state::Store;
 
 use super::{Exit, report};
@@ -33,7 +34,8 @@ struct Imported {
 
 /// Import `DIR/updates/*.xml` into the catalog, the keys of `DIR/decryption-keys.txt`, and
 /// `DIR/content` (or all of DIR) into the content store. Blocking.
-fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
+fn import_blocking(database: &Database, dir: &Path) -> Result<Imported, Error> {
+    let data_dir = database.data_dir();
     let updates = dir.join("updates");
     let payloads = dir.join("content");
     let key_file = dir.join(KEY_FILE);
@@ -65,15 +67,19 @@ fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
                 .map_err(|e| Error::internal(Kind::Config, format!("{}: {e}", path.display())))?;
             docs.push(text);
         }
-        let mut store = Store::open(data_dir)?;
+        let mut store = Store::open(database)?;
         // One transaction: its progress is its end.
-        eprintln!("importing {} update documents into state.db …", docs.len());
+        eprintln!(
+            "importing {} update documents into {} …",
+            docs.len(),
+            database.name()
+        );
         let (new, _) = store.import(&docs)?;
         out.documents = docs.len();
         out.new_revisions = new;
     }
     if let Some(keys) = keys {
-        let changed = Store::open(data_dir)?.set_keys(&keys)?;
+        let changed = Store::open(database)?.set_keys(&keys)?;
         out.keys = Some((keys.len(), changed));
     }
     let content_dir = if payloads.is_dir() {
@@ -94,12 +100,14 @@ fn import_blocking(data_dir: &Path, dir: &Path) -> Result<Imported, Error> {
 }
 
 fn print_import(config: &Config, imported: &Imported, started: Instant) {
+    let database = match &config.state.database {
+        Some(_) => "the PostgreSQL database of [state]".to_string(),
+        None => config.node.data_dir.join("state.db").display().to_string(),
+    };
     if imported.documents > 0 {
         println!(
             "imported {} update documents ({} new revisions) into {}",
-            imported.documents,
-            imported.new_revisions,
-            config.node.data_dir.join("state.db").display()
+            imported.documents, imported.new_revisions, database
         );
     }
     if let Some((keys, changed)) = imported.keys {
@@ -118,9 +126,11 @@ fn print_import(config: &Config, imported: &Imported, started: Instant) {
 }
 
 pub(super) async fn import(config: &Config, dir: &Path) -> Exit {
-    let (data_dir, dir) = (config.node.data_dir.clone(), dir.to_path_buf());
+    let (state, dir) = (config.clone(), dir.to_path_buf());
     let started = Instant::now();
-    match tokio::task::spawn_blocking(move || import_blocking(&data_dir, &dir)).await {
+    let imported =
+        tokio::task::spawn_blocking(move || import_blocking(&Database::from_config(&state)?, &dir));
+    match imported.await {
         Ok(Ok(imported)) => {
             print_import(config, &imported, started);
             Exit::Ok
@@ -139,10 +149,12 @@ pub(super) async fn generate_catalog(
     budget: u64,
     seed: u64,
 ) -> Result<(), Error> {
-    let data_dir = config.node.data_dir.clone();
+    let state = config.clone();
     let started = Instant::now();
     let (imported, generated) = tokio::task::spawn_blocking(move || {
-        let work = data_dir
+        let database = Database::from_config(&state)?;
+        let work = database
+            .data_dir()
             .join("tmp")
             .join(format!("generate-{}", std::process::id()));
         let content_dir = work.join("content");
@@ -171,7 +183,7 @@ pub(super) async fn generate_catalog(
             std::fs::write(updates.join(format!("driver-{i:06}.xml")), doc)
                 .map_err(|e| Error::io("writing driver documents", e))?;
         }
-        let imported = import_blocking(&data_dir, &work);
+        let imported = import_blocking(&database, &work);
         let _ = std::fs::remove_dir_all(&work);
         Ok::<_, Error>((imported?, generated))
     })
@@ -256,17 +268,22 @@ pub(super) async fn sync(config: &Config) -> Exit {
     };
     let progress: Arc<std::sync::Mutex<Option<Progress>>> = Arc::default();
     let shown = progress.clone();
-    let syncer =
-        crate::wsusss::sync::Syncer::new(link, config.node.data_dir.clone(), &config.node.name)
-            .with_drivers(up.drivers)
-            .with_progress(Arc::new(move |fetched, wanted| {
-                let mut shown = crate::lock::lock(&shown);
-                let bar = shown.get_or_insert_with(|| {
-                    Progress::new("documents", wanted as u64, Unit::Items("fetched"))
-                });
-                bar.set_total(wanted as u64);
-                bar.inc(fetched as u64 - bar.done());
-            }));
+    let state = config.clone();
+    let database = match tokio::task::spawn_blocking(move || Database::from_config(&state)).await {
+        Ok(Ok(database)) => database,
+        Ok(Err(e)) => return report(Err(e.into())),
+        Err(e) => return report(Err(Error::internal(Kind::Io, format!("state task: {e}")))),
+    };
+    let syncer = crate::wsusss::sync::Syncer::new(link, database, &config.node.name)
+        .with_drivers(up.drivers)
+        .with_progress(Arc::new(move |fetched, wanted| {
+            let mut shown = crate::lock::lock(&shown);
+            let bar = shown.get_or_insert_with(|| {
+                Progress::new("documents", wanted as u64, Unit::Items("fetched"))
+            });
+            bar.set_total(wanted as u64);
+            bar.inc(fetched as u64 - bar.done());
+        }));
     let outcome = syncer.run().await;
     if let Some(bar) = crate::lock::lock(&progress).take() {
         bar.finish();
@@ -388,9 +405,9 @@ async fn catalog_change<T: Send + 'static>(
     if let Some(up) = &config.upstream {
         return Err(crate::catalog::replica::replica_refusal(&up.url));
     }
-    let data_dir = config.node.data_dir.clone();
+    let state = config.clone();
     tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&data_dir)?;
+        let mut store = Store::open(&Database::from_config(&state)?)?;
         let catalog = store.load()?;
         change(&mut store, &catalog)
     })

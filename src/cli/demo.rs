@@ -81,9 +81,9 @@ pub(super) async fn demo(base: &Config, clients: usize, keep_running: bool) -> R
     println!("generating a catalog of {DEMO_UPDATES} updates with their payloads …");
     generate_catalog(&root, DEMO_UPDATES, 0, DEMO_PAYLOAD_BYTES, 0x5eed).await?;
     let approved = {
-        let data_dir = root.node.data_dir.clone();
+        let state = root.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = Store::open(&data_dir)?;
+            let mut store = Store::open(&crate::state::Database::from_config(&state)?)?;
             let catalog = store.load()?;
             store.decide(
                 &catalog,

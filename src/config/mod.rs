@@ -85,6 +85,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
     ),
     ("wan", &["max_bandwidth"]),
     ("reports", &["rollup_interval"]),
+    ("state", &["database", "pool_size", "pool_wait"]),
     ("log", &["level", "format"]),
 ];
 
@@ -120,6 +121,8 @@ const DEFAULT_SCRUB_RATE: u64 = 8 * MIB;
 /// Two descriptors each: 2,048 of the unit's 65,536.
 const DEFAULT_MAX_PARTIAL_OBJECTS: usize = 1024;
 const DEFAULT_ROLLUP_INTERVAL: Duration = Duration::from_secs(15 * 60);
+const DEFAULT_POOL_SIZE: usize = 16;
+const DEFAULT_POOL_WAIT: Duration = Duration::from_secs(10);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const DEFAULT_LOG_LEVEL: &str = "info";
 /// Per listener. Each connection holds a descriptor; the node raises its soft limit to the hard
@@ -164,6 +167,7 @@ pub struct Config {
     pub cache: Cache,
     pub wan: Wan,
     pub reports: Reports,
+    pub state: State,
     pub log: Log,
 }
 
@@ -442,6 +446,40 @@ pub struct Reports {
     pub rollup_interval: Duration,
 }
 
+/// Where the node keeps its state (catalog, groups, approvals, computers, update states,
+/// events, sync and rollup cursors).
+#[derive(Clone)]
+pub struct State {
+    /// A PostgreSQL connection URL (`postgres://user:password@host:port/dbname`): the state
+    /// lives there, and several nodes may share it. None (the default): `data_dir/state.db`.
+    pub database: Option<String>,
+    /// Connections to it this process opens at most. Default 16.
+    pub pool_size: usize,
+    /// How long a caller waits for a connection (and a connection to be made). Default 10s.
+    pub pool_wait: Duration,
+}
+
+impl fmt::Debug for State {
+    /// Without the URL's password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("State")
+            .field("database", &self.database.as_ref().map(|_| "postgres://…"))
+            .field("pool_size", &self.pool_size)
+            .field("pool_wait", &self.pool_wait)
+            .finish()
+    }
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            database: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            pool_wait: DEFAULT_POOL_WAIT,
+        }
+    }
+}
+
 /// One thing wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -530,6 +568,7 @@ impl Default for Config {
             reports: Reports {
                 rollup_interval: DEFAULT_ROLLUP_INTERVAL,
             },
+            state: State::default(),
             log: Log {
                 level: DEFAULT_LOG_LEVEL.to_string(),
                 format: LogFormat::Text,
@@ -1009,6 +1048,17 @@ impl Walk {
                 .field(reports, "rollup_interval", as_interval_or_off)
                 .or(DEFAULT_ROLLUP_INTERVAL),
         };
+        let state = self.section(root, "state");
+        let state = State {
+            database: self.field(state, "database", as_database_url).set(),
+            pool_size: self
+                .field(state, "pool_size", |v| as_count(v, 1, 1000))
+                .set()
+                .map_or(DEFAULT_POOL_SIZE, |n| n as usize),
+            pool_wait: self
+                .field(state, "pool_wait", as_pool_wait)
+                .or(DEFAULT_POOL_WAIT),
+        };
         let log = self.section(root, "log");
         let log = Log {
             level: self
@@ -1026,6 +1076,7 @@ impl Walk {
             cache,
             wan,
             reports,
+            state,
             log,
         })
     }
@@ -1427,6 +1478,21 @@ fn as_name(value: &Value) -> Result<String, String> {
     Ok(name.to_string())
 }
 
+/// A PostgreSQL connection URL, as libpq and the client read it.
+fn as_database_url(value: &Value) -> Result<String, String> {
+    let url = text(
+        value,
+        "a connection URL such as \"postgres://wsus@db.example/wsus\"",
+    )?
+    .trim();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err("must start with postgres:// (remove the key to keep state.db)".into());
+    }
+    url.parse::<tokio_postgres::Config>()
+        .map_err(|e| format!("is not a connection URL: {e}"))?;
+    Ok(url.to_string())
+}
+
 fn as_path(value: &Value) -> Result<PathBuf, String> {
     let path = text(value, "a path (a string)")?;
     if path.is_empty() {
@@ -1584,6 +1650,15 @@ fn as_soap_wait(value: &Value) -> Result<Duration, String> {
     let wait = as_interval_or_off(value)?;
     if wait > Duration::from_secs(60) {
         return Err("must be at most 60s".into());
+    }
+    Ok(wait)
+}
+
+/// How long to wait for a database connection: more than zero, at most five minutes.
+fn as_pool_wait(value: &Value) -> Result<Duration, String> {
+    let wait = as_interval(value)?;
+    if wait > Duration::from_secs(300) {
+        return Err("must be at most 5m".into());
     }
     Ok(wait)
 }
@@ -1855,6 +1930,35 @@ mod tests {
         let found = problems(text);
         assert_eq!(keys(&found), [key], "{found:?}");
         found[0].message.clone()
+    }
+
+    #[test]
+    fn state_is_state_db_unless_a_postgres_url_is_given() {
+        assert_eq!(Config::default().state.database, None);
+        let url = "postgres://wsus:secret@db.example.org:5433/wsus";
+        let config = parsed(&format!(
+            "[state]\ndatabase = {url:?}\npool_size = 4\npool_wait = \"3s\"\n"
+        ));
+        assert_eq!(config.state.database.as_deref(), Some(url));
+        assert_eq!(config.state.pool_size, 4);
+        assert_eq!(config.state.pool_wait, Duration::from_secs(3));
+        assert!(
+            !format!("{config:?}").contains("secret"),
+            "the password stays out of what is printed"
+        );
+        let message = only_problem(
+            "[state]\ndatabase = \"mysql://db/wsus\"\n",
+            "state.database",
+        );
+        assert!(message.contains("postgres://"), "{message}");
+        let message = only_problem(
+            "[state]\ndatabase = \"postgres://db/wsus?sslmode=sometimes\"\n",
+            "state.database",
+        );
+        assert!(message.contains("not a connection URL"), "{message}");
+        only_problem("[state]\npool_size = 0\n", "state.pool_size");
+        only_problem("[state]\npool_wait = \"1h\"\n", "state.pool_wait");
+        only_problem("[state]\nurl = \"postgres://db/wsus\"\n", "state.url");
     }
 
     #[test]

@@ -9,13 +9,13 @@
 pub mod cookie;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::scope::Scope;
 use crate::catalog::{Catalog, CatalogError, Guid};
 use crate::lock::lock;
+use crate::state::Database;
 use crate::state::Store;
 use cookie::Sealer;
 
@@ -72,11 +72,17 @@ pub struct Served {
 }
 
 impl Served {
-    /// Open the catalog and the cookie key of `data_dir` (blocking).
-    pub fn open(data_dir: &Path) -> Result<Served, CatalogError> {
-        let store = Store::open(data_dir)?;
-        let sealer =
-            Sealer::open(data_dir).map_err(|e| CatalogError::Store(format!("cookie key: {e}")))?;
+    /// Open the catalog of `database` and its cookie key: in the database when nodes share
+    /// it (PostgreSQL), else in data_dir (blocking).
+    pub fn open(database: &Database) -> Result<Served, CatalogError> {
+        let store = Store::open(database)?;
+        let sealer = if database.is_postgres() {
+            Sealer::from_key(&store.shared_cookie_key()?)
+                .ok_or_else(|| CatalogError::Store("cookie key: not a 32-byte key".into()))?
+        } else {
+            Sealer::open(database.data_dir())
+                .map_err(|e| CatalogError::Store(format!("cookie key: {e}")))?
+        };
         Ok(Served {
             sealer,
             server_id: store.server_id()?,

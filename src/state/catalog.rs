@@ -7,13 +7,12 @@
 //! the node notices through [`Store::data_version`] and loads a new [`Catalog`].
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::sql::{Connection, OptionalExtension, ToArg, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Meta, Schema, connect, db};
+use super::{Database, Meta, Schema, db};
 use crate::catalog::driver::DriverMeta;
 use crate::catalog::keys::{FileKey, KeysWanted, needing_keys};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
@@ -115,8 +114,8 @@ const LOCAL_ADMIN: &str = "wsus-edge";
 fn bump_catalog_version(conn: &Connection) -> Result<i64, CatalogError> {
     conn.query_row(
         "INSERT INTO meta (key, value) VALUES ('catalog_version', '1')
-         ON CONFLICT (key) DO UPDATE SET value = CAST(value AS INTEGER) + 1
-         RETURNING CAST(value AS INTEGER)",
+         ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS BIGINT) + 1 AS TEXT)
+         RETURNING CAST(meta.value AS BIGINT)",
         [],
         |r| r.get(0),
     )
@@ -155,14 +154,13 @@ struct StoredFile {
 
 pub struct Store {
     conn: Connection,
-    path: PathBuf,
 }
 
 impl Store {
-    /// Open (creating) `data_dir/state.db`, with the built-in groups and this server's id.
-    pub fn open(data_dir: &Path) -> Result<Store, CatalogError> {
-        let path = data_dir.join("state.db");
-        let conn = connect(data_dir)?;
+    /// Open the catalog of `database` (SQLite: creating its file), with the built-in groups
+    /// and this server's id.
+    pub fn open(database: &Database) -> Result<Store, CatalogError> {
+        let conn = database.connect()?;
         SCHEMA.apply(&conn)?;
         // Deployments from before GUIDs: each gets one, as the protocol names them by it.
         let unnamed: Vec<i64> = conn
@@ -176,7 +174,7 @@ impl Store {
             )
             .map_err(db)?;
         }
-        let store = Store { conn, path };
+        let store = Store { conn };
         for (id, name, parent) in [
             (ALL_COMPUTERS, "All Computers", None),
             (
@@ -188,7 +186,8 @@ impl Store {
             store
                 .conn
                 .execute(
-                    "INSERT OR IGNORE INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, 1)",
+                    "INSERT INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, 1)
+                     ON CONFLICT DO NOTHING",
                     params![id.to_string(), name, parent.map(|p| p.to_string())],
                 )
                 .map_err(db)?;
@@ -200,10 +199,6 @@ impl Store {
             store.set_meta("config_last_change", &unix_now().to_string())?;
         }
         Ok(store)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
@@ -222,6 +217,25 @@ impl Store {
             .ok_or_else(|| CatalogError::Store("meta.server_id is missing or invalid".into()))
     }
 
+    /// The key cookies are sealed with, kept in the database when it is shared (PostgreSQL):
+    /// the first node makes it, and every node of the database accepts the others' cookies,
+    /// as clients and downstream servers behind a load balancer need.
+    pub fn shared_cookie_key(&self) -> Result<Vec<u8>, CatalogError> {
+        let mut key = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+            .map_err(|_| CatalogError::Store("no randomness for the cookie key".into()))?;
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES ('cookie_key', ?1) ON CONFLICT DO NOTHING",
+                [hex::encode(key)],
+            )
+            .map_err(db)?;
+        self.meta("cookie_key")?
+            .and_then(|kept| hex::decode(kept).ok())
+            .filter(|kept| kept.len() == 32)
+            .ok_or_else(|| CatalogError::Store("meta.cookie_key is not a 32-byte key".into()))
+    }
+
     /// Take on an identity this server had before (every cookie it issued names it): for a
     /// data_dir rebuilt in place, and the fuzz fixture, whose committed corpora hold cookies.
     pub fn set_server_id(&self, id: Guid) -> Result<(), CatalogError> {
@@ -230,7 +244,11 @@ impl Store {
 
     /// Changes whenever another connection commits, to any table (the report journal shares
     /// the file): a cheap test before [`Store::catalog_version`].
+    /// PostgreSQL has no such counter: there it is the catalog version itself.
     pub fn data_version(&self) -> Result<i64, CatalogError> {
+        if self.conn.is_postgres() {
+            return self.catalog_version();
+        }
         self.conn
             .query_row("PRAGMA data_version", [], |r| r.get(0))
             .map_err(db)
@@ -306,7 +324,7 @@ impl Store {
     pub fn group_id(&self, name: &str) -> Result<Guid, CatalogError> {
         self.conn
             .query_row(
-                "SELECT id FROM groups WHERE name = ?1",
+                "SELECT id FROM groups WHERE lower(name) = lower(?1)",
                 [name.trim()],
                 |r| r.get::<_, String>(0),
             )
@@ -428,7 +446,7 @@ impl Store {
         for id in updates {
             n += if declined {
                 tx.execute(
-                    "INSERT OR IGNORE INTO hidden_updates (update_id) VALUES (?1)",
+                    "INSERT INTO hidden_updates (update_id) VALUES (?1) ON CONFLICT DO NOTHING",
                     [id.to_string()],
                 )
             } else {
@@ -582,7 +600,7 @@ impl Store {
     }
 
     /// The GUIDs a query's first column holds.
-    fn guids(&self, sql: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Guid>, CatalogError> {
+    fn guids(&self, sql: &str, args: &[&dyn ToArg]) -> Result<Vec<Guid>, CatalogError> {
         let texts: Vec<String> = self
             .conn
             .prepare_cached(sql)
@@ -684,7 +702,7 @@ impl Store {
                 .execute(
                     "INSERT INTO decryption_keys (sha1, key) VALUES (?1, ?2)
                      ON CONFLICT (sha1) DO UPDATE SET key = excluded.key
-                     WHERE key IS NOT excluded.key",
+                     WHERE decryption_keys.key IS DISTINCT FROM excluded.key",
                     params![hex::encode(sha1), key],
                 )
                 .map_err(db)?;
@@ -785,8 +803,8 @@ impl Store {
                 wanted.push(((p.update_id, p.revision_number), lacking));
             }
             tx.execute(
-                "INSERT OR REPLACE INTO sync_staged (update_id, revision_number, xml)
-                 VALUES (?1, ?2, ?3)",
+                "INSERT INTO sync_staged (update_id, revision_number, xml) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (update_id, revision_number) DO UPDATE SET xml = excluded.xml",
                 params![p.update_id.to_string(), p.revision_number, xml],
             )
             .map_err(db)?;
@@ -912,7 +930,7 @@ impl Store {
                 .map_err(db)?;
             for id in ids {
                 tx.execute(
-                    &format!("INSERT OR IGNORE INTO {table} ({column}) VALUES (?1)"),
+                    &format!("INSERT INTO {table} ({column}) VALUES (?1) ON CONFLICT DO NOTHING"),
                     [id.to_string()],
                 )
                 .map_err(db)?;
@@ -1175,7 +1193,7 @@ impl Store {
 fn bury(
     tx: &Connection,
     filter: &str,
-    args: &[&dyn rusqlite::ToSql],
+    args: &[&dyn ToArg],
     seq: i64,
 ) -> Result<usize, CatalogError> {
     let guids: Vec<String> = tx
@@ -1273,28 +1291,30 @@ fn import_parsed(
                 id
             }
             None => {
-                tx.execute(
-                    "INSERT INTO revisions (update_id, revision_number, update_type,
+                let id = tx
+                    .query_row(
+                        "INSERT INTO revisions (update_id, revision_number, update_type,
                      category_type, explicitly_deployable, relations, core, extended, xml,
                      change_seq, needs_keys)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                    params![
-                        p.update_id.to_string(),
-                        p.revision_number,
-                        p.update_type.as_str(),
-                        p.category_type,
-                        p.explicitly_deployable,
-                        relations,
-                        p.fragments.core,
-                        p.fragments.extended,
-                        xml,
-                        seq,
-                        needs_keys
-                    ],
-                )
-                .map_err(db)?;
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+                        params![
+                            p.update_id.to_string(),
+                            p.revision_number,
+                            p.update_type.as_str(),
+                            p.category_type,
+                            p.explicitly_deployable,
+                            relations,
+                            p.fragments.core,
+                            p.fragments.extended,
+                            xml,
+                            seq,
+                            needs_keys
+                        ],
+                        |r| r.get::<_, i64>(0),
+                    )
+                    .map_err(db)?;
                 new += 1;
-                tx.last_insert_rowid()
+                id
             }
         };
         for (lang, fragment) in &p.fragments.localized {
@@ -1330,7 +1350,7 @@ mod tests {
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(5, 3, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&Database::sqlite(dir.path())).unwrap();
         store.import(&generated.documents).unwrap();
         let seqs = |store: &Store| -> Vec<(u32, i64)> {
             let c = store.load().unwrap();
@@ -1362,11 +1382,11 @@ mod tests {
             }
         }
         drop(store);
-        let conn = Connection::open(dir.path().join("state.db")).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join("state.db")).unwrap();
         conn.execute_batch("ALTER TABLE revisions DROP COLUMN change_seq")
             .unwrap();
         drop(conn);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(&Database::sqlite(dir.path())).unwrap();
         assert!(seqs(&store).iter().all(|(_, s)| *s == 0));
     }
 
@@ -1378,7 +1398,7 @@ mod tests {
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
         let g = crate::testkit::generate::generate(40, 1, 4 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&Database::sqlite(dir.path())).unwrap();
         store.import(&g.documents).unwrap();
         let lacking = store.lacking_keys().unwrap();
         let revisions = |ids: &[KeysWanted]| ids.iter().map(|(id, _)| id.0).collect::<HashSet<_>>();
@@ -1418,7 +1438,7 @@ mod tests {
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(40, 1, 8 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&Database::sqlite(dir.path())).unwrap();
         let (new, updated) = store.import(&generated.documents).unwrap();
         assert_eq!((new, updated), (generated.documents.len(), 0));
         let first = store.load().unwrap();
@@ -1427,7 +1447,7 @@ mod tests {
         let (new, updated) = store.import(&generated.documents).unwrap();
         assert_eq!((new, updated), (0, generated.documents.len()));
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(&Database::sqlite(dir.path())).unwrap();
         assert_eq!(store.server_id().unwrap(), server);
         let again = store.load().unwrap();
         assert_eq!(first.len(), again.len());
@@ -1474,7 +1494,7 @@ mod tests {
     #[test]
     fn groups_and_approvals() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&Database::sqlite(dir.path())).unwrap();
         let id = store.add_group("Branch Servers", None).unwrap();
         assert!(
             store.add_group("branch servers", None).is_err(),
@@ -1524,7 +1544,7 @@ mod tests {
         let payloads = dir.path().join("payloads");
         std::fs::create_dir_all(&payloads).unwrap();
         let generated = crate::testkit::generate::generate(6, 3, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(dir.path()).unwrap();
+        let mut store = Store::open(&Database::sqlite(dir.path())).unwrap();
         store.import(&generated.documents).unwrap();
         let (a, b) = (generated.deployable[0], generated.deployable[1]);
         let catalog = store.load().unwrap();

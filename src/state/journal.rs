@@ -8,11 +8,10 @@
 //! `client_activity` and `rollup_meta` tables. Blocking: call it off the async workers.
 
 use std::collections::HashSet;
-use std::path::Path;
 
-use rusqlite::{Connection, params};
+use super::sql::{Connection, params};
 
-use super::{Schema, connect, db};
+use super::{Database, Schema, db};
 use crate::catalog::{CatalogError, Guid};
 use crate::report::*;
 
@@ -125,8 +124,8 @@ pub struct Journal {
 }
 
 impl Journal {
-    pub fn open(data_dir: &Path) -> Result<Journal, CatalogError> {
-        let conn = connect(data_dir)?;
+    pub fn open(database: &Database) -> Result<Journal, CatalogError> {
+        let conn = database.connect()?;
         SCHEMA.apply(&conn)?;
         Ok(Journal { conn })
     }
@@ -174,7 +173,7 @@ impl Journal {
         for id in ids {
             new += tx
                 .execute(
-                    "INSERT OR IGNORE INTO device_ids (id, first_seen) VALUES (?1, ?2)",
+                    "INSERT INTO device_ids (id, first_seen) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                     params![id, now],
                 )
                 .map_err(db)?;
@@ -307,9 +306,10 @@ impl Journal {
         {
             let mut stmt = tx
                 .prepare(
-                    "INSERT OR IGNORE INTO events (client_id, event_instance_id, event_id,
+                    "INSERT INTO events (client_id, event_instance_id, event_id,
                      source_id, update_id, revision_number, hresult, time_at_target,
-                     received_at, misc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                     received_at, misc) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     ON CONFLICT DO NOTHING",
                 )
                 .map_err(db)?;
             let mut state = tx
@@ -330,8 +330,8 @@ impl Journal {
                 .map_err(db)?;
             let mut status_report = tx
                 .prepare(
-                    "UPDATE computers SET last_status = MAX(COALESCE(last_status, 0), ?2)
-                     WHERE client_id = ?1",
+                    "UPDATE computers SET last_status = ?2
+                     WHERE client_id = ?1 AND COALESCE(last_status, 0) < ?2",
                 )
                 .map_err(db)?;
             for e in events {
@@ -529,7 +529,7 @@ mod tests {
     #[test]
     fn downstream_servers_are_recorded_from_their_authorization_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
+        let mut j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         // Not authorized here (a cookie from before a rebuilt state.db): nothing recorded.
         let cookie = DownstreamSeen::Cookie {
             protocol: "1.20".into(),
@@ -583,7 +583,7 @@ mod tests {
     #[test]
     fn events_are_kept_once_and_computers_register() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
+        let mut j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         let c = Computer {
             client_id: "c1".into(),
             dns_name: "pc1.branch.example".into(),
@@ -610,7 +610,7 @@ mod tests {
             "a redelivered event is ignored"
         );
         drop(j);
-        let j = Journal::open(dir.path()).unwrap();
+        let j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         assert_eq!(j.event_count().unwrap(), 1, "kept across a reopen");
         assert!(j.registered().unwrap().contains("c1"));
     }
@@ -621,7 +621,7 @@ mod tests {
     #[test]
     fn events_move_update_states() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
+        let mut j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         for id in ["c1", "c2"] {
             let c = Computer {
                 client_id: id.into(),

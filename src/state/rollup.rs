@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use rusqlite::{OptionalExtension, params};
+use super::sql::{OptionalExtension, params};
 
 use super::{Journal, Meta, db};
 use crate::catalog::{CatalogError, Guid};
@@ -102,8 +102,9 @@ impl Journal {
                     continue;
                 }
                 tx.execute(
-                    "INSERT OR REPLACE INTO client_groups (server_id, os, count, sent_at)
-                     VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO client_groups (server_id, os, count, sent_at)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (server_id, os)
+                     DO UPDATE SET count = excluded.count, sent_at = excluded.sent_at",
                     params![server, os, c.count, s.sent_at],
                 )
                 .map_err(db)?;
@@ -113,10 +114,10 @@ impl Journal {
                          succeeded, failed, unsent_succeeded, unsent_failed)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5, ?6)
                          ON CONFLICT (server_id, os, update_id, revision_number) DO UPDATE SET
-                         succeeded = succeeded + excluded.succeeded,
-                         failed = failed + excluded.failed,
-                         unsent_succeeded = unsent_succeeded + excluded.succeeded,
-                         unsent_failed = unsent_failed + excluded.failed",
+                         succeeded = client_activity.succeeded + excluded.succeeded,
+                         failed = client_activity.failed + excluded.failed,
+                         unsent_succeeded = client_activity.unsent_succeeded + excluded.succeeded,
+                         unsent_failed = client_activity.unsent_failed + excluded.failed",
                         params![
                             server,
                             os,
@@ -171,7 +172,8 @@ impl Journal {
             .conn
             .prepare(&format!(
                 "SELECT c.os_version, c.os_locale, c.processor, e.update_id, e.revision_number,
-                 SUM(e.event_id IN ({succeeded})), SUM(e.event_id IN ({failed}))
+                 CAST(SUM(CASE WHEN e.event_id IN ({succeeded}) THEN 1 ELSE 0 END) AS BIGINT),
+                 CAST(SUM(CASE WHEN e.event_id IN ({failed}) THEN 1 ELSE 0 END) AS BIGINT)
                  FROM events e JOIN computers c ON c.client_id = e.client_id
                  WHERE e.rowid > ?1 AND e.rowid <= ?2 AND c.parent_server IS NULL
                  AND e.update_id IS NOT NULL AND e.event_id IN ({succeeded}, {failed})
@@ -295,10 +297,11 @@ impl Journal {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT g.os, g.count, COALESCE(SUM(a.succeeded), 0), COALESCE(SUM(a.failed), 0)
+                "SELECT g.os, g.count, CAST(COALESCE(SUM(a.succeeded), 0) AS BIGINT),
+                 CAST(COALESCE(SUM(a.failed), 0) AS BIGINT)
                  FROM client_groups g LEFT JOIN client_activity a
                  ON a.server_id = g.server_id AND a.os = g.os
-                 WHERE g.server_id = ?1 GROUP BY g.os ORDER BY g.os",
+                 WHERE g.server_id = ?1 GROUP BY g.os, g.count ORDER BY g.os",
             )
             .map_err(db)?;
         let rows = stmt
@@ -402,8 +405,9 @@ impl Journal {
                      (SELECT COUNT(DISTINCT s.update_id) {own} AND s.state = {failed}),
                      (SELECT COUNT(DISTINCT s.update_id) {own} AND s.state IN ({outstanding})),
                      (SELECT COUNT(*) FROM (SELECT s.update_id {own} GROUP BY s.update_id
-                      HAVING SUM(s.state IN ({outstanding})) = 0
-                      AND SUM(s.state != {not_applicable}) > 0))"
+                      HAVING SUM(CASE WHEN s.state IN ({outstanding}) THEN 1 ELSE 0 END) = 0
+                      AND SUM(CASE WHEN s.state <> {not_applicable} THEN 1 ELSE 0 END) > 0)
+                      AS up_to_date)"
                 ),
                 [],
                 |r| {
@@ -792,7 +796,7 @@ mod tests {
     #[test]
     fn client_summaries_are_applied_once_and_owed_until_passed_on() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
+        let mut j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         let (branch, update) = (Guid::random(), Guid::random());
         let first = server(branch, 100, vec![group(3, update, 2, 1)]);
         j.roll_servers(std::slice::from_ref(&first), 100).unwrap();
@@ -843,7 +847,7 @@ mod tests {
     #[test]
     fn own_installs_are_counted_between_acknowledgements() {
         let dir = tempfile::tempdir().unwrap();
-        let mut j = Journal::open(dir.path()).unwrap();
+        let mut j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         let update = Guid::random();
         for (id, os) in [
             ("pc1", "10.0.26200.0"),

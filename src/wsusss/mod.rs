@@ -23,7 +23,6 @@ pub mod sync;
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use crate::catalog::replica::DeploymentSet;
@@ -106,13 +105,13 @@ impl Service {
     /// `data_dir`'s state.db. Blocking.
     pub fn open(
         served: Arc<Served>,
-        data_dir: &Path,
+        database: &crate::state::Database,
         limits: soap::Limits,
     ) -> std::result::Result<Service, CatalogError> {
         Ok(Service {
             served,
             limits,
-            journal: Arc::new(Mutex::new(Journal::open(data_dir)?)),
+            journal: Arc::new(Mutex::new(Journal::open(database)?)),
         })
     }
 

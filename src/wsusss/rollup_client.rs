@@ -16,7 +16,6 @@
 //! cursor), [`super::sync`] (the SOAP exchange), `upstream`.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,7 @@ use crate::report::{
 use crate::soap::xsd::format_datetime;
 use crate::soap::{self, Element};
 use crate::soap_client::Failure;
+use crate::state::Database;
 use crate::state::Journal;
 use crate::upstream::Upstream;
 
@@ -90,7 +90,7 @@ pub struct Sources {
 pub struct Rollup {
     upstream: Arc<Upstream>,
     sources: Sources,
-    data_dir: PathBuf,
+    database: Database,
     server_id: Guid,
     name: String,
     /// Zero: only when asked.
@@ -112,7 +112,7 @@ impl Rollup {
     pub fn new(
         upstream: Arc<Upstream>,
         sources: Sources,
-        data_dir: PathBuf,
+        database: Database,
         server_id: Guid,
         name: &str,
         interval: Duration,
@@ -120,7 +120,7 @@ impl Rollup {
         Rollup {
             upstream,
             sources,
-            data_dir,
+            database,
             server_id,
             name: name.to_owned(),
             interval,
@@ -189,8 +189,8 @@ impl Rollup {
         + Send
         + 'static,
     ) -> Result<T> {
-        let data_dir = self.data_dir.clone();
-        tokio::task::spawn_blocking(move || f(&mut Journal::open(&data_dir)?))
+        let database = self.database.clone();
+        tokio::task::spawn_blocking(move || f(&mut Journal::open(&database)?))
             .await
             .map_err(|e| Error::internal(Kind::Io, format!("rollup task: {e}")))?
             .map_err(Error::from)
@@ -213,9 +213,9 @@ impl Rollup {
                     .map(|p| p.failed_files.clone())
             })
             .unwrap_or_default();
-        let data_dir = self.data_dir.clone();
+        let database = self.database.clone();
         tokio::task::spawn_blocking(move || {
-            let hidden = crate::state::Store::open(&data_dir)?.hidden()?;
+            let hidden = crate::state::Store::open(&database)?.hidden()?;
             Ok(catalog.update_counts(&hidden.into_iter().collect(), |f| {
                 let digest = crate::content::path::Digest(f.sha1);
                 if content

@@ -19,7 +19,6 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +36,7 @@ use crate::soap::wsus::ErrorCode;
 use crate::soap::xsd::{parse_bool, parse_datetime};
 use crate::soap::{self, Element, Limits};
 use crate::soap_client::{self, Answer, Failure};
+use crate::state::Database;
 use crate::state::{Journal, Store};
 use crate::upstream::Upstream;
 
@@ -93,7 +93,7 @@ pub struct SyncReport {
 /// A downstream server's sync from its upstream.
 pub struct Syncer {
     upstream: Arc<Upstream>,
-    data_dir: PathBuf,
+    database: Database,
     drivers: DriverSync,
     /// accountName: this node's name, cut to the characters the protocol allows.
     account: String,
@@ -121,7 +121,7 @@ impl Syncer {
         self
     }
 
-    pub fn new(upstream: Arc<Upstream>, data_dir: PathBuf, node_name: &str) -> Syncer {
+    pub fn new(upstream: Arc<Upstream>, database: Database, node_name: &str) -> Syncer {
         let account: String = node_name
             .chars()
             .map(|c| {
@@ -136,7 +136,7 @@ impl Syncer {
         Syncer {
             progress: None,
             upstream,
-            data_dir,
+            database,
             drivers: DriverSync::All,
             account: if account.is_empty() {
                 "wsus-edge".into()
@@ -181,8 +181,8 @@ impl Syncer {
         &self,
         f: impl FnOnce(&mut Store) -> std::result::Result<T, CatalogError> + Send + 'static,
     ) -> Result<T> {
-        let data_dir = self.data_dir.clone();
-        off_the_workers(move || f(&mut Store::open(&data_dir)?)).await
+        let database = self.database.clone();
+        off_the_workers(move || f(&mut Store::open(&database)?)).await
     }
 
     /// [`Syncer::blocking`] with the journal (what clients reported).
@@ -190,8 +190,8 @@ impl Syncer {
         &self,
         f: impl FnOnce(&mut Journal) -> std::result::Result<T, CatalogError> + Send + 'static,
     ) -> Result<T> {
-        let data_dir = self.data_dir.clone();
-        off_the_workers(move || f(&mut Journal::open(&data_dir)?)).await
+        let database = self.database.clone();
+        off_the_workers(move || f(&mut Journal::open(&database)?)).await
     }
 }
 

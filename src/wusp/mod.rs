@@ -14,7 +14,6 @@
 mod handlers;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::catalog::CatalogError;
@@ -114,10 +113,10 @@ impl Service {
     /// Answer from `served`; registrations are kept in `data_dir`'s journal (blocking).
     pub fn open(
         served: Arc<Served>,
-        data_dir: &Path,
+        database: &crate::state::Database,
         settings: Settings,
     ) -> Result<Service, CatalogError> {
-        let journal = Journal::open(data_dir)?;
+        let journal = Journal::open(database)?;
         let registered = journal.registered()?;
         let device_ids = journal
             .device_ids()?

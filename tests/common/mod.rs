@@ -9,6 +9,7 @@
 //! - [`wait`]: the one polling wait for a condition
 //! - [`payload`]: deterministic bytes and their content names
 //! - [`pki`]: certificates made at run time, a node serving TLS
+//! - [`state`]: where a test node's state lives (state.db, or PostgreSQL when CI says so)
 #![allow(dead_code)]
 
 mod http;
@@ -18,8 +19,9 @@ mod origin;
 mod payload;
 pub mod pki;
 mod soap;
+mod state;
 mod wait;
 
 // Each test binary uses a part of the harness: the rest of these is unused there.
 #[allow(unused_imports)]
-pub use self::{http::*, logs::*, node::*, origin::*, payload::*, soap::*, wait::*};
+pub use self::{http::*, logs::*, node::*, origin::*, payload::*, soap::*, state::*, wait::*};

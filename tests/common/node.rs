@@ -34,6 +34,9 @@ pub fn node_config(
         }
     }
     text.push_str(extra);
+    if !extra.contains("[state]") {
+        text.push_str(&super::state_section(data_dir));
+    }
     // Nodes here serve their downstreams without credentials unless a test names them: the
     // tests of authentication say [downstream] themselves.
     if !extra.contains("[downstream]") {
@@ -97,7 +100,7 @@ pub async fn catalog_root_with(
     use wsus_edge::testkit::generate;
     let g = generate::generate(60, 11, 24 << 20, &payloads).unwrap();
     wsus_edge::content::import_dir(&data, &payloads).unwrap();
-    let mut store = Store::open(&data).unwrap();
+    let mut store = Store::open(&super::database(&data)).unwrap();
     store.import(&g.documents).unwrap();
     store.set_keys(&g.keys).unwrap();
     let ring = store.add_group("Ring 1", None).unwrap();
