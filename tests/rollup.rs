@@ -272,30 +272,6 @@ async fn post_coded(node: &Running, coding: &str, body: Vec<u8>) -> (u16, Option
     (response.status().as_u16(), accepts)
 }
 
-/// (computers, installs that succeeded, installs that failed) of a server in the list of
-/// `/api/v1/downstreams`, summed over its operating systems.
-fn installs(servers: &serde_json::Value, id: &str) -> (i64, i64, i64) {
-    let server = servers
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("{id} in {servers}"));
-    let sum = |field: &str| -> i64 {
-        server["clients"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c[field].as_i64().unwrap())
-            .sum()
-    };
-    (
-        sum("computers"),
-        sum("installs_succeeded"),
-        sum("installs_failed"),
-    )
-}
-
 /// How many (computer, update) pairs of `reported` are in `state`.
 fn updates_reported(reported: &[&Reported], state: &str) -> i64 {
     reported
@@ -408,18 +384,7 @@ async fn client_status_rolls_up_three_tiers() {
             server_id(&b)
         };
         assert_eq!(got["parent_server"], parent.as_str(), "{got}");
-        let mut kept: Vec<(String, String)> = got["update_states"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|u| {
-                (
-                    u["update"].as_str().unwrap().to_owned(),
-                    u["state"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect();
-        kept.sort();
+        let kept = update_states(&got);
         let mut want: Vec<(String, String)> = states
             .iter()
             .map(|(u, s)| (u.clone(), s.to_string()))

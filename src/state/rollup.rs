@@ -242,17 +242,24 @@ impl Journal {
             .map_err(db)
     }
 
-    /// Start a rollup of the installs up to the newest journal row, stamped `at`; returns the
-    /// row.
-    pub fn begin_activity(&mut self, at: i64) -> Result<i64, CatalogError> {
+    /// Start a rollup of the installs up to the newest journal row, stamped `at` (seconds) or,
+    /// when a rollup already went out stamped as late, one second after that one: the upstream
+    /// applies a summary once per stamp, so two rollups within a second must not share one.
+    /// Returns (the row, the stamp).
+    pub fn begin_activity(&mut self, at: i64) -> Result<(i64, i64), CatalogError> {
         let upto: i64 = self
             .conn
             .query_row("SELECT COALESCE(MAX(rowid), 0) FROM events", [], |r| {
                 r.get(0)
             })
             .map_err(db)?;
-        self.set_meta("activity_pending", &format!("{upto} {at}"))?;
-        Ok(upto)
+        let last: Option<i64> = self
+            .meta("activity_last_stamp")?
+            .and_then(|v| v.parse().ok());
+        let stamp = last.map_or(at, |last| at.max(last + 1));
+        self.set_meta("activity_last_stamp", &stamp.to_string())?;
+        self.set_meta("activity_pending", &format!("{upto} {stamp}"))?;
+        Ok((upto, stamp))
     }
 
     /// The upstream acknowledged the installs up to row `upto`.
@@ -881,7 +888,8 @@ mod tests {
         ];
         j.append(&events, 5).unwrap();
         assert_eq!(j.activity_position().unwrap(), (0, None));
-        let upto = j.begin_activity(50).unwrap();
+        let (upto, stamp) = j.begin_activity(50).unwrap();
+        assert_eq!(stamp, 50);
         assert_eq!(j.activity_position().unwrap(), (0, Some((upto, 50))));
         j.append(&[event("pc3", 183)], 6).unwrap();
         let clients = j.own_clients(0, upto).unwrap();
@@ -901,12 +909,19 @@ mod tests {
         assert_eq!(by_os([6, 3, 9600, 0, 0]), (1, vec![(1, 0)]));
         j.activity_acknowledged(upto).unwrap();
         assert_eq!(j.activity_position().unwrap(), (upto, None));
-        let until = j.begin_activity(60).unwrap();
+        // Within the same second as the one before, or with the clock set back: a later stamp
+        // all the same, or the upstream would take it for the summary it already applied.
+        let (until, stamp) = j.begin_activity(50).unwrap();
+        assert_eq!(stamp, 51);
         let next = j.own_clients(upto, until).unwrap();
         assert_eq!(
             next.iter().map(|c| c.activity.len()).sum::<usize>(),
             1,
             "only the event after the acknowledged row"
         );
+        j.activity_acknowledged(until).unwrap();
+        assert_eq!(j.begin_activity(40).unwrap().1, 52);
+        j.activity_acknowledged(until).unwrap();
+        assert_eq!(j.begin_activity(90).unwrap().1, 90);
     }
 }

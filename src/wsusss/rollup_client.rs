@@ -284,11 +284,10 @@ impl Rollup {
         // again as it was, under the same LastRollupTime: the upstream applies it once.
         let (upto, stamp) = match pending {
             Some(pending) => pending,
-            None => (
+            None => {
                 self.journal(move |j| j.begin_activity(rollup_started))
-                    .await?,
-                rollup_started,
-            ),
+                    .await?
+            }
         };
         let clients = self
             .journal(move |j| j.own_clients(activity_sent, upto))

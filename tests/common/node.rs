@@ -93,14 +93,25 @@ pub async fn catalog_root_with(
     Vec<wsus_edge::catalog::Guid>,
 ) {
     let data = dir.join("root");
+    let (all, ringed) = root_catalog(dir, &data);
+    let root = start(&node_config(&data, None, "", extra)).await;
+    (root, all, ringed)
+}
+
+/// The catalog of [`catalog_root`] put into `data`'s state (its payloads in `dir/payloads`):
+/// the update ids of its two approval sets.
+pub fn root_catalog(
+    dir: &Path,
+    data: &Path,
+) -> (Vec<wsus_edge::catalog::Guid>, Vec<wsus_edge::catalog::Guid>) {
     let payloads = dir.join("payloads");
     std::fs::create_dir_all(&payloads).unwrap();
     use wsus_edge::catalog::{ALL_COMPUTERS, Action, Guid};
     use wsus_edge::state::Store;
     use wsus_edge::testkit::generate;
     let g = generate::generate(60, 11, 24 << 20, &payloads).unwrap();
-    wsus_edge::content::import_dir(&data, &payloads).unwrap();
-    let mut store = Store::open(&super::database(&data)).unwrap();
+    wsus_edge::content::import_dir(data, &payloads).unwrap();
+    let mut store = Store::open(&super::database(data)).unwrap();
     store.import(&g.documents).unwrap();
     store.set_keys(&g.keys).unwrap();
     let ring = store.add_group("Ring 1", None).unwrap();
@@ -115,8 +126,7 @@ pub async fn catalog_root_with(
         .approve(&revs, ring, Action::Install, None, 2_000)
         .unwrap();
     drop(store);
-    let node = start(&node_config(&data, None, "", extra)).await;
-    (node, all, ringed)
+    (all, ringed)
 }
 
 /// A downstream of `upstream` that syncs at start and rolls up when asked.
@@ -167,6 +177,47 @@ pub async fn rolled_up(node: &Running) -> wsus_edge::wsusss::rollup_client::Roll
     .await;
     assert_eq!(status.last_error, None);
     status.last.unwrap()
+}
+
+/// (computers, installs that succeeded, installs that failed) of a server in the list of
+/// `/api/v1/downstreams`, summed over its operating systems.
+pub fn installs(servers: &serde_json::Value, id: &str) -> (i64, i64, i64) {
+    let server = servers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("{id} in {servers}"));
+    let sum = |field: &str| -> i64 {
+        server["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[field].as_i64().unwrap())
+            .sum()
+    };
+    (
+        sum("computers"),
+        sum("installs_succeeded"),
+        sum("installs_failed"),
+    )
+}
+
+/// The (update, state) pairs of a computer of `/api/v1/computers/{id}`, sorted.
+pub fn update_states(computer: &serde_json::Value) -> Vec<(String, String)> {
+    let mut states: Vec<(String, String)> = computer["update_states"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["update"].as_str().unwrap().to_owned(),
+                u["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    states.sort();
+    states
 }
 
 /// A node as a process of its own (to kill it, to measure its memory), with the addresses it

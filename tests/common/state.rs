@@ -13,9 +13,7 @@ use wsus_edge::state::Database;
 /// The PostgreSQL URL of `data_dir`'s schema (made if missing), when the tests run against
 /// PostgreSQL.
 pub fn postgres_url(data_dir: &Path) -> Option<String> {
-    let base = std::env::var("WSUS_TEST_POSTGRES")
-        .ok()
-        .filter(|url| !url.is_empty())?;
+    let base = postgres_server()?;
     let digest = Sha1::digest(data_dir.to_string_lossy().as_bytes());
     let schema = format!("t_{}", &hex::encode(digest)[..24]);
     let made = Command::new("psql")
@@ -50,4 +48,25 @@ pub fn state_section(data_dir: &Path) -> String {
         Some(url) => format!("\n[state]\ndatabase = {url:?}\n"),
         None => String::new(),
     }
+}
+
+/// The PostgreSQL database the tests run against (`WSUS_TEST_POSTGRES`), if any.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("WSUS_TEST_POSTGRES")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// The server address (`host:port`) of a `postgres://user@host:port/…` URL.
+pub fn postgres_addr(url: &str) -> std::net::SocketAddr {
+    let after_user = url.split_once('@').map_or(url, |(_, rest)| rest);
+    let host_port = after_user.split(['/', '?']).next().unwrap();
+    host_port
+        .parse()
+        .unwrap_or_else(|e| panic!("{host_port}: {e}"))
+}
+
+/// `url` with its server address replaced by `addr` (a relay in front of the server).
+pub fn through(url: &str, addr: std::net::SocketAddr) -> String {
+    url.replacen(&postgres_addr(url).to_string(), &addr.to_string(), 1)
 }
