@@ -45,6 +45,22 @@ fn memory(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// (resident, peak) once the resident set is at most `bound`, or as it is after 10 s: what a
+/// large call took goes back to the system after its answer (`malloc_trim` on the blocking
+/// pool), not before it, so a sample taken at once may come before the trim.
+async fn settled(pid: u32, bound: u64) -> (u64, u64) {
+    within(Duration::from_secs(10), async || {
+        let (rss, peak) = memory(pid);
+        if rss <= bound {
+            Ok((rss, peak))
+        } else {
+            Err((rss, peak))
+        }
+    })
+    .await
+    .unwrap_or_else(|last| last)
+}
+
 /// POST a body that may be refused before it is read whole: the status, or 0 when the node
 /// closed the connection first.
 async fn post_large(url: &str, operation: &str, body: String) -> u16 {
@@ -199,11 +215,11 @@ async fn memory_is_flat_under_hostile_reports_and_rollups() {
             assert!((400..600).contains(&status), "{what}: {status}");
         }
         if round == 2 {
-            after_second = Some(memory(pid));
+            after_second = Some(settled(pid, SETTLED_BOUND).await);
         }
     }
     let (rss_second, _) = after_second.unwrap();
-    let (rss_last, peak) = memory(pid);
+    let (rss_last, peak) = settled(pid, rss_second + GROWTH_BOUND).await;
     eprintln!(
         "resident: {} MiB after round 2, {} MiB after round {ROUNDS}; peak {} MiB",
         rss_second >> 20,

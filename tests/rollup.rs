@@ -529,3 +529,96 @@ async fn client_status_rolls_up_three_tiers() {
         n.shutdown(Duration::from_secs(1)).await;
     }
 }
+
+/// What RollupComputerStatus keeps is what one statement per state, in the order sent, would
+/// keep, on either database (on PostgreSQL a call's states are kept in three statements): of a
+/// computer listed twice, its full list replaces what came before it; of a state listed twice,
+/// the later change wins, and an older one never replaces a newer; an unknown computer is
+/// ignored; each computer keeps its last rollup number.
+#[test]
+fn rolled_states_are_kept_as_sent_in_order() {
+    use wsus_edge::catalog::Guid;
+    use wsus_edge::report::{
+        Computer, RolledComputer, RolledServer, RolledStatus, ServerSummary, UpdateState::*,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = wsus_edge::state::Journal::open(&database(&dir.path().join("root"))).unwrap();
+    let (server, now) = (Guid::random(), 1_800_000_000);
+    journal
+        .roll_servers(
+            &[RolledServer {
+                id: server,
+                name: "branch".into(),
+                parent: Guid::NIL,
+                is_replica: true,
+                version: "test".into(),
+                last_sync: Some(now),
+                last_rollup: Some(now),
+                sent_at: now,
+                summary: ServerSummary::default(),
+                clients: Vec::new(),
+            }],
+            now,
+        )
+        .unwrap();
+    let computer = |id: &str| RolledComputer {
+        id: id.into(),
+        parent: server,
+        last_sync: Some(now),
+        last_status: Some(now),
+        details: Some(Computer {
+            client_id: id.into(),
+            dns_name: format!("{id}.example"),
+            ..Computer::default()
+        }),
+    };
+    journal
+        .roll_computers(&[computer("pc1"), computer("pc2")], now)
+        .unwrap();
+    let mut guids: Vec<Guid> = (0..3).map(|_| Guid::random()).collect();
+    guids.sort_by_key(|g| g.to_string());
+    let [g1, g2, g3] = [guids[0], guids[1], guids[2]];
+    let status = |id: &str, number: i64, full: bool, updates| RolledStatus {
+        id: id.into(),
+        rollup_number: number,
+        full,
+        detection: Some(now),
+        updates,
+    };
+    journal
+        .roll_status(&[
+            status("pc1", 1, false, vec![(g1, Installed, 10)]),
+            status("pc1", 2, true, vec![(g2, Failed, 5), (g3, NotInstalled, 5)]),
+            status(
+                "pc1",
+                3,
+                false,
+                vec![(g2, Installed, 6), (g2, Failed, 6), (g3, Installed, 4)],
+            ),
+            status("pc2", 4, false, vec![(g1, Installed, 7)]),
+            status("ghost", 5, true, vec![(g1, Installed, 7)]),
+            status("pc2", 6, false, vec![(g1, Failed, 3)]),
+        ])
+        .unwrap();
+    assert_eq!(
+        journal.computer_updates("pc1").unwrap(),
+        [(g2, Failed, 6), (g3, NotInstalled, 5)]
+    );
+    assert_eq!(
+        journal.computer_updates("pc2").unwrap(),
+        [(g1, Installed, 7)]
+    );
+    assert!(journal.computer_updates("ghost").unwrap().is_empty());
+    assert_eq!(
+        journal.rollup_numbers().unwrap(),
+        [("pc1".to_string(), 3), ("pc2".to_string(), 6)]
+    );
+    // A later full list replaces everything kept, its older states included.
+    journal
+        .roll_status(&[status("pc1", 7, true, vec![(g1, Installed, 1)])])
+        .unwrap();
+    assert_eq!(
+        journal.computer_updates("pc1").unwrap(),
+        [(g1, Installed, 1)]
+    );
+}

@@ -570,6 +570,9 @@ impl Journal {
     /// of the computer; a state is replaced unless what is kept changed later. Computers not
     /// rolled up before are ignored.
     pub fn roll_status(&mut self, statuses: &[RolledStatus]) -> Result<(), CatalogError> {
+        if self.conn.is_postgres() {
+            return self.roll_status_in_batches(statuses);
+        }
         let tx = self.conn.transaction().map_err(db)?;
         {
             // Prepared once: a rollup of 500 computers holds ~100,000 states.
@@ -606,6 +609,84 @@ impl Journal {
                 }
             }
         }
+        tx.commit().map_err(db)
+    }
+
+    /// [`Journal::roll_status`] as three statements, whatever the number of states: on
+    /// PostgreSQL a statement is a round trip, and a call carries up to a few hundred thousand
+    /// states. The same outcome as one statement per state in the message's order: of a
+    /// computer listed twice, a full list replaces what came before it; of a state listed
+    /// twice, the later change wins.
+    fn roll_status_in_batches(&mut self, statuses: &[RolledStatus]) -> Result<(), CatalogError> {
+        // Each computer's last full list, and what came after it.
+        let mut from: std::collections::HashMap<&str, usize> = Default::default();
+        for (i, s) in statuses.iter().enumerate() {
+            if s.full || !from.contains_key(s.id.as_str()) {
+                from.insert(&s.id, i);
+            }
+        }
+        let tx = self.conn.transaction().map_err(db)?;
+        let (mut ids, mut numbers, mut detections) = (Vec::new(), Vec::new(), Vec::new());
+        for s in statuses {
+            ids.push(s.id.clone());
+            numbers.push(Some(s.rollup_number));
+            detections.push(s.detection);
+        }
+        // The last of each computer's numbers is what one statement per entry leaves.
+        let known: HashSet<String> = tx
+            .prepare_cached(
+                "UPDATE computers SET rollup_number = v.n, detection = v.d
+                 FROM (SELECT DISTINCT ON (id) id, n, d
+                       FROM unnest(?1::text[], ?2::bigint[], ?3::bigint[])
+                       WITH ORDINALITY AS t(id, n, d, i) ORDER BY id, i DESC) AS v
+                 WHERE computers.client_id = v.id RETURNING computers.client_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(params![ids, numbers, detections], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(db)?;
+        let full: Vec<String> = from
+            .iter()
+            .filter(|(id, i)| statuses[**i].full && known.contains(**id))
+            .map(|(id, _)| (*id).to_owned())
+            .collect();
+        tx.execute(
+            "DELETE FROM update_status WHERE client_id = ANY(?1::text[])",
+            params![full],
+        )
+        .map_err(db)?;
+        let mut latest: std::collections::HashMap<(&str, Guid), (i64, i64)> = Default::default();
+        for (i, s) in statuses.iter().enumerate() {
+            if !known.contains(&s.id) || from.get(s.id.as_str()).is_some_and(|f| i < *f) {
+                continue;
+            }
+            for (update, state, changed) in &s.updates {
+                let entry = latest
+                    .entry((&s.id, *update))
+                    .or_insert((i64::from(state.code()), *changed));
+                if *changed >= entry.1 {
+                    *entry = (i64::from(state.code()), *changed);
+                }
+            }
+        }
+        let (mut clients, mut updates, mut states, mut times) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((client, update), (state, changed)) in latest {
+            clients.push(client.to_owned());
+            updates.push(update.to_string());
+            states.push(Some(state));
+            times.push(Some(changed));
+        }
+        tx.execute(
+            "INSERT INTO update_status (client_id, update_id, state, changed_at)
+             SELECT * FROM unnest(?1::text[], ?2::text[], ?3::bigint[], ?4::bigint[])
+             ON CONFLICT (client_id, update_id) DO UPDATE SET state = excluded.state,
+             changed_at = excluded.changed_at
+             WHERE excluded.changed_at >= update_status.changed_at",
+            params![clients, updates, states, times],
+        )
+        .map_err(db)?;
         tx.commit().map_err(db)
     }
 

@@ -97,6 +97,9 @@ pub enum Value {
     Real(f64),
     Text(String),
     Blob(Vec<u8>),
+    /// Arrays, for PostgreSQL's `unnest` (whole batches in one statement): SQLite has none.
+    Texts(Vec<String>),
+    Ints(Vec<Option<i64>>),
 }
 
 /// A parameter of a statement.
@@ -167,6 +170,18 @@ impl ToArg for Vec<u8> {
 impl<const N: usize> ToArg for [u8; N] {
     fn to_value(&self) -> Value {
         Value::Blob(self.to_vec())
+    }
+}
+
+impl ToArg for Vec<String> {
+    fn to_value(&self) -> Value {
+        Value::Texts(self.clone())
+    }
+}
+
+impl ToArg for Vec<Option<i64>> {
+    fn to_value(&self) -> Value {
+        Value::Ints(self.clone())
     }
 }
 
@@ -410,6 +425,8 @@ impl ToSql for Value {
             }
             (Value::Text(s), &Type::BYTEA) => s.as_bytes().to_sql(ty, out),
             (Value::Blob(b), &Type::BYTEA) => b.as_slice().to_sql(ty, out),
+            (Value::Texts(v), &Type::TEXT_ARRAY | &Type::VARCHAR_ARRAY) => v.to_sql(ty, out),
+            (Value::Ints(v), &Type::INT8_ARRAY) => v.to_sql(ty, out),
             (v, ty) => Err(format!("{v:?} passed for a parameter of type {ty}").into()),
         }
     }
@@ -744,7 +761,7 @@ impl Statement<'_> {
         let values = params.values();
         match &mut self.0 {
             StatementOf::Sqlite(s) => {
-                Ok(s.execute(rusqlite::params_from_iter(values.iter().map(sqlite_value)))?)
+                Ok(s.execute(rusqlite::params_from_iter(sqlite_values(&values)?))?)
             }
             StatementOf::Postgres { session, statement } => {
                 let n = wait(session.client()?.execute(&*statement, &pg_args(&values)))?;
@@ -763,8 +780,7 @@ impl Statement<'_> {
         let mut out = Vec::new();
         match &mut self.0 {
             StatementOf::Sqlite(s) => {
-                let mut rows =
-                    s.query(rusqlite::params_from_iter(values.iter().map(sqlite_value)))?;
+                let mut rows = s.query(rusqlite::params_from_iter(sqlite_values(&values)?))?;
                 while let Some(row) = rows.next()? {
                     let mapped = f(&Row(RowOf::Sqlite(row)));
                     let failed = mapped.is_err();
@@ -798,8 +814,7 @@ impl Statement<'_> {
         let values = params.values();
         match &mut self.0 {
             StatementOf::Sqlite(s) => {
-                let mut rows =
-                    s.query(rusqlite::params_from_iter(values.iter().map(sqlite_value)))?;
+                let mut rows = s.query(rusqlite::params_from_iter(sqlite_values(&values)?))?;
                 match rows.next()? {
                     Some(row) => f(&Row(RowOf::Sqlite(row))),
                     None => Err(Error::NoRows),
@@ -815,15 +830,22 @@ impl Statement<'_> {
     }
 }
 
-fn sqlite_value(v: &Value) -> rusqlite::types::Value {
+/// The values as SQLite takes them; it has no arrays.
+fn sqlite_values(values: &[Value]) -> Result<Vec<rusqlite::types::Value>> {
     use rusqlite::types::Value as V;
-    match v {
-        Value::Null => V::Null,
-        Value::Int(n) => V::Integer(*n),
-        Value::Real(f) => V::Real(*f),
-        Value::Text(s) => V::Text(s.clone()),
-        Value::Blob(b) => V::Blob(b.clone()),
-    }
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Null => Ok(V::Null),
+            Value::Int(n) => Ok(V::Integer(*n)),
+            Value::Real(f) => Ok(V::Real(*f)),
+            Value::Text(s) => Ok(V::Text(s.clone())),
+            Value::Blob(b) => Ok(V::Blob(b.clone())),
+            Value::Texts(_) | Value::Ints(_) => Err(Error::Type(
+                "an array passed to SQLite (arrays are for PostgreSQL's statements)".into(),
+            )),
+        })
+        .collect()
 }
 
 /// Pools by URL and size, so that the stores of one process share their connections while

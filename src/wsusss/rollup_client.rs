@@ -38,6 +38,10 @@ use crate::state::Journal;
 use crate::upstream::Upstream;
 
 const REPORTING_PATH: &str = "/ReportingWebService/ReportingWebService.asmx";
+/// Update states one RollupComputerStatus carries at most (about 190 bytes each on the wire,
+/// before gzip: ~9.5 MB), however many computers the upstream takes per call: computers of a
+/// large catalog hold thousands of states each, and an upstream bounds a call's size.
+const MAX_STATES_PER_CALL: usize = 50_000;
 /// The rollup cookie is fixed (MS-WSUSSS §3.1.4.13.2.1).
 const COOKIE: &str =
     "<cookie><Expiration>9999-12-31T23:59:59.9999999</Expiration><EncryptedData/></cookie>";
@@ -354,7 +358,9 @@ impl Rollup {
             for ids in behind.chunks(config.statuses.max(1)) {
                 let ids = ids.to_vec();
                 let statuses = self.journal(move |j| j.statuses(&ids)).await?;
-                self.send_statuses(&mut report, own, &statuses).await?;
+                for batch in status_batches(&statuses, MAX_STATES_PER_CALL) {
+                    self.send_statuses(&mut report, own, batch).await?;
+                }
                 report.statuses += statuses.len();
             }
         }
@@ -521,7 +527,34 @@ fn server_batches(servers: Vec<RolledServer>, max: usize) -> Vec<Vec<RolledServe
     batches
 }
 
-fn servers_xml(servers: &[RolledServer]) -> String {
+/// `statuses` in runs of at most `max_states` update states (a computer with more goes alone).
+pub fn status_batches(statuses: &[RolledStatus], max_states: usize) -> Vec<&[RolledStatus]> {
+    let mut batches = Vec::new();
+    let (mut start, mut states) = (0, 0);
+    for (i, s) in statuses.iter().enumerate() {
+        if i > start && states + s.updates.len() > max_states {
+            batches.push(&statuses[start..i]);
+            (start, states) = (i, 0);
+        }
+        states += s.updates.len();
+    }
+    if start < statuses.len() {
+        batches.push(&statuses[start..]);
+    }
+    batches
+}
+
+/// One call of the rollup as [`Rollup`] makes it (the fixed rollup cookie is in what the
+/// message builders return): the operation's answer element. For load generators.
+pub async fn send(upstream: &Upstream, operation: &str, inner: &str) -> Result<Element> {
+    post(upstream, REPORTING_PATH, SERVER_SYNC_NS, operation, inner)
+        .await
+        .map(|answer| answer.op)
+        .map_err(Failure::into_error)
+}
+
+/// RollupDownstreamServers' parameters: `servers` and their client summaries.
+pub fn servers_xml(servers: &[RolledServer]) -> String {
     let mut out = format!(
         "{COOKIE}<clientTime>{}</clientTime><downstreamServers>",
         format_datetime(unix_now())
@@ -586,7 +619,8 @@ fn servers_xml(servers: &[RolledServer]) -> String {
     out
 }
 
-fn computers_xml(computers: &[RolledComputer]) -> String {
+/// RollupComputers' parameters.
+pub fn computers_xml(computers: &[RolledComputer]) -> String {
     let mut out = format!(
         "{COOKIE}<clientTime>{}</clientTime><computers>",
         format_datetime(unix_now())
@@ -631,7 +665,8 @@ fn computers_xml(computers: &[RolledComputer]) -> String {
     out
 }
 
-fn statuses_xml(own: Guid, statuses: &[RolledStatus]) -> String {
+/// RollupComputerStatus' parameters, from server `own`.
+pub fn statuses_xml(own: Guid, statuses: &[RolledStatus]) -> String {
     let now = format_datetime(unix_now());
     let mut out = format!(
         "{COOKIE}<clientTime>{now}</clientTime><parentServerId>{own}</parentServerId><computers>"
@@ -695,6 +730,24 @@ mod tests {
 
     /// At most `max` client summaries and `max` servers per request, order kept, a server's
     /// summaries spread over entries of its own, none lost or repeated.
+    #[test]
+    fn status_batches_stay_under_the_states_per_call() {
+        let status = |n: usize| RolledStatus {
+            id: format!("pc{n}"),
+            rollup_number: 1,
+            full: true,
+            detection: None,
+            updates: vec![(Guid::NIL, crate::report::UpdateState::Installed, 0); n],
+        };
+        let statuses: Vec<RolledStatus> = [3, 4, 2, 9, 1, 1].into_iter().map(status).collect();
+        let sizes: Vec<Vec<usize>> = status_batches(&statuses, 7)
+            .iter()
+            .map(|b| b.iter().map(|s| s.updates.len()).collect())
+            .collect();
+        assert_eq!(sizes, [vec![3, 4], vec![2], vec![9], vec![1, 1]]);
+        assert!(status_batches(&[], 7).is_empty());
+    }
+
     #[test]
     fn batches_keep_within_the_maximum_and_the_order() {
         let servers = vec![server(1, 2), server(2, 7), server(3, 0), server(4, 1)];
