@@ -613,6 +613,7 @@ fn rolled_states_are_kept_as_sent_in_order() {
         journal.rollup_numbers().unwrap(),
         [("pc1".to_string(), 3), ("pc2".to_string(), 6)]
     );
+    counted_as_kept(&journal);
     // A later full list replaces everything kept, its older states included.
     journal
         .roll_status(&[status("pc1", 7, true, vec![(g1, Installed, 1)])])
@@ -621,4 +622,24 @@ fn rolled_states_are_kept_as_sent_in_order() {
         journal.computer_updates("pc1").unwrap(),
         [(g1, Installed, 1)]
     );
+    counted_as_kept(&journal);
+}
+
+/// The per-state counts the computer lists show (kept by triggers) are those of the states
+/// kept, computer by computer.
+fn counted_as_kept(journal: &wsus_edge::state::Journal) {
+    use wsus_edge::report::ComputerFilter;
+    for computer in journal.computers(ComputerFilter::All).unwrap() {
+        let mut kept = std::collections::BTreeMap::new();
+        for (_, state, _) in journal.computer_updates(&computer.client_id).unwrap() {
+            *kept.entry(state.name()).or_insert(0u64) += 1;
+        }
+        let counted: std::collections::BTreeMap<&str, u64> = computer
+            .updates
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, n)| (*s, *n))
+            .collect();
+        assert_eq!(counted, kept, "{}", computer.client_id);
+    }
 }

@@ -45,6 +45,29 @@ CREATE TABLE IF NOT EXISTS update_status (
     PRIMARY KEY (client_id, update_id)
 );
 CREATE INDEX IF NOT EXISTS update_status_by_update ON update_status (update_id, state);
+-- How many updates each computer has in each state, kept by triggers as update_status
+-- changes: what the computer lists read, instead of grouping every state on each call.
+CREATE TABLE IF NOT EXISTS update_state_counts (
+    client_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (client_id, state)
+);
+CREATE TRIGGER IF NOT EXISTS update_status_counted_in AFTER INSERT ON update_status BEGIN
+    INSERT INTO update_state_counts (client_id, state, count) VALUES (NEW.client_id, NEW.state, 1)
+    ON CONFLICT (client_id, state) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS update_status_counted_out AFTER DELETE ON update_status BEGIN
+    UPDATE update_state_counts SET count = count - 1
+    WHERE client_id = OLD.client_id AND state = OLD.state;
+END;
+CREATE TRIGGER IF NOT EXISTS update_status_counted_moved AFTER UPDATE OF client_id, state
+ON update_status WHEN OLD.client_id <> NEW.client_id OR OLD.state <> NEW.state BEGIN
+    UPDATE update_state_counts SET count = count - 1
+    WHERE client_id = OLD.client_id AND state = OLD.state;
+    INSERT INTO update_state_counts (client_id, state, count) VALUES (NEW.client_id, NEW.state, 1)
+    ON CONFLICT (client_id, state) DO UPDATE SET count = count + 1;
+END;
 CREATE TABLE IF NOT EXISTS events (
     client_id TEXT NOT NULL,
     event_instance_id TEXT NOT NULL,
@@ -127,6 +150,15 @@ impl Journal {
     pub fn open(database: &Database) -> Result<Journal, CatalogError> {
         let conn = database.connect()?;
         SCHEMA.apply(&conn)?;
+        // Counts start from what a file older than them holds; the triggers keep them after.
+        conn.execute(
+            "INSERT INTO update_state_counts (client_id, state, count)
+             SELECT client_id, state, COUNT(*) FROM update_status
+             WHERE NOT EXISTS (SELECT 1 FROM update_state_counts)
+             GROUP BY client_id, state",
+            [],
+        )
+        .map_err(db)?;
         Ok(Journal { conn })
     }
 
@@ -382,10 +414,7 @@ impl Journal {
         {
             let mut stmt = self
                 .conn
-                .prepare(
-                    "SELECT client_id, state, COUNT(*) FROM update_status
-                     GROUP BY client_id, state",
-                )
+                .prepare("SELECT client_id, state, count FROM update_state_counts WHERE count > 0")
                 .map_err(db)?;
             let rows = stmt
                 .query_map([], |r| {
@@ -577,6 +606,64 @@ mod tests {
         assert_eq!(
             (a.name.as_str(), a.first_seen, a.last_seen),
             ("branch-a2", 10, 20)
+        );
+    }
+
+    /// A state.db from before the counts gets them from its states when it is opened; the
+    /// triggers keep them as states come, change and go.
+    #[test]
+    fn state_counts_are_made_from_an_older_file_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = crate::state::Database::sqlite(dir.path());
+        let j = Journal::open(&database).unwrap();
+        let counts = |j: &Journal| -> Vec<(String, i64, i64)> {
+            j.conn
+                .prepare("SELECT client_id, state, count FROM update_state_counts ORDER BY 1, 2")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        j.conn
+            .execute_batch(
+                "INSERT INTO update_status VALUES ('a', 'u1', 4, 1), ('a', 'u2', 4, 1),
+                 ('b', 'u1', 5, 1);",
+            )
+            .unwrap();
+        assert_eq!(
+            counts(&j),
+            [("a".into(), 4, 2), ("b".into(), 5, 1)],
+            "kept by the triggers"
+        );
+        // As a file from before the counts: no table, no triggers.
+        j.conn
+            .execute_batch(
+                "DROP TRIGGER update_status_counted_in; DROP TRIGGER update_status_counted_out;
+                 DROP TRIGGER update_status_counted_moved; DROP TABLE update_state_counts;
+                 INSERT INTO update_status VALUES ('b', 'u2', 2, 1);",
+            )
+            .unwrap();
+        drop(j);
+        let j = Journal::open(&database).unwrap();
+        assert_eq!(
+            counts(&j),
+            [("a".into(), 4, 2), ("b".into(), 2, 1), ("b".into(), 5, 1)]
+        );
+        j.conn
+            .execute_batch(
+                "UPDATE update_status SET state = 5 WHERE client_id = 'a' AND update_id = 'u1';
+                 DELETE FROM update_status WHERE client_id = 'b' AND update_id = 'u1';",
+            )
+            .unwrap();
+        assert_eq!(
+            counts(&j),
+            [
+                ("a".into(), 4, 1),
+                ("a".into(), 5, 1),
+                ("b".into(), 2, 1),
+                ("b".into(), 5, 0)
+            ]
         );
     }
 

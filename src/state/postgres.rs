@@ -9,7 +9,7 @@
 use super::sql::{Connection, Result, params};
 
 /// (version, statements). Append; never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(1, FIRST)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, FIRST), (2, STATE_COUNTS)];
 
 /// Every table as SQLite's state.db had it when PostgreSQL became a choice.
 const FIRST: &str = "
@@ -151,6 +151,46 @@ CREATE TABLE downstreams (
     up_to_date BIGINT,
     summary TEXT
 );
+";
+
+/// How many updates each computer has in each state, kept by statement triggers (their
+/// transition tables: one aggregate per statement, however many rows it changed) as
+/// update_status changes; SQLite's are row triggers (journal.rs).
+const STATE_COUNTS: &str = "
+CREATE TABLE update_state_counts (
+    client_id TEXT NOT NULL,
+    state BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    PRIMARY KEY (client_id, state)
+);
+INSERT INTO update_state_counts (client_id, state, count)
+SELECT client_id, state, COUNT(*) FROM update_status GROUP BY client_id, state;
+CREATE FUNCTION update_state_counts_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO update_state_counts (client_id, state, count)
+    SELECT client_id, state, COUNT(*) FROM added GROUP BY client_id, state
+    ON CONFLICT (client_id, state)
+    DO UPDATE SET count = update_state_counts.count + excluded.count;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION update_state_counts_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE update_state_counts c SET count = c.count - r.n
+    FROM (SELECT client_id, state, COUNT(*) AS n FROM removed GROUP BY client_id, state) r
+    WHERE c.client_id = r.client_id AND c.state = r.state;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER update_status_counted_in AFTER INSERT ON update_status
+REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION update_state_counts_add();
+CREATE TRIGGER update_status_counted_out AFTER DELETE ON update_status
+REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
+EXECUTE FUNCTION update_state_counts_remove();
+-- An update moves rows: out of their old states, into their new ones.
+CREATE TRIGGER update_status_counted_moved_out AFTER UPDATE ON update_status
+REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
+EXECUTE FUNCTION update_state_counts_remove();
+CREATE TRIGGER update_status_counted_moved_in AFTER UPDATE ON update_status
+REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION update_state_counts_add();
 ";
 
 /// The advisory lock nodes take turns under while migrating (any constant of ours).
