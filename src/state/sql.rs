@@ -137,12 +137,6 @@ impl ToArg for bool {
     }
 }
 
-impl ToArg for f64 {
-    fn to_value(&self) -> Value {
-        Value::Real(*self)
-    }
-}
-
 impl ToArg for str {
     fn to_value(&self) -> Value {
         Value::Text(self.to_owned())
@@ -155,21 +149,9 @@ impl ToArg for String {
     }
 }
 
-impl ToArg for [u8] {
-    fn to_value(&self) -> Value {
-        Value::Blob(self.to_vec())
-    }
-}
-
 impl ToArg for Vec<u8> {
     fn to_value(&self) -> Value {
         Value::Blob(self.clone())
-    }
-}
-
-impl<const N: usize> ToArg for [u8; N] {
-    fn to_value(&self) -> Value {
-        Value::Blob(self.to_vec())
     }
 }
 
@@ -182,12 +164,6 @@ impl ToArg for Vec<String> {
 impl ToArg for Vec<Option<i64>> {
     fn to_value(&self) -> Value {
         Value::Ints(self.clone())
-    }
-}
-
-impl ToArg for Value {
-    fn to_value(&self) -> Value {
-        self.clone()
     }
 }
 
@@ -217,12 +193,6 @@ impl Params for &[&dyn ToArg] {
 impl Params for [&dyn ToArg; 0] {
     fn values(&self) -> Vec<Value> {
         Vec::new()
-    }
-}
-
-impl Params for Vec<Value> {
-    fn values(&self) -> Vec<Value> {
-        self.clone()
     }
 }
 
