@@ -44,6 +44,8 @@ pub struct App {
     pub limits: crate::config::ConnectionLimits,
     pub metrics: Arc<Metrics>,
     pub upstream: Option<Arc<Upstream>>,
+    /// `[upstream]` as the node was started with it (None: a root).
+    pub upstream_config: Option<crate::config::Upstream>,
     /// The syncs and prefetches of a downstream server (none on a root).
     pub replica: Option<Arc<wsusss::replica::Replica>>,
     /// The rollup of client status to the upstream (none on a root).

@@ -43,13 +43,35 @@ impl Tokens {
 
     /// Whether `headers` carry `Authorization: Bearer <an accepted token>`.
     pub fn accepts(&self, headers: &http::HeaderMap) -> bool {
-        let presented = headers
+        self.presented(headers).is_some()
+    }
+
+    /// The digest of the accepted token `headers` carry as `Authorization: Bearer`, if any.
+    pub fn presented(&self, headers: &http::HeaderMap) -> Option<[u8; 32]> {
+        headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .map(|t| sha256(t.trim().as_bytes()));
-        presented.is_some_and(|p| self.digests().contains(&p))
+            .and_then(|t| self.accepted(t))
     }
+
+    /// The digest of `token` when it is accepted.
+    pub fn accepted(&self, token: &str) -> Option<[u8; 32]> {
+        let digest = sha256(token.trim().as_bytes());
+        self.digests().contains(&digest).then_some(digest)
+    }
+
+    /// Whether a token whose digest begins with `prefix` is still accepted (a browser session
+    /// keeps that much of its token's digest).
+    pub fn holds(&self, prefix: &[u8]) -> bool {
+        !prefix.is_empty() && self.digests().iter().any(|d| d.starts_with(prefix))
+    }
+}
+
+/// How a token is named where it must be told apart from others (the audit log): the first 8
+/// hex digits of its SHA-256, which say nothing of the token.
+pub fn fingerprint(digest: &[u8]) -> String {
+    digest.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
 fn read(key: &str, path: Option<&Path>) -> Result<Vec<[u8; 32]>> {

@@ -170,25 +170,34 @@ pub async fn start(config: &Config) -> Result<Running> {
     let replica = match (&config.upstream, &upstream) {
         (Some(up), Some(link)) => Some(Arc::new(wsusss::replica::Replica::new(
             wsusss::sync::Syncer::new(link.clone(), database.clone(), &config.node.name)
-                .with_drivers(up.drivers),
+                .with_drivers(up.drivers)
+                .with_replication(up.replication),
             up.sync_interval,
             config.cache.prefetch == crate::config::Prefetch::Approved,
         ))),
         _ => None,
     };
     let rollup = upstream.as_ref().map(|link| {
-        Arc::new(wsusss::rollup_client::Rollup::new(
-            link.clone(),
-            wsusss::rollup_client::Sources {
-                served: served.clone(),
-                content: store.clone(),
-                replica: replica.clone(),
-            },
-            database.clone(),
-            served.server_id(),
-            &config.node.name,
-            config.reports.rollup_interval,
-        ))
+        Arc::new(
+            wsusss::rollup_client::Rollup::new(
+                link.clone(),
+                wsusss::rollup_client::Sources {
+                    served: served.clone(),
+                    content: store.clone(),
+                    replica: replica.clone(),
+                },
+                database.clone(),
+                served.server_id(),
+                &config.node.name,
+                config.reports.rollup_interval,
+            )
+            .with_replica(
+                config
+                    .upstream
+                    .as_ref()
+                    .is_none_or(|up| up.replication.is_replica()),
+            ),
+        )
     });
     let app = Arc::new(App {
         name: config.node.name.clone(),
@@ -201,6 +210,7 @@ pub async fn start(config: &Config) -> Result<Running> {
         wusp,
         metrics,
         upstream,
+        upstream_config: config.upstream.clone(),
         admin_tokens,
         admin_names: admin_names(config),
         admin_read_networks: std::sync::RwLock::new(config.admin.read_networks.clone()),
@@ -600,6 +610,10 @@ impl admin::Node for App {
 
     fn upstream(&self) -> Option<&Arc<Upstream>> {
         self.upstream.as_ref()
+    }
+
+    fn upstream_config(&self) -> Option<&crate::config::Upstream> {
+        self.upstream_config.as_ref()
     }
 
     fn replica(&self) -> Option<&Arc<wsusss::replica::Replica>> {

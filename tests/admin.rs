@@ -56,40 +56,6 @@ async fn probes_metrics_and_status_answer() {
     node.shutdown(Duration::from_secs(1)).await;
 }
 
-/// One admin request with a JSON body (or none) and an optional bearer token.
-async fn call(method: &str, url: &str, token: Option<&str>, json: &str) -> Got {
-    use http_body_util::{BodyExt as _, Full};
-    let mut builder = http::Request::builder()
-        .method(method)
-        .uri(url)
-        .header("content-type", "application/json");
-    if let Some(t) = token {
-        builder = builder.header("authorization", format!("Bearer {t}"));
-    }
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let response = client
-        .request(
-            builder
-                .body(Full::new(bytes::Bytes::from(json.to_owned())))
-                .unwrap(),
-        )
-        .await
-        .expect("request");
-    let (parts, body) = response.into_parts();
-    Got {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-        broken: false,
-    }
-}
-
-fn json(got: &Got) -> serde_json::Value {
-    serde_json::from_slice(&got.body)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&got.body)))
-}
-
 fn offered(scan: &wsus_edge::simulate::wua::Scan) -> BTreeSet<Guid> {
     scan.offered.iter().map(|o| o.update_id).collect()
 }
@@ -294,6 +260,192 @@ async fn without_a_token_file_the_admin_api_is_read_only() {
     assert!(
         refused.to_string().contains("admin.token_file"),
         "{refused}"
+    );
+    node.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The `Set-Cookie` of an answer.
+fn set_cookie(got: &Got) -> String {
+    got.headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The value of `name="csrf"` in a page.
+fn csrf_of(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+    page[at..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_session_changes_with_its_csrf_token_and_the_audit_log_says_who() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, "first-token\nsecond-token\n").unwrap();
+    let extra = format!("[admin]\ntoken_file = {:?}\n", tokens.to_string_lossy());
+    let (node, all, _) = catalog_root_with(dir.path(), &extra).await;
+    let admin = |p: &str| format!("http://{}{p}", node.listening().admin);
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+
+    // A wrong token gets the form again, and no cookie.
+    let refused = send("POST", &admin("/signin"), &form, "name=Mallory&token=guess").await;
+    assert_eq!(refused.status, 401);
+    assert!(set_cookie(&refused).is_empty());
+    assert!(String::from_utf8_lossy(&refused.body).contains("not an admin token"));
+
+    // Signing in: a cookie only this listener's pages can use, and back where the form said.
+    let signed = send(
+        "POST",
+        &admin("/signin"),
+        &form,
+        "name=Alice+Admin&token=second-token&next=%2Fupdates%3Fq%3DKB",
+    )
+    .await;
+    assert_eq!(signed.status, 303);
+    assert_eq!(signed.headers["location"], "/updates?q=KB");
+    let cookie = set_cookie(&signed);
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=28800"] {
+        assert!(cookie.contains(flag), "{flag}: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let behind_tls = send(
+        "POST",
+        &admin("/signin"),
+        &[form[0], ("x-forwarded-proto", "https")],
+        "name=Alice&token=second-token",
+    )
+    .await;
+    assert!(set_cookie(&behind_tls).contains("; Secure"));
+    // A form may only send the browser back to this listener.
+    let elsewhere = send(
+        "POST",
+        &admin("/signin"),
+        &form,
+        "name=Alice&token=second-token&next=%2F%2Fevil.example%2F",
+    )
+    .await;
+    assert_eq!(elsewhere.headers["location"], "/");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let page = get(&admin("/signin"), &[("cookie", &session)]).await;
+    let page = String::from_utf8_lossy(&page.body).into_owned();
+    assert!(page.contains("Alice Admin"), "{page}");
+    let csrf = csrf_of(&page);
+
+    // A change needs the session and its CSRF token.
+    let update = all[0].to_string();
+    let change = format!("decision=decline&update={update}&next=%2Fupdates");
+    let anonymous = send("POST", &admin("/changes"), &form, &change).await;
+    assert_eq!(anonymous.status, 303);
+    assert!(
+        anonymous.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/signin")
+    );
+    let forged = send(
+        "POST",
+        &admin("/changes"),
+        &[form[0], ("cookie", &session)],
+        &format!("{change}&csrf=not-the-token"),
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    let tampered = format!("{}x", session);
+    let with_tampered = send(
+        "POST",
+        &admin("/changes"),
+        &[form[0], ("cookie", &tampered)],
+        &format!("{change}&csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(with_tampered.status, 303, "a tampered cookie is no session");
+    assert!(node.app.served.catalog().deployments.len() > 4);
+    let done = send(
+        "POST",
+        &admin("/changes"),
+        &[form[0], ("cookie", &session)],
+        &format!("{change}&csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(done.status, 303, "{:?}", done.body);
+    assert_eq!(done.headers["location"], "/updates");
+    assert!(node.app.served.catalog().is_declined(all[0]));
+    // A change that cannot be made says why, and changes nothing.
+    let unknown = send(
+        "POST",
+        &admin("/changes"),
+        &[form[0], ("cookie", &session)],
+        &format!(
+            "decision=approve&update={}&group=No+Such+Group&csrf={csrf}",
+            all[1]
+        ),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert!(String::from_utf8_lossy(&unknown.body).contains("No Such Group"));
+
+    // The API's changes are recorded too, by the token's fingerprint.
+    let body = format!(r#"{{"group": "All Computers", "updates": ["{}"]}}"#, all[1]);
+    let api = call(
+        "POST",
+        &admin("/api/v1/approvals"),
+        Some("first-token"),
+        &body,
+    )
+    .await;
+    assert_eq!(api.status, 200);
+    let log = json(&get(&admin("/api/v1/audit"), &[]).await);
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["via"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("approve", "api"),
+            ("decline", "browser"),
+            ("sign-in", "browser"),
+            ("sign-in", "browser"),
+            ("sign-in", "browser"),
+        ],
+        "{log}"
+    );
+    assert!(
+        entries[1]["who"]
+            .as_str()
+            .unwrap()
+            .starts_with("Alice Admin (token ")
+    );
+    assert!(entries[1]["detail"].as_str().unwrap().contains(&update));
+    assert!(entries[0]["who"].as_str().unwrap().starts_with("token "));
+    // Two tokens, two fingerprints.
+    let by_token = entries[0]["who"].as_str().unwrap();
+    assert!(!entries[1]["who"].as_str().unwrap().contains(by_token));
+    let audit_page = get(&admin("/audit"), &[]).await;
+    assert!(String::from_utf8_lossy(&audit_page.body).contains("Alice Admin"));
+
+    // Taking the token out of the file ends the sessions made with it.
+    std::fs::write(&tokens, "first-token\n").unwrap();
+    node.app
+        .admin_tokens
+        .reload("admin.token_file", Some(&tokens))
+        .unwrap();
+    let ended = send(
+        "POST",
+        &admin("/changes"),
+        &[form[0], ("cookie", &session)],
+        &format!("{change}&csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(ended.status, 303);
+    assert!(
+        ended.headers["location"]
+            .to_str()
+            .unwrap()
+            .starts_with("/signin")
     );
     node.shutdown(Duration::from_secs(1)).await;
 }

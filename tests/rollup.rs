@@ -319,6 +319,12 @@ async fn client_status_rolls_up_three_tiers() {
             wua::report(&soap, &base, &machine, &mut scan, 3)
                 .await
                 .unwrap();
+            // The updates sent for evaluation alone are reported needed.
+            let needed = scan
+                .received
+                .iter()
+                .filter(|o| o.action == "PreDeploymentCheck")
+                .map(|o| (o.update_id.to_string(), "needed"));
             let states = scan
                 .offered
                 .iter()
@@ -331,6 +337,7 @@ async fn client_status_rolls_up_three_tiers() {
                     };
                     (o.update_id.to_string(), state)
                 })
+                .chain(needed)
                 .collect();
             truth.push(Reported {
                 client: machine.client_id.clone(),
@@ -437,11 +444,17 @@ async fn client_status_rolls_up_three_tiers() {
                 .collect()
         };
         let failed = updates("failed");
-        let done_everywhere = updates("installed").difference(&failed).count();
-        let with_errors = reported
-            .iter()
-            .filter(|r| r.states.iter().any(|(_, s)| *s == "failed"))
-            .count();
+        // Outstanding: failed, or needed (what was sent for evaluation alone).
+        let outstanding: std::collections::BTreeSet<&str> =
+            failed.union(&updates("needed")).copied().collect();
+        let done_everywhere = updates("installed").difference(&outstanding).count();
+        let with = |states: &[&str]| {
+            reported
+                .iter()
+                .filter(|r| r.states.iter().any(|(_, s)| states.contains(s)))
+                .count()
+        };
+        let (with_errors, needing) = (with(&["failed"]), with(&["failed", "needed"]));
         for (name, want) in [
             ("UpdateCount", mine.updates as usize),
             ("ApprovedUpdateCount", mine.approved as usize),
@@ -449,10 +462,10 @@ async fn client_status_rolls_up_three_tiers() {
             ("DeclinedUpdateCount", 0),
             ("ComputerTargetCount", reported.len()),
             ("ComputerTargetsWithUpdateErrorsCount", with_errors),
-            ("ComputerTargetsNeedingUpdatesCount", with_errors),
-            ("ComputersUpToDateCount", reported.len() - with_errors),
+            ("ComputerTargetsNeedingUpdatesCount", needing),
+            ("ComputersUpToDateCount", reported.len() - needing),
             ("UpdatesWithClientErrorsCount", failed.len()),
-            ("UpdatesNeededByComputersCount", failed.len()),
+            ("UpdatesNeededByComputersCount", outstanding.len()),
             ("UpdatesUpToDateCount", done_everywhere),
         ] {
             assert_eq!(summary[name], want, "{name} of branch {branch}: {summary}");
@@ -642,4 +655,123 @@ fn counted_as_kept(journal: &wsus_edge::state::Journal) {
             .collect();
         assert_eq!(counted, kept, "{}", computer.client_id);
     }
+}
+
+/// Unapproved updates are sent to clients for evaluation (PreDeploymentCheck): a client
+/// reports one as needed, its branch and (after the rollup) the root count it, and once the
+/// root approves it the client's next scan is told to install it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unapproved_updates_are_evaluated_counted_and_then_approved() {
+    use wsus_edge::simulate::wua;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-token");
+    std::fs::write(&tokens, "token").unwrap();
+    let extra = format!("[admin]\ntoken_file = {:?}\n", tokens.to_string_lossy());
+    let (root, all, ringed) = catalog_root_with(dir.path(), &extra).await;
+    let branch = downstream(dir.path(), "branch", &root).await;
+    replica_until(&branch, |s| s.syncs >= 1 && s.failed_syncs == 0).await;
+    let catalog = root.app.served.catalog();
+    let unapproved: Vec<_> = catalog
+        .approvable(None)
+        .unwrap()
+        .iter()
+        .filter_map(|&r| catalog.revision(r).map(|r| r.update_id))
+        .filter(|id| !all.contains(id))
+        .collect();
+    // Those approved for Ring 1 only are not deployed to a computer outside it either.
+    assert!(ringed.iter().all(|id| unapproved.contains(id)));
+
+    let soap = wua::soap_client();
+    let base = format!("http://{}", branch.listening().http);
+    let machine = wua::Machine::new(31, None);
+    let mut scan = wua::scan(&soap, &base, &machine).await.unwrap();
+    // Updates not approved for the client (those whose prerequisites it meets) are sent for
+    // evaluation, none of them offered; the approved are offered as before.
+    let evaluated: Vec<_> = scan
+        .received
+        .iter()
+        .filter(|o| o.action == "PreDeploymentCheck")
+        .map(|o| o.update_id)
+        .collect();
+    assert!(!evaluated.is_empty());
+    assert!(
+        evaluated.iter().all(|id| unapproved.contains(id)),
+        "{evaluated:?}"
+    );
+    let update = evaluated[0];
+    let offered: std::collections::BTreeSet<_> = scan.offered.iter().map(|o| o.update_id).collect();
+    assert_eq!(offered, all.iter().copied().collect());
+    wua::report(&soap, &base, &machine, &mut scan, 0)
+        .await
+        .unwrap();
+
+    let needed = |node: &Running| {
+        let url = format!(
+            "http://{}/api/v1/updates/{update}/status",
+            node.listening().admin
+        );
+        async move {
+            let got = get(&url, &[]).await;
+            assert_eq!(got.status, 200);
+            json(&got)["computers"]["needed"].as_u64().unwrap_or(0)
+        }
+    };
+    assert_eq!(needed(&branch).await, 1, "the branch counts it");
+    assert_eq!(needed(&root).await, 0, "not rolled up yet");
+    rolled_up(&branch).await;
+    assert_eq!(
+        needed(&root).await,
+        1,
+        "the root counts it after the rollup"
+    );
+
+    // Approved at the root: the client's next scan is told to install it.
+    let approvals = format!("http://{}/api/v1/approvals", root.listening().admin);
+    let body = format!(r#"{{"group": "All Computers", "updates": ["{update}"]}}"#);
+    assert_eq!(
+        call("POST", &approvals, Some("token"), &body).await.status,
+        200
+    );
+    let replica = branch.app.replica.as_ref().unwrap();
+    let before = replica.status().borrow().syncs;
+    replica.sync_now();
+    replica_until(&branch, |s| s.syncs > before && s.last_error.is_none()).await;
+    // The client holds it: its deployment comes as a change.
+    let revision = branch.app.served.catalog().latest(update).unwrap().id;
+    let changed = |scan: &wua::Scan| {
+        scan.changed
+            .iter()
+            .find(|(r, _)| *r == revision)
+            .map(|(_, a)| a.clone())
+    };
+    let again = wua::rescan(&soap, &base, &machine, &scan.cache)
+        .await
+        .unwrap();
+    assert_eq!(
+        changed(&again).as_deref(),
+        Some("Install"),
+        "{:?}",
+        again.changed
+    );
+    // And when the approval is taken back, the next scan hears of that too.
+    let body = format!(
+        r#"{{"group": "All Computers", "updates": ["{update}"], "action": "notapproved"}}"#
+    );
+    assert_eq!(
+        call("POST", &approvals, Some("token"), &body).await.status,
+        200
+    );
+    let before = replica.status().borrow().syncs;
+    replica.sync_now();
+    replica_until(&branch, |s| s.syncs > before && s.last_error.is_none()).await;
+    let last = wua::rescan(&soap, &base, &machine, &again.cache)
+        .await
+        .unwrap();
+    assert_eq!(
+        changed(&last).as_deref(),
+        Some("PreDeploymentCheck"),
+        "{:?}",
+        last.changed
+    );
 }

@@ -16,14 +16,20 @@
 use http::{HeaderValue, Method, Response, StatusCode};
 
 use crate::auth::{Tokens, unauthorized};
-use crate::catalog::{Action, CatalogError, Decision, Guid};
+use crate::catalog::{Action, Decision, Guid};
 use crate::config::units::format_bytes;
 use crate::content::Digest;
 use crate::error::Result;
 use crate::http::{Body, BodyError, RequestBody, read_body, text, with_type};
+use changes::Change;
+use session::Session;
 
+mod audit;
+mod changes;
 mod pages;
 mod reports;
+mod session;
+mod updates;
 pub use reports::open as open_reports;
 
 /// The most a change request's JSON may be.
@@ -54,6 +60,8 @@ pub trait Node: Send + Sync {
     /// The server-server protocol's view of the downstream servers.
     fn wsusss(&self) -> &std::sync::Arc<crate::wsusss::Service>;
     fn upstream(&self) -> Option<&std::sync::Arc<crate::upstream::Upstream>>;
+    /// `[upstream]` as the node was started with it (None: a root).
+    fn upstream_config(&self) -> Option<&crate::config::Upstream>;
     fn replica(&self) -> Option<&std::sync::Arc<crate::wsusss::replica::Replica>>;
     fn rollup(&self) -> Option<&std::sync::Arc<crate::wsusss::rollup_client::Rollup>>;
 }
@@ -94,22 +102,20 @@ pub fn host_is_ours(host: &str, names: &[String]) -> bool {
         })
 }
 
+/// Whether the request comes from a browser showing pages (it accepts HTML).
+fn wants_html(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
 /// Whether a peer may read the admin views without a token: loopback, or one of `networks`.
 fn may_read(peer: Option<std::net::IpAddr>, networks: &[crate::config::Network]) -> bool {
     peer.is_some_and(|ip| {
         ip.to_canonical().is_loopback() || networks.iter().any(|n| n.contains(ip))
     })
-}
-
-/// The refusal to send when `headers` carry no token that may change state.
-fn refuse(tokens: &Tokens, headers: &http::HeaderMap) -> Option<Response<Body>> {
-    if tokens.is_empty() {
-        return Some(text(
-            StatusCode::FORBIDDEN,
-            "read-only: changes need admin.token_file in the configuration",
-        ));
-    }
-    (!tokens.accepts(headers)).then(|| unauthorized("Bearer realm=\"wsus-edge admin\""))
 }
 
 pub async fn respond(
@@ -140,6 +146,9 @@ pub async fn respond(
             );
         }
     }
+    if session::handles(path) {
+        return session::respond(app, parts, body).await;
+    }
     if reading && !probe {
         let peer = parts
             .extensions
@@ -149,8 +158,15 @@ pub async fn respond(
             let networks = app.read_networks();
             may_read(peer, &networks)
         };
-        if !open && !app.tokens().accepts(&parts.headers) {
-            return unauthorized("Bearer realm=\"wsus-edge admin\"");
+        if !open
+            && !app.tokens().accepts(&parts.headers)
+            && Session::of(app, &parts.headers).is_none()
+        {
+            return match wants_html(&parts.headers) {
+                // A person's browser: to the sign-in form, and back here after it.
+                true => session::to_sign_in(parts.uri.path_and_query().map_or("/", |p| p.as_str())),
+                false => unauthorized("Bearer realm=\"wsus-edge admin\""),
+            };
         }
     }
     if reading && path == "/metrics" {
@@ -159,17 +175,23 @@ pub async fn respond(
     if reading && path == "/api/v1/status" {
         return status_json(app).await;
     }
+    let session = reading.then(|| Session::of(app, &parts.headers)).flatten();
+    if reading
+        && let Some(answer) = audit::respond(app, path, parts.uri.query(), session.as_ref()).await
+    {
+        return answer;
+    }
     if let Some(answer) = reports::respond(app, method, path, parts.uri.query()).await {
         return answer;
     }
-    if let Some(answer) = pages::respond(app, method, path).await {
+    if let Some(answer) = pages::respond(app, method, path, parts.uri.query(), session).await {
         return answer;
     }
-    let change = match path {
-        "/api/v1/groups" => Change::AddGroup,
-        "/api/v1/approvals" => Change::Approve,
-        "/api/v1/declines" => Change::Decline,
-        "/api/v1/sync" => Change::Sync,
+    let kind = match path {
+        "/api/v1/groups" => ApiChange::AddGroup,
+        "/api/v1/approvals" => ApiChange::Approve,
+        "/api/v1/declines" => ApiChange::Decline,
+        "/api/v1/sync" => ApiChange::Sync,
         "/api/v1/downstreams" if method == Method::GET || method == Method::HEAD => {
             return downstreams_json(app).await;
         }
@@ -186,13 +208,12 @@ pub async fn respond(
         );
         return r;
     }
-    if let Some(refusal) = refuse(app.tokens(), &parts.headers) {
-        return refusal;
+    if app.tokens().is_empty() {
+        return read_only_node();
     }
-    if let Some(up) = app.upstream().filter(|_| !matches!(change, Change::Sync)) {
-        let refusal = crate::catalog::replica::replica_refusal(up.url());
-        return text(StatusCode::CONFLICT, &refusal.to_string());
-    }
+    let Some(token) = app.tokens().presented(&parts.headers) else {
+        return unauthorized("Bearer realm=\"wsus-edge admin\"");
+    };
     let bytes = match read_body(&parts.headers, body, MAX_BODY, app.body_timeout()).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => {
@@ -200,117 +221,80 @@ pub async fn respond(
         }
         Err(e) => return e.response(MAX_BODY),
     };
-    let served = app.served().clone();
-    let outcome = match change {
-        Change::Sync => {
-            return match app.replica() {
-                Some(replica) => {
-                    replica.sync_now();
-                    let mut r = with_type(r#"{"sync":"queued"}"#.into(), "application/json");
-                    *r.status_mut() = StatusCode::ACCEPTED;
-                    r
-                }
-                None => text(StatusCode::CONFLICT, "a root has no upstream to sync from"),
-            };
-        }
-        Change::AddGroup => match serde_json::from_slice::<NewGroup>(&bytes) {
-            Ok(g) => {
-                tokio::task::spawn_blocking(move || {
-                    served
-                        .change(|store, _| store.add_group(&g.name, g.parent.as_deref()))
-                        .map(|id| {
-                            (
-                                StatusCode::CREATED,
-                                serde_json::json!({ "id": id.to_string(), "name": g.name.trim() }),
-                            )
-                        })
-                })
-                .await
-            }
-            Err(e) => return bad_json(&e),
-        },
-        Change::Approve => match serde_json::from_slice::<Approval>(&bytes) {
-            Ok(a) => {
-                let (updates, decision, deadline) = match a.validate() {
-                    Ok(v) => v,
-                    Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
-                };
-                tokio::task::spawn_blocking(move || {
-                    served
-                        .change(|store, catalog| {
-                            store.decide(catalog, updates.as_deref(), &a.group, decision, deadline)
-                        })
-                        .map(|n| {
-                            let counted = match decision {
-                                Decision::Approve(_) => "approved",
-                                Decision::NotApproved => "taken_back",
-                            };
-                            (
-                                StatusCode::OK,
-                                serde_json::json!({
-                                    counted: n,
-                                    "group": a.group,
-                                    "action": decision.as_str(),
-                                }),
-                            )
-                        })
-                })
-                .await
-            }
-            Err(e) => return bad_json(&e),
-        },
-        Change::Decline => match serde_json::from_slice::<Declines>(&bytes) {
-            Ok(d) => {
-                let updates = match guids(&d.updates) {
-                    Ok(u) if !u.is_empty() => u,
-                    Ok(_) => {
-                        return text(StatusCode::UNPROCESSABLE_ENTITY, "updates: none given");
-                    }
-                    Err(message) => return text(StatusCode::UNPROCESSABLE_ENTITY, &message),
-                };
-                tokio::task::spawn_blocking(move || {
-                    served
-                        .change(|store, catalog| store.decline(catalog, &updates, !d.undo))
-                        .map(|n| {
-                            let key = if d.undo { "undeclined" } else { "declined" };
-                            (StatusCode::OK, serde_json::json!({ key: n }))
-                        })
-                })
-                .await
-            }
-            Err(e) => return bad_json(&e),
-        },
+    let change = match kind.parse(&bytes) {
+        Ok(change) => change,
+        Err((status, message)) => return text(status, &message),
     };
-    match outcome {
-        Ok(Ok((status, json))) => {
+    let actor = changes::Actor {
+        who: format!("token {}", crate::auth::fingerprint(&token)),
+        via: "api",
+    };
+    match changes::apply(app, &actor, change).await {
+        Ok((status, json)) => {
             let mut r = with_type(json.to_string(), "application/json");
             *r.status_mut() = status;
             r
         }
-        Ok(Err(e)) => {
-            let status = match e {
-                CatalogError::Unknown(_) => StatusCode::NOT_FOUND,
-                CatalogError::Exists(_) => StatusCode::CONFLICT,
-                CatalogError::Invalid(_) | CatalogError::Document(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
-                CatalogError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            };
-            text(status, &e.to_string())
-        }
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("admin task: {e}"),
-        ),
+        Err((status, message)) => text(status, &message),
     }
 }
 
-enum Change {
+/// 403: no token file, no change.
+fn read_only_node() -> Response<Body> {
+    text(
+        StatusCode::FORBIDDEN,
+        "read-only: changes need admin.token_file in the configuration",
+    )
+}
+
+/// What a POST to the JSON API asks for, by its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ApiChange {
     AddGroup,
     Approve,
     Decline,
     /// A downstream server syncs now.
     Sync,
+}
+
+impl ApiChange {
+    /// The change a request body of this kind asks for, or the answer that says what is wrong
+    /// with it.
+    fn parse(self, bytes: &[u8]) -> std::result::Result<Change, changes::Refused> {
+        let invalid = |message: String| (StatusCode::UNPROCESSABLE_ENTITY, message);
+        let bad_json = |e: &serde_json::Error| (StatusCode::BAD_REQUEST, format!("JSON: {e}"));
+        match self {
+            ApiChange::Sync => Ok(Change::Sync),
+            ApiChange::AddGroup => {
+                let g: NewGroup = serde_json::from_slice(bytes).map_err(|e| bad_json(&e))?;
+                Ok(Change::AddGroup {
+                    name: g.name,
+                    parent: g.parent,
+                })
+            }
+            ApiChange::Approve => {
+                let a: Approval = serde_json::from_slice(bytes).map_err(|e| bad_json(&e))?;
+                let (updates, decision, deadline) = a.validate().map_err(invalid)?;
+                Ok(Change::Decide {
+                    updates,
+                    group: a.group,
+                    decision,
+                    deadline,
+                })
+            }
+            ApiChange::Decline => {
+                let d: Declines = serde_json::from_slice(bytes).map_err(|e| bad_json(&e))?;
+                match guids(&d.updates) {
+                    Ok(updates) if !updates.is_empty() => Ok(Change::Decline {
+                        updates,
+                        undo: d.undo,
+                    }),
+                    Ok(_) => Err(invalid("updates: none given".into())),
+                    Err(message) => Err(invalid(message)),
+                }
+            }
+        }
+    }
 }
 
 /// `POST /api/v1/declines`: the same choices as `wsus-edge decline`.
@@ -380,10 +364,6 @@ impl Approval {
         };
         Ok((updates, action, deadline))
     }
-}
-
-fn bad_json(e: &serde_json::Error) -> Response<Body> {
-    text(StatusCode::BAD_REQUEST, &format!("JSON: {e}"))
 }
 
 fn read_only(app: &dyn Node, method: &Method, path: &str) -> Response<Body> {

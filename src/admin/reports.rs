@@ -1,7 +1,8 @@
 //! What clients reported, as the admin API shows it: the computers of this node and of every
 //! server below with their update counts per state (`/api/v1/computers?state=&branch=`, also
 //! as CSV), one computer's updates (`/api/v1/computers/{id}`), and one update across computers
-//! and branches (`/api/v1/updates/{id}/status`).
+//! and branches (`/api/v1/updates/{id}/status`); `/api/v1/updates`, the list of updates to
+//! approve, is [`super::updates`]'s.
 //! Read-only; reads `report` on its own connection, off the async workers.
 
 use std::sync::{Arc, Mutex};
@@ -12,9 +13,10 @@ use super::Node;
 use crate::catalog::{CatalogError, Guid};
 use crate::http::{Body, text, with_type};
 use crate::report::{ComputerFilter, ComputerStatus, UpdateState};
+use crate::soap::xsd::format_datetime;
 use crate::state::Journal;
 
-/// The answer to a GET under `/api/v1/computers` or `/api/v1/updates/`; None when `path` is
+/// The answer to a GET under `/api/v1/computers` or `/api/v1/updates`; None when `path` is
 /// neither.
 pub(crate) async fn respond(
     app: &dyn Node,
@@ -22,6 +24,9 @@ pub(crate) async fn respond(
     path: &str,
     query: Option<&str>,
 ) -> Option<Response<Body>> {
+    if path == "/api/v1/updates" {
+        return Some(super::updates::api(app, method, query).await);
+    }
     let view = if path == "/api/v1/computers" || path == "/api/v1/computers.csv" {
         let Some(filter) = ComputerFilter::parse(param(query, "state").as_deref()) else {
             return Some(text(
@@ -33,7 +38,7 @@ pub(crate) async fn respond(
         View::Computers {
             filter,
             branch: param(query, "branch").filter(|b| !b.is_empty()),
-            csv: path.ends_with(".csv"),
+            csv: path.ends_with(".csv").then(|| app.name().to_owned()),
         }
     } else if let Some(id) = path.strip_prefix("/api/v1/computers/") {
         View::Computer(id.to_owned())
@@ -64,7 +69,8 @@ enum View {
         filter: ComputerFilter,
         /// A server below (its id or name), or `local` for this node's own computers.
         branch: Option<String>,
-        csv: bool,
+        /// As CSV, this node's name being the branch of its own computers.
+        csv: Option<String>,
     },
     Computer(String),
     Update(Guid),
@@ -96,8 +102,16 @@ impl View {
                         c.parent_server.as_deref().map(str::to_ascii_lowercase) == server
                     });
                 }
-                if csv {
-                    with_type(computers_csv(&computers), "text/csv; charset=utf-8")
+                if let Some(node) = csv {
+                    let names = journal.server_names()?;
+                    let branch = |c: &ComputerStatus| match &c.parent_server {
+                        None => node.clone(),
+                        Some(s) => {
+                            let id = s.to_ascii_lowercase();
+                            names.get(&id).cloned().unwrap_or(id)
+                        }
+                    };
+                    with_type(computers_csv(&computers, branch), "text/csv; charset=utf-8")
                 } else {
                     let list: Vec<_> = computers.iter().map(computer_json).collect();
                     json(&serde_json::Value::Array(list))
@@ -185,25 +199,32 @@ fn computer_json(c: &ComputerStatus) -> serde_json::Value {
     v
 }
 
-/// One line per computer, the update counts in [`UpdateState::ALL`] order.
-fn computers_csv(computers: &[ComputerStatus]) -> String {
+/// One record per computer, the update counts in [`UpdateState::ALL`] order; `branch` names
+/// the server a computer reports to. RFC 4180: a header, CRLF after every record; times in
+/// RFC 3339 (UTC), empty when never.
+fn computers_csv(
+    computers: &[ComputerStatus],
+    branch: impl Fn(&ComputerStatus) -> String,
+) -> String {
     let mut out = String::from(
-        "client_id,dns_name,os_version,manufacturer,model,registered_at,last_sync,last_status",
+        "client_id,dns_name,branch,os_version,manufacturer,model,registered_at,last_sync,\
+         last_status",
     );
     for s in UpdateState::ALL {
         out.push(',');
         out.push_str(s.name());
     }
-    out.push_str(",up_to_date\n");
-    let time = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_default();
+    out.push_str(",up_to_date\r\n");
+    let time = |t: Option<i64>| t.map(format_datetime).unwrap_or_default();
     for c in computers {
         let fields = [
             c.client_id.clone(),
             c.dns_name.clone(),
+            branch(c),
             c.os_version.clone(),
             c.manufacturer.clone(),
             c.model.clone(),
-            c.registered_at.to_string(),
+            format_datetime(c.registered_at),
             time(c.last_sync),
             time(c.last_status),
         ];
@@ -217,7 +238,7 @@ fn computers_csv(computers: &[ComputerStatus]) -> String {
             .chain(std::iter::once(c.up_to_date().to_string()))
             .collect();
         out.push_str(&line.join(","));
-        out.push('\n');
+        out.push_str("\r\n");
     }
     out
 }
@@ -235,6 +256,19 @@ fn csv_field(f: &str) -> String {
     } else {
         f
     }
+}
+
+/// Every parameter of a query, (name, value), `+` and `%XX` decoded, in order.
+pub(super) fn params(query: Option<&str>) -> Vec<(String, String)> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// A query parameter's value (`+` and `%XX` decoded); None when absent.
@@ -292,5 +326,30 @@ mod tests {
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+
+    #[test]
+    fn csv_records_end_in_crlf_with_rfc3339_times_and_the_branch() {
+        let computer = ComputerStatus {
+            client_id: "c1".into(),
+            dns_name: "pc1, the first".into(),
+            os_version: "10.0".into(),
+            manufacturer: String::new(),
+            model: String::new(),
+            registered_at: 1_800_000_000,
+            last_sync: None,
+            last_status: Some(1_800_000_060),
+            parent_server: Some("s1".into()),
+            updates: [("failed", 2)].into_iter().collect(),
+        };
+        let csv = computers_csv(&[computer], |c| format!("via {:?}", c.parent_server));
+        let lines: Vec<&str> = csv.split_terminator("\r\n").collect();
+        assert_eq!(csv.matches('\n').count(), 2, "{csv}");
+        assert!(lines[0].starts_with("client_id,dns_name,branch,os_version,"));
+        assert_eq!(
+            lines[1],
+            "c1,\"pc1, the first\",\"via Some(\"\"s1\"\")\",10.0,,,2027-01-15T08:00:00Z,,\
+             2027-01-15T08:01:00Z,0,0,0,0,2,0,false"
+        );
     }
 }

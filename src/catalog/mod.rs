@@ -4,11 +4,13 @@
 //!
 //! Owns: the update model ([`update`]: one document read and its fragments derived), this
 //! node's stable revision ids, the prerequisite and bundle graph, which revisions a computer's
-//! groups may see and with which action ([`scope`]). May call: `soap` (the XML tree), `error`.
+//! groups may see and with which action ([`scope`]), what an administrator finds to approve
+//! ([`listing`]). May call: `soap` (the XML tree), `error`.
 //! Knows no socket and no HTTP. Its tests take their catalogs from `testkit::generate`.
 
 pub mod driver;
 pub mod keys;
+pub mod listing;
 pub mod replica;
 pub mod scope;
 pub mod summary;
@@ -214,6 +216,11 @@ pub struct Revision {
     /// A driver update's metadata, one per hardware id; empty for other updates.
     pub drivers: Vec<driver::DriverMeta>,
     pub titles: Vec<(String, String)>,
+    /// The Knowledge Base article (`Properties/KBArticleID`, digits as Microsoft writes them,
+    /// without "KB"); none when the document names none.
+    pub kb: Option<String>,
+    /// The updates this revision replaces (`Relationships/SupersededUpdates`).
+    pub superseded: Vec<Guid>,
     /// No other revision names this one's update id as a prerequisite.
     pub is_leaf: bool,
     pub fragments: Arc<Fragments<crate::soap::Escaped>>,
@@ -295,6 +302,12 @@ pub struct Catalog {
     files: HashMap<[u8; 20], FileRef>,
     /// Keys of encrypted files, by file SHA-1.
     keys: keys::Keys,
+    /// Declined updates: never sent to a client, not even for evaluation.
+    declined: std::collections::HashSet<Guid>,
+    /// When each revision last lost a deployment (seconds since the epoch): the change time
+    /// of the PreDeploymentCheck it is sent with from then on, so that a client that held the
+    /// approval hears of its end.
+    unapproved_at: HashMap<u32, i64>,
     drivers: driver::DriverIndex,
     pub groups: Vec<Group>,
     pub deployments: Vec<Deployment>,
@@ -366,6 +379,8 @@ impl Catalog {
             by_identity,
             files,
             keys: keys::Keys::new(),
+            declined: Default::default(),
+            unapproved_at: HashMap::new(),
             drivers,
             groups,
             go_lives,
@@ -435,6 +450,28 @@ impl Catalog {
     pub fn with_keys(mut self, keys: keys::Keys) -> Catalog {
         self.keys = keys;
         self
+    }
+
+    /// The same catalog, knowing which updates are declined and when each revision last lost
+    /// a deployment (seconds since the epoch).
+    pub fn with_declines(
+        mut self,
+        declined: std::collections::HashSet<Guid>,
+        unapproved_at: HashMap<u32, i64>,
+    ) -> Catalog {
+        self.declined = declined;
+        self.unapproved_at = unapproved_at;
+        self
+    }
+
+    /// Whether `update_id` is declined.
+    pub fn is_declined(&self, update_id: Guid) -> bool {
+        self.declined.contains(&update_id)
+    }
+
+    /// When `revision` last lost a deployment (seconds since the epoch); 0: never.
+    pub fn unapproved_at(&self, revision: u32) -> i64 {
+        self.unapproved_at.get(&revision).copied().unwrap_or(0)
     }
 
     /// The decryption key of a payload file, when this node holds one.

@@ -59,6 +59,9 @@ pub struct Anchors {
     /// Which drivers the anchors were taken with ("all", "on-demand"): another mode lists
     /// everything again.
     pub driver_mode: Option<String>,
+    /// `upstream.mode` the deployment anchor was taken in: in another, approvals are asked for
+    /// whole. None: before modes were kept (a replica).
+    pub replication: Option<String>,
 }
 
 /// What applying one sync changed.
@@ -75,10 +78,34 @@ pub struct Applied {
     pub hidden: usize,
 }
 
-/// Why a replica refuses a local change of groups or approvals: they come from its upstream.
-pub fn replica_refusal(upstream: &str) -> super::CatalogError {
-    super::CatalogError::Invalid(format!(
-        "this node is a replica of {upstream}: its target groups, approvals and declines \
-         come from there"
-    ))
+/// A change an administrator makes to a node's own catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalChange {
+    /// Target groups, approvals (and the EULAs approving accepts).
+    Approvals,
+    /// Declining an update, or taking a decline back.
+    Declines,
+}
+
+/// Why a downstream node refuses `change`: what it takes from `upstream` is not changed here
+/// (a replica takes everything, an autonomous node its declines when so configured). None: the
+/// change is this node's to make.
+pub fn local_refusal(
+    upstream: &crate::config::Upstream,
+    change: LocalChange,
+) -> Option<super::CatalogError> {
+    let url = &upstream.url;
+    let replication = upstream.replication;
+    if replication.is_replica() {
+        return Some(super::CatalogError::Invalid(format!(
+            "this node is a replica of {url}: its target groups, approvals and declines come \
+             from there (upstream.mode = \"autonomous\" manages them here)"
+        )));
+    }
+    (change == LocalChange::Declines && replication.upstream_declines()).then(|| {
+        super::CatalogError::Invalid(format!(
+            "this node's declines come from its upstream {url} (upstream.declines = \"upstream\"; \
+             \"local\" makes them here)"
+        ))
+    })
 }

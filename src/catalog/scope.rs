@@ -2,7 +2,8 @@
 //! them (MS-WUSP §3.1.5.7). Sans-IO.
 //!
 //! Scope: the deployments of the computer's target groups and of their ancestors (All Computers
-//! is everyone's), the nearest group's deployment winning and Block overriding all; then every
+//! is everyone's), the nearest group's deployment winning and Block overriding all; every other
+//! software update that is not declined with action PreDeploymentCheck; then every
 //! dependency of what is offered: prerequisites (each alternative, highest revision of the
 //! update, recursively, up the category chain) with action Evaluate, bundled revisions
 //! (recursively) with action Bundle, as real WSUS sends them.
@@ -199,9 +200,45 @@ pub fn scope(catalog: &Catalog, groups: &[Guid], now: i64) -> Scope {
         );
         pending.push((rev, d.action, changed));
     }
+    // The latest revision of every software update that no group of the computer's deploys
+    // or blocks, and no administrator declined, is sent for evaluation alone, as WSUS does
+    // (MS-WUSP §2.2.2.2.4, SyncUpdates' Action PreDeploymentCheck: "do not offer the update,
+    // just report back on the status"): an administrator sees how many computers need an
+    // update before approving it. One revision per update: an update deployed in any revision
+    // is left as it is.
+    let deployed: HashSet<Guid> = out
+        .keys()
+        .chain(&blocked)
+        .filter_map(|&rev| catalog.revision(rev).map(|r| r.update_id))
+        .collect();
+    for r in catalog.revisions() {
+        let evaluated = r.explicitly_deployable
+            && r.update_type == UpdateType::Software
+            && !deployed.contains(&r.update_id)
+            && !catalog.is_declined(r.update_id)
+            && catalog.latest(r.update_id).is_some_and(|l| l.id == r.id);
+        if !evaluated {
+            continue;
+        }
+        // It changes for a client when an approval it held ends.
+        let changed = catalog.unapproved_at(r.id);
+        out.insert(
+            r.id,
+            Offer {
+                revision: r.id,
+                action: Action::PreDeploymentCheck,
+                deployment_id: IMPLIED_DEPLOYMENT_BASE.saturating_add(r.id),
+                last_change: changed,
+                deadline: None,
+                download_priority: 2,
+                is_leaf: r.is_leaf,
+            },
+        );
+        pending.push((r.id, Action::PreDeploymentCheck, changed));
+    }
     // Dependencies of what is deployed, recursively. Bundle membership wins over Evaluate when
     // a revision is both; a revision deployed itself keeps its own deployment.
-    while let Some((rev, _, changed)) = pending.pop() {
+    while let Some((rev, from, changed)) = pending.pop() {
         let Some(r) = catalog.revision(rev) else {
             continue;
         };
@@ -211,7 +248,14 @@ pub fn scope(catalog: &Catalog, groups: &[Guid], now: i64) -> Scope {
             .flat_map(|c| c.ids.iter())
             .filter_map(|id| catalog.latest(*id))
             .map(|p| (p.id, Action::Evaluate));
-        let bundled = r.bundled.iter().map(|&b| (b, Action::Bundle));
+        // What an update sent for evaluation bundles is evaluated with it: nothing of it is
+        // installed unless the bundle is approved.
+        let member = if from == Action::PreDeploymentCheck {
+            Action::Evaluate
+        } else {
+            Action::Bundle
+        };
+        let bundled = r.bundled.iter().map(|&b| (b, member));
         for (dep, action) in prerequisites.chain(bundled).collect::<Vec<_>>() {
             let Some(dr) = catalog.revision(dep) else {
                 continue;
@@ -852,9 +896,12 @@ mod tests {
             .approve(&[b], ALL_COMPUTERS, Action::Install, None, 2_000)
             .unwrap();
         let catalog = store.load().unwrap();
+        // Before its go-live time an approved update is sent for evaluation alone.
         let offered = |now| {
             let s = scope(&catalog, &[UNASSIGNED_COMPUTERS], now);
-            (s.contains(a), s.contains(b))
+            let action = |r| s.get(r).map(|o| o.action);
+            let pending = Some(Action::PreDeploymentCheck);
+            (action(a) != pending, action(b) != pending)
         };
         assert_eq!(offered(999), (false, false));
         assert_eq!(offered(1_000), (true, false));
@@ -920,5 +967,80 @@ mod tests {
         let narrowed = sync(&catalog, &s, &req(10));
         assert!(narrowed.out_of_scope.contains(&b));
         assert!(narrowed.driver_sync_not_needed);
+    }
+
+    #[test]
+    fn what_nobody_approved_or_declined_is_sent_for_evaluation() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = crate::testkit::generate::generate(20, 3, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
+        store.import(&generated.documents).unwrap();
+        let latest = |store: &Store, i: usize| {
+            *store
+                .revisions_of(generated.deployable[i])
+                .unwrap()
+                .last()
+                .unwrap()
+        };
+        let (approved, declined, taken_back) = (latest(&store, 0), 1, latest(&store, 2));
+        store
+            .approve(
+                &[approved, taken_back],
+                ALL_COMPUTERS,
+                Action::Install,
+                None,
+                10,
+            )
+            .unwrap();
+        let catalog = store.load().unwrap();
+        store
+            .decline(&catalog, &[generated.deployable[declined]], true)
+            .unwrap();
+        let catalog = store.load().unwrap();
+        store
+            .decide(
+                &catalog,
+                Some(&[generated.deployable[2]]),
+                "All Computers",
+                crate::catalog::Decision::NotApproved,
+                None,
+            )
+            .unwrap();
+        let catalog = store.load().unwrap();
+        let all = scope(&catalog, &[UNASSIGNED_COMPUTERS], i64::MAX);
+
+        // Every deployable update but the approved and the declined one, in its latest
+        // revision, for evaluation; nothing else of theirs.
+        let evaluated: std::collections::BTreeSet<Guid> = all
+            .offers()
+            .iter()
+            .filter(|o| o.action == Action::PreDeploymentCheck)
+            .map(|o| catalog.revision(o.revision).unwrap().update_id)
+            .collect();
+        let want: std::collections::BTreeSet<Guid> = generated
+            .deployable
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 0 && *i != declined)
+            .map(|(_, id)| *id)
+            .collect();
+        assert_eq!(evaluated, want);
+        for o in all.offers() {
+            let r = catalog.revision(o.revision).unwrap();
+            if o.action == Action::PreDeploymentCheck {
+                assert_eq!(catalog.latest(r.update_id).unwrap().id, r.id);
+                assert!(!o.action.is_offered());
+            }
+        }
+        assert_eq!(all.get(approved).unwrap().action, Action::Install);
+        // The approval taken back makes its revision a change for a client that saw it: after
+        // the approval's own time.
+        let back = all.get(taken_back).unwrap();
+        assert_eq!(back.action, Action::PreDeploymentCheck);
+        assert!(back.last_change > 10, "{back:?}");
+        // Their categories and detectoids come along, for the client to evaluate them.
+        assert!(all.offers().iter().any(|o| o.action == Action::Evaluate));
     }
 }

@@ -85,6 +85,8 @@ pub struct Parsed {
     pub file_decryption: bool,
     /// (language, title), in document order.
     pub titles: Vec<(String, String)>,
+    /// `Properties/KBArticleID`, trimmed; none when absent or empty.
+    pub kb: Option<String>,
     pub fragments: Fragments,
 }
 
@@ -168,6 +170,11 @@ pub fn parse(xml: &str) -> Result<Parsed, CatalogError> {
     let file_decryption = properties
         .child_text("SecuredFragment")
         .is_some_and(|f| f.trim().eq_ignore_ascii_case("FileDecryption"));
+    let kb = properties
+        .child_text("KBArticleID")
+        .map(str::trim)
+        .filter(|kb| !kb.is_empty())
+        .map(str::to_owned);
     let category_type = child("HandlerSpecificData")
         .and_then(|h| h.child("CategoryInformation"))
         .and_then(|c| c.attr("CategoryType"))
@@ -254,8 +261,22 @@ pub fn parse(xml: &str) -> Result<Parsed, CatalogError> {
         drivers,
         file_decryption,
         titles,
+        kb,
         fragments,
     })
+}
+
+/// The KBArticleID an extended fragment (as [`parse`] derives it) carries: what a revision
+/// loaded from its stored fragments has of it without its document read again. Looked for
+/// among `ExtendedProperties`' own children only (a handler's data may hold anything).
+pub fn kb_of_extended(extended: &str) -> Option<String> {
+    // An `<ExtendedProperties ... />` without children has none.
+    let (properties, _) = extended.split_once("</ExtendedProperties>")?;
+    let (_, rest) = properties.split_once("<KBArticleID>")?;
+    let (kb, _) = rest.split_once("</KBArticleID>")?;
+    // Digits in practice; text is stored escaped, and a KB number with markup is none.
+    let kb = kb.trim();
+    (!kb.is_empty() && !kb.contains(['<', '&'])).then(|| kb.to_owned())
 }
 
 fn identity_id(e: &Element) -> Result<Guid, CatalogError> {
@@ -486,6 +507,19 @@ mod tests {
         );
         assert_eq!((file.size, file.extension().as_str()), (6_662_560, "exe"));
         assert!(file.sha256.is_some());
+
+        // The KB number, read from the document and from the stored extended fragment alike.
+        assert_eq!(d.kb.as_deref(), Some("5099999"));
+        assert_eq!(kb_of_extended(&d.fragments.extended), d.kb);
+        let a = parse(&data("a-product.xml")).unwrap();
+        assert_eq!((a.kb, kb_of_extended(&a.fragments.extended)), (None, None));
+        assert_eq!(
+            kb_of_extended(
+                "<ExtendedProperties /><HandlerSpecificData><KBArticleID>1</KBArticleID></HandlerSpecificData>"
+            ),
+            None,
+            "only the properties' own"
+        );
 
         let e = parse(&data("e-bundle.xml")).unwrap();
         assert_eq!(e.fragments.core, data("e-core.expected"));

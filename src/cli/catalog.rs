@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::catalog::keys::{KEY_FILE, format_key_file, parse_key_file};
+use crate::catalog::replica::{LocalChange, local_refusal};
 use crate::catalog::{CatalogError, Decision, Guid};
 use crate::config::Config;
 use crate::config::units::{format_bytes, format_duration};
@@ -233,11 +234,29 @@ pub(super) async fn approve(
         return Exit::Usage;
     };
     let group = group.to_owned();
-    let outcome = catalog_change(config, move |store, catalog| {
-        let updates = (!all).then_some(ids.as_slice());
-        let n = store.decide(catalog, updates, &group, decision, deadline)?;
-        Ok((n, group))
-    })
+    let detail = format!(
+        "{} for {group:?}{}: {}",
+        decision.as_str(),
+        deadline
+            .map(|d| format!(", deadline {}", crate::soap::xsd::format_datetime(d)))
+            .unwrap_or_default(),
+        if all {
+            "every deployable update".to_owned()
+        } else {
+            listed(&ids)
+        }
+    );
+    let audit = ("approve", detail);
+    let outcome = catalog_change(
+        config,
+        LocalChange::Approvals,
+        audit,
+        move |store, catalog| {
+            let updates = (!all).then_some(ids.as_slice());
+            let n = store.decide(catalog, updates, &group, decision, deadline)?;
+            Ok((n, group))
+        },
+    )
     .await;
     match outcome {
         Ok((n, group)) => {
@@ -276,6 +295,7 @@ pub(super) async fn sync(config: &Config) -> Exit {
     };
     let syncer = crate::wsusss::sync::Syncer::new(link, database, &config.node.name)
         .with_drivers(up.drivers)
+        .with_replication(up.replication)
         .with_progress(Arc::new(move |fetched, wanted| {
             let mut shown = crate::lock::lock(&shown);
             let bar = shown.get_or_insert_with(|| {
@@ -346,9 +366,13 @@ pub(super) async fn decline(config: &Config, updates: &[String], declined: bool)
     let Some(ids) = update_ids("decline", updates) else {
         return Exit::Usage;
     };
-    match catalog_change(config, move |store, catalog| {
-        store.decline(catalog, &ids, declined)
-    })
+    let audit = (if declined { "decline" } else { "undecline" }, listed(&ids));
+    match catalog_change(
+        config,
+        LocalChange::Declines,
+        audit,
+        move |store, catalog| store.decline(catalog, &ids, declined),
+    )
     .await
     {
         Ok(n) => {
@@ -366,11 +390,20 @@ pub(super) async fn decline(config: &Config, updates: &[String], declined: bool)
 
 /// `wsus-edge group add`: a target group under `parent` (All Computers when None).
 pub(super) async fn group_add(config: &Config, name: String, parent: Option<String>) -> Exit {
-    let outcome = catalog_change(config, move |store, _| {
-        store
-            .add_group(&name, parent.as_deref())
-            .map(|id| (name, id))
-    })
+    let detail = format!(
+        "target group {name:?} under {:?}",
+        parent.as_deref().unwrap_or("All Computers")
+    );
+    let outcome = catalog_change(
+        config,
+        LocalChange::Approvals,
+        ("group", detail),
+        move |store, _| {
+            store
+                .add_group(&name, parent.as_deref())
+                .map(|id| (name, id))
+        },
+    )
     .await;
     match outcome {
         Ok((name, id)) => {
@@ -395,21 +428,47 @@ fn update_ids(command: &str, updates: &[String]) -> Option<Vec<Guid>> {
         .collect()
 }
 
-/// Change the catalog of `config`'s data_dir with `change`, off the async workers.
+/// Update ids as the audit log lists them.
+fn listed(ids: &[Guid]) -> String {
+    ids.iter()
+        .map(Guid::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Change the catalog of `config`'s data_dir with `change`, off the async workers, and write
+/// `audit` (action, detail) to the audit log under this user's name.
 async fn catalog_change<T: Send + 'static>(
     config: &Config,
+    kind: LocalChange,
+    audit: (&'static str, String),
     change: impl FnOnce(&mut Store, &crate::catalog::Catalog) -> Result<T, CatalogError>
     + Send
     + 'static,
 ) -> Result<T, CatalogError> {
-    if let Some(up) = &config.upstream {
-        return Err(crate::catalog::replica::replica_refusal(&up.url));
+    if let Some(refusal) = config
+        .upstream
+        .as_ref()
+        .and_then(|up| local_refusal(up, kind))
+    {
+        return Err(refusal);
     }
     let state = config.clone();
     tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&Database::from_config(&state)?)?;
+        let database = Database::from_config(&state)?;
+        let mut store = Store::open(&database)?;
         let catalog = store.load()?;
-        change(&mut store, &catalog)
+        let done = change(&mut store, &catalog)?;
+        let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+        crate::state::Journal::open(&database)?.audit(&crate::report::AuditEntry {
+            id: 0,
+            at: crate::clock::unix_now(),
+            who: format!("{user} (CLI)"),
+            via: "cli".into(),
+            action: audit.0.into(),
+            detail: audit.1,
+        })?;
+        Ok(done)
     })
     .await
     .map_err(|e| CatalogError::Store(format!("catalog task: {e}")))?

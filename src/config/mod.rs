@@ -56,6 +56,8 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "token_file",
             "sync_interval",
             "drivers",
+            "mode",
+            "declines",
             "connect_timeout",
             "timeout",
             "retries",
@@ -272,6 +274,41 @@ impl DriverSync {
     }
 }
 
+/// Where a downstream node's target groups, approvals and declines come from (MS-WSUSSS §1.3:
+/// a replica or an autonomous downstream server). The catalog always comes from the upstream,
+/// and client status always rolls up to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replication {
+    /// Groups, approvals and declines from the upstream (GetDeployments); changes made here are
+    /// refused.
+    Replica,
+    /// Groups and approvals managed here; GetDeployments is not called for them. Declines
+    /// follow the upstream's when `upstream_declines`, else they are made here.
+    Autonomous { upstream_declines: bool },
+}
+
+impl Replication {
+    /// `upstream.mode` as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Replica => "replica",
+            Replication::Autonomous { .. } => "autonomous",
+        }
+    }
+
+    pub fn is_replica(self) -> bool {
+        self == Replication::Replica
+    }
+
+    /// Whether the declined updates are the upstream's.
+    pub fn upstream_declines(self) -> bool {
+        match self {
+            Replication::Replica => true,
+            Replication::Autonomous { upstream_declines } => upstream_declines,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Base URL of the parent, `http(s)://host[:port][/prefix]`, without a trailing "/", query
@@ -291,6 +328,9 @@ pub struct Upstream {
     pub sync_interval: Duration,
     /// Default [`DriverSync::All`].
     pub drivers: DriverSync,
+    /// `mode` ("replica", the default, or "autonomous") and `declines` ("upstream", the
+    /// default of a replica and its only choice, or "local", the default of an autonomous node).
+    pub replication: Replication,
     /// Time allowed to establish a connection. Default 5s.
     pub connect_timeout: Duration,
     /// No byte from upstream for this long = a stalled fetch. Default 30s.
@@ -1227,6 +1267,28 @@ impl Walk {
         let drivers = self
             .field(section, "drivers", as_driver_sync)
             .or(DriverSync::All);
+        let autonomous = self
+            .field(section, "mode", |v| {
+                choice(v, &[("replica", false), ("autonomous", true)])
+            })
+            .or(false);
+        let upstream_declines = self.field(section, "declines", |v| {
+            choice(v, &[("upstream", true), ("local", false)])
+        });
+        let replication = if autonomous {
+            Replication::Autonomous {
+                upstream_declines: upstream_declines.or(false),
+            }
+        } else {
+            if matches!(upstream_declines, Field::Set(false)) {
+                self.problem(
+                    "upstream.declines",
+                    "\"local\" needs upstream.mode = \"autonomous\": a replica's declines are its \
+                     upstream's",
+                );
+            }
+            Replication::Replica
+        };
         let connect_timeout = self
             .field(section, "connect_timeout", as_interval)
             .or(DEFAULT_CONNECT_TIMEOUT);
@@ -1325,6 +1387,7 @@ impl Walk {
             token_file,
             sync_interval,
             drivers,
+            replication,
             connect_timeout,
             timeout,
             retries: u32::try_from(retries).unwrap_or(DEFAULT_RETRIES),
@@ -1734,6 +1797,17 @@ fn as_rate(value: &Value) -> Result<Option<u64>, String> {
             .map_err(|_| "must not be negative".to_string()),
         other => units::parse_rate(text(other, "a rate such as \"20Mbit/s\" or \"unlimited\"")?),
     }
+}
+
+/// One of `choices` (case-insensitive), or an error listing them.
+fn choice<T: Copy>(value: &Value, choices: &[(&str, T)]) -> Result<T, String> {
+    let names: Vec<String> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+    let name = text(value, &names.join(" or "))?;
+    choices
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("\"{name}\" is not one of {}", names.join(", ")))
 }
 
 fn as_driver_sync(value: &Value) -> Result<DriverSync, String> {
@@ -2364,6 +2438,39 @@ mod tests {
             "upstream.drivers",
         );
         assert!(message.contains("\"all\", \"on-demand\""), "{message}");
+
+        let mode = |extra: &str| {
+            parsed(&format!("[upstream]\nurl = \"http://central\"\n{extra}"))
+                .upstream
+                .map(|u| u.replication)
+        };
+        assert_eq!(mode(""), Some(Replication::Replica));
+        assert_eq!(
+            mode("mode = \"Autonomous\"\n"),
+            Some(Replication::Autonomous {
+                upstream_declines: false
+            })
+        );
+        assert_eq!(
+            mode("mode = \"autonomous\"\ndeclines = \"upstream\"\n"),
+            Some(Replication::Autonomous {
+                upstream_declines: true
+            })
+        );
+        assert_eq!(
+            mode("declines = \"upstream\"\n"),
+            Some(Replication::Replica)
+        );
+        let message = only_problem(
+            "[upstream]\nurl = \"http://central\"\ndeclines = \"local\"\n",
+            "upstream.declines",
+        );
+        assert!(message.contains("autonomous"), "{message}");
+        let message = only_problem(
+            "[upstream]\nurl = \"http://central\"\nmode = \"hub\"\n",
+            "upstream.mode",
+        );
+        assert!(message.contains("\"replica\", \"autonomous\""), "{message}");
         let message = only_problem(
             "[upstream]\nurl = \"http://central\"\ntransport = \"quic\"\n",
             "upstream.transport",

@@ -10,6 +10,7 @@
 //! call `catalog` (ids).
 
 use crate::catalog::Guid;
+use crate::catalog::listing::StateCounts;
 
 mod rollup;
 pub use rollup::{
@@ -37,6 +38,9 @@ pub struct Downstream {
     /// its computers: all, needing updates, with errors, up to date (from `summary`).
     pub parent: Option<String>,
     pub last_rollup: Option<i64>,
+    /// Whether it takes its approvals from its upstream (a replica) or makes its own (an
+    /// autonomous server), as its rollup said (MS-WSUSSS IsReplica).
+    pub is_replica: Option<bool>,
     pub computers: Option<i64>,
     pub needing_updates: Option<i64>,
     pub with_errors: Option<i64>,
@@ -45,6 +49,24 @@ pub struct Downstream {
     pub summary: Option<ServerSummary>,
     /// Its computers by operating system, with every install they reported.
     pub clients: Vec<ClientGroupTotals>,
+}
+
+/// One change an administrator or a rule made, as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    /// Its place in the log (increasing).
+    pub id: i64,
+    /// When (seconds since the epoch).
+    pub at: i64,
+    /// Who: the name a browser session signed in with and the fingerprint of its token, a
+    /// bearer token's fingerprint, the CLI's user, or a rule's name.
+    pub who: String,
+    /// How: "api", "browser", "cli" or "rule".
+    pub via: String,
+    /// What, in a word: "approve", "decline", "group", "sync", "sign-in"…
+    pub action: String,
+    /// What exactly, in words.
+    pub detail: String,
 }
 
 /// What a downstream server's call tells of it.
@@ -141,6 +163,95 @@ impl UpdateState {
     /// Still to be done on the computer: needed, downloaded, failed or waiting for a restart.
     pub fn is_outstanding(self) -> bool {
         !matches!(self, UpdateState::NotApplicable | UpdateState::Installed)
+    }
+
+    /// Every state, what an administrator must act on first: needed, downloaded, failed,
+    /// waiting for a restart, installed, not applicable.
+    pub fn by_urgency() -> [UpdateState; 6] {
+        [
+            UpdateState::NotInstalled,
+            UpdateState::Downloaded,
+            UpdateState::Failed,
+            UpdateState::InstalledPendingReboot,
+            UpdateState::Installed,
+            UpdateState::NotApplicable,
+        ]
+    }
+
+    /// Count `n` computers in this state into `counts`.
+    pub fn count_into(self, counts: &mut StateCounts, n: u64) {
+        let field = match self {
+            UpdateState::NotApplicable => &mut counts.not_applicable,
+            UpdateState::NotInstalled => &mut counts.needed,
+            UpdateState::Downloaded => &mut counts.downloaded,
+            UpdateState::Installed => &mut counts.installed,
+            UpdateState::Failed => &mut counts.failed,
+            UpdateState::InstalledPendingReboot => &mut counts.installed_pending_reboot,
+        };
+        *field += n;
+    }
+}
+
+/// Per update, how many computers have it in each state, from (update, state, computers)
+/// rows.
+pub fn counts_by_update(
+    rows: impl IntoIterator<Item = (Guid, UpdateState, u64)>,
+) -> std::collections::HashMap<Guid, StateCounts> {
+    let mut out: std::collections::HashMap<Guid, StateCounts> = std::collections::HashMap::new();
+    for (update, state, n) in rows {
+        state.count_into(out.entry(update).or_default(), n);
+    }
+    out
+}
+
+/// A computer that reported one update, and the update's state on it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UpdateComputer {
+    pub client_id: String,
+    /// Empty when the computer's registration is not known here.
+    pub dns_name: String,
+    /// The downstream server it reports to; none: this one.
+    pub parent_server: Option<String>,
+    pub state: UpdateState,
+    /// When the state last changed (seconds since the epoch, the client's clock).
+    pub changed_at: i64,
+}
+
+/// Whose computers a list holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ServerChoice {
+    /// Every computer of the hierarchy.
+    #[default]
+    Any,
+    /// This node's own.
+    Local,
+    /// Those of a server below, by its id.
+    Below(String),
+}
+
+/// Which computers a page of them holds, in name order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputerQuery {
+    pub server: ServerChoice,
+    /// One computer, by id (any case).
+    pub client_id: Option<String>,
+    pub filter: ComputerFilter,
+    /// Text the name (or the id) contains, any case.
+    pub name: Option<String>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+impl Default for ComputerQuery {
+    fn default() -> ComputerQuery {
+        ComputerQuery {
+            server: ServerChoice::Any,
+            client_id: None,
+            filter: ComputerFilter::All,
+            name: None,
+            offset: 0,
+            limit: 100,
+        }
     }
 }
 

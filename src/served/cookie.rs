@@ -32,6 +32,9 @@ pub enum Kind {
     DownstreamAuthorization = 3,
     /// The server-server Cookie's EncryptedData.
     Downstream = 4,
+    /// An administrator's browser session on the admin listener: `client_id` the name given
+    /// at sign-in, `groups[0]` the first 16 bytes of the SHA-256 of the token signed in with.
+    AdminSession = 5,
 }
 
 /// What a cookie says of its client.
@@ -215,6 +218,7 @@ fn decode(bytes: &[u8]) -> Option<Claims> {
         2 => Kind::Client,
         3 => Kind::DownstreamAuthorization,
         4 => Kind::Downstream,
+        5 => Kind::AdminSession,
         _ => return None,
     };
     let server_id = c.guid()?;

@@ -110,8 +110,9 @@ pub struct Offered {
 pub struct Scan {
     /// Everything the server sent, in order.
     pub received: Vec<Offered>,
-    /// Deployments sent again as ChangedUpdates: those changed since the cookie's anchor.
-    pub changed: usize,
+    /// Deployments sent again as ChangedUpdates (those changed since the cookie's anchor):
+    /// (revision id, action).
+    pub changed: Vec<(u32, String)>,
     /// What it was told to install (Install / OptionalInstall).
     pub offered: Vec<Offered>,
     /// The drivers its driver pass was sent, with the hardware ids each was chosen for.
@@ -615,9 +616,17 @@ async fn scan_from(
             .map(|n| n.children_named("UpdateInfo").collect())
             .unwrap_or_default();
         let truncated = result.child_text("Truncated") == Some("true");
-        s.scan.changed += result
-            .child("ChangedUpdates")
-            .map_or(0, |c| c.children_named("UpdateInfo").count());
+        s.scan.changed.extend(
+            result
+                .child("ChangedUpdates")
+                .into_iter()
+                .flat_map(|c| c.children_named("UpdateInfo"))
+                .filter_map(|info| {
+                    let rev = info.child_text("ID")?.parse().ok()?;
+                    let action = info.child("Deployment")?.child_text("Action")?;
+                    Some((rev, action.to_owned()))
+                }),
+        );
         for gone in result
             .child("OutOfScopeRevisionIDs")
             .into_iter()
@@ -891,10 +900,19 @@ pub async fn report(
         };
         list.push(o.update_id.to_string().to_uppercase());
     }
+    // What it was sent for evaluation alone (PreDeploymentCheck) it finds it needs: a
+    // simulated machine lacks every update.
+    let needed: Vec<String> = s
+        .scan
+        .received
+        .iter()
+        .filter(|o| o.action == "PreDeploymentCheck")
+        .map(|o| o.update_id.to_string().to_uppercase())
+        .collect();
     // The status of every update deployed to it, as Windows sends it after installing:
-    // V = installed, g = failed (MS-WUSP §2.2.2.3.1).
+    // V = installed, g = failed, U = needed (MS-WUSP §2.2.2.3.1).
     let mut lists = String::new();
-    for (tag, ids) in [("V", &installed), ("g", &failures)] {
+    for (tag, ids) in [("V", &installed), ("g", &failures), ("U", &needed)] {
         if !ids.is_empty() {
             let _ = write!(lists, "<string>{tag}={}</string>", ids.join(";"));
         }
@@ -1122,7 +1140,7 @@ pub async fn rescans(fleet: &Fleet, caches: Vec<(Machine, Cache)>) -> RescanRepo
                     out.scans += 1;
                     out.pages += scan.pages;
                     out.received += scan.received.len();
-                    out.changed += scan.changed;
+                    out.changed += scan.changed.len();
                     out.answer_bytes += scan.answer_bytes;
                     out.busy += scan.busy;
                     out.calls.extend(scan.calls.iter().map(|(_, d)| *d));

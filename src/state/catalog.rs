@@ -21,6 +21,7 @@ use crate::catalog::{
     Group, Guid, Parsed, Revision, UNASSIGNED_COMPUTERS, UpdateType, update,
 };
 use crate::clock::unix_now;
+use crate::config::Replication;
 
 const SCHEMA: Schema = Schema {
     tables: TABLES,
@@ -74,6 +75,9 @@ CREATE TABLE IF NOT EXISTS deployments (
     UNIQUE (revision_id, group_id)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS deployments_by_guid ON deployments (guid);
+-- The latest approval and the latest end of one: what the next change is stamped after.
+CREATE INDEX IF NOT EXISTS deployments_by_change ON deployments (last_change);
+CREATE INDEX IF NOT EXISTS dead_deployments_by_time ON dead_deployments (buried_at);
 CREATE TABLE IF NOT EXISTS dead_deployments (
     guid TEXT PRIMARY KEY,
     change_seq INTEGER NOT NULL
@@ -93,7 +97,7 @@ CREATE TABLE IF NOT EXISTS sync_staged (
 ";
 
 /// Columns added since the first state.db files: (table, column, declaration).
-const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
+const ADDED_COLUMNS: [(&str, &str, &str); 8] = [
     ("revisions", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
     // 1: the revision has encrypted files, or says their keys come by GetUpdateDecryptionData.
     ("revisions", "needs_keys", "INTEGER NOT NULL DEFAULT 0"),
@@ -101,6 +105,9 @@ const ADDED_COLUMNS: [(&str, &str, &str); 6] = [
     ("deployments", "admin_name", "TEXT NOT NULL DEFAULT ''"),
     ("deployments", "go_live", "INTEGER NOT NULL DEFAULT 0"),
     ("deployments", "change_seq", "INTEGER NOT NULL DEFAULT 0"),
+    // The revision a dead deployment was of, and when it ended (seconds since the epoch).
+    ("dead_deployments", "revision_id", "INTEGER"),
+    ("dead_deployments", "buried_at", "INTEGER"),
 ];
 
 /// The catalog's key-value table: this server's id, the catalog version, sync anchors.
@@ -362,6 +369,7 @@ impl Store {
     ) -> Result<usize, CatalogError> {
         let tx = self.conn.transaction().map_err(db)?;
         let seq = bump_catalog_version(&tx)?;
+        let stamp = approval_stamp(&tx, now)?;
         let mut n = 0;
         for &rev in revisions {
             bury(
@@ -380,7 +388,7 @@ impl Store {
                         group.to_string(),
                         action.as_str(),
                         deadline,
-                        now,
+                        stamp,
                         Guid::random().to_string(),
                         LOCAL_ADMIN,
                         go_live,
@@ -591,6 +599,17 @@ impl Store {
         })
     }
 
+    /// When each revision last lost a deployment (seconds since the epoch), of those that did.
+    fn unapproved_at(&self) -> Result<HashMap<u32, i64>, CatalogError> {
+        self.conn
+            .prepare(
+                "SELECT revision_id, MAX(buried_at) FROM dead_deployments
+                 WHERE revision_id IS NOT NULL AND buried_at IS NOT NULL GROUP BY revision_id",
+            )
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(db)
+    }
+
     /// The declined (hidden) updates.
     pub fn hidden(&self) -> Result<Vec<Guid>, CatalogError> {
         self.guids(
@@ -621,6 +640,7 @@ impl Store {
             deployment: self.meta("sync.deployment_anchor")?,
             drivers: self.meta("sync.driver_anchor")?,
             driver_mode: self.meta("sync.driver_mode")?,
+            replication: self.meta("sync.replication")?,
         })
     }
 
@@ -816,10 +836,13 @@ impl Store {
     /// Apply a sync in one transaction: the staged documents, the upstream's groups and
     /// approvals (`complete`: `set` holds every live deployment, and others go), its declines
     /// and accepted EULAs, and the anchors to continue from. Clients see all of it or, if
-    /// anything fails, none of it.
+    /// anything fails, none of it. What `replication` makes this node's own (an autonomous
+    /// node's groups and approvals, and its declines unless it follows the upstream's) is
+    /// left as it is.
     pub fn apply_sync(
         &mut self,
         set: &DeploymentSet,
+        replication: Replication,
         complete: bool,
         anchors: &Anchors,
         now: i64,
@@ -837,95 +860,24 @@ impl Store {
         let seq = bump_catalog_version(&tx)?;
         let mut applied = Applied::default();
         (applied.new_revisions, applied.changed_revisions) = import_parsed(&tx, parsed, seq)?;
-        // Groups: the upstream's list is whole; a group it no longer has goes with its
-        // approvals.
-        let listed: HashSet<String> = set.groups.iter().map(|g| g.id.to_string()).collect();
-        let local: Vec<String> = tx
-            .prepare("SELECT id FROM groups WHERE builtin = 0")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .map_err(db)?;
-        for gone in local.iter().filter(|g| !listed.contains(*g)) {
-            applied.removed_deployments += bury(&tx, "group_id = ?1", params![gone], seq)?;
-            tx.execute("DELETE FROM groups WHERE id = ?1", [gone])
-                .map_err(db)?;
+        if replication.is_replica() {
+            adopt_approvals(&tx, set, complete, seq, now, &mut applied)?;
         }
-        for g in &set.groups {
-            tx.execute(
-                "INSERT INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (id) DO UPDATE SET name = excluded.name, parent = excluded.parent,
-                 builtin = excluded.builtin",
-                params![
-                    g.id.to_string(),
-                    g.name,
-                    g.parent.map(|p| p.to_string()),
-                    g.builtin
-                ],
-            )
-            .map_err(db)?;
-        }
-        for guid in &set.dead {
-            applied.removed_deployments += bury(&tx, "guid = ?1", params![guid.to_string()], seq)?;
-        }
-        if complete {
-            let kept: HashSet<String> =
-                set.deployments.iter().map(|d| d.guid.to_string()).collect();
-            let held: Vec<String> = tx
-                .prepare("SELECT guid FROM deployments WHERE guid IS NOT NULL")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .map_err(db)?;
-            for guid in held.iter().filter(|g| !kept.contains(*g)) {
-                applied.removed_deployments += bury(&tx, "guid = ?1", params![guid], seq)?;
-            }
-        }
-        for d in &set.deployments {
-            let revision: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
-                    params![d.update_id.to_string(), d.revision_number],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(db)?;
-            let group_known = listed.contains(&d.group.to_string())
-                || d.group == ALL_COMPUTERS
-                || d.group == UNASSIGNED_COMPUTERS;
-            let Some(revision) = revision.filter(|_| group_known) else {
-                applied.skipped_deployments += 1;
-                continue;
-            };
-            let guid = d.guid.to_string();
-            // Another approval of the same revision for the same group is replaced by this one.
-            applied.removed_deployments += bury(
-                &tx,
-                "revision_id = ?1 AND group_id = ?2 AND guid <> ?3",
-                params![revision, d.group.to_string(), guid],
-                seq,
-            )?;
-            applied.deployments += tx
-                .execute(
-                    "INSERT INTO deployments (revision_id, group_id, action, deadline,
-                     last_change, download_priority, guid, admin_name, go_live, change_seq)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT (guid) DO NOTHING",
-                    params![
-                        revision,
-                        d.group.to_string(),
-                        d.action.as_str(),
-                        d.deadline,
-                        now,
-                        d.download_priority,
-                        guid,
-                        d.admin_name,
-                        d.go_live,
-                        seq
-                    ],
-                )
-                .map_err(db)?;
-        }
-        for (table, column, ids) in [
-            ("hidden_updates", "update_id", &set.hidden),
-            ("accepted_eulas", "eula_id", &set.accepted_eulas),
-        ] {
+        let lists = [
+            (
+                "hidden_updates",
+                "update_id",
+                &set.hidden,
+                replication.upstream_declines(),
+            ),
+            (
+                "accepted_eulas",
+                "eula_id",
+                &set.accepted_eulas,
+                replication.is_replica(),
+            ),
+        ];
+        for (table, column, ids, _) in lists.into_iter().filter(|l| l.3) {
             tx.execute(&format!("DELETE FROM {table}"), [])
                 .map_err(db)?;
             for id in ids {
@@ -936,7 +888,11 @@ impl Store {
                 .map_err(db)?;
             }
         }
-        applied.hidden = set.hidden.len();
+        applied.hidden = if replication.upstream_declines() {
+            set.hidden.len()
+        } else {
+            0
+        };
         for (key, value) in [
             ("sync.config_anchor", &anchors.config),
             ("sync.config_sync_anchor", &anchors.config_sync),
@@ -944,6 +900,7 @@ impl Store {
             ("sync.deployment_anchor", &anchors.deployment),
             ("sync.driver_anchor", &anchors.drivers),
             ("sync.driver_mode", &anchors.driver_mode),
+            ("sync.replication", &anchors.replication),
         ] {
             match value {
                 Some(v) => tx.execute(
@@ -1079,6 +1036,12 @@ impl Store {
                         drivers: relations.drivers,
                         change_seq: seq,
                         titles: relations.titles,
+                        kb: update::kb_of_extended(&extended),
+                        superseded: relations
+                            .superseded
+                            .iter()
+                            .map(|s| guid(s))
+                            .collect::<Result<_, _>>()?,
                         is_leaf: true,
                         fragments: Arc::new(
                             Fragments {
@@ -1181,11 +1144,127 @@ impl Store {
             .meta("config_last_change")?
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let mut catalog =
-            Catalog::new(revisions, groups, deployments, last_change).with_keys(self.keys()?);
+        let declined = self.hidden()?.into_iter().collect();
+        let mut catalog = Catalog::new(revisions, groups, deployments, last_change)
+            .with_keys(self.keys()?)
+            .with_declines(declined, self.unapproved_at()?);
         catalog.version = self.catalog_version()?;
         Ok(catalog)
     }
+}
+
+/// The upstream's groups and approvals taken in place of this node's (a replica's sync):
+/// `complete`, `set` holds every live deployment and the others go.
+fn adopt_approvals(
+    tx: &Connection,
+    set: &DeploymentSet,
+    complete: bool,
+    seq: i64,
+    now: i64,
+    applied: &mut Applied,
+) -> Result<(), CatalogError> {
+    // Groups: the upstream's list is whole; a group it no longer has goes with its
+    // approvals.
+    let listed: HashSet<String> = set.groups.iter().map(|g| g.id.to_string()).collect();
+    let local: Vec<String> = tx
+        .prepare("SELECT id FROM groups WHERE builtin = 0")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .map_err(db)?;
+    for gone in local.iter().filter(|g| !listed.contains(*g)) {
+        applied.removed_deployments += bury(tx, "group_id = ?1", params![gone], seq)?;
+        tx.execute("DELETE FROM groups WHERE id = ?1", [gone])
+            .map_err(db)?;
+    }
+    for g in &set.groups {
+        tx.execute(
+            "INSERT INTO groups (id, name, parent, builtin) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, parent = excluded.parent,
+             builtin = excluded.builtin",
+            params![
+                g.id.to_string(),
+                g.name,
+                g.parent.map(|p| p.to_string()),
+                g.builtin
+            ],
+        )
+        .map_err(db)?;
+    }
+    for guid in &set.dead {
+        applied.removed_deployments += bury(tx, "guid = ?1", params![guid.to_string()], seq)?;
+    }
+    if complete {
+        let kept: HashSet<String> = set.deployments.iter().map(|d| d.guid.to_string()).collect();
+        let held: Vec<String> = tx
+            .prepare("SELECT guid FROM deployments WHERE guid IS NOT NULL")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(db)?;
+        for guid in held.iter().filter(|g| !kept.contains(*g)) {
+            applied.removed_deployments += bury(tx, "guid = ?1", params![guid], seq)?;
+        }
+    }
+    let stamp = approval_stamp(tx, now)?;
+    for d in &set.deployments {
+        let revision: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM revisions WHERE update_id = ?1 AND revision_number = ?2",
+                params![d.update_id.to_string(), d.revision_number],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        let group_known = listed.contains(&d.group.to_string())
+            || d.group == ALL_COMPUTERS
+            || d.group == UNASSIGNED_COMPUTERS;
+        let Some(revision) = revision.filter(|_| group_known) else {
+            applied.skipped_deployments += 1;
+            continue;
+        };
+        let guid = d.guid.to_string();
+        // Another approval of the same revision for the same group is replaced by this one.
+        applied.removed_deployments += bury(
+            tx,
+            "revision_id = ?1 AND group_id = ?2 AND guid <> ?3",
+            params![revision, d.group.to_string(), guid],
+            seq,
+        )?;
+        applied.deployments += tx
+            .execute(
+                "INSERT INTO deployments (revision_id, group_id, action, deadline,
+                 last_change, download_priority, guid, admin_name, go_live, change_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (guid) DO NOTHING",
+                params![
+                    revision,
+                    d.group.to_string(),
+                    d.action.as_str(),
+                    d.deadline,
+                    stamp,
+                    d.download_priority,
+                    guid,
+                    d.admin_name,
+                    d.go_live,
+                    seq
+                ],
+            )
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The time a change of approvals made at `now` (seconds since the epoch) is stamped with:
+/// later than every approval and every end of one stamped before, however many changes share
+/// a second. A client's anchor (in seconds) that saw those is then older than this change, so
+/// its next scan hears of it.
+fn approval_stamp(tx: &Connection, now: i64) -> Result<i64, CatalogError> {
+    let latest: Option<i64> = tx
+        .query_row(
+            "SELECT MAX(t) FROM (SELECT MAX(last_change) AS t FROM deployments
+             UNION ALL SELECT MAX(buried_at) FROM dead_deployments) AS stamps",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db)?;
+    Ok(latest.map_or(now, |t| now.max(t + 1)))
 }
 
 /// Remove the deployments `filter` selects (a WHERE clause over `deployments`), leaving each
@@ -1196,17 +1275,23 @@ fn bury(
     args: &[&dyn ToArg],
     seq: i64,
 ) -> Result<usize, CatalogError> {
-    let guids: Vec<String> = tx
+    let dead: Vec<(String, i64)> = tx
         .prepare_cached(&format!(
-            "SELECT guid FROM deployments WHERE guid IS NOT NULL AND {filter}"
+            "SELECT guid, revision_id FROM deployments WHERE guid IS NOT NULL AND {filter}"
         ))
-        .and_then(|mut s| s.query_map(args, |r| r.get(0))?.collect())
+        .and_then(|mut s| s.query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(db)?;
-    for guid in guids {
+    let now = match dead.is_empty() {
+        true => 0,
+        false => approval_stamp(tx, unix_now())?,
+    };
+    for (guid, revision) in dead {
         tx.execute(
-            "INSERT INTO dead_deployments (guid, change_seq) VALUES (?1, ?2)
-             ON CONFLICT (guid) DO UPDATE SET change_seq = excluded.change_seq",
-            params![guid, seq],
+            "INSERT INTO dead_deployments (guid, change_seq, revision_id, buried_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (guid) DO UPDATE SET change_seq = excluded.change_seq,
+             revision_id = excluded.revision_id, buried_at = excluded.buried_at",
+            params![guid, seq, revision, now],
         )
         .map_err(db)?;
     }

@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use super::sql::{Connection, params};
+use super::sql::{Connection, OptionalExtension, ToArg, params};
 
 use super::{Database, Schema, db};
 use crate::catalog::{CatalogError, Guid};
@@ -120,6 +120,14 @@ CREATE TABLE IF NOT EXISTS downstreams (
     first_seen INTEGER NOT NULL,
     last_seen INTEGER NOT NULL,
     last_sync INTEGER
+);-- Every change an administrator (or a rule) made: who, what, when (state/audit.rs).
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
 );
 ";
 
@@ -284,7 +292,7 @@ impl Journal {
             .conn
             .prepare(
                 "SELECT id, name, address, protocol, first_seen, last_seen, last_sync, parent,
-                 last_rollup, summary FROM downstreams ORDER BY last_seen DESC, id",
+                 last_rollup, summary, is_replica FROM downstreams ORDER BY last_seen DESC, id",
             )
             .map_err(db)?;
         let mut listed: Vec<Downstream> = stmt
@@ -302,6 +310,7 @@ impl Journal {
                     last_sync: r.get(6)?,
                     parent: r.get(7)?,
                     last_rollup: r.get(8)?,
+                    is_replica: r.get::<_, Option<bool>>(10)?,
                     computers: summary.map(|m| m.computers),
                     needing_updates: summary.map(|m| m.computers_needing),
                     with_errors: summary.map(|m| m.computers_with_errors),
@@ -317,6 +326,22 @@ impl Journal {
             d.clients = self.client_groups(&d.id)?;
         }
         Ok(listed)
+    }
+
+    /// The name of each server below by its id in lower case (its id when it gave no name):
+    /// how the views name a computer's branch.
+    pub fn server_names(&self) -> Result<std::collections::HashMap<String, String>, CatalogError> {
+        self.conn
+            .prepare("SELECT id, name FROM downstreams")
+            .and_then(|mut s| {
+                s.query_map([], |r| {
+                    let (id, name): (String, String) = (r.get(0)?, r.get(1)?);
+                    let name = if name.is_empty() { id.clone() } else { name };
+                    Ok((id.to_ascii_lowercase(), name))
+                })?
+                .collect()
+            })
+            .map_err(db)
     }
 
     /// When a computer last scanned.
@@ -409,15 +434,37 @@ impl Journal {
 
     /// Computers with their update counts per state, `filter`ed, by name.
     pub fn computers(&self, filter: ComputerFilter) -> Result<Vec<ComputerStatus>, CatalogError> {
-        let mut counts: std::collections::HashMap<String, Vec<(i32, u64)>> =
+        let all = self.computers_counted(
+            "SELECT client_id, state, count FROM update_state_counts WHERE count > 0",
+            "SELECT client_id, dns_name, os_version, manufacturer, model, registered_at,
+             last_sync, last_status, parent_server FROM computers ORDER BY dns_name, client_id",
+            &[],
+        )?;
+        Ok(all
+            .into_iter()
+            .filter(|c| match filter {
+                ComputerFilter::All => true,
+                ComputerFilter::UpToDate => c.up_to_date(),
+                ComputerFilter::With(s) => c.updates.get(s.name()).is_some_and(|n| *n > 0),
+            })
+            .collect())
+    }
+
+    /// The computers `computers` selects (client id, DNS name, OS version, manufacturer,
+    /// model, registered, last sync, last status, parent server), in its order, each with its
+    /// updates by state as `counts` selects them (client id, state, count); both with `args`.
+    fn computers_counted(
+        &self,
+        counts: &str,
+        computers: &str,
+        args: &[&dyn ToArg],
+    ) -> Result<Vec<ComputerStatus>, CatalogError> {
+        let mut by_client: std::collections::HashMap<String, Vec<(i32, u64)>> =
             std::collections::HashMap::new();
         {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT client_id, state, count FROM update_state_counts WHERE count > 0")
-                .map_err(db)?;
+            let mut stmt = self.conn.prepare(counts).map_err(db)?;
             let rows = stmt
-                .query_map([], |r| {
+                .query_map(args, |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, i32>(1)?,
@@ -427,22 +474,15 @@ impl Journal {
                 .map_err(db)?;
             for row in rows {
                 let (client, state, n) = row.map_err(db)?;
-                counts
+                by_client
                     .entry(client)
                     .or_default()
                     .push((state, n.max(0) as u64));
             }
         }
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT client_id, dns_name, os_version, manufacturer, model, registered_at,
-                 last_sync, last_status, parent_server FROM computers
-                 ORDER BY dns_name, client_id",
-            )
-            .map_err(db)?;
+        let mut stmt = self.conn.prepare(computers).map_err(db)?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map(args, |r| {
                 Ok(ComputerStatus {
                     client_id: r.get(0)?,
                     dns_name: r.get(1)?,
@@ -460,19 +500,12 @@ impl Journal {
         let mut out = Vec::new();
         for row in rows {
             let mut c = row.map_err(db)?;
-            for (code, n) in counts.remove(&c.client_id).unwrap_or_default() {
+            for (code, n) in by_client.remove(&c.client_id).unwrap_or_default() {
                 if let Some(state) = UpdateState::from_code(code) {
                     c.updates.insert(state.name(), n);
                 }
             }
-            let keep = match filter {
-                ComputerFilter::All => true,
-                ComputerFilter::UpToDate => c.up_to_date(),
-                ComputerFilter::With(s) => c.updates.get(s.name()).is_some_and(|n| *n > 0),
-            };
-            if keep {
-                out.push(c);
-            }
+            out.push(c);
         }
         Ok(out)
     }
@@ -542,6 +575,217 @@ impl Journal {
         Ok(out)
     }
 
+    /// How many computers (this node's and every one rolled up from below) have each update
+    /// in each state: one grouped read of the `(update_id, state)` index, whatever the number
+    /// of updates.
+    pub fn state_counts_by_update(&self) -> Result<Vec<(Guid, UpdateState, u64)>, CatalogError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT update_id, state, COUNT(*) FROM update_status GROUP BY update_id, state",
+            )
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i32>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (update, state, n) = row.map_err(db)?;
+            if let (Some(u), Some(s)) = (Guid::parse(&update), UpdateState::from_code(state)) {
+                out.push((u, s, n.max(0) as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The computers that reported `update` (in `state`, or any), most pressing state first
+    /// ([`UpdateState::by_urgency`]), then by name; `limit` of them from `offset` on.
+    pub fn update_computers(
+        &self,
+        update: Guid,
+        state: Option<UpdateState>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<UpdateComputer>, CatalogError> {
+        let urgency: String = UpdateState::by_urgency()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!(" WHEN {} THEN {i}", s.code()))
+            .collect();
+        let update = update.to_string();
+        let code = state.map(UpdateState::code);
+        let (filter, args): (&str, Vec<&dyn ToArg>) = match &code {
+            Some(code) => ("AND s.state = ?4", vec![&update, &limit, &offset, code]),
+            None => ("", vec![&update, &limit, &offset]),
+        };
+        let sql = format!(
+            "SELECT s.client_id, COALESCE(c.dns_name, ''), c.parent_server, s.state,
+             s.changed_at FROM update_status s LEFT JOIN computers c ON c.client_id = s.client_id
+             WHERE s.update_id = ?1 {filter}
+             ORDER BY CASE s.state{urgency} ELSE {} END, COALESCE(c.dns_name, ''), s.client_id
+             LIMIT ?2 OFFSET ?3",
+            UpdateState::ALL.len()
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(db)?;
+        let rows = stmt
+            .query_map(&args[..], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, i32>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (client_id, dns_name, parent_server, state, changed_at) = row.map_err(db)?;
+            if let Some(state) = UpdateState::from_code(state) {
+                out.push(UpdateComputer {
+                    client_id,
+                    dns_name,
+                    parent_server,
+                    state,
+                    changed_at,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// One computer by its id (any case), with its update counts per state.
+    pub fn computer(&self, client_id: &str) -> Result<Option<ComputerStatus>, CatalogError> {
+        let query = ComputerQuery {
+            client_id: Some(client_id.to_owned()),
+            limit: 1,
+            ..ComputerQuery::default()
+        };
+        Ok(self.computer_page(&query)?.1.pop())
+    }
+
+    /// The target groups a computer said it is in when it registered (or as its server rolled
+    /// it up); empty for a computer not known.
+    pub fn computer_groups(&self, client_id: &str) -> Result<Vec<Guid>, CatalogError> {
+        let groups: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT groups FROM computers WHERE client_id = ?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        Ok(groups
+            .unwrap_or_default()
+            .split(';')
+            .filter_map(Guid::parse)
+            .collect())
+    }
+
+    /// A page of the computers `query` picks, by name, with their update counts per state;
+    /// and how many it picks in all.
+    pub fn computer_page(
+        &self,
+        query: &ComputerQuery,
+    ) -> Result<(u64, Vec<ComputerStatus>), CatalogError> {
+        // Conditions and their parameters, numbered from ?1; the page's limit and offset
+        // follow them (PostgreSQL wants every number up to the highest named).
+        let mut conditions: Vec<String> = Vec::new();
+        let mut values: Vec<Box<dyn ToArg>> = Vec::new();
+        let next = |value: Box<dyn ToArg>, values: &mut Vec<Box<dyn ToArg>>| {
+            values.push(value);
+            values.len()
+        };
+        match &query.server {
+            ServerChoice::Any => {}
+            ServerChoice::Local => conditions.push("c.parent_server IS NULL".into()),
+            ServerChoice::Below(id) => {
+                let n = next(Box::new(id.to_ascii_lowercase()), &mut values);
+                conditions.push(format!("LOWER(c.parent_server) = ?{n}"));
+            }
+        }
+        if let Some(id) = &query.client_id {
+            let n = next(Box::new(id.to_ascii_lowercase()), &mut values);
+            conditions.push(format!("LOWER(c.client_id) = ?{n}"));
+        }
+        if let Some(name) = query.name.as_deref().filter(|n| !n.is_empty()) {
+            // LIKE's own characters taken literally; ASCII case folded as SQLite's LOWER does.
+            let escaped = name
+                .to_ascii_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let n = next(Box::new(format!("%{escaped}%")), &mut values);
+            conditions.push(format!(
+                "(LOWER(c.dns_name) LIKE ?{n} ESCAPE '\\' OR LOWER(c.client_id) LIKE ?{n} ESCAPE '\\')"
+            ));
+        }
+        match query.filter {
+            ComputerFilter::All => {}
+            ComputerFilter::With(state) => {
+                let n = next(Box::new(state.code()), &mut values);
+                conditions.push(format!(
+                    "EXISTS (SELECT 1 FROM update_state_counts k WHERE k.client_id = c.client_id
+                     AND k.state = ?{n} AND k.count > 0)"
+                ));
+            }
+            ComputerFilter::UpToDate => {
+                let outstanding: Vec<String> = UpdateState::ALL
+                    .iter()
+                    .filter(|s| s.is_outstanding())
+                    .map(|s| s.code().to_string())
+                    .collect();
+                conditions.push(format!(
+                    "NOT EXISTS (SELECT 1 FROM update_state_counts k
+                     WHERE k.client_id = c.client_id AND k.state IN ({}) AND k.count > 0)",
+                    outstanding.join(", ")
+                ));
+            }
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let mut args: Vec<&dyn ToArg> = values.iter().map(|v| &**v).collect();
+        let total: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT COUNT(*) FROM computers c {filter}"),
+                &args[..],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        let (limit, offset) = (query.limit, query.offset);
+        let (l, o) = (args.len() + 1, args.len() + 2);
+        args.push(&limit);
+        args.push(&offset);
+        let page = format!(
+            "SELECT c.client_id FROM computers c {filter}
+             ORDER BY c.dns_name, c.client_id LIMIT ?{l} OFFSET ?{o}"
+        );
+        let out = self.computers_counted(
+            &format!(
+                "SELECT k.client_id, k.state, k.count FROM update_state_counts k
+                 WHERE k.count > 0 AND k.client_id IN ({page})"
+            ),
+            &format!(
+                "SELECT c.client_id, c.dns_name, c.os_version, c.manufacturer, c.model,
+                 c.registered_at, c.last_sync, c.last_status, c.parent_server FROM computers c
+                 {filter} ORDER BY c.dns_name, c.client_id LIMIT ?{l} OFFSET ?{o}"
+            ),
+            &args,
+        )?;
+        Ok((total.max(0) as u64, out))
+    }
+
     /// How many events are kept (all clients).
     pub fn event_count(&self) -> Result<u64, CatalogError> {
         self.conn
@@ -587,6 +831,7 @@ mod tests {
                 last_sync: Some(13),
                 parent: None,
                 last_rollup: None,
+                is_replica: None,
                 computers: None,
                 needing_updates: None,
                 with_errors: None,
@@ -700,6 +945,116 @@ mod tests {
         let j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
         assert_eq!(j.event_count().unwrap(), 1, "kept across a reopen");
         assert!(j.registered().unwrap().contains("c1"));
+    }
+
+    /// The admin views' reads: every update's counts in one grouped read, one update's
+    /// computers most pressing state first, a page of computers by server, state and name.
+    #[test]
+    fn counts_and_pages_of_computers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(&crate::state::Database::sqlite(dir.path())).unwrap();
+        let (a, b) = (Guid(0xa), Guid(0xb));
+        for (n, id) in ["c1", "c2", "c3", "x_1"].into_iter().enumerate() {
+            let c = Computer {
+                client_id: id.into(),
+                dns_name: format!("{id}.branch.example"),
+                groups: vec![crate::catalog::UNASSIGNED_COMPUTERS],
+                ..Computer::default()
+            };
+            j.register(&c, 10).unwrap();
+            // c1 needs a, c2 installed it, c3 failed it, x_1 needs it; all need b.
+            let tag = ["U", "V", "g", "U"][n];
+            let event = Event {
+                client_id: id.into(),
+                instance: Guid(n as u128 + 1),
+                event_id: 156,
+                source_id: 101,
+                update: None,
+                hresult: 0,
+                time: 100,
+                misc: vec![format!("{tag}={a}"), format!("U={b}")],
+            };
+            j.append(&[event], 100).unwrap();
+        }
+        let mut counts = j.state_counts_by_update().unwrap();
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                (a, UpdateState::NotInstalled, 2),
+                (a, UpdateState::Installed, 1),
+                (a, UpdateState::Failed, 1),
+                (b, UpdateState::NotInstalled, 4)
+            ]
+        );
+        let order: Vec<(String, UpdateState)> = j
+            .update_computers(a, None, 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.client_id, c.state))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("c1".into(), UpdateState::NotInstalled),
+                ("x_1".into(), UpdateState::NotInstalled),
+                ("c3".into(), UpdateState::Failed),
+                ("c2".into(), UpdateState::Installed)
+            ]
+        );
+        let failed = j
+            .update_computers(a, Some(UpdateState::Failed), 0, 10)
+            .unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(
+            j.update_computers(a, None, 1, 2).unwrap()[0].client_id,
+            "x_1"
+        );
+
+        let page = |query: ComputerQuery| {
+            let (total, list) = j.computer_page(&query).unwrap();
+            let ids: Vec<String> = list.into_iter().map(|c| c.client_id).collect();
+            (total, ids)
+        };
+        let needing = ComputerQuery {
+            filter: ComputerFilter::With(UpdateState::NotInstalled),
+            ..ComputerQuery::default()
+        };
+        assert_eq!(page(needing.clone()).0, 4);
+        let failing = ComputerQuery {
+            filter: ComputerFilter::With(UpdateState::Failed),
+            ..ComputerQuery::default()
+        };
+        assert_eq!(page(failing), (1, vec!["c3".to_owned()]));
+        let named = |name: &str| ComputerQuery {
+            name: Some(name.into()),
+            ..ComputerQuery::default()
+        };
+        assert_eq!(page(named("X_1")).1, ["x_1"]);
+        assert_eq!(page(named("c_")).0, 0, "LIKE's _ is taken literally");
+        let second = ComputerQuery {
+            offset: 1,
+            limit: 2,
+            ..ComputerQuery::default()
+        };
+        assert_eq!(page(second), (4, vec!["c2".to_owned(), "c3".to_owned()]));
+        let below = ComputerQuery {
+            server: ServerChoice::Below("elsewhere".into()),
+            ..ComputerQuery::default()
+        };
+        assert_eq!(page(below).0, 0);
+        let local = ComputerQuery {
+            server: ServerChoice::Local,
+            ..ComputerQuery::default()
+        };
+        assert_eq!(page(local).0, 4);
+        let c3 = j.computer("C3").unwrap().unwrap();
+        assert_eq!(c3.updates.get("failed"), Some(&1));
+        assert_eq!(
+            j.computer_groups(&c3.client_id).unwrap(),
+            [crate::catalog::UNASSIGNED_COMPUTERS]
+        );
+        assert_eq!(j.computer("nobody").unwrap(), None);
     }
 
     /// Status events and install events set each update's state on the computer, with the

@@ -13,6 +13,7 @@
 //! the crate's [`crate::error::Error`]. Blocking: call it off the async workers. May call
 //! `catalog` and `report` (the models it stores), `soap` (documents), `clock`.
 
+pub mod audit;
 mod catalog;
 mod journal;
 mod postgres;

@@ -9,7 +9,7 @@
 use super::sql::{Connection, Result, params};
 
 /// (version, statements). Append; never edit one that has shipped.
-const MIGRATIONS: &[(i64, &str)] = &[(1, FIRST), (2, STATE_COUNTS)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, FIRST), (2, STATE_COUNTS), (3, ADMINISTRATION)];
 
 /// Every table as SQLite's state.db had it when PostgreSQL became a choice.
 const FIRST: &str = "
@@ -191,6 +191,25 @@ REFERENCING OLD TABLE AS removed FOR EACH STATEMENT
 EXECUTE FUNCTION update_state_counts_remove();
 CREATE TRIGGER update_status_counted_moved_in AFTER UPDATE ON update_status
 REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION update_state_counts_add();
+";
+
+/// What administration added: the revision a dead deployment was of and when it ended
+/// (seconds since the epoch), when a revision goes back to being sent for evaluation alone,
+/// with the indexes that find the latest approval and the latest end of one (what the next
+/// change is stamped after); and the audit log of administrators' changes.
+const ADMINISTRATION: &str = "
+ALTER TABLE dead_deployments ADD COLUMN revision_id BIGINT;
+ALTER TABLE dead_deployments ADD COLUMN buried_at BIGINT;
+CREATE INDEX deployments_by_change ON deployments (last_change);
+CREATE INDEX dead_deployments_by_time ON dead_deployments (buried_at);
+CREATE TABLE audit_log (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at BIGINT NOT NULL,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 ";
 
 /// The advisory lock nodes take turns under while migrating (any constant of ours).

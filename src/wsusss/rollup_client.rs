@@ -99,6 +99,8 @@ pub struct Rollup {
     name: String,
     /// Zero: only when asked.
     interval: Duration,
+    /// Said to the upstream as IsReplica: whether this node's approvals are the upstream's.
+    is_replica: bool,
     now: Notify,
     status: watch::Sender<RollupStatus>,
 }
@@ -128,9 +130,17 @@ impl Rollup {
             server_id,
             name: name.to_owned(),
             interval,
+            is_replica: true,
             now: Notify::new(),
             status: watch::Sender::new(RollupStatus::default()),
         }
+    }
+
+    /// Tell the upstream this node is an autonomous downstream server (`is_replica` false) or
+    /// a replica (the default).
+    pub fn with_replica(mut self, is_replica: bool) -> Rollup {
+        self.is_replica = is_replica;
+        self
     }
 
     /// Roll up as soon as the current one (if any) is done.
@@ -301,7 +311,7 @@ impl Rollup {
             name: self.name.clone(),
             // The nil GUID: the server receiving this (MS-WSUSSS §3.2.4.5).
             parent: Guid::NIL,
-            is_replica: true,
+            is_replica: self.is_replica,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             last_sync: self
                 .sources

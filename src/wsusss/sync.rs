@@ -29,7 +29,7 @@ use crate::catalog::keys::{FileKey, KeysWanted, decode_key};
 use crate::catalog::replica::{Anchors, Applied, DeploymentSet, ServerDeployment};
 use crate::catalog::{ALL_COMPUTERS, Action, Catalog, CatalogError, Group, Guid};
 use crate::clock::unix_now;
-use crate::config::DriverSync;
+use crate::config::{DriverSync, Replication};
 use crate::content::{ContentPath, Digest};
 use crate::error::{Error, Kind, Result};
 use crate::soap::wsus::ErrorCode;
@@ -95,6 +95,8 @@ pub struct Syncer {
     upstream: Arc<Upstream>,
     database: Database,
     drivers: DriverSync,
+    /// Whether groups, approvals and declines are asked for (GetDeployments) and kept.
+    replication: Replication,
     /// accountName: this node's name, cut to the characters the protocol allows.
     account: String,
     /// Told (documents fetched, documents to fetch) after each batch of GetUpdateData.
@@ -112,6 +114,13 @@ impl Syncer {
     /// Sync the drivers `drivers` says (default: all the upstream lists).
     pub fn with_drivers(mut self, drivers: DriverSync) -> Syncer {
         self.drivers = drivers;
+        self
+    }
+
+    /// Take groups, approvals and declines from the upstream as `replication` says (default:
+    /// a replica, everything).
+    pub fn with_replication(mut self, replication: Replication) -> Syncer {
+        self.replication = replication;
         self
     }
 
@@ -138,6 +147,7 @@ impl Syncer {
             upstream,
             database,
             drivers: DriverSync::All,
+            replication: Replication::Replica,
             account: if account.is_empty() {
                 "wsus-edge".into()
             } else {
@@ -444,22 +454,34 @@ impl Session<'_> {
         if let Some(keys_per_request) = limits.keys_per_request {
             self.decryption_keys(&keys_wanted, keys_per_request).await?;
         }
-        let deployment_from = if new_drivers {
-            None
+        let replication = syncer.replication;
+        // An autonomous node that makes its own declines has nothing to ask GetDeployments
+        // (MS-WSUSSS §3.1.4.10: a replica's call); one that follows the upstream's declines asks
+        // it for them alone, and what it says of groups and approvals is not kept.
+        let (deployment_anchor, set, complete) = if replication.upstream_declines() {
+            // Anchors taken in the other mode: everything is asked for again, so that a replica
+            // after an autonomous spell replaces the approvals made here.
+            let same_mode =
+                anchors.replication.as_deref().unwrap_or("replica") == replication.as_str();
+            let deployment_from = if new_drivers || !same_mode {
+                None
+            } else {
+                anchors.deployment.clone()
+            };
+            let mut rest = optional("deploymentAnchor", &deployment_from);
+            soap::text_element(
+                &mut rest,
+                "syncAnchor",
+                update_sync.as_deref().unwrap_or(""),
+            );
+            let answer = self.call("GetDeployments", &rest).await?;
+            let (anchor, set) = read_deployments(result(&answer, "GetDeploymentsResult")?)?;
+            self.report.deployments_received = set.deployments.len();
+            self.report.dead_received = set.dead.len();
+            (anchor, set, deployment_from.is_none())
         } else {
-            anchors.deployment.clone()
+            (None, DeploymentSet::default(), false)
         };
-        let mut rest = optional("deploymentAnchor", &deployment_from);
-        soap::text_element(
-            &mut rest,
-            "syncAnchor",
-            update_sync.as_deref().unwrap_or(""),
-        );
-        let answer = self.call("GetDeployments", &rest).await?;
-        let (deployment_anchor, set) = read_deployments(result(&answer, "GetDeploymentsResult")?)?;
-        self.report.deployments_received = set.deployments.len();
-        self.report.dead_received = set.dead.len();
-        let complete = deployment_from.is_none();
         let next = Anchors {
             config: limits.config_anchor,
             config_sync,
@@ -467,9 +489,10 @@ impl Session<'_> {
             deployment: deployment_anchor,
             drivers: driver_anchor,
             driver_mode: Some(mode.to_owned()),
+            replication: Some(replication.as_str().to_owned()),
         };
         self.report.applied = syncer
-            .blocking(move |s| s.apply_sync(&set, complete, &next, unix_now()))
+            .blocking(move |s| s.apply_sync(&set, replication, complete, &next, unix_now()))
             .await?;
         if !asked_devices.is_empty() {
             syncer

@@ -12,101 +12,29 @@ reported that succeeded and failed.
 Run by tests/pages.rs against nodes it started.
 """
 
-import json
 import os
-import shutil
-import socket
-import subprocess
+import re
 import sys
-import tempfile
-import time
-import urllib.request
 
-import websocket
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from devtools import Browser, check, finish  # noqa: E402
 
 ADMIN, BRANCH, COMPUTER, STALE, APPROVED, INSTALLED, FAILED = sys.argv[1:8]
-failures = []
 
-
-def check(what, ok, detail=""):
-    print(("ok   " if ok else "FAIL ") + what + ("" if ok else f": {detail}"), flush=True)
-    if not ok:
-        failures.append(what)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-browser = shutil.which("chromium") or shutil.which("chromium-browser")
-if browser is None:
-    sys.exit("chromium is not installed")
-profile = tempfile.mkdtemp(prefix="wsus-edge-chromium-")
-port = free_port()
-proc = subprocess.Popen(
-    [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-     f"--remote-debugging-port={port}", f"--user-data-dir={profile}", "about:blank"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+b = Browser()
 try:
-    page = None
-    deadline = time.time() + 30
-    while page is None and time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=1) as r:
-                page = next((t for t in json.load(r) if t["type"] == "page"), None)
-        except OSError:
-            time.sleep(0.1)
-    if page is None:
-        sys.exit("chromium did not open its DevTools port")
-    ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
-    ids = iter(range(1, 1_000_000))
-
-    def command(method, **params):
-        n = next(ids)
-        ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        while True:
-            message = json.loads(ws.recv())
-            if message.get("id") == n:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-
-    def until_loaded():
-        while True:
-            message = json.loads(ws.recv())
-            if message.get("method") == "Page.loadEventFired":
-                return
-
-    def evaluate(expression):
-        result = command("Runtime.evaluate", expression=expression, returnByValue=True)
-        return result["result"].get("value")
-
-    def open_page(url):
-        command("Page.navigate", url=url)
-        until_loaded()
-
-    def click(selector):
-        found = evaluate(f"(() => {{ const a = document.querySelector({json.dumps(selector)});"
-                         f" if (!a) return false; a.click(); return true; }})()")
-        check(f"a link to follow: {selector}", found is True)
-        if found:
-            until_loaded()
-
-    command("Page.enable")
-    open_page(ADMIN + "/")
-    seen = evaluate("document.body.innerText")
+    b.open(ADMIN + "/")
+    seen = b.evaluate("document.body.innerText")
     check("the home page lists branches", "Branches" in seen and "this node" in seen, seen)
     check("a stale branch is marked stale", f"{STALE}" in seen and "(stale)" in seen, seen)
-    color = evaluate("getComputedStyle(document.querySelector('tr.stale td')).backgroundColor")
+    color = b.evaluate("getComputedStyle(document.querySelector('tr.stale td')).backgroundColor")
     check("the stale branch's row is highlighted", color == "rgb(253, 226, 226)", color)
-    fresh = evaluate(f"document.querySelector('a[href=\"/branches/{BRANCH}\"]')"
+    fresh = b.evaluate(f"document.querySelector('a[href=\"/branches/{BRANCH}\"]')"
                      ".closest('tr').className")
     check("a branch that rolled up is not stale", fresh == "", fresh)
 
-    click(f'a[href="/branches/{BRANCH}"]')
-    seen = evaluate("document.body.innerText")
+    b.click(f'a[href="/branches/{BRANCH}"]')
+    seen = b.evaluate("document.body.innerText")
     check("the branch page lists its computers", COMPUTER in seen, seen)
     check("the branch page says which computers have errors", "errors" in seen, seen)
     check("the branch page shows what its last rollup counted",
@@ -114,23 +42,31 @@ try:
     check("the branch page shows its computers by operating system and their installs",
           "Computers by operating system" in seen and f"\t1\t{INSTALLED}\t{FAILED}" in seen, seen)
 
-    click('a[href^="/computers/"]')
-    seen = evaluate("document.body.innerText")
+    b.click('a[href^="/computers/"]')
+    seen = b.evaluate("document.body.innerText")
     check("a computer's page lists its updates", "Contoso Update" in seen, seen)
     check("a computer's page shows installed and failed updates",
           "installed" in seen and "failed" in seen, seen)
 
-    click('a[href="/updates"]')
-    seen = evaluate("document.body.innerText")
-    check("the updates page shows compliance", "Contoso Update" in seen and "%" in seen, seen)
-    ws.close()
-finally:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    shutil.rmtree(profile, ignore_errors=True)
+    b.click('a[href^="/updates/"]')
+    seen = b.evaluate("document.body.innerText")
+    check("an update's page lists the computer with its state",
+          COMPUTER in seen and ("Installed" in seen or "Failed" in seen), seen)
+    branch_link = b.evaluate(f"!!document.querySelector('a[href=\"/branches/{BRANCH}\"]')")
+    check("an update's page links the computer's branch", branch_link is True, seen)
 
-print(f"{len(failures)} failures")
-sys.exit(1 if failures else 0)
+    b.click('a[href="/updates"]')
+    seen = b.evaluate("document.body.innerText")
+    check("the updates page shows compliance", "Contoso Update" in seen and "%" in seen, seen)
+    check("the updates page says which of how many it shows",
+          re.search(r"1–\d+ of \d+", seen) is not None, seen)
+    # A search from the page's own form (filled as a person would; the page has no script).
+    b.evaluate("document.querySelector('input[name=q]').value = 'KB5000001'")
+    b.click('button[type="submit"]')
+    seen = b.evaluate("document.body.innerText")
+    check("the search box finds an update by its KB number",
+          "1–1 of 1" in seen and "KB5000001" in seen, seen)
+finally:
+    b.close()
+
+finish()

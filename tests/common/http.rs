@@ -1,5 +1,6 @@
 //! A small HTTP client for talking to nodes: [`request`] and [`get`] with the whole answer in a
-//! [`Got`], a node's URLs ([`url`]) and its metrics ([`metric`]).
+//! [`Got`], [`send`] with a body, [`call`] with a JSON body and a bearer token, [`json`] of an
+//! answer, a node's URLs ([`url`]) and its metrics ([`metric`]).
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
@@ -80,4 +81,46 @@ pub async fn metric(node: &Running, name: &str, labels: &str) -> f64 {
 
 pub fn url(node: &Running, path: &str) -> String {
     format!("http://{}{}", node.listening().http, path)
+}
+
+/// `method` on `url` with a JSON body and, when given, a bearer token.
+pub async fn call(method: &str, url: &str, token: Option<&str>, json: &str) -> Got {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b.as_str()));
+    }
+    send(method, url, &headers, json).await
+}
+
+/// `method` on `url` with `headers` and `body`.
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    use http_body_util::{BodyExt as _, Full};
+    let mut builder = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let response = client
+        .request(
+            builder
+                .body(Full::new(bytes::Bytes::from(body.to_owned())))
+                .unwrap(),
+        )
+        .await
+        .expect("request");
+    let (parts, body) = response.into_parts();
+    Got {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+        broken: false,
+    }
+}
+
+/// An answer's JSON body (a panic names the body that is not JSON).
+pub fn json(got: &Got) -> serde_json::Value {
+    serde_json::from_slice(&got.body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&got.body)))
 }
