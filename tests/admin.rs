@@ -449,3 +449,143 @@ async fn a_browser_session_changes_with_its_csrf_token_and_the_audit_log_says_wh
     );
     node.shutdown(Duration::from_secs(1)).await;
 }
+
+/// `doc` (a generated update document) as another update (`to`), or as its next revision.
+fn renamed(doc: &str, from: Guid, to: Guid) -> String {
+    doc.replace(&from.to_string(), &to.to_string())
+}
+
+fn next_revision(doc: &str, id: Guid) -> String {
+    let own = format!("UpdateID=\"{id}\" RevisionNumber=\"");
+    let at = doc.find(&own).unwrap() + own.len();
+    let end = at + doc[at..].find('"').unwrap();
+    let n: u32 = doc[at..end].parse().unwrap();
+    format!("{}{}{}", &doc[..at], n + 1, &doc[end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_approve_what_an_import_brings_and_new_revisions_follow_their_approvals() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, "rule-token\n").unwrap();
+    let extra = format!("[admin]\ntoken_file = {:?}\n", tokens.to_string_lossy());
+    let (node, all, _) = catalog_root_with(dir.path(), &extra).await;
+    let admin = |p: &str| format!("http://{}{p}", node.listening().admin);
+    let rule = r#"{"name": "Security to Ring 1", "classifications": ["Security Updates"],
+                   "group": "Ring 1", "deadline_days": 7}"#;
+    let made = call("POST", &admin("/api/v1/rules"), Some("rule-token"), rule).await;
+    assert_eq!(made.status, 200, "{:?}", made.body);
+    assert_eq!(json(&made)["approved"], 0, "not applied to what is held");
+    for (bad, says) in [
+        (
+            r#"{"name": "x", "classifications": ["Nonsense"], "group": "Ring 1"}"#,
+            "Nonsense",
+        ),
+        (
+            r#"{"name": "x", "group": "No Such Group"}"#,
+            "No Such Group",
+        ),
+        (
+            r#"{"name": "x", "group": "Ring 1", "action": "block"}"#,
+            "install or optional",
+        ),
+    ] {
+        let refused = call("POST", &admin("/api/v1/rules"), Some("rule-token"), bad).await;
+        assert!(refused.status.is_client_error(), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&refused.body).contains(says),
+            "{bad}"
+        );
+    }
+
+    // What the import brings: a Security update new to the catalog (a held one's document
+    // under a new id), a non-Security one, and a new revision of an update approved for All
+    // Computers.
+    let again = dir.path().join("again");
+    std::fs::create_dir_all(&again).unwrap();
+    let g = wsus_edge::testkit::generate::generate(60, 11, 24 << 20, &again).unwrap();
+    let catalog = node.app.served.catalog();
+    let security =
+        wsus_edge::catalog::listing::categories(&catalog, "Security Updates", true).unwrap();
+    let is_security = |id: &Guid| {
+        wsus_edge::catalog::listing::in_categories(
+            &catalog,
+            catalog.latest(*id).unwrap(),
+            &security,
+        )
+    };
+    let doc_of = |id: &Guid| {
+        g.documents
+            .iter()
+            .find(|d| d.contains(&format!("UpdateID=\"{id}\" RevisionNumber")))
+            .unwrap()
+            .clone()
+    };
+    let held_security = *g.deployable.iter().find(|id| is_security(id)).unwrap();
+    let held_other = *g.deployable.iter().find(|id| !is_security(id)).unwrap();
+    let (new_security, new_other) = (Guid::random(), Guid::random());
+    let revised = all[0];
+    let documents = vec![
+        renamed(&doc_of(&held_security), held_security, new_security),
+        renamed(&doc_of(&held_other), held_other, new_other),
+        next_revision(&doc_of(&revised), revised),
+    ];
+    let mut store = wsus_edge::state::Store::open(&database(&dir.path().join("root"))).unwrap();
+    store.import(&documents).unwrap();
+    drop(store);
+    until(
+        "the root serves the import",
+        Duration::from_secs(10),
+        async || {
+            node.app
+                .served
+                .catalog()
+                .latest(new_other)
+                .map(|_| ())
+                .ok_or("not yet")
+        },
+    )
+    .await;
+
+    let catalog = node.app.served.catalog();
+    let ring = catalog.group_by_name("Ring 1").unwrap().id;
+    let deployed = |id: Guid, group| {
+        let r = catalog.latest(id).unwrap().id;
+        catalog
+            .deployments
+            .iter()
+            .find(|d| d.revision == r && d.group == group)
+            .cloned()
+    };
+    let approved = deployed(new_security, ring).expect("the rule approved the Security update");
+    let days = approved.deadline.unwrap() - approved.last_change;
+    assert!((7 * 86_400 - 5..=7 * 86_400 + 5).contains(&days), "{days}");
+    assert!(deployed(new_other, ring).is_none(), "not Security");
+    let follow = deployed(revised, wsus_edge::catalog::ALL_COMPUTERS)
+        .expect("the new revision of an approved update is approved as it was");
+    assert_eq!(follow.action, wsus_edge::catalog::Action::Install);
+
+    // Shown with what they approved: the rule's count and the audit log.
+    let rules = json(&get(&admin("/api/v1/rules"), &[]).await);
+    assert_eq!(rules[0]["name"], "Security to Ring 1");
+    // The revised update too when it is a Security update: its new revision is new to the rule.
+    assert_eq!(rules[0]["approved"], 1 + i64::from(is_security(&revised)));
+    assert_eq!(rules[0]["classifications"][0], "Security Updates");
+    let log = json(&get(&admin("/api/v1/audit"), &[]).await);
+    let by_rule: Vec<&serde_json::Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["via"] == "rule")
+        .collect();
+    assert_eq!(by_rule.len(), 2, "{log}");
+    assert!(by_rule.iter().any(|e| {
+        e["who"] == "rule \"Security to Ring 1\""
+            && e["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&new_security.to_string())
+    }));
+    node.shutdown(Duration::from_secs(1)).await;
+}

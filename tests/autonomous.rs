@@ -107,6 +107,13 @@ async fn an_autonomous_branch_approves_for_itself_and_still_follows_and_reports_
     let own = deployments(&node);
     assert_eq!(own.len(), 4);
     assert_eq!(offered(&node, 2).await, BTreeSet::from([x, y]));
+    // A rule of its own: whatever new the syncs bring, for its own group.
+    let rule = r#"{"name": "New to the branch ring", "group": "Branch Ring"}"#;
+    let made = change(&node, "/api/v1/rules", rule).await;
+    assert_eq!(
+        (made.status.as_u16(), json(&made)["approved"].as_i64()),
+        (200, Some(0))
+    );
 
     // The root changes: a new update, an approval and a decline. The branch takes the update
     // and keeps its own approvals and declines.
@@ -135,9 +142,25 @@ async fn an_autonomous_branch_approves_for_itself_and_still_follows_and_reports_
     let body = format!(r#"{{"updates": {}}}"#, ids(&[x]));
     assert_eq!(change(&root, "/api/v1/declines", &body).await.status, 200);
     synced(&node).await;
-    assert!(node.app.served.catalog().latest(new_update).is_some());
+    let catalog = node.app.served.catalog();
+    let new_revisions: BTreeSet<u32> = more
+        .deployable
+        .iter()
+        .map(|id| catalog.latest(*id).expect("the root's new updates").id)
+        .collect();
+    // The branch's rule approved what the sync brought, for its group.
+    let ruled: BTreeSet<Guid> = catalog
+        .deployments
+        .iter()
+        .filter(|d| new_revisions.contains(&d.revision))
+        .map(|d| d.guid)
+        .collect();
+    assert_eq!(ruled.len(), new_revisions.len());
     assert_eq!(
-        deployments(&node),
+        deployments(&node)
+            .difference(&ruled)
+            .copied()
+            .collect::<BTreeSet<_>>(),
         own,
         "the root's approvals are not taken"
     );

@@ -9,6 +9,7 @@ use http::StatusCode;
 
 use super::Node;
 use crate::catalog::replica::{LocalChange, local_refusal};
+use crate::catalog::rules::Rule;
 use crate::catalog::{Action, CatalogError, Decision, Guid};
 use crate::report::AuditEntry;
 
@@ -36,6 +37,35 @@ pub(crate) enum Change {
     Decline { updates: Vec<Guid>, undo: bool },
     /// A downstream node syncs now.
     Sync,
+    /// Add an automatic approval rule, or replace the one of its name.
+    PutRule(RuleRequest),
+}
+
+/// An automatic approval rule as asked for: categories and group by name (or id).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleRequest {
+    pub name: String,
+    /// Classifications by title or GUID; none: any.
+    #[serde(default)]
+    pub classifications: Vec<String>,
+    /// Products or product families by title or GUID; none: any.
+    #[serde(default)]
+    pub products: Vec<String>,
+    pub group: String,
+    /// `install` (default) or `optional`.
+    pub action: Option<String>,
+    /// The deadline, days after each approval.
+    pub deadline_days: Option<u32>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also approve what the catalog holds already.
+    #[serde(default)]
+    pub apply_to_existing: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Who asks: what the audit log names, and how they came.
@@ -57,7 +87,9 @@ impl Change {
         match self {
             Change::Sync => None,
             Change::Decline { .. } => Some(LocalChange::Declines),
-            Change::AddGroup { .. } | Change::Decide { .. } => Some(LocalChange::Approvals),
+            Change::AddGroup { .. } | Change::Decide { .. } | Change::PutRule(_) => {
+                Some(LocalChange::Approvals)
+            }
         }
     }
 }
@@ -136,6 +168,25 @@ pub(crate) async fn apply(app: &dyn Node, actor: &Actor, change: Change) -> Resu
             }
             (if approving { "approve" } else { "unapprove" }, done)
         }
+        Change::PutRule(rule) => (
+            "rule",
+            blocking(move || {
+                served.change(|store, catalog| {
+                    let spec = rule_spec(store, catalog, &rule)?;
+                    let (id, runs) = store.put_rule(&spec, rule.apply_to_existing)?;
+                    let approved: usize = runs
+                        .iter()
+                        .filter(|r| r.rule == spec.name)
+                        .map(|r| r.approved)
+                        .sum();
+                    Ok((
+                        StatusCode::OK,
+                        serde_json::json!({ "id": id, "name": spec.name, "approved": approved }),
+                    ))
+                })
+            })
+            .await,
+        ),
         Change::Decline { updates, undo } => (
             if undo { "undecline" } else { "decline" },
             blocking(move || {
@@ -249,5 +300,58 @@ fn describe(app: &dyn Node, change: &Change) -> String {
         }
         Change::Decline { updates, .. } => titled(updates),
         Change::Sync => "from the upstream".to_owned(),
+        Change::PutRule(r) => format!(
+            "{:?}{}: classifications {:?}, products {:?}, {} for {:?}{}",
+            r.name.trim(),
+            if r.enabled { "" } else { " (disabled)" },
+            r.classifications,
+            r.products,
+            r.action.as_deref().unwrap_or("install"),
+            r.group,
+            r.deadline_days
+                .map(|d| format!(", deadline {d} days after"))
+                .unwrap_or_default()
+        ),
     }
+}
+
+/// The rule `r` asks for, its names resolved in `catalog` and `store`; what cannot be resolved
+/// is named.
+fn rule_spec(
+    store: &crate::state::Store,
+    catalog: &crate::catalog::Catalog,
+    r: &RuleRequest,
+) -> Result<Rule, CatalogError> {
+    let resolve = |values: &[String], classification: bool, what: &str| {
+        let mut ids = Vec::new();
+        for v in values {
+            let found = crate::catalog::listing::categories(catalog, v.trim(), classification)
+                .ok_or_else(|| CatalogError::Unknown(format!("{what} {v:?}")))?;
+            ids.extend(found);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok::<_, CatalogError>(ids)
+    };
+    let action = match r.action.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("install") => Action::Install,
+        Some("optional") => Action::OptionalInstall,
+        Some(other) => {
+            return Err(CatalogError::Invalid(format!(
+                "action: {other:?}: install or optional"
+            )));
+        }
+    };
+    Ok(Rule {
+        id: 0,
+        applied_seq: 0,
+        approved: 0,
+        name: r.name.trim().to_owned(),
+        classifications: resolve(&r.classifications, true, "classification")?,
+        products: resolve(&r.products, false, "product")?,
+        group: store.group_id(&r.group)?,
+        action,
+        deadline_days: r.deadline_days,
+        enabled: r.enabled,
+    })
 }

@@ -192,6 +192,10 @@ pub async fn respond(
         "/api/v1/approvals" => ApiChange::Approve,
         "/api/v1/declines" => ApiChange::Decline,
         "/api/v1/sync" => ApiChange::Sync,
+        "/api/v1/rules" if method == Method::GET || method == Method::HEAD => {
+            return rules_json(app).await;
+        }
+        "/api/v1/rules" => ApiChange::Rule,
         "/api/v1/downstreams" if method == Method::GET || method == Method::HEAD => {
             return downstreams_json(app).await;
         }
@@ -255,6 +259,7 @@ enum ApiChange {
     Decline,
     /// A downstream server syncs now.
     Sync,
+    Rule,
 }
 
 impl ApiChange {
@@ -265,6 +270,9 @@ impl ApiChange {
         let bad_json = |e: &serde_json::Error| (StatusCode::BAD_REQUEST, format!("JSON: {e}"));
         match self {
             ApiChange::Sync => Ok(Change::Sync),
+            ApiChange::Rule => Ok(Change::PutRule(
+                serde_json::from_slice(bytes).map_err(|e| bad_json(&e))?,
+            )),
             ApiChange::AddGroup => {
                 let g: NewGroup = serde_json::from_slice(bytes).map_err(|e| bad_json(&e))?;
                 Ok(Change::AddGroup {
@@ -448,6 +456,45 @@ async fn metrics(app: &dyn Node, headers: &http::HeaderMap) -> Response<Body> {
         )
     } else {
         with_type(m.encode_text(), "text/plain; version=0.0.4; charset=utf-8")
+    }
+}
+
+/// The automatic approval rules, with their categories and group by name and how many
+/// approvals each made.
+async fn rules_json(app: &dyn Node) -> Response<Body> {
+    let served = app.served().clone();
+    let catalog = app.served().catalog();
+    let rules = tokio::task::spawn_blocking(move || served.read(|s| s.rules())).await;
+    let title = |id: &Guid| {
+        catalog
+            .latest(*id)
+            .map_or_else(|| id.to_string(), |r| r.title().to_owned())
+    };
+    match rules {
+        Ok(Ok(rules)) => {
+            let list: Vec<_> = rules
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "id": r.id,
+                        "name": r.name,
+                        "classifications": r.classifications.iter().map(title).collect::<Vec<_>>(),
+                        "products": r.products.iter().map(title).collect::<Vec<_>>(),
+                        "group": catalog.group(r.group).map(|g| g.name.as_str()),
+                        "action": r.action.as_str(),
+                        "deadline_days": r.deadline_days,
+                        "enabled": r.enabled,
+                        "approved": r.approved,
+                    })
+                })
+                .collect();
+            with_type(
+                serde_json::Value::Array(list).to_string(),
+                "application/json",
+            )
+        }
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 

@@ -247,7 +247,7 @@ impl Filter {
 
 /// The categories `value` names: by GUID, else by a title (any language, any case);
 /// `classification` picks classifications, else the other categories. None when none is.
-fn categories(catalog: &Catalog, value: &str, classification: bool) -> Option<HashSet<Guid>> {
+pub fn categories(catalog: &Catalog, value: &str, classification: bool) -> Option<HashSet<Guid>> {
     let wanted = |r: &Revision| {
         r.update_type == UpdateType::Category
             && is_classification(r) == classification
@@ -377,20 +377,7 @@ impl<'c> Index<'c> {
 
     /// Whether one of `wanted` is among the update's categories or above one of them.
     fn in_categories(&self, r: &Revision, wanted: &HashSet<Guid>) -> bool {
-        let mut seen: HashSet<Guid> = HashSet::new();
-        let mut at: Vec<(Guid, usize)> = Index::category_ids(r).map(|id| (*id, 0)).collect();
-        while let Some((id, depth)) = at.pop() {
-            if wanted.contains(&id) {
-                return true;
-            }
-            if depth >= MAX_CATEGORY_DEPTH || !seen.insert(id) {
-                continue;
-            }
-            if let Some(category) = self.catalog.latest(id) {
-                at.extend(Index::category_ids(category).map(|p| (*p, depth + 1)));
-            }
-        }
-        false
+        in_categories(self.catalog, r, wanted)
     }
 
     /// Approved for `group`: an offered deployment for it or an ancestor, no Block for them.
@@ -435,6 +422,25 @@ impl<'c> Index<'c> {
             counts,
         }
     }
+}
+
+/// Whether one of `wanted` is among `r`'s categories (its category clauses) or above one of
+/// them (a product's family, a family's company).
+pub fn in_categories(catalog: &Catalog, r: &Revision, wanted: &HashSet<Guid>) -> bool {
+    let mut seen: HashSet<Guid> = HashSet::new();
+    let mut at: Vec<(Guid, usize)> = Index::category_ids(r).map(|id| (*id, 0)).collect();
+    while let Some((id, depth)) = at.pop() {
+        if wanted.contains(&id) {
+            return true;
+        }
+        if depth >= MAX_CATEGORY_DEPTH || !seen.insert(id) {
+            continue;
+        }
+        if let Some(category) = catalog.latest(id) {
+            at.extend(Index::category_ids(category).map(|p| (*p, depth + 1)));
+        }
+    }
+    false
 }
 
 /// Whether an administrator approves this revision's update: software or driver, explicitly

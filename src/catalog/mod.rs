@@ -5,13 +5,15 @@
 //! Owns: the update model ([`update`]: one document read and its fragments derived), this
 //! node's stable revision ids, the prerequisite and bundle graph, which revisions a computer's
 //! groups may see and with which action ([`scope`]), what an administrator finds to approve
-//! ([`listing`]). May call: `soap` (the XML tree), `error`.
-//! Knows no socket and no HTTP. Its tests take their catalogs from `testkit::generate`.
+//! ([`listing`]), which updates automatic rules approve ([`rules`]). May call: `soap` (the XML
+//! tree), `error`, `config`. Knows no socket and no HTTP. Its tests take their catalogs from
+//! `testkit::generate`.
 
 pub mod driver;
 pub mod keys;
 pub mod listing;
 pub mod replica;
+pub mod rules;
 pub mod scope;
 pub mod summary;
 pub mod update;

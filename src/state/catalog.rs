@@ -88,6 +88,21 @@ CREATE TABLE IF NOT EXISTS decryption_keys (
     sha1 TEXT PRIMARY KEY,
     key BLOB NOT NULL
 );
+-- Automatic approval rules (state/rules.rs): classification and product category ids (JSON
+-- lists, empty: any), the group, the action, the deadline in days; the catalog version up to
+-- which each was applied, and how many approvals it made.
+CREATE TABLE IF NOT EXISTS approval_rules (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    classifications TEXT NOT NULL,
+    products TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    deadline_days INTEGER,
+    enabled INTEGER NOT NULL,
+    applied_seq INTEGER NOT NULL,
+    approved INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sync_staged (
     update_id TEXT NOT NULL,
     revision_number INTEGER NOT NULL,
@@ -160,7 +175,7 @@ struct StoredFile {
 }
 
 pub struct Store {
-    conn: Connection,
+    pub(super) conn: Connection,
 }
 
 impl Store {
@@ -169,6 +184,8 @@ impl Store {
     pub fn open(database: &Database) -> Result<Store, CatalogError> {
         let conn = database.connect()?;
         SCHEMA.apply(&conn)?;
+        // The rules it applies write to the journal's audit log.
+        super::journal::SCHEMA.apply(&conn)?;
         // Deployments from before GUIDs: each gets one, as the protocol names them by it.
         let unnamed: Vec<i64> = conn
             .prepare("SELECT id FROM deployments WHERE guid IS NULL")
@@ -208,11 +225,11 @@ impl Store {
         Ok(store)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
+    pub(super) fn meta(&self, key: &str) -> Result<Option<String>, CatalogError> {
         META.get(&self.conn, key)
     }
 
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
+    pub(super) fn set_meta(&self, key: &str, value: &str) -> Result<(), CatalogError> {
         META.set(&self.conn, key, value)
     }
 
@@ -297,6 +314,7 @@ impl Store {
         let seq = bump_catalog_version(&tx)?;
         let counts = import_parsed(&tx, parsed, seq)?;
         tx.commit().map_err(db)?;
+        self.apply_rules(unix_now())?;
         Ok(counts)
     }
 
@@ -920,6 +938,10 @@ impl Store {
         .map_err(db)?;
         tx.execute("DELETE FROM sync_staged", []).map_err(db)?;
         tx.commit().map_err(db)?;
+        // A node whose approvals are its own applies its rules to what the sync brought.
+        if !replication.is_replica() {
+            self.apply_rules(now)?;
+        }
         Ok(applied)
     }
 

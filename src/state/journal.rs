@@ -15,7 +15,7 @@ use super::{Database, Schema, db};
 use crate::catalog::{CatalogError, Guid};
 use crate::report::*;
 
-const SCHEMA: Schema = Schema {
+pub(super) const SCHEMA: Schema = Schema {
     tables: TABLES,
     added: &ADDED_COLUMNS,
 };

@@ -18,6 +18,7 @@ mod catalog;
 mod journal;
 mod postgres;
 mod rollup;
+pub mod rules;
 pub mod sql;
 
 use std::path::{Path, PathBuf};
