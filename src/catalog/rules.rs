@@ -122,3 +122,145 @@ pub fn new_revisions(catalog: &Catalog, since: i64) -> Vec<Follow> {
     out.dedup_by_key(|f| (f.revision, f.group));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::listing::categories;
+    use crate::catalog::{ALL_COMPUTERS, UNASSIGNED_COMPUTERS};
+    use crate::state::Store;
+
+    fn rule(catalog: &Catalog, classification: Option<&str>, applied_seq: i64) -> Rule {
+        Rule {
+            id: 1,
+            name: "r".into(),
+            classifications: classification
+                .map(|c| categories(catalog, c, true).unwrap().into_iter().collect())
+                .unwrap_or_default(),
+            products: Vec::new(),
+            group: UNASSIGNED_COMPUTERS,
+            action: Action::Install,
+            deadline_days: None,
+            enabled: true,
+            applied_seq,
+            approved: 0,
+        }
+    }
+
+    #[test]
+    fn a_rule_takes_what_is_new_to_it_in_its_classifications_and_not_yet_decided() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = crate::testkit::generate::generate(30, 4, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
+        store.import(&generated.documents).unwrap();
+        let catalog = store.load().unwrap();
+        let update_of = |r: &u32| catalog.revision(*r).unwrap().update_id;
+
+        // Everything listed, when it never ran; only Security updates, with that filter.
+        let any = rule(&catalog, None, 0).due(&catalog);
+        let listed = catalog
+            .revisions()
+            .iter()
+            .filter(|r| is_listed(&catalog, r))
+            .count();
+        assert_eq!(any.len(), listed);
+        let security = rule(&catalog, Some("Security Updates"), 0);
+        let due = security.due(&catalog);
+        assert!(!due.is_empty() && due.len() < any.len());
+        let wanted = categories(&catalog, "Security Updates", true).unwrap();
+        for r in &due {
+            assert!(in_categories(
+                &catalog,
+                catalog.revision(*r).unwrap(),
+                &wanted
+            ));
+        }
+        // Nothing new since it last ran; nothing when disabled.
+        assert!(
+            rule(&catalog, None, catalog.version)
+                .due(&catalog)
+                .is_empty()
+        );
+        let off = Rule {
+            enabled: false,
+            ..rule(&catalog, None, 0)
+        };
+        assert!(off.due(&catalog).is_empty());
+
+        // Decided for its group (approved or blocked), or declined: left as it is.
+        store
+            .approve(&due[..1], UNASSIGNED_COMPUTERS, Action::Block, None, 10)
+            .unwrap();
+        store
+            .decline(&catalog, &[update_of(&due[1])], true)
+            .unwrap();
+        let catalog = store.load().unwrap();
+        let again = security.due(&catalog);
+        assert_eq!(again.len(), due.len() - 2);
+        assert!(!again.contains(&due[0]) && !again.contains(&due[1]));
+    }
+
+    #[test]
+    fn a_new_revision_follows_the_approvals_of_its_predecessor() {
+        let dir = tempfile::tempdir().unwrap();
+        let payloads = dir.path().join("p");
+        std::fs::create_dir_all(&payloads).unwrap();
+        let generated = crate::testkit::generate::generate(10, 6, 1 << 20, &payloads).unwrap();
+        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
+        store.import(&generated.documents).unwrap();
+        let id = generated.deployable[0];
+        let first = *store.revisions_of(id).unwrap().last().unwrap();
+        store
+            .approve(
+                &[first],
+                ALL_COMPUTERS,
+                Action::OptionalInstall,
+                Some(5_000),
+                10,
+            )
+            .unwrap();
+        let seen = store.load().unwrap().version;
+        assert!(new_revisions(&store.load().unwrap(), 0).is_empty());
+
+        // The next revision of its document.
+        let doc = generated
+            .documents
+            .iter()
+            .find(|d| d.contains(&format!("UpdateID=\"{id}\" RevisionNumber")))
+            .unwrap();
+        let own = format!("UpdateID=\"{id}\" RevisionNumber=\"");
+        let at = doc.find(&own).unwrap() + own.len();
+        let end = at + doc[at..].find('"').unwrap();
+        let n: u32 = doc[at..end].parse().unwrap();
+        let next = format!("{}{}{}", &doc[..at], n + 1, &doc[end..]);
+        // The store follows at once (its import applies the rules), as this finds it should.
+        store.import(&[next]).unwrap();
+        let catalog = store.load().unwrap();
+        let latest = catalog.latest(id).unwrap().id;
+        let followed: Vec<Follow> = catalog
+            .deployments
+            .iter()
+            .filter(|d| d.revision == latest)
+            .map(|d| Follow {
+                revision: d.revision,
+                group: d.group,
+                action: d.action,
+                deadline: d.deadline,
+            })
+            .collect();
+        assert_eq!(
+            followed,
+            [Follow {
+                revision: latest,
+                group: ALL_COMPUTERS,
+                action: Action::OptionalInstall,
+                deadline: Some(5_000),
+            }]
+        );
+        // Followed once: nothing is left to follow, from any version.
+        assert!(new_revisions(&catalog, seen).is_empty());
+        assert!(new_revisions(&catalog, catalog.version).is_empty());
+    }
+}

@@ -11,9 +11,6 @@ use crate::report::AuditEntry;
 
 /// The catalog version up to which new revisions of approved updates were looked at.
 const REVISIONS_SEQ: &str = "rules.revisions_seq";
-/// "0": new revisions of approved updates are not approved by themselves (default: they are,
-/// as WSUS does).
-const APPROVE_NEW_REVISIONS: &str = "rules.approve_new_revisions";
 /// The titles an audit entry of a rule names before it says "and N more".
 const TITLES_IN_AUDIT: usize = 20;
 
@@ -146,7 +143,17 @@ impl Store {
     /// approved, by rule.
     pub fn apply_rules(&mut self, now: i64) -> Result<Vec<RuleRun>, CatalogError> {
         let rules = self.rules()?;
-        let follow = self.meta(APPROVE_NEW_REVISIONS)?.as_deref() != Some("0");
+        // New revisions follow approvals (as WSUS does by default): with none, and no rule,
+        // there is nothing to do and the catalog is not read.
+        let approvals: i64 = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM deployments LIMIT 1) AS any_approval",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        let follow = approvals > 0;
         if rules.iter().all(|r| !r.enabled) && !follow {
             return Ok(Vec::new());
         }
