@@ -128,7 +128,6 @@ mod tests {
     use super::*;
     use crate::catalog::listing::categories;
     use crate::catalog::{ALL_COMPUTERS, UNASSIGNED_COMPUTERS};
-    use crate::state::Store;
 
     fn rule(catalog: &Catalog, classification: Option<&str>, applied_seq: i64) -> Rule {
         Rule {
@@ -150,11 +149,7 @@ mod tests {
     #[test]
     fn a_rule_takes_what_is_new_to_it_in_its_classifications_and_not_yet_decided() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(30, 4, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, _) = crate::state::generated_store(dir.path(), 30, 4, 1 << 20);
         let catalog = store.load().unwrap();
         let update_of = |r: &u32| catalog.revision(*r).unwrap().update_id;
 
@@ -205,11 +200,7 @@ mod tests {
     #[test]
     fn a_new_revision_follows_the_approvals_of_its_predecessor() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(10, 6, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, generated) = crate::state::generated_store(dir.path(), 10, 6, 1 << 20);
         let id = generated.deployable[0];
         let first = *store.revisions_of(id).unwrap().last().unwrap();
         store

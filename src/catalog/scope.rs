@@ -720,11 +720,7 @@ mod tests {
     #[test]
     fn each_group_is_offered_exactly_its_approvals_with_their_dependencies() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(60, 7, 4 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, generated) = crate::state::generated_store(dir.path(), 60, 7, 4 << 20);
         let ring = store.add_group("Ring 1", None).unwrap();
         let latest_of = |store: &Store, id: Guid| *store.revisions_of(id).unwrap().last().unwrap();
         let for_all: Vec<u32> = generated.deployable[..4]
@@ -797,11 +793,7 @@ mod tests {
     #[test]
     fn sparse_revision_ids_walk_as_dense_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(40, 3, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, _) = crate::state::generated_store(dir.path(), 40, 3, 1 << 20);
         let dense = store.load().unwrap();
         store
             .decide(
@@ -875,11 +867,7 @@ mod tests {
     #[test]
     fn deployments_count_from_their_go_live_time() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(10, 5, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, generated) = crate::state::generated_store(dir.path(), 10, 5, 1 << 20);
         let latest = |store: &Store, i: usize| {
             *store
                 .revisions_of(generated.deployable[i])
@@ -916,11 +904,7 @@ mod tests {
     #[test]
     fn block_wins_nearest_group_wins_and_changes_show() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(20, 9, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, generated) = crate::state::generated_store(dir.path(), 20, 9, 1 << 20);
         let ring = store.add_group("Ring", None).unwrap();
         let a = *store
             .revisions_of(generated.deployable[0])
@@ -972,11 +956,7 @@ mod tests {
     #[test]
     fn what_nobody_approved_or_declined_is_sent_for_evaluation() {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = dir.path().join("p");
-        std::fs::create_dir_all(&payloads).unwrap();
-        let generated = crate::testkit::generate::generate(20, 3, 1 << 20, &payloads).unwrap();
-        let mut store = Store::open(&crate::state::Database::sqlite(dir.path())).unwrap();
-        store.import(&generated.documents).unwrap();
+        let (mut store, generated) = crate::state::generated_store(dir.path(), 20, 3, 1 << 20);
         let latest = |store: &Store, i: usize| {
             *store
                 .revisions_of(generated.deployable[i])

@@ -218,6 +218,23 @@ impl Meta {
     }
 }
 
+/// A store in `dir` holding a catalog generated with `n` software updates, `seed` and payloads
+/// of at most `budget` bytes in all (written under `dir/p`): the catalogs unit tests walk.
+#[cfg(test)]
+pub(crate) fn generated_store(
+    dir: &Path,
+    n: usize,
+    seed: u64,
+    budget: u64,
+) -> (Store, crate::testkit::generate::Generated) {
+    let payloads = dir.join("p");
+    std::fs::create_dir_all(&payloads).unwrap();
+    let generated = crate::testkit::generate::generate(n, seed, budget, &payloads).unwrap();
+    let mut store = Store::open(&Database::sqlite(dir)).unwrap();
+    store.import(&generated.documents).unwrap();
+    (store, generated)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
